@@ -1,0 +1,56 @@
+"""`hats`: the local stack and demo from one command line (`hats up|down|status|run|env`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from devstack import stack
+from devstack.procs import StackError
+from devstack.profile import StackConfigError, load_profile
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="hats", description=__doc__)
+    parser.add_argument("--profile", default="dev", choices=["dev", "test"],
+                        help="which stack: dev (make run) or test (make test); each has its own ports and state")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("up", help="start Mosquitto, InfluxDB and PostgreSQL, migrate, write the env file")
+    sub.add_parser("down", help="stop everything this profile started")
+    sub.add_parser("purge", help="stop everything and delete the profile's data, secrets and logs")
+    sub.add_parser("status", help="which services and processes are running")
+    sub.add_parser("env", help="print the env file's path (source it for the stack's settings)")
+    run = sub.add_parser("run", help="the demo: stack, worker, simulated fleet, Dagster UI, first rollups")
+    run.add_argument("--backfill-hours", type=int, default=3, help="hours of history the simulator replays")
+    args = parser.parse_args(argv)
+    try:
+        profile = load_profile(args.profile)
+        if args.command == "up":
+            print(f"hats: starting the {profile.name} stack in {profile.state_dir}", file=sys.stderr)
+            stack.up(profile)
+            print(f"hats: up. Settings: . {profile.env_file}", file=sys.stderr)
+        elif args.command == "down":
+            stack.down(profile)
+            print(f"hats: the {profile.name} stack is down", file=sys.stderr)
+        elif args.command == "purge":
+            stack.purge(profile)
+            print(f"hats: the {profile.name} stack and its data are gone", file=sys.stderr)
+        elif args.command == "status":
+            states = stack.status(profile)
+            for name, running in states.items():
+                print(f"{name:12} {'running' if running else 'stopped'}")
+            return 0 if all(states[name] for name in ("mosquitto", "influxdb", "postgresql")) else 3
+        elif args.command == "env":
+            print(profile.env_file)
+        elif args.command == "run":
+            from devstack import demo
+
+            demo.run(profile, backfill_hours=args.backfill_hours)
+    except (StackError, StackConfigError, FileNotFoundError) as exc:
+        print(f"hats: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

