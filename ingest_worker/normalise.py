@@ -1,0 +1,97 @@
+"""A Home Assistant state, whatever format carried it, becomes one contract `Point`.
+
+Pure functions: every source parser hands over an `EntityState`; the rules for measurement, units,
+availability and time live here once.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from ingest_worker.contract import AVAILABILITY_STATES, Point
+from ingest_worker.rejections import Reason, Rejected
+from ingest_worker.units import conversion_for, is_percent_class, quantity_for_unit
+
+ENTITY_ID = re.compile(r"^[a-z0-9_]{1,64}\.[a-z0-9_]{1,255}$")
+MAX_STATE_CHARS = 255  # Home Assistant's own limit on a state string
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+BINARY_STATES = {"on": 1.0, "off": 0.0, "open": 1.0, "closed": 0.0, "home": 1.0, "not_home": 0.0}
+BINARY_DOMAINS = frozenset({"binary_sensor", "switch", "light", "input_boolean", "fan", "lock", "cover"})
+
+
+@dataclass(frozen=True, slots=True)
+class EntityState:
+    entity_id: str
+    state: str
+    attributes: Mapping[str, object] = field(default_factory=dict)
+    last_updated: str | None = None
+    source: str = "eventstream"
+    device_id: str | None = None
+
+
+def parse_time_ns(text: str) -> int:
+    """ISO 8601 with offset (as Home Assistant writes it) to UTC nanoseconds, microseconds kept exact."""
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise Rejected(Reason.BAD_TIMESTAMP, f"not an ISO 8601 timestamp: {text[:64]!r}") from None
+    if moment.tzinfo is None:
+        raise Rejected(Reason.BAD_TIMESTAMP, f"timestamp without a UTC offset: {text[:64]!r}")
+    delta = moment.astimezone(UTC) - EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
+
+
+def measurement_for(domain: str, device_class: str | None, unit: str | None) -> str:
+    """device_class, else the quantity the unit implies, else the domain's kind."""
+    if device_class:
+        return device_class
+    quantity = quantity_for_unit(unit)
+    if quantity:
+        return quantity
+    if domain in BINARY_DOMAINS:
+        return "binary"
+    return "state"
+
+
+def normalise(state: EntityState, received_ns: int) -> Point:
+    if not ENTITY_ID.match(state.entity_id):
+        raise Rejected(Reason.BAD_ENTITY_ID, f"entity_id {state.entity_id[:80]!r} is not domain.object_id")
+    domain = state.entity_id.split(".", 1)[0]
+    attrs = state.attributes
+    device_class = _text(attrs.get("device_class"))
+    unit = _text(attrs.get("unit_of_measurement"))
+    measurement = measurement_for(domain, device_class, unit)
+    tags = [("domain", domain), ("entity_id", state.entity_id), ("source", state.source)]
+    if state.device_id:
+        tags.append(("device_id", state.device_id))
+    tags.sort()
+    time_ns = parse_time_ns(state.last_updated) if state.last_updated else received_ns
+    raw = state.state.strip()
+    if raw in AVAILABILITY_STATES:
+        return Point(measurement, tuple(tags), time_ns, state=raw)
+    number = _number(raw)
+    if number is not None:
+        if not math.isfinite(number):
+            raise Rejected(Reason.NON_FINITE, f"{state.entity_id} state {raw!r} is not a finite number")
+        conversion = conversion_for(None if is_percent_class(device_class) else unit)
+        return Point(measurement, tuple(tags), time_ns, value=float(conversion.apply(number)))
+    if measurement == "binary" and raw in BINARY_STATES:
+        return Point(measurement, tuple(tags), time_ns, value=BINARY_STATES[raw])
+    if len(raw) > MAX_STATE_CHARS:
+        raise Rejected(Reason.SCHEMA, f"{state.entity_id} state is {len(raw)} chars, over {MAX_STATE_CHARS}")
+    return Point(measurement, tuple(tags), time_ns, state=raw)
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _number(raw: str) -> float | None:
+    try:
+        return float(raw)
+    except ValueError:
+        return None

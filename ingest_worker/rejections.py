@@ -1,0 +1,29 @@
+"""Why a message could not become a point: the reason codes of the dead-letter store.
+
+Codes are stable strings (operators count and filter by them); the detail says what exactly was wrong.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    NOT_UTF8 = "not_utf8"
+    INVALID_JSON = "invalid_json"
+    SCHEMA = "schema"
+    BAD_ENTITY_ID = "bad_entity_id"
+    BAD_TIMESTAMP = "bad_timestamp"
+    NON_FINITE = "non_finite_value"
+    UNWRITABLE = "unwritable_text"
+    INFLUX_REJECTED = "influx_rejected"
+
+
+class Rejected(Exception):  # noqa: N818 (a verdict, not a failure of the worker)
+    """The message is invalid; it goes to the dead-letter store with this reason and detail."""
+
+    def __init__(self, reason: Reason, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail

@@ -1,0 +1,1 @@
+"""Where points and rejects land: InfluxDB for points, PostgreSQL ops.dead_letters for rejects."""
