@@ -46,14 +46,16 @@ def parse_time_ns(text: str) -> int:
 
 
 def measurement_for(domain: str, device_class: str | None, unit: str | None) -> str:
-    """device_class, else the quantity the unit implies, else the domain's kind."""
+    """On/off domains are one `binary` quantity whatever their device_class (door, motion…), so that
+    binary sensors do not scatter over dozens of measurements; others: device_class, else the quantity
+    the unit implies, else `state`."""
+    if domain in BINARY_DOMAINS:
+        return "binary"
     if device_class:
         return device_class
     quantity = quantity_for_unit(unit)
     if quantity:
         return quantity
-    if domain in BINARY_DOMAINS:
-        return "binary"
     return "state"
 
 
