@@ -26,8 +26,8 @@ PYTHON = str(Path(sys.executable))
 
 
 def _count_points(profile: Profile, secrets: dict[str, str], database: str, since: datetime) -> int:
-    body = influxdb.query(profile, f"SELECT count(*) FROM \"{database}\".\"raw\"./.*/ WHERE time >= '{since.isoformat()}'",
-                          influxdb.ADMIN_USER, secrets["influx_admin"])
+    statement = f"SELECT count(*) FROM \"{database}\".\"raw\"./.*/ WHERE time >= '{since.isoformat()}'"
+    body = influxdb.query(profile, statement, influxdb.ADMIN_USER, secrets["influx_admin"])
     total = 0
     for result in body.get("results", []):  # type: ignore[attr-defined]
         for series in result.get("series", []):

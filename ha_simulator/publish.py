@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 from ha_simulator.fleet import build_fleet, states_until
 from ha_simulator.messages import state_changed
@@ -32,7 +33,7 @@ class Publisher:
     """A paho client on its own network thread; `publish` blocks only when too many are unacknowledged."""
 
     def __init__(self, target: Target, client_id: str) -> None:
-        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
         self._client.username_pw_set(target.username, target.password)
         self._client.max_inflight_messages_set(MAX_INFLIGHT)
         self._client.max_queued_messages_set(0)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from ingest_worker.lineprotocol import encode
-from ingest_worker.normalise import normalise
+from ingest_worker.normalise import EntityState, normalise
 from ingest_worker.rejections import Reason, Rejected
 from ingest_worker.settings import WorkerSettings
 from ingest_worker.sources import eventstream
@@ -59,7 +59,7 @@ class Pipeline:
         except Rejected as rejected:
             self._reject(topic, payload, received, rejected.reason, rejected.detail)
 
-    def _route(self, topic: str, payload: bytes) -> eventstream.EntityState | None:
+    def _route(self, topic: str, payload: bytes) -> EntityState | None:
         if topic == self._settings.eventstream_topic:
             return eventstream.parse(payload)
         raise Rejected(Reason.SCHEMA, f"no source is configured for topic {topic!r}")

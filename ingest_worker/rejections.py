@@ -20,7 +20,7 @@ class Reason(StrEnum):
     INFLUX_REJECTED = "influx_rejected"
 
 
-class Rejected(Exception):  # noqa: N818 (a verdict, not a failure of the worker)
+class Rejected(Exception):
     """The message is invalid; it goes to the dead-letter store with this reason and detail."""
 
     def __init__(self, reason: Reason, detail: str) -> None:

@@ -53,7 +53,7 @@ class WorkerSettings(BaseSettings):
 
 def load_settings() -> WorkerSettings:
     try:
-        return WorkerSettings()  # type: ignore[call-arg]  # fields come from the environment
+        return WorkerSettings()  # fields come from the environment
     except ValidationError as exc:
         problems = []
         for error in exc.errors():

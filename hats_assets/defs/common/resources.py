@@ -26,7 +26,7 @@ class InfluxQueryError(RuntimeError):
     """InfluxDB answered a query with an error; the message carries its text and the query."""
 
 
-class InfluxDBResource(dg.ConfigurableResource):  # type: ignore[misc]
+class InfluxDBResource(dg.ConfigurableResource):
     """InfluxDB through the v1 HTTP API (`/query`), served by 1.x and by 2.x/3.x compatibility."""
 
     url: str = Field(description="Base URL, e.g. http://127.0.0.1:18086 (HATS_INFLUX_URL)")
@@ -56,7 +56,7 @@ class InfluxDBResource(dg.ConfigurableResource):  # type: ignore[misc]
         return series
 
 
-class PostgresResource(dg.ConfigurableResource):  # type: ignore[misc]
+class PostgresResource(dg.ConfigurableResource):
     """The hats warehouse database, as role hats_dagster."""
 
     dsn: str = Field(description="libpq URL of role hats_dagster on database hats (HATS_DAGSTER_DSN)")

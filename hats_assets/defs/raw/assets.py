@@ -6,9 +6,8 @@ alive?" in the UI before anyone opens a rollup.
 """
 
 
-from datetime import UTC, datetime
-
 import warnings
+from datetime import UTC, datetime
 
 import dagster as dg
 

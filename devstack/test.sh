@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# `make test`: static checks, then the whole pytest suite against the test stack (its own ports, state
+# and secrets, so a running demo is never touched), which is stopped again afterwards.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+VENV=.venv/bin
+started=$(date +%s)
+
+echo "==> ruff"
+$VENV/ruff check . || exit 1
+echo "==> mypy"
+$VENV/mypy || exit 1
+echo "==> test stack"
+$VENV/hats --profile test up || exit 1
+echo "==> pytest"
+$VENV/pytest "$@"
+rc=$?
+echo "==> stopping the test stack"
+$VENV/hats --profile test down
+echo "make test: exit $rc after $(( $(date +%s) - started )) s"
+exit $rc
