@@ -145,12 +145,12 @@ def downgrade() -> None:
           EXECUTE format('GRANT CONNECT, TEMPORARY ON DATABASE %I TO PUBLIC', current_database());
         END $$""")
     for role in ROLES:
-        # DROP OWNED removes what the role holds in this database only; the role itself goes only when
-        # no other database (or shared object) still depends on it.
+        # Everything this database granted the role is gone with the schemas and the REVOKE above (never
+        # DROP OWNED: it also revokes the role's CONNECT on every other database). The role itself goes
+        # only when no other database still depends on it.
         op.execute(f"""
             DO $$ BEGIN
               IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{role}') THEN
-                EXECUTE 'DROP OWNED BY {role}';
                 IF NOT EXISTS (SELECT 1 FROM pg_shdepend d JOIN pg_roles r ON r.oid = d.refobjid
                                WHERE r.rolname = '{role}') THEN
                   DROP ROLE {role};

@@ -79,8 +79,7 @@ def entity_hourly(
     })
 
 
-entity_hourly_job = dg.define_asset_job("entity_hourly_job", selection=[entity_hourly],
-                                        partitions_def=hourly_partitions)
+entity_hourly_job = dg.define_asset_job("entity_hourly_job", selection=[entity_hourly])
 entity_hourly_schedule = dg.build_schedule_from_partitioned_job(
     entity_hourly_job, minute_of_hour=5, default_status=dg.DefaultScheduleStatus.RUNNING,
     description="Each hour at :05, aggregate the hour that just ended.",

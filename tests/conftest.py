@@ -1,0 +1,134 @@
+"""Shared fixtures: the real test stack, a fresh tenant per test, and the worker as a real process.
+
+The test stack (`hats --profile test up`, started by `make test` or here on demand) has its own ports,
+state and secrets, so tests never touch a developer's running demo. Isolation inside it comes from
+unique names: every test gets its own tenant (InfluxDB database), topic and MQTT client id.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from devstack import influxdb, stack
+from devstack.profile import PROJECT_ROOT, Profile, load_profile
+
+DEADLINE_S = 60.0
+
+
+def wait_for(condition: Callable[[], Any], what: str, timeout: float = DEADLINE_S, interval: float = 0.1) -> Any:
+    """Poll until `condition()` is truthy; fail naming `what` at the deadline. Never a bare sleep."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+@pytest.fixture(scope="session")
+def profile() -> Profile:
+    return load_profile("test")
+
+
+@pytest.fixture(scope="session")
+def stack_env(profile: Profile) -> dict[str, str]:
+    """The test stack's settings; starts it if `make test` did not (idempotent)."""
+    return stack.up(profile)
+
+
+@pytest.fixture(scope="session")
+def secrets(profile: Profile, stack_env: dict[str, str]) -> dict[str, str]:
+    return stack.secrets_for(profile)
+
+
+@dataclass(frozen=True)
+class Tenant:
+    name: str
+    database: str
+    topic: str
+    env: dict[str, str]
+
+    def influx(self, query: str) -> list[dict[str, Any]]:
+        """Query the tenant's database as the admin (tests read everything)."""
+        response = httpx.post(
+            f"{self.env['HATS_INFLUX_URL']}/query",
+            data={"q": query, "db": self.database, "epoch": "ns"},
+            auth=(self.env["HATS_INFLUX_ADMIN_USERNAME"], self.env["HATS_INFLUX_ADMIN_PASSWORD"]),
+            timeout=30,
+        )
+        response.raise_for_status()
+        series: list[dict[str, Any]] = []
+        for result in response.json()["results"]:
+            assert "error" not in result, result["error"]
+            series.extend(result.get("series", []))
+        return series
+
+
+@pytest.fixture
+def tenant(profile: Profile, stack_env: dict[str, str], secrets: dict[str, str]) -> Tenant:
+    name = f"t{uuid.uuid4().hex[:12]}"
+    database = f"hats_{name}"
+    influxdb.ensure_tenant_database(profile, secrets, database, raw_days=30, rollup_days=730)
+    with psycopg.connect(stack_env["HATS_PG_DSN"], autocommit=True) as conn:
+        conn.execute("INSERT INTO core.tenants (tenant_id, name) VALUES (%s, %s)", (name, "test tenant"))
+    topic = f"hats/{name}/events"
+    env = {**stack_env, "HATS_TENANT": name, "HATS_EVENTSTREAM_TOPIC": topic,
+           "HATS_MQTT_CLIENT_ID": f"hats-test-{name}"}
+    return Tenant(name, database, topic, env)
+
+
+@dataclass
+class WorkerProcess:
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=30)
+
+    def counters(self) -> dict[str, int]:
+        """The counters the worker logs when it stops (`stopped: {...}`)."""
+        line = next(line for line in self.output().splitlines() if "stopped: " in line)
+        parsed: dict[str, int] = json.loads(line.split("stopped: ", 1)[1].replace("'", '"'))
+        return parsed
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path) -> Iterator[Callable[[dict[str, str]], WorkerProcess]]:
+    """Start `python -m ingest_worker` for real; wait until it has subscribed."""
+    started: list[WorkerProcess] = []
+
+    def start(env: dict[str, str]) -> WorkerProcess:
+        log = tmp_path / f"worker-{len(started)}.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen([sys.executable, "-m", "ingest_worker"], env={**os.environ, **env},
+                                    stdout=out, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT)
+        worker = WorkerProcess(proc, log)
+        started.append(worker)
+        wait_for(lambda: "subscribed to" in worker.output() or proc.poll() is not None, "the worker to subscribe")
+        assert proc.poll() is None, f"the worker exited early:\n{worker.output()}"
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()

@@ -1,0 +1,114 @@
+"""Small synchronous MQTT 5 helpers for tests: reason codes tell us what the broker's ACL decided."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+TIMEOUT_S = 10.0
+
+
+@dataclass
+class Session:
+    client: mqtt.Client
+    received: list[mqtt.MQTTMessage] = field(default_factory=list)
+    acks: dict[int, ReasonCode] = field(default_factory=dict)
+    subacks: dict[int, list[ReasonCode]] = field(default_factory=dict)
+    cond: threading.Condition = field(default_factory=threading.Condition)
+
+    def wait(self, predicate: object, what: str) -> None:
+        with self.cond:
+            if not self.cond.wait_for(predicate, timeout=TIMEOUT_S):  # type: ignore[arg-type]
+                raise TimeoutError(f"MQTT: no {what} within {TIMEOUT_S} s")
+
+    def publish(self, topic: str, payload: bytes) -> ReasonCode:
+        info = self.client.publish(topic, payload, qos=1)
+        self.wait(lambda: info.mid in self.acks, f"PUBACK for {topic}")
+        return self.acks[info.mid]
+
+    def subscribe(self, topic: str) -> ReasonCode:
+        _, mid = self.client.subscribe(topic, qos=1)
+        self.wait(lambda: mid in self.subacks, f"SUBACK for {topic}")
+        return self.subacks[mid][0]
+
+
+def connect_code(port: int, username: str | None, password: str | None) -> ReasonCode:
+    """The CONNACK reason code the broker answers these credentials with."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    if username is not None:
+        client.username_pw_set(username, password)
+    result: list[ReasonCode] = []
+    done = threading.Event()
+
+    def on_connect(c: mqtt.Client, u: object, f: object, rc: ReasonCode, p: object) -> None:
+        result.append(rc)
+        done.set()
+
+    client.on_connect = on_connect
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    try:
+        if not done.wait(TIMEOUT_S):
+            raise TimeoutError("no CONNACK")
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return result[0]
+
+
+@contextmanager
+def session(port: int, username: str, password: str, client_id: str = "", clean_start: bool = True,
+            session_expiry_s: int = 0, v311: bool = False) -> Iterator[Session]:
+    """An MQTT 5 session (reason codes), or with `v311` a 3.1.1 one as the worker uses (aiomqtt's default)."""
+    if v311:
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311,
+                             clean_session=clean_start)
+    else:
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    client.username_pw_set(username, password)
+    s = Session(client)
+    connected = threading.Event()
+
+    def on_connect(c: mqtt.Client, u: object, f: object, rc: ReasonCode, p: object) -> None:
+        if not rc.is_failure:
+            connected.set()
+
+    def on_publish(c: mqtt.Client, u: object, mid: int, rc: ReasonCode, p: object) -> None:
+        with s.cond:
+            s.acks[mid] = rc
+            s.cond.notify_all()
+
+    def on_subscribe(c: mqtt.Client, u: object, mid: int, rcs: list[ReasonCode], p: object) -> None:
+        with s.cond:
+            s.subacks[mid] = rcs
+            s.cond.notify_all()
+
+    def on_message(c: mqtt.Client, u: object, message: mqtt.MQTTMessage) -> None:
+        with s.cond:
+            s.received.append(message)
+            s.cond.notify_all()
+
+    client.on_connect, client.on_publish = on_connect, on_publish
+    client.on_subscribe, client.on_message = on_subscribe, on_message
+    if v311:
+        client.connect("127.0.0.1", port)
+    else:
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = session_expiry_s
+        client.connect("127.0.0.1", port, clean_start=clean_start, properties=props)
+    client.loop_start()
+    try:
+        if not connected.wait(TIMEOUT_S):
+            raise TimeoutError(f"MQTT connect as {username} failed")
+        yield s
+    finally:
+        client.disconnect()
+        client.loop_stop()
