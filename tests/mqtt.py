@@ -36,6 +36,7 @@ class Session:
 
     def subscribe(self, topic: str) -> ReasonCode:
         _, mid = self.client.subscribe(topic, qos=1)
+        assert mid is not None
         self.wait(lambda: mid in self.subacks, f"SUBACK for {topic}")
         return self.subacks[mid][0]
 
@@ -101,7 +102,7 @@ def session(port: int, username: str, password: str, client_id: str = "", clean_
     if v311:
         client.connect("127.0.0.1", port)
     else:
-        props = Properties(PacketTypes.CONNECT)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = session_expiry_s
         client.connect("127.0.0.1", port, clean_start=clean_start, properties=props)
     client.loop_start()

@@ -78,7 +78,8 @@ def test_analyst_is_refused_everything_but_reading_analytics(stack_env: dict[str
 def test_analyst_reads_analytics(stack_env: dict[str, str]) -> None:
     with psycopg.connect(stack_env["HATS_ANALYST_DSN"]) as conn:
         row = conn.execute("SELECT count(*) FROM analytics.entity_hourly").fetchone()
-    assert row is not None and row[0] >= 0
+    assert row is not None
+    assert row[0] >= 0
 
 
 def test_analyst_cannot_reach_dagster_storage(stack_env: dict[str, str]) -> None:

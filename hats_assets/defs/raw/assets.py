@@ -62,7 +62,7 @@ def raw_points(influxdb: InfluxDBResource) -> dg.ObserveResult:
     )
 
 
-observe_raw_points_job = dg.define_asset_job("observe_raw_points", selection=dg.AssetSelection.keys("raw_points"))
+observe_raw_points_job = dg.define_asset_job("observe_raw_points", selection=dg.AssetSelection.assets("raw_points"))
 observe_raw_points_schedule = dg.ScheduleDefinition(
     job=observe_raw_points_job, cron_schedule="*/5 * * * *", default_status=dg.DefaultScheduleStatus.RUNNING,
     description="Every 5 minutes: record the newest raw point and the series counts, so a stalled feed shows.",
