@@ -61,7 +61,11 @@ def run(profile: Profile, backfill_hours: int) -> None:
 
     print("hats run: 2/5 ingest worker", file=sys.stderr)
     _start(procs["worker"], [PYTHON, "-m", "ingest_worker"], child_env)
-    wait_until(procs["worker"].running, "the ingest worker", timeout=10, log=procs["worker"].log)
+    # Until the worker has subscribed once, the broker holds no session for it and would discard the
+    # fleet's messages; its log line is the signal (the worker has no readiness endpoint yet).
+    worker_log = procs["worker"].log
+    wait_until(lambda: procs["worker"].running() and "subscribed to" in worker_log.read_text(errors="replace"),
+               "the ingest worker to subscribe", timeout=60, log=worker_log)
 
     print(f"hats run: 3/5 simulated fleet: {DEMO_DEVICES} devices, {backfill_hours} h of history", file=sys.stderr)
     since = datetime.now(UTC) - timedelta(hours=backfill_hours)
