@@ -23,8 +23,7 @@ as_root() {
 
 # 1. Debian packages, only when something is missing (apt-get update costs ~10 s).
 need=()
-command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
-command -v mosquitto_passwd >/dev/null || need+=(mosquitto)
+{ [ -x /usr/sbin/mosquitto ] && command -v mosquitto_passwd >/dev/null; } || need+=(mosquitto)
 command -v influxd >/dev/null || need+=(influxdb)
 [ -e /usr/lib/x86_64-linux-gnu/libossp-uuid.so.16 ] || [ -e /usr/lib/aarch64-linux-gnu/libossp-uuid.so.16 ] \
   || need+=(libossp-uuid16)
