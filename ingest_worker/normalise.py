@@ -24,13 +24,28 @@ BINARY_DOMAINS = frozenset({"binary_sensor", "switch", "light", "input_boolean",
 
 
 @dataclass(frozen=True, slots=True)
+class DeviceInfo:
+    """A physical device as MQTT discovery describes it (upserted into core.devices)."""
+
+    device_id: str
+    name: str | None = None
+    manufacturer: str | None = None
+    model: str | None = None
+    identifiers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class EntityState:
+    """One state of one entity, as any source parsed it; `attributes` carries unit_of_measurement,
+    device_class, state_class, friendly_name when the source knows them."""
+
     entity_id: str
     state: str
     attributes: Mapping[str, object] = field(default_factory=dict)
     last_updated: str | None = None
     source: str = "eventstream"
     device_id: str | None = None
+    device: DeviceInfo | None = None
 
 
 def parse_time_ns(text: str) -> int:
