@@ -1,88 +1,110 @@
-"""The worker's event loop: subscribe, feed the pipeline, flush on size or age, stop cleanly.
+"""The worker's wiring: network thread → pipeline → durable writer, with graceful shutdown.
 
-On SIGTERM or SIGINT it stops reading, flushes what it holds and exits; a lost broker connection is
-retried with jittered exponential backoff, and the fixed client id with a persistent session lets
-the broker keep QoS 1 messages for it meanwhile.
+On SIGTERM/SIGINT it stops reading MQTT, processes what it already holds, makes it durable,
+acknowledges it and disconnects, within HATS_SHUTDOWN_TIMEOUT_S; what is left unacknowledged stays in
+the broker's persistent session and is redelivered on the next start.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
-import random
 import signal
+import time
+from collections.abc import Callable
 
-import aiomqtt
+import psycopg
 
+from ingest_worker import metrics
 from ingest_worker.contract import database_for
+from ingest_worker.health import HealthServer
+from ingest_worker.mqtt_link import LinkSettings, MqttLink
+from ingest_worker.outbox import Outbox
 from ingest_worker.pipeline import Pipeline
 from ingest_worker.settings import WorkerSettings
-from ingest_worker.store.deadletters import DeadLetterStore
+from ingest_worker.sources.registry import build_sources, subscription_filters
+from ingest_worker.store.durable import DurableWriter
 from ingest_worker.store.influx import InfluxWriter
+from ingest_worker.store.metadata import MetadataStore
 
 log = logging.getLogger("ingest_worker")
 
-RECONNECT_INITIAL_S = 0.5
-RECONNECT_MAX_S = 30.0
 TICK_S = 0.05
-
-
-async def _consume(settings: WorkerSettings, pipeline: Pipeline) -> None:
-    delay = RECONNECT_INITIAL_S
-    while True:
-        try:
-            async with aiomqtt.Client(
-                settings.mqtt_host, settings.mqtt_port,
-                username=settings.mqtt_username, password=settings.mqtt_password.get_secret_value(),
-                identifier=settings.mqtt_client_id, clean_session=False,
-            ) as client:
-                await client.subscribe(settings.eventstream_topic, qos=1)
-                log.info("subscribed to %s on %s:%s", settings.eventstream_topic, settings.mqtt_host,
-                         settings.mqtt_port)
-                delay = RECONNECT_INITIAL_S
-                async for message in client.messages:
-                    payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
-                    pipeline.accept(message.topic.value, payload)
-                    if pipeline.full():
-                        await pipeline.flush()
-        except aiomqtt.MqttError as exc:
-            wait = delay * random.uniform(0.5, 1.5)  # noqa: S311 (jitter)
-            log.warning("MQTT connection lost (%s); reconnecting in %.1f s", exc, wait)
-            await asyncio.sleep(wait)
-            delay = min(delay * 2, RECONNECT_MAX_S)
-
-
-async def _flush_by_age(pipeline: Pipeline) -> None:
-    while True:
-        await asyncio.sleep(TICK_S)
-        if pipeline.due():
-            await pipeline.flush()
+STALLED_AFTER_S = 30.0
 
 
 async def run(settings: WorkerSettings) -> dict[str, int]:
-    writer = InfluxWriter(settings.influx_url, database_for(settings.tenant), settings.influx_username,
-                          settings.influx_password.get_secret_value())
-    dead_letters = await DeadLetterStore.connect(settings.ingest_dsn.get_secret_value())
-    pipeline = Pipeline(settings, writer, dead_letters)
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    sources = build_sources(settings)
+    conn = await psycopg.AsyncConnection.connect(settings.ingest_dsn.get_secret_value(), autocommit=True)
+    metadata = MetadataStore(settings.tenant, settings.series_budget)
+    await metadata.load(conn)
+    outbox = Outbox(settings.outbox_dir / settings.mqtt_client_id, settings.outbox_max_bytes)
+    influx = InfluxWriter(settings.influx_url, database_for(settings.tenant), settings.influx_username,
+                          settings.influx_password.get_secret_value(), settings.influx_timeout_s)
+    wakeup = asyncio.Event()
+    link = MqttLink(
+        LinkSettings(settings.mqtt_host, settings.mqtt_port, settings.mqtt_username,
+                     settings.mqtt_password.get_secret_value(), settings.mqtt_client_id,
+                     subscription_filters(sources), settings.mqtt_share_group),
+        on_batch=lambda: _call_soon(loop, wakeup.set),
+    )
+    writer = DurableWriter(influx, outbox)
+    pipeline = Pipeline(settings.tenant, sources, writer, metadata, conn, link, settings.max_payload_bytes,
+                        settings.batch_max_points, settings.batch_max_age_s)
+    last_tick = time.monotonic()
+
+    def ready() -> tuple[bool, str]:
+        if not link.connected:
+            return False, "not connected to the MQTT broker"
+        if writer.outbox_full:
+            return False, "outbox full: holding acknowledgements until InfluxDB catches up"
+        return True, "ready" + (" (InfluxDB unavailable: writing to the outbox)" if writer.degraded else "")
+
+    health = HealthServer(settings.http_host, settings.http_port,
+                          alive=lambda: time.monotonic() - last_tick < STALLED_AFTER_S, ready=ready)
+    if settings.http_port:
+        await health.start()
+    stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    link.start()
+    replayer = asyncio.create_task(writer.replay_forever(pipeline.replay_rejected), name="outbox-replay")
     try:
-        tasks = [asyncio.create_task(_consume(settings, pipeline)), asyncio.create_task(_flush_by_age(pipeline))]
-        waiter = asyncio.create_task(stop.wait())
-        done, _ = await asyncio.wait([*tasks, waiter], return_when=asyncio.FIRST_COMPLETED)
-        for task in (*tasks, waiter):
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        for task in done - {waiter}:
-            task.result()  # a crashed task re-raises here instead of vanishing
-        await pipeline.flush()
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wakeup.wait(), TICK_S)
+            wakeup.clear()
+            last_tick = time.monotonic()
+            pipeline.process(link.take())
+            metrics.INBOX_DEPTH.set(link.inbox_depth())
+            metrics.CONSUMER_LAG.set(pipeline.oldest_age_s())
+            metrics.MQTT_CONNECTED.set(1 if link.connected else 0)
+            if pipeline.full() or pipeline.due():
+                await pipeline.flush()
+            if replayer.done():
+                replayer.result()  # a crashed replayer re-raises here instead of vanishing
+        log.info("stopping: draining what was received")
+        link.pause_reading()
+        await asyncio.wait_for(_drain(pipeline, link), settings.shutdown_timeout_s)
     finally:
-        await writer.aclose()
-        await dead_letters.aclose()
-    log.info("stopped: %s", dict(pipeline.counters))
-    return dict(pipeline.counters)
+        link.stop()
+        replayer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await replayer
+        await health.close()
+        await influx.aclose()
+        await conn.close()
+    log.info("stopped: %s", json.dumps(pipeline.counters, sort_keys=True))
+    return pipeline.counters
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[[], object]) -> None:
+    loop.call_soon_threadsafe(callback)
+
+
+async def _drain(pipeline: Pipeline, link: MqttLink) -> None:
+    pipeline.process(link.take())
+    await pipeline.flush()

@@ -75,7 +75,7 @@ def measurement_for(domain: str, device_class: str | None, unit: str | None) -> 
 
 
 def normalise(state: EntityState, received_ns: int) -> Point:
-    if not ENTITY_ID.match(state.entity_id):
+    if not ENTITY_ID.fullmatch(state.entity_id):
         raise Rejected(Reason.BAD_ENTITY_ID, f"entity_id {state.entity_id[:80]!r} is not domain.object_id")
     domain = state.entity_id.split(".", 1)[0]
     attrs = state.attributes

@@ -1,90 +1,183 @@
-"""Topic + payload in, batched InfluxDB lines and dead letters out; flushed by size or age.
+"""Messages in, durable points and dead letters out; acknowledgements only after both are stored.
 
-Kept free of MQTT so that the same path serves live traffic, replays of dead letters and tests.
+`process` is the CPU-bound part (parse → normalise → validate → encode) and runs on each hand-off
+batch from the network thread; `flush` makes everything durable (InfluxDB or the outbox, then dead
+letters and metadata in one PostgreSQL transaction) and only then acknowledges the messages.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import psycopg
+
+from ingest_worker import metrics
 from ingest_worker.lineprotocol import encode
+from ingest_worker.mqtt_link import Incoming, MqttLink
 from ingest_worker.normalise import EntityState, normalise
 from ingest_worker.rejections import Reason, Rejected
-from ingest_worker.settings import WorkerSettings
-from ingest_worker.sources import eventstream
-from ingest_worker.store.deadletters import DeadLetter, DeadLetterStore
-from ingest_worker.store.influx import InfluxWriter
+from ingest_worker.sources.base import Source
+from ingest_worker.store import deadletters
+from ingest_worker.store.deadletters import DeadLetter
+from ingest_worker.store.durable import DurableWriter
+from ingest_worker.store.influx import LineError
+from ingest_worker.store.metadata import MetadataStore
 
 log = logging.getLogger(__name__)
 
-MAX_PAYLOAD_BYTES = 256 * 1024
+MAX_TOPIC_CHARS = 1024
+REPLAY_TOPIC = "(outbox replay)"
 
 
 @dataclass(frozen=True, slots=True)
-class Pending:
-    line: str
+class Origin:
     topic: str
     payload: bytes
-    received_at: datetime
+    received_ns: int
+
+
+def _received_at(received_ns: int) -> datetime:
+    return datetime.fromtimestamp(received_ns / 1e9, UTC)
 
 
 class Pipeline:
-    def __init__(self, settings: WorkerSettings, writer: InfluxWriter, dead_letters: DeadLetterStore) -> None:
-        self._settings = settings
+    def __init__(self, tenant: str, sources: Sequence[Source], writer: DurableWriter, metadata: MetadataStore,
+                 conn: psycopg.AsyncConnection[tuple[object, ...]], link: MqttLink | None,
+                 max_payload_bytes: int, batch_max_points: int, batch_max_age_s: float) -> None:
+        self._tenant = tenant
+        self._sources = sources
         self._writer = writer
-        self._dead_letters = dead_letters
-        self._pending: list[Pending] = []
+        self._metadata = metadata
+        self._conn = conn
+        self._link = link
+        self._max_payload = max_payload_bytes
+        self._max_points = batch_max_points
+        self._max_age_s = batch_max_age_s
+        self._lines: list[str] = []
+        self._origins: list[Origin] = []
         self._letters: list[DeadLetter] = []
+        self._acks: list[Incoming] = []
         self._oldest = 0.0
-        self.counters: Counter[str] = Counter()
+        self.counters: dict[str, int] = {"received": 0, "written": 0, "ignored": 0, "dead_lettered": 0}
 
-    def accept(self, topic: str, payload: bytes) -> None:
-        received = datetime.now(UTC)
-        self.counters["received"] += 1
-        if not self._pending and not self._letters:
+    # -- CPU part ---------------------------------------------------------------------------------
+    def process(self, items: Sequence[Incoming]) -> None:
+        if not items:
+            return
+        if not self._acks and not self._lines and not self._letters:
             self._oldest = time.monotonic()
+        for item in items:
+            self.counters["received"] += 1
+            try:
+                self._handle(item)
+            except Rejected as rejected:
+                self._reject(item.topic, item.payload, item.received_ns, rejected.reason, rejected.detail)
+        now_ns = time.time_ns()
+        for source in self._sources:
+            for state in source.flush():
+                self._emit(state, Origin(f"{source.name}:{state.entity_id}", state.state.encode(), now_ns))
+        self._acks.extend(items)
+        metrics.UNACKED.set(len(self._acks))
+
+    def _handle(self, item: Incoming) -> None:
+        source = self._route(item.topic)
+        metrics.RECEIVED.labels(source.name if source else "none").inc()
+        if len(item.topic) > MAX_TOPIC_CHARS:
+            raise Rejected(Reason.SCHEMA, f"topic of {len(item.topic)} chars, over {MAX_TOPIC_CHARS}")
+        if len(item.payload) > self._max_payload:
+            raise Rejected(Reason.PAYLOAD_TOO_LARGE, f"{len(item.payload)} bytes, over {self._max_payload}")
+        if source is None:
+            raise Rejected(Reason.SCHEMA, f"no configured source owns topic {item.topic[:200]!r}")
+        outcome = source.handle(item.topic, item.payload)
+        if self._link is not None:
+            for topic_filter in outcome.subscribe:
+                self._link.add_subscription(topic_filter)
+            for topic_filter in outcome.unsubscribe:
+                self._link.remove_subscription(topic_filter)
+        take_rejections = getattr(source, "take_rejections", None)
+        if take_rejections is not None:
+            for rejected in take_rejections():
+                self._reject(item.topic, item.payload, item.received_ns, rejected.reason, rejected.detail)
+        if outcome.ignored is not None:
+            self.counters["ignored"] += 1
+            metrics.IGNORED.labels(source.name, outcome.ignored).inc()
+        origin = Origin(item.topic, item.payload, item.received_ns)
+        for state in outcome.states:
+            self._emit(state, origin)
+
+    def _route(self, topic: str) -> Source | None:
+        for source in self._sources:
+            if source.matches(topic):
+                return source
+        return None
+
+    def _emit(self, state: EntityState, origin: Origin) -> None:
         try:
-            if len(payload) > MAX_PAYLOAD_BYTES:
-                raise Rejected(Reason.PAYLOAD_TOO_LARGE, f"{len(payload)} bytes, over {MAX_PAYLOAD_BYTES}")
-            state = self._route(topic, payload)
-            if state is None:
-                self.counters["ignored"] += 1
-                return
-            point = normalise(state, time.time_ns())
-            self._pending.append(Pending(encode(point), topic, payload, received))
+            if not self._metadata.admit(state.entity_id):
+                raise Rejected(Reason.SERIES_BUDGET,
+                               f"{state.entity_id} would exceed the tenant's budget of {self._metadata.budget} "
+                               "entities (HATS_SERIES_BUDGET)")
+            point = normalise(state, origin.received_ns)
+            line = encode(point)
         except Rejected as rejected:
-            self._reject(topic, payload, received, rejected.reason, rejected.detail)
+            self._reject(origin.topic, origin.payload, origin.received_ns, rejected.reason, rejected.detail)
+            return
+        self._metadata.note(state, point.measurement)
+        metrics.EVENT_AGE.observe(max(0.0, (origin.received_ns - point.time_ns) / 1e9))
+        self._lines.append(line)
+        self._origins.append(origin)
 
-    def _route(self, topic: str, payload: bytes) -> EntityState | None:
-        if topic == self._settings.eventstream_topic:
-            return eventstream.parse(payload)
-        raise Rejected(Reason.SCHEMA, f"no source is configured for topic {topic!r}")
+    def _reject(self, topic: str, payload: bytes, received_ns: int, reason: str, detail: str) -> None:
+        self.counters["dead_lettered"] += 1
+        self.counters[f"dead_letter:{reason}"] = self.counters.get(f"dead_letter:{reason}", 0) + 1
+        metrics.DEAD_LETTERED.labels(reason).inc()
+        self._letters.append(DeadLetter(_received_at(received_ns), self._tenant, topic, payload, reason, detail))
 
-    def _reject(self, topic: str, payload: bytes, received: datetime, reason: str, detail: str) -> None:
-        self.counters[f"dead_letter:{reason}"] += 1
-        self._letters.append(DeadLetter(received, self._settings.tenant, topic, payload, reason, detail))
-
+    # -- durable part -----------------------------------------------------------------------------
     def full(self) -> bool:
-        return len(self._pending) >= self._settings.batch_max_points
+        return len(self._lines) >= self._max_points
 
     def due(self) -> bool:
-        waiting = bool(self._pending or self._letters)
-        return waiting and time.monotonic() - self._oldest >= self._settings.batch_max_age_s
+        waiting = bool(self._acks or self._lines or self._letters)
+        return waiting and time.monotonic() - self._oldest >= self._max_age_s
+
+    def oldest_age_s(self) -> float:
+        return time.monotonic() - self._oldest if self._acks else 0.0
 
     async def flush(self) -> None:
-        pending, self._pending = self._pending, []
-        if pending:
-            failed = await self._writer.write([p.line for p in pending])
-            self.counters["written"] += len(pending) - len(failed)
-            by_line = {p.line: p for p in pending}
-            for error in failed:
+        lines, origins, self._lines, self._origins = self._lines, self._origins, [], []
+        acks, self._acks = self._acks, []
+        rejected = await self._writer.submit(lines)
+        self.counters["written"] += len(lines) - len(rejected)
+        if rejected:
+            by_line = dict(zip(lines, origins, strict=True))
+            for error in rejected:
                 origin = by_line[error.line]
-                self._reject(origin.topic, origin.payload, origin.received_at, Reason.INFLUX_REJECTED, error.error)
+                self._reject(origin.topic, origin.payload, origin.received_ns, Reason.INFLUX_REJECTED, error.error)
         letters, self._letters = self._letters, []
-        await self._dead_letters.add(letters)
+        await self._store_ops(letters)
+        if self._link is not None:
+            self._link.ack(acks)
+        metrics.UNACKED.set(0)
+
+    async def _store_ops(self, letters: Sequence[DeadLetter]) -> None:
+        async with self._conn.transaction(), self._conn.cursor() as cur:
+            await deadletters.insert(cur, letters)
+            await self._metadata.flush(cur)
         if letters:
-            log.info("dead-lettered %d message(s)", len(letters))
+            log.info("dead-lettered %d message(s): %s", len(letters),
+                     ", ".join(sorted({letter.reason for letter in letters})))
+
+    async def replay_rejected(self, errors: Sequence[LineError]) -> None:
+        """Lines InfluxDB refused while replaying the outbox: their source messages are long acked, so
+        the line itself is what the dead letter keeps."""
+        now = time.time_ns()
+        letters = [DeadLetter(_received_at(now), self._tenant, REPLAY_TOPIC, e.line.encode(),
+                              Reason.INFLUX_REJECTED, e.error) for e in errors]
+        self.counters["dead_lettered"] += len(letters)
+        metrics.DEAD_LETTERED.labels(Reason.INFLUX_REJECTED).inc(len(letters))
+        await self._store_ops(letters)

@@ -18,6 +18,13 @@ class Reason(StrEnum):
     NON_FINITE = "non_finite_value"
     UNWRITABLE = "unwritable_text"
     INFLUX_REJECTED = "influx_rejected"
+    # A topic outside the layout its source expects (segments, length, wildcards in a learned topic).
+    BAD_TOPIC = "bad_topic"
+    # A discovery value_template beyond the small subset devices use (sources/templates.py).
+    UNSUPPORTED_TEMPLATE = "unsupported_value_template"
+    # A bounded registry (discovered entities, entities per state topic) is full.
+    TOO_MANY_ENTITIES = "too_many_entities"
+    SERIES_BUDGET = "series_budget"
 
 
 class Rejected(Exception):

@@ -1,8 +1,10 @@
 """Every worker setting, validated at start-up: a missing or invalid one stops the worker at once with
-a message naming the environment variable and how to fix it.
+a message naming the environment variable and how to fix it. Defaults are justified in the README.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -10,6 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from ingest_worker.contract import TENANT_PATTERN
 
 ENV_PREFIX = "HATS_"
+SOURCES = ("statestream", "eventstream", "discovery", "status")
 
 
 class ConfigError(Exception):
@@ -20,21 +23,40 @@ class WorkerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
 
     tenant: str = Field("home", description="Tenant whose topics this worker reads (InfluxDB hats_<tenant>)")
+    topic_prefix: str = Field("", description="Prefix of every topic of this tenant, e.g. hats/acme/ ('' = none)")
+    sources: str = Field(",".join(SOURCES), description="Comma-separated sources to read: " + ", ".join(SOURCES))
+    statestream_base: str = Field("homeassistant/statestream", description="mqtt_statestream base_topic")
+    eventstream_topic: str = Field("homeassistant/events", description="mqtt_eventstream publish_topic")
+    discovery_prefix: str = Field("homeassistant", description="MQTT discovery prefix")
+    status_topic: str = Field("homeassistant/status", description="Home Assistant birth/last-will topic")
+
     mqtt_host: str = Field("127.0.0.1", description="MQTT broker host")
     mqtt_port: int = Field(1883, ge=1, le=65535, description="MQTT broker port")
     mqtt_username: str = Field(description="MQTT account (read-only on the broker)")
     mqtt_password: SecretStr = Field(description="MQTT password")
-    mqtt_client_id: str = Field("hats-ingest", min_length=1, max_length=64,
+    mqtt_client_id: str = Field("hats-ingest", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$",
                                 description="Fixed client id: the broker keeps its QoS 1 session across restarts")
-    eventstream_topic: str = Field("homeassistant/events",
-                                   description="Topic mqtt_eventstream publishes on (publish_topic)")
+    mqtt_share_group: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,64}$",
+                                         description="Replicas with the same group split the load ($share/...)")
+
     influx_url: str = Field(description="InfluxDB base URL (v1 API: /write, /query)")
     influx_username: str = Field(description="InfluxDB account with WRITE on hats_<tenant>")
     influx_password: SecretStr = Field(description="InfluxDB password")
+    influx_timeout_s: float = Field(10.0, gt=0, le=300,
+                                    description="A write slower than this goes to the outbox instead")
     ingest_dsn: SecretStr = Field(description="PostgreSQL DSN of role hats_ingest (dead letters, metadata)")
-    batch_max_points: int = Field(5_000, ge=1, le=100_000,
-                                  description="Flush a batch to InfluxDB at this many points")
-    batch_max_age_s: float = Field(1.0, gt=0, le=60, description="…or when its oldest point is this old")
+
+    batch_max_points: int = Field(5_000, ge=1, le=100_000, description="Flush a batch at this many points")
+    batch_max_age_s: float = Field(0.5, gt=0, le=60, description="…or when its oldest message is this old")
+    outbox_dir: Path = Field(Path(".hats/outbox"), description="Folder of the on-disk outbox (one per client id)")
+    outbox_max_bytes: int = Field(1024**3, ge=1024**2,
+                                  description="Outbox bound; when full the worker stops reading MQTT")
+    series_budget: int = Field(10_000, ge=1, description="Entities per tenant; new ones beyond are dead letters")
+    max_payload_bytes: int = Field(256 * 1024, ge=1024, description="Larger payloads are dead letters")
+    http_host: str = Field("127.0.0.1", description="Address of /metrics, /healthz, /readyz")
+    http_port: int = Field(9108, ge=0, le=65535, description="Port of /metrics, /healthz, /readyz (0: off)")
+    shutdown_timeout_s: float = Field(30.0, gt=0, le=600, description="SIGTERM: flush for at most this long")
+    log_format: str = Field("json", pattern="^(json|text)$", description="json (one object per line) or text")
 
     @field_validator("tenant")
     @classmethod
@@ -49,6 +71,28 @@ class WorkerSettings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
+
+    @field_validator("sources")
+    @classmethod
+    def _sources(cls, value: str) -> str:
+        chosen = [s.strip() for s in value.split(",") if s.strip()]
+        unknown = sorted(set(chosen) - set(SOURCES))
+        if unknown or not chosen:
+            raise ValueError(f"choose from {', '.join(SOURCES)} (got {value!r})")
+        return ",".join(chosen)
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if any(c in value for c in "#+") or value.startswith("/"):
+            raise ValueError("a plain topic prefix: no wildcards, no leading '/'")
+        return value if not value or value.endswith("/") else value + "/"
+
+    def source_names(self) -> tuple[str, ...]:
+        return tuple(self.sources.split(","))
+
+    def topic(self, name: str) -> str:
+        return self.topic_prefix + name
 
 
 def load_settings() -> WorkerSettings:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -87,16 +88,33 @@ def tenant(profile: Profile, stack_env: dict[str, str], secrets: dict[str, str])
     influxdb.ensure_tenant_database(profile, secrets, database, raw_days=30, rollup_days=730)
     with psycopg.connect(stack_env["HATS_PG_DSN"], autocommit=True) as conn:
         conn.execute("INSERT INTO core.tenants (tenant_id, name) VALUES (%s, %s)", (name, "test tenant"))
-    topic = f"hats/{name}/events"
-    env = {**stack_env, "HATS_TENANT": name, "HATS_EVENTSTREAM_TOPIC": topic,
-           "HATS_MQTT_CLIENT_ID": f"hats-test-{name}"}
-    return Tenant(name, database, topic, env)
+    prefix = f"hats/{name}/"
+    env = {**stack_env, "HATS_TENANT": name, "HATS_TOPIC_PREFIX": prefix, "HATS_MQTT_CLIENT_ID": f"hats-test-{name}",
+           "HATS_LOG_FORMAT": "text"}
+    return Tenant(name, database, prefix + "homeassistant/events", env)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 @dataclass
 class WorkerProcess:
     proc: subprocess.Popen[bytes]
     log: Path
+    url: str
+
+    def metric(self, name: str) -> float:
+        """Sum of a Prometheus metric's samples (all label sets) from the worker's /metrics."""
+        text = httpx.get(f"{self.url}/metrics", timeout=10).text
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith(name) and (line[len(name)] in " {"))
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(timeout=30)
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -109,7 +127,7 @@ class WorkerProcess:
     def counters(self) -> dict[str, int]:
         """The counters the worker logs when it stops (`stopped: {...}`)."""
         line = next(line for line in self.output().splitlines() if "stopped: " in line)
-        parsed: dict[str, int] = json.loads(line.split("stopped: ", 1)[1].replace("'", '"'))
+        parsed: dict[str, int] = json.loads(line.split("stopped: ", 1)[1])
         return parsed
 
 
@@ -120,10 +138,12 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[[dict[str, str]], WorkerPr
 
     def start(env: dict[str, str]) -> WorkerProcess:
         log = tmp_path / f"worker-{len(started)}.log"
-        with log.open("wb") as out:
-            proc = subprocess.Popen([sys.executable, "-m", "ingest_worker"], env={**os.environ, **env},
+        port = free_port()
+        defaults = {"HATS_HTTP_PORT": str(port), "HATS_OUTBOX_DIR": str(tmp_path / "outbox")}
+        with log.open("ab") as out:
+            proc = subprocess.Popen([sys.executable, "-m", "ingest_worker"], env={**os.environ, **defaults, **env},
                                     stdout=out, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT)
-        worker = WorkerProcess(proc, log)
+        worker = WorkerProcess(proc, log, f"http://127.0.0.1:{env.get('HATS_HTTP_PORT', port)}")
         started.append(worker)
         wait_for(lambda: "subscribed to" in worker.output() or proc.poll() is not None, "the worker to subscribe")
         assert proc.poll() is None, f"the worker exited early:\n{worker.output()}"

@@ -1,0 +1,239 @@
+"""mqtt_statestream: one topic per entity and field, so a state and its meaning arrive separately.
+
+Home Assistant publishes, for each state change, `<base>/<domain>/<object_id>/state` (the raw state,
+JSON-quoted by some versions), then with `publish_timestamps` `.../last_updated` and `.../last_changed`,
+then every attribute on `.../<attribute>` as JSON. The unit, device_class and state_class that give a
+number its meaning therefore come *after* the state, and on a resubscribe the broker replays retained
+topics in its own order. Hence:
+
+* Attributes live in a per-entity cache that outlives flushes (HA republishes them with every state,
+  so a cache miss heals on the next change). A `/state` message is held as pending, not emitted.
+* `flush()` (called by the pipeline after each hand-off batch) emits the pending states in arrival
+  order, each with the attributes cached at flush time. Two states of one entity in a batch are both
+  emitted; neither is merged away.
+* A `last_updated` applies to the entity's most recent pending state (the one it follows, as HA
+  publishes it). One that arrives with no pending state (a retained replay that put it first, or a
+  batch boundary between state and timestamp) is held until the next flush and taken by the next state
+  of that entity. It is never carried across a flush: stamping a later state with an earlier change's
+  time would make InfluxDB overwrite that earlier point. A state without one gets receipt time.
+* `last_changed` is accepted and ignored (the contract stamps points with last_updated).
+
+Memory is bounded against a hostile publisher: attributes per entity (`MAX_ATTRIBUTES_PER_ENTITY`,
+the four that give meaning always admitted), bytes per attribute (`MAX_ATTRIBUTE_VALUE_BYTES`, larger
+values are not cached and not rejected), cached entities and cached bytes overall (least recently
+touched entity evicted first) and pending states (`MAX_PENDING_STATES`; past it the oldest pending state
+is emitted early through `handle()`'s Outcome rather than dropped).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+
+from ingest_worker.normalise import ENTITY_ID, MAX_STATE_CHARS, EntityState, parse_time_ns
+from ingest_worker.rejections import Reason, Rejected
+from ingest_worker.sources.base import Outcome
+
+SOURCE = "statestream"
+STATE_LEAF = "state"
+LAST_UPDATED_LEAF = "last_updated"
+LAST_CHANGED_LEAF = "last_changed"
+# Real entities carry 5–30 attributes; the bound caps what one topic family can pin in memory.
+MAX_ATTRIBUTES_PER_ENTITY = 100
+# Units and classes are a few bytes; long lists (forecasts, source lists) are not what a point needs.
+MAX_ATTRIBUTE_VALUE_BYTES = 4 * 1024
+# Admitted even when an entity is at MAX_ATTRIBUTES_PER_ENTITY: they decide measurement and unit.
+MEANINGFUL_ATTRIBUTES = frozenset({"unit_of_measurement", "device_class", "state_class", "friendly_name"})
+# A large home has a few thousand entities; beyond this the least recently touched entity is evicted.
+MAX_CACHED_ENTITIES = 100_000
+# Payload bytes (attribute name + JSON text) cached over all entities; Python's own overhead comes on top.
+MAX_CACHE_BYTES = 64 * 1024 * 1024
+# States held until flush(); the pipeline flushes after each hand-off batch, far below this.
+MAX_PENDING_STATES = 10_000
+
+
+@dataclass(slots=True)
+class _Pending:
+    entity_id: str
+    state: str
+    last_updated: str | None = None
+
+
+@dataclass(slots=True)
+class _Attributes:
+    values: dict[str, object] = field(default_factory=dict)
+    sizes: dict[str, int] = field(default_factory=dict)
+    size: int = 0
+
+
+class StatestreamSource:
+    """Home Assistant's mqtt_statestream under `base_topic` (which may itself contain slashes)."""
+
+    name = SOURCE
+
+    def __init__(self, base_topic: str, *, max_cached_entities: int = MAX_CACHED_ENTITIES,
+                 max_cache_bytes: int = MAX_CACHE_BYTES, max_pending_states: int = MAX_PENDING_STATES) -> None:
+        base = base_topic.rstrip("/")  # HA appends the slash itself when base_topic lacks one
+        if not base or "+" in base or "#" in base:
+            raise ValueError(f"statestream base_topic {base_topic!r} must be a non-empty topic without wildcards")
+        self._base = base
+        self._max_cached_entities = max_cached_entities
+        self._max_cache_bytes = max_cache_bytes
+        self._max_pending_states = max_pending_states
+        self._cache: OrderedDict[str, _Attributes] = OrderedDict()
+        self._cache_bytes = 0
+        self._pending: deque[_Pending] = deque()
+        self._latest: dict[str, _Pending] = {}
+        self._loose_last_updated: dict[str, str] = {}
+
+    def filters(self) -> tuple[str, ...]:
+        return (f"{self._base}/+/+/+",)
+
+    def matches(self, topic: str) -> bool:
+        start = len(self._base) + 1
+        return topic.startswith(self._base + "/") and topic.count("/", start) == 2
+
+    def handle(self, topic: str, payload: bytes) -> Outcome:
+        entity_id, leaf = self._split(topic)
+        if leaf == STATE_LEAF:
+            return self._hold(entity_id, _state_text(_decode(payload)))
+        if leaf == LAST_UPDATED_LEAF:
+            return self._last_updated(entity_id, _unquote(_decode(payload)))
+        if leaf == LAST_CHANGED_LEAF:
+            return Outcome(ignored="last_changed")
+        return self._attribute(entity_id, leaf, payload)
+
+    def flush(self) -> tuple[EntityState, ...]:
+        states = tuple(self._emit(pending) for pending in self._pending)
+        self._pending.clear()
+        self._latest.clear()
+        self._loose_last_updated.clear()
+        return states
+
+    def attributes(self, entity_id: str) -> dict[str, object]:
+        """A copy of the cached attributes (empty when none are cached)."""
+        cached = self._cache.get(entity_id)
+        return dict(cached.values) if cached else {}
+
+    @property
+    def cached_entities(self) -> int:
+        return len(self._cache)
+
+    @property
+    def cached_bytes(self) -> int:
+        return self._cache_bytes
+
+    # -- parts ----------------------------------------------------------------------------------
+
+    def _split(self, topic: str) -> tuple[str, str]:
+        if not self.matches(topic):
+            raise Rejected(Reason.BAD_TOPIC, f"{_clip(topic)} is not {self._base}/<domain>/<object_id>/<field>")
+        domain, object_id, leaf = topic[len(self._base) + 1:].split("/")
+        entity_id = f"{domain}.{object_id}"
+        if not ENTITY_ID.fullmatch(entity_id):
+            raise Rejected(Reason.BAD_ENTITY_ID,
+                           f"{_clip(domain + '/' + object_id)} is not <domain>/<object_id> of [a-z0-9_]")
+        if not leaf:
+            raise Rejected(Reason.BAD_TOPIC, f"{_clip(topic)} has an empty attribute name")
+        return entity_id, leaf
+
+    def _hold(self, entity_id: str, state: str) -> Outcome:
+        pending = _Pending(entity_id, state, self._loose_last_updated.pop(entity_id, None))
+        self._pending.append(pending)
+        self._latest[entity_id] = pending
+        if entity_id in self._cache:
+            self._cache.move_to_end(entity_id)
+        if len(self._pending) <= self._max_pending_states:
+            return Outcome()  # held: flush() emits it
+        oldest = self._pending.popleft()
+        if self._latest.get(oldest.entity_id) is oldest:
+            del self._latest[oldest.entity_id]
+        return Outcome(states=(self._emit(oldest),))
+
+    def _last_updated(self, entity_id: str, text: str) -> Outcome:
+        parse_time_ns(text)  # a malformed timestamp is dead-lettered here, not on the state it would stamp
+        pending = self._latest.get(entity_id)
+        if pending is not None:
+            pending.last_updated = text
+        else:
+            self._loose_last_updated[entity_id] = text
+        return Outcome(ignored="last_updated")
+
+    def _attribute(self, entity_id: str, name: str, payload: bytes) -> Outcome:
+        cached = self._cache.get(entity_id)
+        if len(payload) > MAX_ATTRIBUTE_VALUE_BYTES:
+            if cached is not None and name in cached.values:  # a stale smaller value would be wrong now
+                self._forget(cached, name)
+            return Outcome(ignored="attribute_too_large")
+        text = _decode(payload)
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise Rejected(Reason.INVALID_JSON,
+                           f"attribute {name[:64]!r} of {entity_id}: {exc.msg} at column {exc.colno}") from None
+        if cached is None:
+            cached = self._cache[entity_id] = _Attributes()
+        else:
+            self._cache.move_to_end(entity_id)
+        if (name not in cached.values and len(cached.values) >= MAX_ATTRIBUTES_PER_ENTITY
+                and name not in MEANINGFUL_ATTRIBUTES):
+            return Outcome(ignored="attribute_limit")
+        if name in cached.values:
+            self._forget(cached, name)
+        size = len(name) + len(payload)
+        cached.values[name] = value
+        cached.sizes[name] = size
+        cached.size += size
+        self._cache_bytes += size
+        self._evict(keep=entity_id)
+        return Outcome(ignored="attribute")
+
+    def _forget(self, cached: _Attributes, name: str) -> None:
+        del cached.values[name]
+        size = cached.sizes.pop(name)
+        cached.size -= size
+        self._cache_bytes -= size
+
+    def _evict(self, keep: str) -> None:
+        while len(self._cache) > self._max_cached_entities or self._cache_bytes > self._max_cache_bytes:
+            oldest = next(iter(self._cache))
+            if oldest == keep:
+                return
+            self._cache_bytes -= self._cache.pop(oldest).size
+
+    def _emit(self, pending: _Pending) -> EntityState:
+        return EntityState(entity_id=pending.entity_id, state=pending.state,
+                           attributes=self.attributes(pending.entity_id),
+                           last_updated=pending.last_updated, source=SOURCE)
+
+
+def _decode(payload: bytes) -> str:
+    try:
+        return payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise Rejected(Reason.NOT_UTF8, f"payload is not UTF-8 at byte {exc.start}") from None
+
+
+def _unquote(text: str) -> str:
+    """Some HA versions JSON-encode the state (`"on"`); a payload that is a JSON string literal is unquoted,
+    anything else (`on`, `21.5`, a lone `"`) is the state itself."""
+    if text.startswith('"'):
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            return text
+        if isinstance(value, str):
+            return value
+    return text
+
+
+def _state_text(text: str) -> str:
+    state = _unquote(text)
+    if len(state) > MAX_STATE_CHARS:
+        raise Rejected(Reason.SCHEMA, f"state is {len(state)} chars, over {MAX_STATE_CHARS}")
+    return state
+
+
+def _clip(topic: str) -> str:
+    return repr(topic if len(topic) <= 120 else topic[:120] + "…")

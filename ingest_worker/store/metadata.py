@@ -1,0 +1,99 @@
+"""Entity and device metadata for PostgreSQL `core`, and the tenant's series budget.
+
+Upserts are batched with each flush and only carry what changed, so steady traffic costs no
+PostgreSQL round trips beyond the flush's own. The budget counts entities (each is at least one
+series): the set is loaded from `core.entities` at start, so a restart does not reset it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import psycopg
+
+from ingest_worker.normalise import DeviceInfo, EntityState
+from ingest_worker.units import conversion_for, is_percent_class
+
+
+@dataclass(frozen=True, slots=True)
+class EntityRow:
+    entity_id: str
+    device_id: str | None
+    domain: str
+    measurement: str
+    device_class: str | None
+    state_class: str | None
+    unit_original: str | None
+    unit_canonical: str | None
+    conversion: str | None
+    friendly_name: str | None
+    source: str
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+class MetadataStore:
+    def __init__(self, tenant: str, budget: int) -> None:
+        self.tenant = tenant
+        self.budget = budget
+        self._known: dict[str, EntityRow | None] = {}
+        self._pending_entities: dict[str, EntityRow] = {}
+        self._pending_devices: dict[str, DeviceInfo] = {}
+        self._devices: dict[str, DeviceInfo] = {}
+
+    async def load(self, conn: psycopg.AsyncConnection[tuple[object, ...]]) -> None:
+        await conn.execute("INSERT INTO core.tenants (tenant_id, name) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                           (self.tenant, self.tenant))
+        cur = await conn.execute("SELECT entity_id FROM core.entities WHERE tenant_id = %s", (self.tenant,))
+        self._known = {row[0]: None for row in await cur.fetchall()}  # type: ignore[misc]
+
+    def admit(self, entity_id: str) -> bool:
+        """Within budget: a known entity, or a new one while there is room."""
+        if entity_id in self._known:
+            return True
+        if len(self._known) >= self.budget:
+            return False
+        self._known[entity_id] = None
+        return True
+
+    def note(self, state: EntityState, measurement: str) -> None:
+        attrs = state.attributes
+        device_class, unit = _text(attrs.get("device_class")), _text(attrs.get("unit_of_measurement"))
+        conversion = conversion_for(None if is_percent_class(device_class) else unit)
+        row = EntityRow(state.entity_id, state.device_id, state.entity_id.split(".", 1)[0], measurement,
+                        device_class, _text(attrs.get("state_class")), unit, conversion.unit if unit else None,
+                        conversion.name, _text(attrs.get("friendly_name")), state.source)
+        if self._known.get(state.entity_id) != row:
+            self._known[state.entity_id] = row
+            self._pending_entities[state.entity_id] = row
+        if state.device is not None and self._devices.get(state.device.device_id) != state.device:
+            self._devices[state.device.device_id] = state.device
+            self._pending_devices[state.device.device_id] = state.device
+
+    async def flush(self, cur: psycopg.AsyncCursor[tuple[object, ...]]) -> None:
+        if self._pending_devices:
+            await cur.executemany(
+                "INSERT INTO core.devices (tenant_id, device_id, name, manufacturer, model, identifiers) "
+                "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (tenant_id, device_id) DO UPDATE SET "
+                "name = EXCLUDED.name, manufacturer = EXCLUDED.manufacturer, model = EXCLUDED.model, "
+                "identifiers = EXCLUDED.identifiers, last_seen = now()",
+                [(self.tenant, d.device_id, d.name, d.manufacturer, d.model, json.dumps(list(d.identifiers)))
+                 for d in self._pending_devices.values()])
+            self._pending_devices.clear()
+        if self._pending_entities:
+            await cur.executemany(
+                "INSERT INTO core.entities (tenant_id, entity_id, device_id, domain, measurement, device_class, "
+                "state_class, unit_original, unit_canonical, conversion, friendly_name, source) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT (tenant_id, entity_id) DO UPDATE SET device_id = EXCLUDED.device_id, "
+                "measurement = EXCLUDED.measurement, device_class = EXCLUDED.device_class, "
+                "state_class = EXCLUDED.state_class, unit_original = EXCLUDED.unit_original, "
+                "unit_canonical = EXCLUDED.unit_canonical, conversion = EXCLUDED.conversion, "
+                "friendly_name = EXCLUDED.friendly_name, source = EXCLUDED.source, last_seen = now()",
+                [(self.tenant, r.entity_id, r.device_id, r.domain, r.measurement, r.device_class, r.state_class,
+                  r.unit_original, r.unit_canonical, r.conversion, r.friendly_name, r.source)
+                 for r in self._pending_entities.values()])
+            self._pending_entities.clear()

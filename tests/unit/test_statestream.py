@@ -1,0 +1,304 @@
+"""mqtt_statestream as Home Assistant publishes it: state, timestamps and attributes on separate topics."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ingest_worker.normalise import EntityState, normalise, parse_time_ns
+from ingest_worker.rejections import Reason, Rejected
+from ingest_worker.sources.base import Outcome, Source
+from ingest_worker.sources.statestream import (
+    MAX_ATTRIBUTE_VALUE_BYTES,
+    MAX_ATTRIBUTES_PER_ENTITY,
+    StatestreamSource,
+)
+
+BASE = "hats/acme/statestream"
+T1 = "2026-11-26T10:00:00.000001+00:00"
+T2 = "2026-11-26T10:00:30.500000+00:00"
+
+
+def topic(field: str, entity: str = "sensor/living_room_temperature") -> str:
+    return f"{BASE}/{entity}/{field}"
+
+
+def publish_state_change(source: StatestreamSource, state: bytes, stamp: str = T1,
+                         entity: str = "sensor/living_room_temperature") -> list[Outcome]:
+    """What HA's mqtt_statestream publishes for one change, in its order (publish_timestamps on)."""
+    messages = [
+        ("state", state), ("last_updated", stamp.encode()), ("last_changed", stamp.encode()),
+        ("friendly_name", b'"Living room"'), ("unit_of_measurement", json.dumps("°C").encode()),
+        ("device_class", b'"temperature"'), ("state_class", b'"measurement"'),
+    ]
+    return [source.handle(topic(field, entity), payload) for field, payload in messages]
+
+
+LIVING_ROOM_ATTRIBUTES = {"friendly_name": "Living room", "unit_of_measurement": "°C",
+                          "device_class": "temperature", "state_class": "measurement"}
+
+
+def test_it_is_a_source() -> None:
+    source: Source = StatestreamSource(BASE)
+    assert source.name == "statestream"
+    assert source.filters() == (f"{BASE}/+/+/+",)
+
+
+def test_trailing_slash_of_base_topic_is_ignored() -> None:
+    assert StatestreamSource("homeassistant/statestream/").filters() == ("homeassistant/statestream/+/+/+",)
+
+
+@pytest.mark.parametrize("base", ["", "/", "ha/+/x", "ha/#"])
+def test_base_topic_with_wildcards_is_refused(base: str) -> None:
+    with pytest.raises(ValueError, match="base_topic"):
+        StatestreamSource(base)
+
+
+@pytest.mark.parametrize(("candidate", "owned"), [
+    (f"{BASE}/sensor/x/state", True),
+    (f"{BASE}/sensor/x/unit_of_measurement", True),
+    (f"{BASE}/sensor/x", False),
+    (f"{BASE}/sensor/x/state/extra", False),
+    ("hats/acme/statestreamX/sensor/x/state", False),
+    ("homeassistant/statestream/sensor/x/state", False),
+    ("hats/acme/sensor/x/state", False),
+])
+def test_matches_only_three_levels_under_the_base(candidate: str, owned: bool) -> None:
+    assert StatestreamSource(BASE).matches(candidate) is owned
+
+
+def test_a_state_change_is_held_until_flush_then_carries_its_attributes_and_time() -> None:
+    source = StatestreamSource(BASE)
+    outcomes = publish_state_change(source, b"21.5")
+    assert outcomes[0] == Outcome()  # held, not ignored
+    assert outcomes[1] == Outcome(ignored="last_updated")
+    assert outcomes[2] == Outcome(ignored="last_changed")
+    assert all(o == Outcome(ignored="attribute") for o in outcomes[3:])
+    (state,) = source.flush()
+    assert state == EntityState(entity_id="sensor.living_room_temperature", state="21.5",
+                                attributes=LIVING_ROOM_ATTRIBUTES, last_updated=T1, source="statestream")
+    assert source.flush() == ()
+    point = normalise(state, received_ns=1)
+    assert (point.measurement, point.value, point.time_ns) == ("temperature", 21.5, parse_time_ns(T1))
+
+
+@pytest.mark.parametrize(("payload", "expected"), [
+    (b"21.5", "21.5"), (b'"21.5"', "21.5"), (b"on", "on"), (b'"on"', "on"), (b"unavailable", "unavailable"),
+    (b'"unavailable"', "unavailable"), (b"unknown", "unknown"), (b'"Caf\\u00e9 open"', "Café open"),
+    (b'"', '"'), (b'"on', '"on'), (b'"a" "b"', '"a" "b"'), (b"", ""), ("Küche".encode(), "Küche"),
+])
+def test_raw_and_json_quoted_states_are_both_accepted(payload: bytes, expected: str) -> None:
+    source = StatestreamSource(BASE)
+    source.handle(topic("state", "binary_sensor/front_door"), payload)
+    (state,) = source.flush()
+    assert (state.entity_id, state.state) == ("binary_sensor.front_door", expected)
+
+
+def test_attributes_cached_before_the_state_apply_to_it() -> None:
+    source = StatestreamSource(BASE)
+    source.handle(topic("unit_of_measurement"), b'"\\u00b0F"')
+    source.handle(topic("device_class"), b'"temperature"')
+    source.flush()
+    source.handle(topic("state"), b"70.7")
+    (state,) = source.flush()
+    assert dict(state.attributes) == {"unit_of_measurement": "°F", "device_class": "temperature"}
+    assert normalise(state, received_ns=1).value == pytest.approx(21.5)
+
+
+def test_an_attribute_change_after_the_state_applies_at_flush() -> None:
+    source = StatestreamSource(BASE)
+    source.handle(topic("unit_of_measurement"), b'"W"')
+    source.handle(topic("state"), b"1.2")
+    source.handle(topic("unit_of_measurement"), b'"kW"')
+    (state,) = source.flush()
+    assert state.attributes["unit_of_measurement"] == "kW"
+
+
+def test_two_states_of_one_entity_in_a_batch_are_both_emitted_in_order_with_their_own_times() -> None:
+    source = StatestreamSource(BASE)
+    publish_state_change(source, b"21.5", T1)
+    publish_state_change(source, b"21.6", T2)
+    first, second = source.flush()
+    assert (first.state, first.last_updated) == ("21.5", T1)
+    assert (second.state, second.last_updated) == ("21.6", T2)
+    assert first.attributes == second.attributes == LIVING_ROOM_ATTRIBUTES
+
+
+def test_a_timestamp_stamps_the_latest_pending_state_only() -> None:
+    source = StatestreamSource(BASE)
+    source.handle(topic("state"), b"21.5")
+    source.handle(topic("state"), b"21.6")
+    source.handle(topic("last_updated"), T2.encode())
+    first, second = source.flush()
+    assert (first.state, first.last_updated) == ("21.5", None)
+    assert (second.state, second.last_updated) == ("21.6", T2)
+
+
+def test_states_of_different_entities_keep_arrival_order_and_their_own_attributes() -> None:
+    source = StatestreamSource(BASE)
+    source.handle(topic("state", "sensor/a"), b"1")
+    source.handle(topic("state", "sensor/b"), b"2")
+    source.handle(topic("unit_of_measurement", "sensor/b"), b'"W"')
+    source.handle(topic("last_updated", "sensor/a"), T1.encode())
+    a, b = source.flush()
+    assert (a.entity_id, a.last_updated, dict(a.attributes)) == ("sensor.a", T1, {})
+    assert (b.entity_id, b.last_updated, dict(b.attributes)) == ("sensor.b", None, {"unit_of_measurement": "W"})
+
+
+def test_json_quoted_timestamp_is_unquoted() -> None:
+    source = StatestreamSource(BASE)
+    source.handle(topic("state"), b"21.5")
+    source.handle(topic("last_updated"), json.dumps(T1).encode())
+    assert source.flush()[0].last_updated == T1
+
+
+def test_a_timestamp_replayed_before_its_state_is_taken_by_it_within_the_batch() -> None:
+    source = StatestreamSource(BASE)
+    source.handle(topic("last_updated"), T1.encode())
+    source.handle(topic("state"), b"21.5")
+    assert source.flush()[0].last_updated == T1
+
+
+def test_a_loose_timestamp_is_never_carried_across_a_flush() -> None:
+    source = StatestreamSource(BASE)
+    source.handle(topic("last_updated"), T1.encode())
+    assert source.flush() == ()
+    source.handle(topic("state"), b"21.5")
+    assert source.flush()[0].last_updated is None
+
+
+@pytest.mark.parametrize("stamp", [b"yesterday", b"2026-11-26T10:00:00", b"", b'"2026-13-01T00:00:00+00:00"'])
+def test_a_bad_timestamp_is_rejected_and_does_not_stamp_the_state(stamp: bytes) -> None:
+    source = StatestreamSource(BASE)
+    source.handle(topic("state"), b"21.5")
+    with pytest.raises(Rejected) as caught:
+        source.handle(topic("last_updated"), stamp)
+    assert caught.value.reason is Reason.BAD_TIMESTAMP
+    (state,) = source.flush()
+    assert (state.state, state.last_updated) == ("21.5", None)
+
+
+def test_attribute_values_of_every_json_type_are_cached() -> None:
+    source = StatestreamSource(BASE)
+    for name, payload in [("friendly_name", b'"Thermostat"'), ("temperature", b"21"), ("hvac_modes", b'["heat","off"]'),
+                          ("preset", b"null"), ("is_on", b"true"), ("extra", b'{"a": {"b": 1.5}}')]:
+        assert source.handle(topic(name, "climate/hall"), payload) == Outcome(ignored="attribute")
+    assert source.attributes("climate.hall") == {"friendly_name": "Thermostat", "temperature": 21,
+                                                 "hvac_modes": ["heat", "off"], "preset": None, "is_on": True,
+                                                 "extra": {"a": {"b": 1.5}}}
+
+
+def test_attributes_returns_a_copy() -> None:
+    source = StatestreamSource(BASE)
+    source.handle(topic("unit_of_measurement"), b'"W"')
+    source.attributes("sensor.living_room_temperature")["unit_of_measurement"] = "kW"
+    assert source.attributes("sensor.living_room_temperature") == {"unit_of_measurement": "W"}
+
+
+@pytest.mark.parametrize(("entity", "field", "payload", "reason"), [
+    ("sensor/x", "state", b"\xff\xfe", Reason.NOT_UTF8),
+    ("sensor/x", "unit_of_measurement", b"\xc3\x28", Reason.NOT_UTF8),
+    ("sensor/x", "last_updated", b"\xff", Reason.NOT_UTF8),
+    ("sensor/x", "unit_of_measurement", b"\xc2\xb0C", Reason.INVALID_JSON),  # the unit without JSON quotes
+    ("sensor/x", "friendly_name", b"{broken", Reason.INVALID_JSON),
+    ("sensor/x", "friendly_name", b"", Reason.INVALID_JSON),
+    ("sensor/x", "state", b"x" * 256, Reason.SCHEMA),
+    ("sensor/x", "state", json.dumps("x" * 256).encode(), Reason.SCHEMA),
+    ("Sensor/x", "state", b"1", Reason.BAD_ENTITY_ID),
+    ("sensor/X", "state", b"1", Reason.BAD_ENTITY_ID),
+    ("sensor/kitchen-temp", "state", b"1", Reason.BAD_ENTITY_ID),
+    ("sensor/x.y", "state", b"1", Reason.BAD_ENTITY_ID),
+    ("sensor/", "state", b"1", Reason.BAD_ENTITY_ID),
+    ("/x", "state", b"1", Reason.BAD_ENTITY_ID),
+    ("sensor/x\n", "state", b"1", Reason.BAD_ENTITY_ID),
+    ("sensor/" + "x" * 256, "state", b"1", Reason.BAD_ENTITY_ID),
+    ("sensor/x", "", b'"W"', Reason.BAD_TOPIC),
+])
+def test_broken_messages_are_rejected_with_their_reason(entity: str, field: str, payload: bytes,
+                                                        reason: Reason) -> None:
+    source = StatestreamSource(BASE)
+    with pytest.raises(Rejected) as caught:
+        source.handle(topic(field, entity), payload)
+    assert caught.value.reason is reason
+    assert source.flush() == ()
+
+
+def test_a_state_of_exactly_255_chars_is_accepted() -> None:
+    source = StatestreamSource(BASE)
+    source.handle(topic("state"), b"x" * 255)
+    assert len(source.flush()[0].state) == 255
+
+
+@pytest.mark.parametrize("foreign", ["homeassistant/statestream/sensor/x/state", f"{BASE}/sensor/x"])
+def test_a_topic_outside_the_layout_is_rejected(foreign: str) -> None:
+    with pytest.raises(Rejected) as caught:
+        StatestreamSource(BASE).handle(foreign, b"1")
+    assert caught.value.reason is Reason.BAD_TOPIC
+
+
+def test_a_huge_attribute_is_neither_cached_nor_rejected_and_evicts_its_stale_value() -> None:
+    source = StatestreamSource(BASE)
+    source.handle(topic("forecast", "weather/home"), b'[{"t": 1}]')
+    huge = json.dumps([{"datetime": T1, "temperature": 21.5}] * 200).encode()
+    assert len(huge) > MAX_ATTRIBUTE_VALUE_BYTES
+    assert source.handle(topic("forecast", "weather/home"), huge) == Outcome(ignored="attribute_too_large")
+    assert "forecast" not in source.attributes("weather.home")
+    assert source.cached_bytes == 0
+    assert source.handle(topic("junk", "weather/home"), b"\xff" * (MAX_ATTRIBUTE_VALUE_BYTES + 1)) == Outcome(
+        ignored="attribute_too_large")
+
+
+def test_attributes_per_entity_are_bounded_but_the_meaningful_ones_still_get_in() -> None:
+    source = StatestreamSource(BASE)
+    outcomes = [source.handle(topic(f"attr_{n}"), b"1") for n in range(MAX_ATTRIBUTES_PER_ENTITY + 50)]
+    assert outcomes.count(Outcome(ignored="attribute_limit")) == 50
+    assert source.handle(topic("unit_of_measurement"), b'"W"') == Outcome(ignored="attribute")
+    assert source.handle(topic("attr_0"), b"2") == Outcome(ignored="attribute")  # known names still update
+    cached = source.attributes("sensor.living_room_temperature")
+    assert len(cached) == MAX_ATTRIBUTES_PER_ENTITY + 1
+    assert (cached["unit_of_measurement"], cached["attr_0"]) == ("W", 2)
+
+
+def test_ten_thousand_distinct_entities() -> None:
+    source = StatestreamSource(BASE)
+    for n in range(10_000):
+        source.handle(topic("state", f"sensor/power_{n}"), str(n).encode())
+        source.handle(topic("unit_of_measurement", f"sensor/power_{n}"), b'"W"')
+    states = source.flush()
+    assert [s.entity_id for s in states] == [f"sensor.power_{n}" for n in range(10_000)]
+    assert all(s.attributes == {"unit_of_measurement": "W"} for s in states)
+    assert states[9_999].state == "9999"
+    assert source.cached_entities == 10_000
+
+
+def test_the_least_recently_touched_entity_is_evicted_first() -> None:
+    source = StatestreamSource(BASE, max_cached_entities=3)
+    for name in ("a", "b", "c"):
+        source.handle(topic("unit_of_measurement", f"sensor/{name}"), b'"W"')
+    source.handle(topic("state", "sensor/a"), b"1")  # a is touched, b is now the oldest
+    source.handle(topic("unit_of_measurement", "sensor/d"), b'"W"')
+    assert source.cached_entities == 3
+    assert source.attributes("sensor.b") == {}
+    assert source.attributes("sensor.a") == {"unit_of_measurement": "W"}
+
+
+def test_cached_bytes_stay_within_the_budget() -> None:
+    source = StatestreamSource(BASE, max_cache_bytes=64 * 1024)
+    value = json.dumps("v" * 3_000).encode()
+    for n in range(200):
+        source.handle(topic("big", f"sensor/e{n}"), value)
+        assert source.cached_bytes <= 64 * 1024
+    assert source.cached_entities < 200
+    assert source.attributes("sensor.e199") == {"big": "v" * 3_000}
+
+
+def test_pending_states_are_bounded_by_emitting_the_oldest_early() -> None:
+    source = StatestreamSource(BASE, max_pending_states=2)
+    source.handle(topic("last_updated", "sensor/a"), T1.encode())
+    assert source.handle(topic("state", "sensor/a"), b"1") == Outcome()
+    assert source.handle(topic("state", "sensor/b"), b"2") == Outcome()
+    early = source.handle(topic("state", "sensor/c"), b"3").states
+    assert [(s.entity_id, s.last_updated) for s in early] == [("sensor.a", T1)]
+    source.handle(topic("last_updated", "sensor/a"), T2.encode())  # its state is gone: held loose, then dropped
+    assert [s.entity_id for s in source.flush()] == ["sensor.b", "sensor.c"]
