@@ -26,11 +26,18 @@ def _check(text: str, what: str) -> str:
     return text
 
 
-def encode(point: Point) -> str:
-    parts = [_check(point.measurement, "measurement").translate(_MEASUREMENT)]
-    for key, value in point.tags:
+def series_key(measurement: str, tags: tuple[tuple[str, str], ...]) -> str:
+    """The escaped `measurement,tag=value,…` part: the same for every point of a series, so callers cache it."""
+    parts = [_check(measurement, "measurement").translate(_MEASUREMENT)]
+    for key, value in tags:
         parts.append(f"{_check(key, 'tag key').translate(_KEY)}={_check(value, 'tag value').translate(_KEY)}")
-    head = ",".join(parts)
+    return ",".join(parts)
+
+
+def encode(point: Point, head: str | None = None) -> str:
+    """One line; `head` is `series_key(point.measurement, point.tags)` when the caller has it cached."""
+    if head is None:
+        head = series_key(point.measurement, point.tags)
     if point.value is not None:
         if not math.isfinite(point.value):
             raise Rejected(Reason.NON_FINITE, f"{point.value!r} cannot be written to InfluxDB")

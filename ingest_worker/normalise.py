@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -19,7 +19,9 @@ from ingest_worker.units import conversion_for, is_percent_class, quantity_for_u
 ENTITY_ID = re.compile(r"^[a-z0-9_]{1,64}\.[a-z0-9_]{1,255}$")
 MAX_STATE_CHARS = 255  # Home Assistant's own limit on a state string
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-BINARY_STATES = {"on": 1.0, "off": 0.0, "open": 1.0, "closed": 0.0, "home": 1.0, "not_home": 0.0}
+BINARY_STATES = {"on": 1.0, "off": 0.0, "open": 1.0, "closed": 0.0, "home": 1.0, "not_home": 0.0,
+                 "online": 1.0, "offline": 0.0}
+TWO_STATE_MEASUREMENTS = frozenset({"binary", "availability"})
 BINARY_DOMAINS = frozenset({"binary_sensor", "switch", "light", "input_boolean", "fan", "lock", "cover"})
 
 
@@ -66,6 +68,8 @@ def measurement_for(domain: str, device_class: str | None, unit: str | None) -> 
     the unit implies, else `state`."""
     if domain in BINARY_DOMAINS:
         return "binary"
+    if domain == "homeassistant":
+        return "availability"
     if device_class:
         return device_class
     quantity = quantity_for_unit(unit)
@@ -74,7 +78,22 @@ def measurement_for(domain: str, device_class: str | None, unit: str | None) -> 
     return "state"
 
 
-def normalise(state: EntityState, received_ns: int) -> Point:
+@dataclass(frozen=True, slots=True)
+class Series:
+    """What stays the same from one state of an entity to the next: measurement, tags, unit conversion.
+
+    Derived once per entity and attribute set and cached by the pipeline, so the per-message work is
+    only the value and the timestamp (the hot path at tens of thousands of messages a second).
+    """
+
+    entity_id: str
+    measurement: str
+    tags: tuple[tuple[str, str], ...]
+    convert: Callable[[float], float]
+    two_state: bool
+
+
+def describe(state: EntityState) -> Series:
     if not ENTITY_ID.fullmatch(state.entity_id):
         raise Rejected(Reason.BAD_ENTITY_ID, f"entity_id {state.entity_id[:80]!r} is not domain.object_id")
     domain = state.entity_id.split(".", 1)[0]
@@ -86,21 +105,29 @@ def normalise(state: EntityState, received_ns: int) -> Point:
     if state.device_id:
         tags.append(("device_id", state.device_id))
     tags.sort()
+    conversion = conversion_for(None if is_percent_class(device_class) else unit)
+    return Series(state.entity_id, measurement, tuple(tags), conversion.apply, measurement in TWO_STATE_MEASUREMENTS)
+
+
+def point_of(series: Series, state: EntityState, received_ns: int) -> Point:
     time_ns = parse_time_ns(state.last_updated) if state.last_updated else received_ns
     raw = state.state.strip()
     if raw in AVAILABILITY_STATES:
-        return Point(measurement, tuple(tags), time_ns, state=raw)
+        return Point(series.measurement, series.tags, time_ns, state=raw)
     number = _number(raw)
     if number is not None:
         if not math.isfinite(number):
             raise Rejected(Reason.NON_FINITE, f"{state.entity_id} state {raw!r} is not a finite number")
-        conversion = conversion_for(None if is_percent_class(device_class) else unit)
-        return Point(measurement, tuple(tags), time_ns, value=float(conversion.apply(number)))
-    if measurement == "binary" and raw in BINARY_STATES:
-        return Point(measurement, tuple(tags), time_ns, value=BINARY_STATES[raw])
+        return Point(series.measurement, series.tags, time_ns, value=float(series.convert(number)))
+    if series.two_state and raw in BINARY_STATES:
+        return Point(series.measurement, series.tags, time_ns, value=BINARY_STATES[raw])
     if len(raw) > MAX_STATE_CHARS:
         raise Rejected(Reason.SCHEMA, f"{state.entity_id} state is {len(raw)} chars, over {MAX_STATE_CHARS}")
-    return Point(measurement, tuple(tags), time_ns, state=raw)
+    return Point(series.measurement, series.tags, time_ns, state=raw)
+
+
+def normalise(state: EntityState, received_ns: int) -> Point:
+    return point_of(describe(state), state, received_ns)
 
 
 def _text(value: object) -> str | None:
