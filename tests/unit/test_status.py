@@ -32,8 +32,9 @@ def test_birth_and_will_become_the_status_pseudo_entity(payload: bytes) -> None:
     assert outcome == Outcome(states=(EntityState(entity_id="homeassistant.status", state=payload.decode(),
                                                   source="status"),))
     point = normalise(outcome.states[0], received_ns=42)
-    assert (point.state, point.value, point.time_ns, point.tag("domain")) == (
-        payload.decode(), None, 42, "homeassistant")
+    # Recorded as an availability event: 1.0 while Home Assistant is online, 0.0 once its will fires.
+    assert (point.measurement, point.value, point.time_ns, point.tag("domain")) == (
+        "availability", 1.0 if payload == b"online" else 0.0, 42, "homeassistant")
 
 
 @pytest.mark.parametrize(("payload", "reason"), [
