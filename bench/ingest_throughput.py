@@ -156,7 +156,7 @@ class Bench:
         return elapsed, written[0]
 
     def worker(self, tenant: str, client_id: str, topic: str) -> tuple[float, int]:
-        env = {**os.environ, **self.env, "HATS_TENANT": tenant, "HATS_MQTT_CLIENT_ID": client_id,
+        env = {**self.env, **os.environ, "HATS_TENANT": tenant, "HATS_MQTT_CLIENT_ID": client_id,
                "HATS_EVENTSTREAM_TOPIC": topic, "HATS_SOURCES": "eventstream", "HATS_HTTP_PORT": "0",
                "HATS_OUTBOX_DIR": str(ROOT / ".hats" / "bench-outbox"), "HATS_LOG_FORMAT": "text"}
         log = ROOT / ".hats" / f"bench-worker-{tenant}.log"
@@ -164,7 +164,7 @@ class Bench:
             proc = subprocess.Popen([sys.executable, "-m", "ingest_worker"], env=env, cwd=ROOT, stdout=out,
                                     stderr=subprocess.STDOUT)
         # Timed from the subscription: the interpreter's start-up is not throughput.
-        wait(lambda: "subscribed to" in log.read_text(), "the worker to subscribe")
+        wait(lambda: "subscriptions confirmed" in log.read_text(), "the worker to subscribe")
         started = time.monotonic()
         while self.count_points(tenant) < self.messages:
             if proc.poll() is not None:
@@ -185,7 +185,7 @@ class Bench:
         with log.open("wb") as out:
             proc = subprocess.Popen([sys.executable, "-m", "ingest_worker"], env=env, cwd=ROOT, stdout=out,
                                     stderr=subprocess.STDOUT)
-        wait(lambda: "subscribed to" in log.read_text(), "the worker to subscribe")
+        wait(lambda: "subscriptions confirmed" in log.read_text(), "the worker to subscribe")
         publisher = Publisher(Target("127.0.0.1", self.port, self.env["HATS_MQTT_PUBLISHER_USERNAME"],
                                      self.env["HATS_MQTT_PUBLISHER_PASSWORD"], topic), f"bench-lat-{self.run_id}")
         probes: dict[str, float] = {}
@@ -256,9 +256,19 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=200_000)
     parser.add_argument("--naive-seconds", type=float, default=20.0, help="how long the naive writer runs")
     parser.add_argument("--latency-seconds", type=float, default=20.0)
+    parser.add_argument("--worker-only", action="store_true", help="only (c): for tuning runs")
     args = parser.parse_args()
     bench = Bench(args.messages)
     run = bench.run_id
+    if args.worker_only:
+        topic, client_id = f"hats/bench{run}/worker", f"bench-{run}-worker"
+        bench.subscribe_offline(client_id, topic)
+        bench.preload([topic], datetime.now(UTC) - timedelta(hours=1))
+        tenant = bench.tenant("worker")
+        seconds, rss_kb = bench.worker(tenant, client_id, topic)
+        assert bench.count_points(tenant) == args.messages, "published != written"
+        print(f"ingest_worker: {args.messages / seconds:,.0f} msg/s, peak RSS {rss_kb / 1024:.0f} MB")
+        return
     topics = {name: f"hats/bench{run}/{name}" for name in ("bare", "naive", "worker")}
     ids = {name: f"bench-{run}-{name}" for name in topics}
     for name in topics:

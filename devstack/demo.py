@@ -7,6 +7,7 @@ materialised into the warehouse, so the UI and the analyst views have something 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -26,7 +27,8 @@ PYTHON = str(Path(sys.executable))
 
 
 def _count_points(profile: Profile, secrets: dict[str, str], database: str, since: datetime) -> int:
-    statement = f"SELECT count(*) FROM \"{database}\".\"raw\"./.*/ WHERE time >= '{since.isoformat()}'"
+    """Numeric points since `since` (what the simulator's `points` statistic counts)."""
+    statement = f"SELECT count(value) FROM \"{database}\".\"raw\"./.*/ WHERE time >= '{since.isoformat()}'"
     body = influxdb.query(profile, statement, influxdb.ADMIN_USER, secrets["influx_admin"])
     total = 0
     for result in body.get("results", []):  # type: ignore[attr-defined]
@@ -60,30 +62,34 @@ def run(profile: Profile, backfill_hours: int) -> None:
     child_env = {**env, "PYTHONUNBUFFERED": "1"}
 
     print("hats run: 2/5 ingest worker", file=sys.stderr)
-    _start(procs["worker"], [PYTHON, "-m", "ingest_worker"], child_env)
-    # Until the worker has subscribed once, the broker holds no session for it and would discard the
-    # fleet's messages; its log line is the signal (the worker has no readiness endpoint yet).
-    worker_log = procs["worker"].log
-    wait_until(lambda: procs["worker"].running() and "subscribed to" in worker_log.read_text(errors="replace"),
-               "the ingest worker to subscribe", timeout=60, log=worker_log)
+    worker_url = f"http://{LOOPBACK}:{profile.ports['worker']}"
+    _start(procs["worker"], [PYTHON, "-m", "ingest_worker"],
+           {**child_env, "HATS_HTTP_PORT": str(profile.ports["worker"]),
+            "HATS_OUTBOX_DIR": str(profile.path("outbox"))})
+    # Until the broker has confirmed the worker's subscriptions, it would discard the fleet's messages.
+    wait_until(lambda: procs["worker"].running() and _http_ok(f"{worker_url}/readyz"),
+               "the ingest worker to be ready", timeout=60, log=procs["worker"].log)
 
     print(f"hats run: 3/5 simulated fleet: {DEMO_DEVICES} devices, {backfill_hours} h of history", file=sys.stderr)
     since = datetime.now(UTC) - timedelta(hours=backfill_hours)
     database = f"hats_{env['HATS_TENANT']}"
     before = _count_points(profile, secrets, database, since)
+    stats_file = profile.path("run", "backfill-stats.json")
     result = subprocess.run(
         [PYTHON, "-m", "ha_simulator", "--devices", str(DEMO_DEVICES), "--backfill-hours", str(backfill_hours),
-         "--duration", "0", "--seed", str(int(time.time()))],
+         "--duration", "0", "--seed", str(int(time.time())), "--stats-json", str(stats_file)],
         env={**os.environ, **child_env}, cwd=PROJECT_ROOT, capture_output=True, text=True, check=False,
     )
     if result.returncode != 0:
         raise StackError(f"the simulator failed:\n{result.stderr}")
-    published = int(result.stderr.split(" with ")[-1].split()[0])
-    stack.progress(f"published {published} messages; waiting until InfluxDB holds them all")
-    wait_until(lambda: _count_points(profile, secrets, database, since) >= before + published,
-               f"InfluxDB to hold all {published} published points", timeout=DRAIN_TIMEOUT_S,
+    stats = json.loads(stats_file.read_text())
+    expected = int(stats["points"])
+    stack.progress(f"published {stats['mqtt_messages']} MQTT messages in statestream, eventstream and discovery "
+                   f"formats ({expected} values); waiting until InfluxDB holds every value")
+    wait_until(lambda: _count_points(profile, secrets, database, since) >= before + expected,
+               f"InfluxDB to hold all {expected} published values", timeout=DRAIN_TIMEOUT_S,
                log=procs["worker"].log)
-    stack.progress(f"all {published} points are in InfluxDB {database}")
+    stack.progress(f"all {expected} values are in InfluxDB {database}")
     _start(procs["simulator"], [PYTHON, "-m", "ha_simulator", "--devices", str(DEMO_DEVICES)], child_env)
 
     print("hats run: 4/5 Dagster UI", file=sys.stderr)
@@ -102,6 +108,7 @@ def run(profile: Profile, backfill_hours: int) -> None:
     print(
         f"\nhats is running ({time.monotonic() - started:.0f} s).\n"
         f"  Dagster UI:      {ui}\n"
+        f"  worker metrics:  {worker_url}/metrics  (/healthz, /readyz)\n"
         f"  analyst views:   . .hats/env && psql \"$HATS_ANALYST_DSN\" -c 'TABLE analytics.entity_hourly LIMIT 5'\n"
         f"  logs:            {profile.path('logs')}/\n"
         f"  stop everything: make down\n",

@@ -23,7 +23,7 @@ PUBLISHER_TOPICS = ("homeassistant/#", "hats/#", "zigbee2mqtt/#", "esphome/#", "
 # 10 M messages / 2 GiB per client: hours of a large fleet while the worker pushes back.
 MAX_QUEUED_MESSAGES = 10_000_000
 MAX_QUEUED_BYTES = 2 * 1024**3
-MAX_INFLIGHT_MESSAGES = 1000
+MAX_INFLIGHT_MESSAGES = 20_000
 MESSAGE_SIZE_LIMIT = 256 * 1024
 
 

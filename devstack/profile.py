@@ -21,8 +21,8 @@ PG_DATA_ROOT = Path(os.environ.get("HATS_PG_DATA_ROOT", "/var/lib/hats"))
 LOOPBACK = "127.0.0.1"
 
 _DEFAULT_PORTS: dict[str, dict[str, int]] = {
-    "dev": {"mqtt": 18830, "influx": 18086, "influx_rpc": 18088, "pg": 15432, "dagster": 3000},
-    "test": {"mqtt": 28830, "influx": 28086, "influx_rpc": 28088, "pg": 25432, "dagster": 23000},
+    "dev": {"mqtt": 18830, "influx": 18086, "influx_rpc": 18088, "pg": 15432, "dagster": 3000, "worker": 18090},
+    "test": {"mqtt": 28830, "influx": 28086, "influx_rpc": 28088, "pg": 25432, "dagster": 23000, "worker": 28090},
 }
 PORT_SETTINGS = {
     "mqtt": "HATS_MQTT_PORT",
@@ -30,6 +30,7 @@ PORT_SETTINGS = {
     "influx_rpc": "HATS_INFLUX_RPC_PORT",
     "pg": "HATS_PG_PORT",
     "dagster": "HATS_DAGSTER_PORT",
+    "worker": "HATS_WORKER_PORT",
 }
 
 

@@ -1,99 +1,104 @@
-"""Device kinds Home Assistant users really run, and the states they report over time."""
+"""The fleet: N physical devices with their entities, names, Zigbee addresses and publishing format.
+
+Everything is derived from the seed, and independently of the formats: device `i` has the same kind,
+name and values whichever format it publishes in, so a comparison across formats is meaningful.
+Kinds are assigned round-robin; formats in a Latin square over the kinds (device `i` of kind
+`i % K` gets format `(i % K + i // K) % F`), so every kind appears in every format in any fleet of
+`K × F` devices.
+"""
 
 from __future__ import annotations
 
-import heapq
-import math
 import random
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Final
+
+from ha_simulator.kinds import KINDS, DeviceKind, EntitySpec
+from ha_simulator.models import Model, make_model
+
+IEEE_SUFFIX_BITS: Final = 40
+IEEE_SUFFIX_MASK: Final = (1 << IEEE_SUFFIX_BITS) - 1
+# value_template spellings real discovery devices use (shared DESIGN.md); the first dominates.
+TEMPLATE_STYLES: Final = ("attr", "single_quotes", "double_quotes", "filter", "round")
+TEMPLATE_WEIGHTS: Final = (6, 1, 1, 1, 1)
+
+
+class Format(StrEnum):
+    """How a device's states reach MQTT (see shared DESIGN.md, "What Home Assistant really sends")."""
+
+    STATESTREAM = "statestream"
+    EVENTSTREAM = "eventstream"
+    DISCOVERY = "discovery"
+
+
+ALL_FORMATS: Final[tuple[Format, ...]] = (Format.STATESTREAM, Format.EVENTSTREAM, Format.DISCOVERY)
 
 
 @dataclass(frozen=True, slots=True)
-class Kind:
-    domain: str
-    device_class: str | None
-    unit: str | None
-    state_class: str | None
-    cadence_s: float
+class Entity:
+    """A Home Assistant entity of a device; `index` numbers it across the whole fleet."""
 
-
-KINDS: dict[str, Kind] = {
-    "temperature": Kind("sensor", "temperature", "°C", "measurement", 60),
-    "temperature_f": Kind("sensor", "temperature", "°F", "measurement", 60),
-    "humidity": Kind("sensor", "humidity", "%", "measurement", 60),
-    "power": Kind("sensor", "power", "W", "measurement", 10),
-    "energy": Kind("sensor", "energy", "kWh", "total_increasing", 60),
-    "door": Kind("binary_sensor", "door", None, None, 300),
-    "battery": Kind("sensor", "battery", "%", "measurement", 600),
-}
+    index: int
+    spec: EntitySpec
+    object_id: str
+    entity_id: str
+    friendly_name: str
 
 
 @dataclass(slots=True)
 class Device:
-    entity_id: str
-    kind: Kind
+    """One physical device, its seeded generator and model, and where it is in the schedule."""
+
+    index: int
+    kind: DeviceKind
     name: str
+    ieee: str
+    fmt: Format
     rng: random.Random
-    phase: float
-    level: float = 0.0
-    next_at: datetime = field(default_factory=datetime.now)
-
-    def reading(self, at: datetime) -> str:
-        """The state string at `at`: a smooth daily curve plus noise, or the kind's own behaviour."""
-        hours = at.timestamp() / 3600
-        daily = math.sin(2 * math.pi * (hours / 24) + self.phase)
-        kind = self.kind
-        if self.rng.random() < 0.005:
-            return "unavailable"
-        if kind.device_class == "temperature":
-            celsius = 20 + 3 * daily + self.rng.gauss(0, 0.2)
-            return f"{celsius * 9 / 5 + 32:.1f}" if kind.unit == "°F" else f"{celsius:.2f}"
-        if kind.device_class == "humidity":
-            return f"{min(100.0, max(0.0, 50 - 10 * daily + self.rng.gauss(0, 1))):.1f}"
-        if kind.device_class == "power":
-            return f"{max(0.0, 120 + 80 * daily + self.rng.gauss(0, 15)):.1f}"
-        if kind.device_class == "energy":
-            self.level += max(0.0, 0.002 + 0.001 * daily)
-            if self.rng.random() < 0.001:  # a meter reset: a new cycle starts near zero
-                self.level = 0.0
-            return f"{self.level:.4f}"
-        if kind.device_class == "door":
-            return "on" if self.rng.random() < 0.1 else "off"
-        if kind.device_class == "battery":
-            self.level = max(0.0, self.level - 0.01)
-            return f"{self.level:.0f}"
-        raise ValueError(f"no behaviour for {kind}")
+    model: Model
+    entities: tuple[Entity, ...]
+    quoted_state: bool
+    template_style: str
+    next_us: int
+    last_us: int
+    offline: bool = field(default=False)
 
 
-def build_fleet(size: int, seed: int, start: datetime) -> list[Device]:
-    rng = random.Random(seed)
-    names = sorted(KINDS)
-    devices = []
+def assign_format(index: int, formats: tuple[Format, ...]) -> Format:
+    """Round-robin over kinds, shifted by one each round, so formats mix across kinds."""
+    kinds = len(KINDS)
+    return formats[(index % kinds + index // kinds) % len(formats)]
+
+
+def build_fleet(size: int, seed: int, start_us: int, formats: tuple[Format, ...], *,
+                quoted_state_fraction: float, meter_resets_per_day: float) -> list[Device]:
+    """`size` devices, the same ones for the same seed and start; first reports spread over one cadence."""
+    if not formats:
+        raise ValueError("at least one format is needed")
+    master = random.Random(seed)
+    ieee_salt = master.getrandbits(IEEE_SUFFIX_BITS)
+    devices: list[Device] = []
+    entity_index = 0
     for index in range(size):
-        kind_name = names[index % len(names)]
-        kind = KINDS[kind_name]
-        device = Device(
-            entity_id=f"{kind.domain}.sim_{kind_name}_{index:05d}",
-            kind=kind,
-            name=f"Sim {kind_name.replace('_', ' ')} {index}",
-            rng=random.Random(rng.getrandbits(64)),
-            phase=rng.uniform(0, 2 * math.pi),
-            level=100.0 if kind_name == "battery" else rng.uniform(0, 5000),
-            next_at=start + timedelta(seconds=rng.uniform(0, kind.cadence_s)),
-        )
-        devices.append(device)
+        kind = KINDS[index % len(KINDS)]
+        rng = random.Random(master.getrandbits(64))
+        name = f"{kind.name}_{index:05d}"
+        entities = []
+        for spec in kind.entities:
+            object_id = f"{name}_{spec.key}"
+            entities.append(Entity(entity_index, spec, object_id, f"{spec.component}.{object_id}",
+                                   f"{name} {spec.name}"))
+            entity_index += 1
+        quoted = rng.random() < quoted_state_fraction
+        style = rng.choices(TEMPLATE_STYLES, TEMPLATE_WEIGHTS)[0]
+        first_us = start_us + int(rng.uniform(0, kind.cadence_s) * 1_000_000)
+        devices.append(Device(
+            index=index, kind=kind, name=name,
+            ieee=f"0x{kind.ieee_oui:06x}{(index ^ ieee_salt) & IEEE_SUFFIX_MASK:010x}",
+            fmt=assign_format(index, formats), rng=rng,
+            model=make_model(kind, rng, start_us, meter_resets_per_day),
+            entities=tuple(entities), quoted_state=quoted, template_style=style,
+            next_us=first_us, last_us=start_us,
+        ))
     return devices
-
-
-def states_until(devices: list[Device], until: datetime) -> Iterator[tuple[Device, datetime, str]]:
-    """Every state change due before `until`, in time order across the fleet (a heap: 10,000 devices)."""
-    heap = [(device.next_at, index) for index, device in enumerate(devices)]
-    heapq.heapify(heap)
-    while heap and heap[0][0] < until:
-        at, index = heapq.heappop(heap)
-        device = devices[index]
-        yield device, at, device.reading(at)
-        device.next_at = at + timedelta(seconds=device.kind.cadence_s * device.rng.uniform(0.9, 1.1))
-        heapq.heappush(heap, (device.next_at, index))

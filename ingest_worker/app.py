@@ -59,6 +59,8 @@ async def run(settings: WorkerSettings) -> dict[str, int]:
     def ready() -> tuple[bool, str]:
         if not link.connected:
             return False, "not connected to the MQTT broker"
+        if not link.subscribed:
+            return False, "waiting for the broker to confirm the subscriptions"
         if writer.outbox_full:
             return False, "outbox full: holding acknowledgements until InfluxDB catches up"
         return True, "ready" + (" (InfluxDB unavailable: writing to the outbox)" if writer.degraded else "")
@@ -72,6 +74,9 @@ async def run(settings: WorkerSettings) -> dict[str, int]:
         loop.add_signal_handler(sig, stop.set)
     link.start()
     replayer = asyncio.create_task(writer.replay_forever(pipeline.replay_rejected), name="outbox-replay")
+    # One flush in flight while the next batch is parsed: CPU work overlaps the InfluxDB round trip.
+    # Batches complete in order, so acknowledgements never overtake an earlier batch's write.
+    flushing: asyncio.Task[None] | None = None
     try:
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
@@ -83,12 +88,14 @@ async def run(settings: WorkerSettings) -> dict[str, int]:
             metrics.CONSUMER_LAG.set(pipeline.oldest_age_s())
             metrics.MQTT_CONNECTED.set(1 if link.connected else 0)
             if pipeline.full() or pipeline.due():
-                await pipeline.flush()
+                if flushing is not None:
+                    await flushing
+                flushing = asyncio.create_task(pipeline.flush(), name="flush")
             if replayer.done():
                 replayer.result()  # a crashed replayer re-raises here instead of vanishing
         log.info("stopping: draining what was received")
         link.pause_reading()
-        await asyncio.wait_for(_drain(pipeline, link), settings.shutdown_timeout_s)
+        await asyncio.wait_for(_drain(pipeline, link, flushing), settings.shutdown_timeout_s)
     finally:
         link.stop()
         replayer.cancel()
@@ -105,6 +112,8 @@ def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[[], object]) 
     loop.call_soon_threadsafe(callback)
 
 
-async def _drain(pipeline: Pipeline, link: MqttLink) -> None:
+async def _drain(pipeline: Pipeline, link: MqttLink, flushing: asyncio.Task[None] | None) -> None:
+    if flushing is not None:
+        await flushing
     pipeline.process(link.take())
     await pipeline.flush()

@@ -70,6 +70,8 @@ class MqttLink:
         self._client.on_message = self._on_message
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
+        self._client.on_subscribe = self._on_subscribe
+        self._awaiting_subacks: set[int] = set()
         self._lock = threading.Lock()
         self._inbox: list[Incoming] = []
         self._acks: deque[tuple[int, Sequence[tuple[int, int]]]] = deque()
@@ -232,11 +234,25 @@ class MqttLink:
         self._connection += 1
         self._connected.set()
         # The persistent session keeps subscriptions, but a broker that lost its state would not.
+        self._subscribed.clear()
+        self._awaiting_subacks = set()
         for topic_filter, shared in list(self._subscriptions.items()):
-            client.subscribe(self._shared(topic_filter, shared), qos=1)
-        self._subscribed.set()
-        log.info("connected to %s:%s as %s, subscribed to %s", self._settings.host, self._settings.port,
+            _, mid = client.subscribe(self._shared(topic_filter, shared), qos=1)
+            if mid is not None:
+                self._awaiting_subacks.add(mid)
+        log.info("connected to %s:%s as %s, subscribing to %s", self._settings.host, self._settings.port,
                  self._settings.client_id, ", ".join(self._shared(f, s) for f, s in self._settings.filters))
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: object, mid: int, codes: list[ReasonCode],
+                      props: object) -> None:
+        """Ready only once the broker has confirmed every subscription: before that, a publisher's
+        messages could reach a session that does not yet hold the subscription, and be lost."""
+        if any(code.is_failure for code in codes):
+            log.error("the broker refused a subscription (%s): check the MQTT account's ACL", codes)
+        self._awaiting_subacks.discard(mid)
+        if not self._awaiting_subacks and not self._subscribed.is_set():
+            self._subscribed.set()
+            log.info("subscriptions confirmed by the broker")
 
     def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: object, rc: ReasonCode,
                        props: object) -> None:

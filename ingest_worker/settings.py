@@ -47,7 +47,7 @@ class WorkerSettings(BaseSettings):
     ingest_dsn: SecretStr = Field(description="PostgreSQL DSN of role hats_ingest (dead letters, metadata)")
 
     batch_max_points: int = Field(5_000, ge=1, le=100_000, description="Flush a batch at this many points")
-    batch_max_age_s: float = Field(0.5, gt=0, le=60, description="…or when its oldest message is this old")
+    batch_max_age_s: float = Field(0.25, gt=0, le=60, description="…or when its oldest message is this old")
     outbox_dir: Path = Field(Path(".hats/outbox"), description="Folder of the on-disk outbox (one per client id)")
     outbox_max_bytes: int = Field(1024**3, ge=1024**2,
                                   description="Outbox bound; when full the worker stops reading MQTT")

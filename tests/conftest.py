@@ -145,7 +145,8 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[[dict[str, str]], WorkerPr
                                     stdout=out, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT)
         worker = WorkerProcess(proc, log, f"http://127.0.0.1:{env.get('HATS_HTTP_PORT', port)}")
         started.append(worker)
-        wait_for(lambda: "subscribed to" in worker.output() or proc.poll() is not None, "the worker to subscribe")
+        wait_for(lambda: "subscriptions confirmed by the broker" in worker.output() or proc.poll() is not None,
+                 "the worker's subscriptions")
         assert proc.poll() is None, f"the worker exited early:\n{worker.output()}"
         return worker
 

@@ -34,8 +34,8 @@ def free_ports(count: int) -> list[int]:
 
 @pytest.fixture
 def scratch(tmp_path: Path) -> Iterator[Profile]:
-    profile = Profile(name="test", state_dir=tmp_path / "stack", ports=dict(zip(PORT_SETTINGS, free_ports(5),
-                                                                                strict=True)))
+    ports = dict(zip(PORT_SETTINGS, free_ports(len(PORT_SETTINGS)), strict=True))
+    profile = Profile(name="test", state_dir=tmp_path / "stack", ports=ports)
     yield profile
     stack.purge(profile)
     assert not profile.pg_data_dir.exists()
