@@ -22,6 +22,8 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 BINARY_STATES = {"on": 1.0, "off": 0.0, "open": 1.0, "closed": 0.0, "home": 1.0, "not_home": 0.0,
                  "online": 1.0, "offline": 0.0}
 TWO_STATE_MEASUREMENTS = frozenset({"binary", "availability"})
+NUMERIC_STATE_CLASSES = frozenset({"measurement", "total", "total_increasing"})
+MAX_TAG_CHARS = 256
 BINARY_DOMAINS = frozenset({"binary_sensor", "switch", "light", "input_boolean", "fan", "lock", "cover"})
 
 
@@ -91,6 +93,8 @@ class Series:
     tags: tuple[tuple[str, str], ...]
     convert: Callable[[float], float]
     two_state: bool
+    # A unit or a statistics state_class declares a number: a text state there is an error, not a state.
+    numeric: bool
 
 
 def describe(state: EntityState) -> Series:
@@ -103,10 +107,14 @@ def describe(state: EntityState) -> Series:
     measurement = measurement_for(domain, device_class, unit)
     tags = [("domain", domain), ("entity_id", state.entity_id), ("source", state.source)]
     if state.device_id:
+        if len(state.device_id) > MAX_TAG_CHARS:
+            raise Rejected(Reason.TAG_TOO_LONG, f"device_id of {len(state.device_id)} chars, over {MAX_TAG_CHARS}")
         tags.append(("device_id", state.device_id))
     tags.sort()
     conversion = conversion_for(None if is_percent_class(device_class) else unit)
-    return Series(state.entity_id, measurement, tuple(tags), conversion.apply, measurement in TWO_STATE_MEASUREMENTS)
+    two_state = measurement in TWO_STATE_MEASUREMENTS
+    numeric = not two_state and (unit is not None or _text(attrs.get("state_class")) in NUMERIC_STATE_CLASSES)
+    return Series(state.entity_id, measurement, tuple(tags), conversion.apply, two_state, numeric)
 
 
 def point_of(series: Series, state: EntityState, received_ns: int) -> Point:
@@ -121,6 +129,9 @@ def point_of(series: Series, state: EntityState, received_ns: int) -> Point:
         return Point(series.measurement, series.tags, time_ns, value=float(series.convert(number)))
     if series.two_state and raw in BINARY_STATES:
         return Point(series.measurement, series.tags, time_ns, value=BINARY_STATES[raw])
+    if series.numeric:
+        raise Rejected(Reason.NON_NUMERIC,
+                       f"{state.entity_id} declares a unit or state_class but its state {raw[:40]!r} is not a number")
     if len(raw) > MAX_STATE_CHARS:
         raise Rejected(Reason.SCHEMA, f"{state.entity_id} state is {len(raw)} chars, over {MAX_STATE_CHARS}")
     return Point(series.measurement, series.tags, time_ns, state=raw)

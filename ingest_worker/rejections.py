@@ -25,6 +25,8 @@ class Reason(StrEnum):
     # A bounded registry (discovered entities, entities per state topic) is full.
     TOO_MANY_ENTITIES = "too_many_entities"
     SERIES_BUDGET = "series_budget"
+    NON_NUMERIC = "non_numeric_value"
+    TAG_TOO_LONG = "tag_too_long"
 
 
 class Rejected(Exception):

@@ -99,3 +99,22 @@ def test_measurement_prefers_device_class_then_unit_then_state() -> None:
     assert measurement_for("sensor", None, "kWh") == "energy"
     assert measurement_for("sensor", None, None) == "state"
     assert measurement_for("switch", "outlet", None) == "binary"
+
+
+@pytest.mark.parametrize("attributes", [{"unit_of_measurement": "°C"}, {"state_class": "measurement"},
+                                        {"state_class": "total_increasing", "device_class": "energy"}])
+def test_text_where_a_number_is_declared_is_rejected(attributes: dict[str, object]) -> None:
+    with pytest.raises(Rejected) as caught:
+        normalise(state("sensor.t", "warm", **attributes), RECEIVED)
+    assert caught.value.reason is Reason.NON_NUMERIC
+
+
+def test_unavailable_is_fine_even_where_a_number_is_declared() -> None:
+    assert normalise(state("sensor.t", "unknown", unit_of_measurement="°C"), RECEIVED).state == "unknown"
+
+
+def test_overlong_device_id_is_rejected() -> None:
+    long_device = EntityState("sensor.t", "1", {}, device_id="d" * 300)
+    with pytest.raises(Rejected) as caught:
+        normalise(long_device, RECEIVED)
+    assert caught.value.reason is Reason.TAG_TOO_LONG
