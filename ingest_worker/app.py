@@ -52,7 +52,8 @@ async def run(settings: WorkerSettings) -> dict[str, int]:
         on_batch=lambda: _call_soon(loop, wakeup.set),
     )
     writer = DurableWriter(influx, outbox)
-    pipeline = Pipeline(settings.tenant, sources, writer, metadata, conn, link, settings.max_payload_bytes,
+    pipeline = Pipeline(settings.tenant, sources, writer, metadata, conn, settings.ingest_dsn.get_secret_value(),
+                        link, settings.max_payload_bytes,
                         settings.batch_max_points, settings.batch_max_age_s)
     last_tick = time.monotonic()
 
@@ -87,6 +88,9 @@ async def run(settings: WorkerSettings) -> dict[str, int]:
             metrics.INBOX_DEPTH.set(link.inbox_depth())
             metrics.CONSUMER_LAG.set(pipeline.oldest_age_s())
             metrics.MQTT_CONNECTED.set(1 if link.connected else 0)
+            if flushing is not None and flushing.done():
+                flushing.result()  # a failed flush stops the worker (its batch stays unacknowledged)
+                flushing = None
             if pipeline.full() or pipeline.due():
                 if flushing is not None:
                     await flushing
@@ -103,7 +107,7 @@ async def run(settings: WorkerSettings) -> dict[str, int]:
             await replayer
         await health.close()
         await influx.aclose()
-        await conn.close()
+        await pipeline.close()
     log.info("stopped: %s", json.dumps(pipeline.counters, sort_keys=True))
     return pipeline.counters
 
@@ -115,5 +119,5 @@ def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[[], object]) 
 async def _drain(pipeline: Pipeline, link: MqttLink, flushing: asyncio.Task[None] | None) -> None:
     if flushing is not None:
         await flushing
-    pipeline.process(link.take())
+    pipeline.process(link.take(), force=True)
     await pipeline.flush()

@@ -59,22 +59,25 @@ async def replay(settings: WorkerSettings, reason: str | None, dry_run: bool) ->
             "AND replayed_at IS NULL AND (%s::text IS NULL OR reason = %s) ORDER BY id",
             (settings.tenant, reason, reason)).fetchall()
         lines: list[str] = []
-        replayed: list[int] = []
+        parsed: list[tuple[int, list[str]]] = []
         for row_id, topic, payload, received_at in rows:
             topic, payload = cast(str, topic), bytes(cast(bytes, payload))
             received_ns = int(cast(datetime, received_at).timestamp() * 1e9)
             try:
+                if len(payload) > settings.max_payload_bytes:
+                    raise Rejected(Reason.PAYLOAD_TOO_LARGE, "still over HATS_MAX_PAYLOAD_BYTES")
                 source = next((s for s in sources if s.matches(topic)), None)
                 if source is None:
                     raise Rejected(Reason.SCHEMA, "no configured source owns this topic")
-                states = [*source.handle(topic, payload).states, *source.flush()]
-                lines.extend(encode(normalise(state, received_ns)) for state in states)
+                states = [*source.handle(topic, payload).states, *source.flush(force=True)]
+                row_lines = [encode(normalise(state, received_ns)) for state in states]
             except Rejected as rejected:
                 outcome[f"still failing: {rejected.reason}"] += 1
                 continue
-            replayed.append(cast(int, row_id))
-        outcome["replayed"] = len(replayed)
-        if dry_run or not replayed:
+            lines.extend(row_lines)
+            parsed.append((cast(int, row_id), row_lines))
+        if dry_run or not parsed:
+            outcome["would replay" if dry_run else "replayed"] = len(parsed)
             return outcome
         writer = InfluxWriter(settings.influx_url, database_for(settings.tenant), settings.influx_username,
                               settings.influx_password.get_secret_value(), settings.influx_timeout_s)
@@ -82,9 +85,13 @@ async def replay(settings: WorkerSettings, reason: str | None, dry_run: bool) ->
             rejected_lines = await writer.write(lines, retry=True)
         finally:
             await writer.aclose()
+        refused = {error.line for error in rejected_lines}
+        # A message counts as replayed only when every point it makes is in InfluxDB now.
+        replayed = [row_id for row_id, row_lines in parsed if not refused.intersection(row_lines)]
+        outcome["replayed"] = len(replayed)
         outcome["points written"] = len(lines) - len(rejected_lines)
-        if rejected_lines:
-            outcome["still failing: influx_rejected"] += len(rejected_lines)
+        if len(replayed) < len(parsed):
+            outcome["still failing: influx_rejected"] += len(parsed) - len(replayed)
         conn.execute("UPDATE ops.dead_letters SET replayed_at = %s WHERE id = ANY(%s)",
                      (datetime.now(UTC), replayed))
     return outcome

@@ -23,7 +23,17 @@ def _check(text: str, what: str) -> str:
         raise Rejected(Reason.UNWRITABLE, f"newline in {what} {text[:40]!r}")
     if text.endswith("\\"):
         raise Rejected(Reason.UNWRITABLE, f"trailing backslash in {what} {text[:40]!r}")
+    _utf8(text, what)
     return text
+
+
+def _utf8(text: str, what: str) -> None:
+    """JSON can carry lone surrogates (`"\\ud800"`) that no UTF-8 body can: refuse the line, not the batch."""
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise Rejected(Reason.UNWRITABLE, f"{what} {text[:40]!r} is not encodable as UTF-8") from None
 
 
 def series_key(measurement: str, tags: tuple[tuple[str, str], ...]) -> str:
@@ -45,6 +55,7 @@ def encode(point: Point, head: str | None = None) -> str:
     elif point.state is not None:
         if "\n" in point.state or "\r" in point.state:
             raise Rejected(Reason.UNWRITABLE, f"newline in state {point.state[:40]!r}")
+        _utf8(point.state, "state")
         field = f'{STATE_FIELD}="{point.state.translate(_STRING)}"'
     else:
         raise Rejected(Reason.SCHEMA, "a point needs a value or a state")

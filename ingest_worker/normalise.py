@@ -19,6 +19,9 @@ from ingest_worker.units import conversion_for, is_percent_class, quantity_for_u
 ENTITY_ID = re.compile(r"^[a-z0-9_]{1,64}\.[a-z0-9_]{1,255}$")
 MAX_STATE_CHARS = 255  # Home Assistant's own limit on a state string
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# InfluxDB's time range is a signed 64-bit nanosecond count around the epoch.
+MIN_TIME = datetime(1677, 9, 22, tzinfo=UTC)
+MAX_TIME = datetime(2262, 4, 11, tzinfo=UTC)
 BINARY_STATES = {"on": 1.0, "off": 0.0, "open": 1.0, "closed": 0.0, "home": 1.0, "not_home": 0.0,
                  "online": 1.0, "offline": 0.0}
 TWO_STATE_MEASUREMENTS = frozenset({"binary", "availability"})
@@ -50,6 +53,8 @@ class EntityState:
     source: str = "eventstream"
     device_id: str | None = None
     device: DeviceInfo | None = None
+    # The message (topic, payload, receipt ns) a state held back by its source came from, for dead letters.
+    origin: tuple[str, bytes, int] | None = None
 
 
 def parse_time_ns(text: str) -> int:
@@ -60,6 +65,8 @@ def parse_time_ns(text: str) -> int:
         raise Rejected(Reason.BAD_TIMESTAMP, f"not an ISO 8601 timestamp: {text[:64]!r}") from None
     if moment.tzinfo is None:
         raise Rejected(Reason.BAD_TIMESTAMP, f"timestamp without a UTC offset: {text[:64]!r}")
+    if not MIN_TIME <= moment <= MAX_TIME:
+        raise Rejected(Reason.BAD_TIMESTAMP, f"{text[:64]!r} is outside what InfluxDB stores (1677-2262)")
     delta = moment.astimezone(UTC) - EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
 

@@ -7,6 +7,8 @@ letters and metadata in one PostgreSQL transaction) and only then acknowledges t
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -30,6 +32,8 @@ from ingest_worker.store.metadata import MetadataStore
 log = logging.getLogger(__name__)
 
 MAX_TOPIC_CHARS = 1024
+PG_RETRY_INITIAL_S = 0.5
+PG_RETRY_MAX_S = 30.0
 REPLAY_TOPIC = "(outbox replay)"
 # Event age is observed for one point in this many: a histogram sample per message costs more than the
 # parse, and a 1-in-16 sample describes the distribution as well.
@@ -54,13 +58,14 @@ def _received_at(received_ns: int) -> datetime:
 
 class Pipeline:
     def __init__(self, tenant: str, sources: Sequence[Source], writer: DurableWriter, metadata: MetadataStore,
-                 conn: psycopg.AsyncConnection[tuple[object, ...]], link: MqttLink | None,
+                 conn: psycopg.AsyncConnection[tuple[object, ...]], dsn: str, link: MqttLink | None,
                  max_payload_bytes: int, batch_max_points: int, batch_max_age_s: float) -> None:
         self._tenant = tenant
         self._sources = sources
         self._writer = writer
         self._metadata = metadata
         self._conn = conn
+        self._dsn = dsn
         self._link = link
         self._max_payload = max_payload_bytes
         self._max_points = batch_max_points
@@ -77,10 +82,9 @@ class Pipeline:
         self.counters: dict[str, int] = {"received": 0, "written": 0, "ignored": 0, "dead_lettered": 0}
 
     # -- CPU part ---------------------------------------------------------------------------------
-    def process(self, items: Sequence[Incoming]) -> None:
-        if not items:
-            return
-        if not self._acks and not self._lines and not self._letters:
+    def process(self, items: Sequence[Incoming], force: bool = False) -> None:
+        """Parse a hand-off batch (possibly empty: held states may have become complete meanwhile)."""
+        if items and not self._acks and not self._lines and not self._letters:
             self._oldest = time.monotonic()
         for item in items:
             self.counters["received"] += 1
@@ -88,10 +92,14 @@ class Pipeline:
                 self._handle(item)
             except Rejected as rejected:
                 self._reject(item.topic, item.payload, item.received_ns, rejected.reason, rejected.detail)
-        now_ns = time.time_ns()
+            except Exception as exc:  # a parser bug must cost one message (kept, with its reason), not the worker
+                log.exception("unexpected error on topic %s", item.topic[:200])
+                self._reject(item.topic, item.payload, item.received_ns, Reason.INTERNAL_ERROR,
+                             f"{type(exc).__name__}: {str(exc)[:500]}")
         for source in self._sources:
-            for state in source.flush():
-                self._emit(state, Origin(f"{source.name}:{state.entity_id}", state.state.encode(), now_ns))
+            for state in source.flush(force):
+                origin = state.origin or (f"{source.name}:{state.entity_id}", state.state.encode(), time.time_ns())
+                self._emit(state, Origin(*origin))
         self._acks.extend(items)
         metrics.UNACKED.set(len(self._acks))
         for name, count in self._received_by_source.items():
@@ -153,11 +161,11 @@ class Pipeline:
 
     def _describe(self, key: SeriesKey, state: EntityState) -> tuple[Series, str]:
         """First sight of an entity (or of a change in its attributes): budget, series, metadata."""
+        series = describe(state)  # an invalid entity is refused before it can use up the budget
         if not self._metadata.admit(state.entity_id):
             raise Rejected(Reason.SERIES_BUDGET,
                            f"{state.entity_id} would exceed the tenant's budget of {self._metadata.budget} "
                            "entities (HATS_SERIES_BUDGET)")
-        series = describe(state)
         cached = (series, series_key(series.measurement, series.tags))
         self._metadata.note(state, series.measurement)
         if len(self._series) >= self._max_cached_series:
@@ -199,12 +207,30 @@ class Pipeline:
         metrics.UNACKED.set(0)
 
     async def _store_ops(self, letters: Sequence[DeadLetter]) -> None:
-        async with self._conn.transaction(), self._conn.cursor() as cur:
-            await deadletters.insert(cur, letters)
-            await self._metadata.flush(cur)
+        """Dead letters and metadata in one transaction; while PostgreSQL is away, retry (the batch's
+        acknowledgements wait, so the broker keeps the messages) and reconnect."""
+        delay = PG_RETRY_INITIAL_S
+        while True:
+            try:
+                async with self._conn.transaction(), self._conn.cursor() as cur:
+                    await deadletters.insert(cur, letters)
+                    await self._metadata.flush(cur)
+                break
+            except psycopg.OperationalError as exc:
+                log.warning("PostgreSQL unavailable (%s); retrying in %.1f s", str(exc).strip()[:200], delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, PG_RETRY_MAX_S)
+                with contextlib.suppress(psycopg.Error):
+                    await self._conn.close()
+                with contextlib.suppress(psycopg.OperationalError):
+                    self._conn = await psycopg.AsyncConnection.connect(self._dsn, autocommit=True)
+        self._metadata.committed()
         if letters:
             log.info("dead-lettered %d message(s): %s", len(letters),
                      ", ".join(sorted({letter.reason for letter in letters})))
+
+    async def close(self) -> None:
+        await self._conn.close()
 
     async def replay_rejected(self, errors: Sequence[LineError]) -> None:
         """Lines InfluxDB refused while replaying the outbox: their source messages are long acked, so

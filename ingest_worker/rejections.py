@@ -27,6 +27,7 @@ class Reason(StrEnum):
     SERIES_BUDGET = "series_budget"
     NON_NUMERIC = "non_numeric_value"
     TAG_TOO_LONG = "tag_too_long"
+    INTERNAL_ERROR = "internal_error"
 
 
 class Rejected(Exception):

@@ -4,15 +4,31 @@ A source owns a family of topics (statestream, eventstream, discovery, status). 
 message into zero or more `EntityState`s, may ask for topics to be (un)subscribed (discovery learns
 state topics at run time), and raises `Rejected` for anything invalid. Sources that must see a whole
 burst before emitting (statestream: a state and its attributes arrive on separate topics) hold states
-back until `flush()`, which the pipeline calls after each hand-off batch from the network thread.
+back until `flush()`, which the pipeline calls on every tick (and with `force` when it stops).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Protocol
 
 from ingest_worker.normalise import EntityState
+from ingest_worker.rejections import Reason, Rejected
+
+# What json.loads raises beyond JSONDecodeError on hostile input: ValueError for integers over
+# Python's digit limit, RecursionError for deep nesting. Each is a bad payload, never a worker crash.
+JSON_ERRORS = (ValueError, RecursionError)
+
+
+def parse_json(text: str, what: str = "payload") -> object:
+    """The one JSON parse for payloads: every failure is a dead letter with reason invalid_json."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise Rejected(Reason.INVALID_JSON, f"{what}: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except JSON_ERRORS as exc:
+        raise Rejected(Reason.INVALID_JSON, f"{what}: {type(exc).__name__}: {str(exc)[:200]}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +55,6 @@ class Source(Protocol):
         """Parse one message; raise `Rejected` when it is invalid."""
         ...
 
-    def flush(self) -> tuple[EntityState, ...]:
-        """States held back until the end of a hand-off batch (most sources hold none)."""
+    def flush(self, force: bool = False) -> tuple[EntityState, ...]:
+        """States held back until complete (most sources hold none); `force` drains them all."""
         ...

@@ -33,14 +33,13 @@ two configs yielding the same entity_id both write to it, as the ids are the pub
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ingest_worker.normalise import ENTITY_ID, DeviceInfo, EntityState
 from ingest_worker.rejections import Reason, Rejected
-from ingest_worker.sources.base import Outcome
+from ingest_worker.sources.base import Outcome, parse_json
 from ingest_worker.sources.templates import NOT_JSON, ValueTemplate, compile_template, load_json
 
 SOURCE = "discovery"
@@ -158,7 +157,7 @@ class DiscoverySource:
             raise Rejected(Reason.BAD_TOPIC, f"{_clip(topic)} is neither a discovery config nor a learned state topic")
         return self._handle_state(entities, payload)
 
-    def flush(self) -> tuple[EntityState, ...]:
+    def flush(self, force: bool = False) -> tuple[EntityState, ...]:
         return ()
 
     def take_rejections(self) -> list[Rejected]:
@@ -206,10 +205,7 @@ class DiscoverySource:
         component, topic_object_id = self._config_topic_parts(topic)
         if not payload:
             return self._remove(topic)
-        try:
-            config = json.loads(_decode(payload))
-        except json.JSONDecodeError as exc:
-            raise Rejected(Reason.INVALID_JSON, f"{exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        config = parse_json(_decode(payload), "discovery config")
         if not isinstance(config, dict):
             raise Rejected(Reason.SCHEMA, "a discovery config is a JSON object")
         if not config:

@@ -6,12 +6,11 @@ Only `state_changed` events with a `new_state` carry a state; other event types 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 
 from ingest_worker.normalise import EntityState
 from ingest_worker.rejections import Reason, Rejected
-from ingest_worker.sources.base import Outcome
+from ingest_worker.sources.base import Outcome, parse_json
 
 SOURCE = "eventstream"
 
@@ -21,10 +20,7 @@ def parse(payload: bytes) -> EntityState | None:
         text = payload.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise Rejected(Reason.NOT_UTF8, f"payload is not UTF-8 at byte {exc.start}") from None
-    try:
-        event = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise Rejected(Reason.INVALID_JSON, f"{exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    event = parse_json(text, "eventstream payload")
     if not isinstance(event, dict) or not isinstance(event.get("event_type"), str):
         raise Rejected(Reason.SCHEMA, "an eventstream payload is an object with a string event_type")
     if event["event_type"] != "state_changed":
@@ -69,5 +65,5 @@ class EventstreamSource:
         state = parse(payload)
         return Outcome(states=(state,)) if state is not None else Outcome(ignored="not_a_state_change")
 
-    def flush(self) -> tuple[EntityState, ...]:
+    def flush(self, force: bool = False) -> tuple[EntityState, ...]:
         return ()

@@ -44,5 +44,5 @@ class StatusSource:
     def handle(self, topic: str, payload: bytes) -> Outcome:
         return Outcome(states=(parse(payload),))
 
-    def flush(self) -> tuple[EntityState, ...]:
+    def flush(self, force: bool = False) -> tuple[EntityState, ...]:
         return ()

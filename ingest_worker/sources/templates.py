@@ -23,6 +23,7 @@ from functools import lru_cache
 from typing import Final
 
 from ingest_worker.rejections import Reason, Rejected
+from ingest_worker.sources.base import JSON_ERRORS
 
 # Real device templates are well under 200 characters; a longer one is not one of the supported forms.
 MAX_TEMPLATE_CHARS = 1024
@@ -56,7 +57,7 @@ def load_json(text: str) -> object:
     """The payload as `value_json` sees it, or `NOT_JSON` (HA leaves value_json undefined then)."""
     try:
         return json.loads(text)
-    except json.JSONDecodeError:
+    except JSON_ERRORS:
         return NOT_JSON
 
 

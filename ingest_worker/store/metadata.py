@@ -15,6 +15,8 @@ import psycopg
 from ingest_worker.normalise import DeviceInfo, EntityState
 from ingest_worker.units import conversion_for, is_percent_class
 
+MAX_TEXT_CHARS = 255
+
 
 @dataclass(frozen=True, slots=True)
 class EntityRow:
@@ -32,7 +34,10 @@ class EntityRow:
 
 
 def _text(value: object) -> str | None:
-    return value if isinstance(value, str) and value else None
+    """A text column's value: PostgreSQL text cannot hold NUL, and a name is not worth a dead letter."""
+    if not isinstance(value, str) or not value:
+        return None
+    return value.replace("\x00", "")[:MAX_TEXT_CHARS].encode("utf-8", "replace").decode("utf-8")
 
 
 class MetadataStore:
@@ -63,15 +68,19 @@ class MetadataStore:
         attrs = state.attributes
         device_class, unit = _text(attrs.get("device_class")), _text(attrs.get("unit_of_measurement"))
         conversion = conversion_for(None if is_percent_class(device_class) else unit)
+        canonical = (conversion.unit or unit) if unit else None  # humidity/battery keep their % as is
         row = EntityRow(state.entity_id, state.device_id, state.entity_id.split(".", 1)[0], measurement,
-                        device_class, _text(attrs.get("state_class")), unit, conversion.unit if unit else None,
+                        device_class, _text(attrs.get("state_class")), unit, canonical,
                         conversion.name, _text(attrs.get("friendly_name")), state.source)
         if self._known.get(state.entity_id) != row:
             self._known[state.entity_id] = row
             self._pending_entities[state.entity_id] = row
-        if state.device is not None and self._devices.get(state.device.device_id) != state.device:
-            self._devices[state.device.device_id] = state.device
-            self._pending_devices[state.device.device_id] = state.device
+        device = state.device
+        if device is not None and self._devices.get(device.device_id) != device:
+            self._devices[device.device_id] = device
+            self._pending_devices[device.device_id] = DeviceInfo(
+                device.device_id, _text(device.name), _text(device.manufacturer), _text(device.model),
+                tuple(t for t in (_text(i) for i in device.identifiers) if t))
 
     async def flush(self, cur: psycopg.AsyncCursor[tuple[object, ...]]) -> None:
         if self._pending_devices:
@@ -82,7 +91,6 @@ class MetadataStore:
                 "identifiers = EXCLUDED.identifiers, last_seen = now()",
                 [(self.tenant, d.device_id, d.name, d.manufacturer, d.model, json.dumps(list(d.identifiers)))
                  for d in self._pending_devices.values()])
-            self._pending_devices.clear()
         if self._pending_entities:
             await cur.executemany(
                 "INSERT INTO core.entities (tenant_id, entity_id, device_id, domain, measurement, device_class, "
@@ -96,4 +104,8 @@ class MetadataStore:
                 [(self.tenant, r.entity_id, r.device_id, r.domain, r.measurement, r.device_class, r.state_class,
                   r.unit_original, r.unit_canonical, r.conversion, r.friendly_name, r.source)
                  for r in self._pending_entities.values()])
-            self._pending_entities.clear()
+
+    def committed(self) -> None:
+        """The transaction holding `flush`'s statements committed: forget what it carried."""
+        self._pending_devices.clear()
+        self._pending_entities.clear()

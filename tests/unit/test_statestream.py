@@ -75,10 +75,13 @@ def test_a_state_change_is_held_until_flush_then_carries_its_attributes_and_time
     assert outcomes[1] == Outcome(ignored="last_updated")
     assert outcomes[2] == Outcome(ignored="last_changed")
     assert all(o == Outcome(ignored="attribute") for o in outcomes[3:])
-    (state,) = source.flush()
+    (state,) = source.flush()  # complete: attributes and timestamp arrived, no waiting needed
+    assert state.origin is not None
+    assert state.origin[:2] == (topic("state"), b"21.5")  # dead letters keep the message really received
     assert state == EntityState(entity_id="sensor.living_room_temperature", state="21.5",
-                                attributes=LIVING_ROOM_ATTRIBUTES, last_updated=T1, source="statestream")
-    assert source.flush() == ()
+                                attributes=LIVING_ROOM_ATTRIBUTES, last_updated=T1, source="statestream",
+                                origin=state.origin)
+    assert source.flush(force=True) == ()
     point = normalise(state, received_ns=1)
     assert (point.measurement, point.value, point.time_ns) == ("temperature", 21.5, parse_time_ns(T1))
 
@@ -91,7 +94,7 @@ def test_a_state_change_is_held_until_flush_then_carries_its_attributes_and_time
 def test_raw_and_json_quoted_states_are_both_accepted(payload: bytes, expected: str) -> None:
     source = StatestreamSource(BASE)
     source.handle(topic("state", "binary_sensor/front_door"), payload)
-    (state,) = source.flush()
+    (state,) = source.flush(force=True)
     assert (state.entity_id, state.state) == ("binary_sensor.front_door", expected)
 
 
@@ -99,9 +102,9 @@ def test_attributes_cached_before_the_state_apply_to_it() -> None:
     source = StatestreamSource(BASE)
     source.handle(topic("unit_of_measurement"), b'"\\u00b0F"')
     source.handle(topic("device_class"), b'"temperature"')
-    source.flush()
+    source.flush(force=True)
     source.handle(topic("state"), b"70.7")
-    (state,) = source.flush()
+    (state,) = source.flush(force=True)
     assert dict(state.attributes) == {"unit_of_measurement": "°F", "device_class": "temperature"}
     assert normalise(state, received_ns=1).value == pytest.approx(21.5)
 
@@ -111,7 +114,7 @@ def test_an_attribute_change_after_the_state_applies_at_flush() -> None:
     source.handle(topic("unit_of_measurement"), b'"W"')
     source.handle(topic("state"), b"1.2")
     source.handle(topic("unit_of_measurement"), b'"kW"')
-    (state,) = source.flush()
+    (state,) = source.flush(force=True)
     assert state.attributes["unit_of_measurement"] == "kW"
 
 
@@ -119,7 +122,7 @@ def test_two_states_of_one_entity_in_a_batch_are_both_emitted_in_order_with_thei
     source = StatestreamSource(BASE)
     publish_state_change(source, b"21.5", T1)
     publish_state_change(source, b"21.6", T2)
-    first, second = source.flush()
+    first, second = source.flush(force=True)
     assert (first.state, first.last_updated) == ("21.5", T1)
     assert (second.state, second.last_updated) == ("21.6", T2)
     assert first.attributes == second.attributes == LIVING_ROOM_ATTRIBUTES
@@ -130,7 +133,7 @@ def test_a_timestamp_stamps_the_latest_pending_state_only() -> None:
     source.handle(topic("state"), b"21.5")
     source.handle(topic("state"), b"21.6")
     source.handle(topic("last_updated"), T2.encode())
-    first, second = source.flush()
+    first, second = source.flush(force=True)
     assert (first.state, first.last_updated) == ("21.5", None)
     assert (second.state, second.last_updated) == ("21.6", T2)
 
@@ -141,7 +144,7 @@ def test_states_of_different_entities_keep_arrival_order_and_their_own_attribute
     source.handle(topic("state", "sensor/b"), b"2")
     source.handle(topic("unit_of_measurement", "sensor/b"), b'"W"')
     source.handle(topic("last_updated", "sensor/a"), T1.encode())
-    a, b = source.flush()
+    a, b = source.flush(force=True)
     assert (a.entity_id, a.last_updated, dict(a.attributes)) == ("sensor.a", T1, {})
     assert (b.entity_id, b.last_updated, dict(b.attributes)) == ("sensor.b", None, {"unit_of_measurement": "W"})
 
@@ -150,22 +153,22 @@ def test_json_quoted_timestamp_is_unquoted() -> None:
     source = StatestreamSource(BASE)
     source.handle(topic("state"), b"21.5")
     source.handle(topic("last_updated"), json.dumps(T1).encode())
-    assert source.flush()[0].last_updated == T1
+    assert source.flush(force=True)[0].last_updated == T1
 
 
 def test_a_timestamp_replayed_before_its_state_is_taken_by_it_within_the_batch() -> None:
     source = StatestreamSource(BASE)
     source.handle(topic("last_updated"), T1.encode())
     source.handle(topic("state"), b"21.5")
-    assert source.flush()[0].last_updated == T1
+    assert source.flush(force=True)[0].last_updated == T1
 
 
 def test_a_loose_timestamp_is_never_carried_across_a_flush() -> None:
     source = StatestreamSource(BASE)
     source.handle(topic("last_updated"), T1.encode())
-    assert source.flush() == ()
+    assert source.flush(force=True) == ()
     source.handle(topic("state"), b"21.5")
-    assert source.flush()[0].last_updated is None
+    assert source.flush(force=True)[0].last_updated is None
 
 
 @pytest.mark.parametrize("stamp", [b"yesterday", b"2026-11-26T10:00:00", b"", b'"2026-13-01T00:00:00+00:00"'])
@@ -175,7 +178,7 @@ def test_a_bad_timestamp_is_rejected_and_does_not_stamp_the_state(stamp: bytes) 
     with pytest.raises(Rejected) as caught:
         source.handle(topic("last_updated"), stamp)
     assert caught.value.reason is Reason.BAD_TIMESTAMP
-    (state,) = source.flush()
+    (state,) = source.flush(force=True)
     assert (state.state, state.last_updated) == ("21.5", None)
 
 
@@ -221,13 +224,13 @@ def test_broken_messages_are_rejected_with_their_reason(entity: str, field: str,
     with pytest.raises(Rejected) as caught:
         source.handle(topic(field, entity), payload)
     assert caught.value.reason is reason
-    assert source.flush() == ()
+    assert source.flush(force=True) == ()
 
 
 def test_a_state_of_exactly_255_chars_is_accepted() -> None:
     source = StatestreamSource(BASE)
     source.handle(topic("state"), b"x" * 255)
-    assert len(source.flush()[0].state) == 255
+    assert len(source.flush(force=True)[0].state) == 255
 
 
 @pytest.mark.parametrize("foreign", ["homeassistant/statestream/sensor/x/state", f"{BASE}/sensor/x"])
@@ -265,7 +268,7 @@ def test_ten_thousand_distinct_entities() -> None:
     for n in range(10_000):
         source.handle(topic("state", f"sensor/power_{n}"), str(n).encode())
         source.handle(topic("unit_of_measurement", f"sensor/power_{n}"), b'"W"')
-    states = source.flush()
+    states = source.flush(force=True)
     assert [s.entity_id for s in states] == [f"sensor.power_{n}" for n in range(10_000)]
     assert all(s.attributes == {"unit_of_measurement": "W"} for s in states)
     assert states[9_999].state == "9999"
@@ -301,4 +304,60 @@ def test_pending_states_are_bounded_by_emitting_the_oldest_early() -> None:
     early = source.handle(topic("state", "sensor/c"), b"3").states
     assert [(s.entity_id, s.last_updated) for s in early] == [("sensor.a", T1)]
     source.handle(topic("last_updated", "sensor/a"), T2.encode())  # its state is gone: held loose, then dropped
-    assert [s.entity_id for s in source.flush()] == ["sensor.b", "sensor.c"]
+    assert [s.entity_id for s in source.flush(force=True)] == ["sensor.b", "sensor.c"]
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_completeness_not_read_boundaries_decides_emission() -> None:
+    clock = FakeClock()
+    source = StatestreamSource(BASE, clock=clock)
+    publish_state_change(source, b"21.5")
+    assert [s.last_updated for s in source.flush()] == [T1]
+    # The next change arrives in two reads: the state now, its timestamp later. Not emitted in between.
+    source.handle(topic("state"), b"21.7")
+    assert source.flush() == ()
+    source.handle(topic("last_updated"), T2.encode())
+    (state,) = source.flush()
+    assert (state.state, state.last_updated) == ("21.7", T2)
+
+
+def test_a_state_whose_timestamp_never_comes_is_emitted_after_the_hold() -> None:
+    clock = FakeClock()
+    source = StatestreamSource(BASE, clock=clock, hold_s=1.0)
+    publish_state_change(source, b"21.5")
+    source.flush()
+    source.handle(topic("state"), b"22.0")
+    clock.now += 0.5
+    assert source.flush() == ()
+    clock.now += 0.6
+    (state,) = source.flush()
+    assert (state.state, state.last_updated) == ("22.0", None)
+
+
+def test_a_new_state_completes_the_previous_one_of_the_same_entity() -> None:
+    clock = FakeClock()
+    source = StatestreamSource(BASE, clock=clock)
+    publish_state_change(source, b"21.5")
+    source.flush()
+    source.handle(topic("state"), b"1")
+    source.handle(topic("state"), b"2")
+    assert [s.state for s in source.flush()] == ["1"]  # superseded: nothing more will come for it
+    source.handle(topic("last_updated"), T2.encode())
+    assert [(s.state, s.last_updated) for s in source.flush()] == [("2", T2)]
+
+
+def test_a_first_state_waits_for_its_unit() -> None:
+    clock = FakeClock()
+    source = StatestreamSource(BASE, clock=clock)
+    source.handle(topic("state", "sensor/new_one"), b"5")
+    assert source.flush() == ()  # no unit or device_class yet: its measurement is unknown
+    source.handle(topic("unit_of_measurement", "sensor/new_one"), b'"W"')
+    (state,) = source.flush()
+    assert state.attributes == {"unit_of_measurement": "W"}
