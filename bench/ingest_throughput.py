@@ -156,7 +156,7 @@ class Bench:
         return elapsed, written[0]
 
     def worker(self, tenant: str, client_id: str, topic: str) -> tuple[float, int]:
-        env = {**self.env, **os.environ, "HATS_TENANT": tenant, "HATS_MQTT_CLIENT_ID": client_id,
+        env = {**os.environ, **self.env, "HATS_TENANT": tenant, "HATS_MQTT_CLIENT_ID": client_id,
                "HATS_EVENTSTREAM_TOPIC": topic, "HATS_SOURCES": "eventstream", "HATS_HTTP_PORT": "0",
                "HATS_OUTBOX_DIR": str(ROOT / ".hats" / "bench-outbox"), "HATS_LOG_FORMAT": "text"}
         log = ROOT / ".hats" / f"bench-worker-{tenant}.log"
