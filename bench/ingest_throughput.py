@@ -155,7 +155,8 @@ class Bench:
         client.loop_stop()
         return elapsed, written[0]
 
-    def worker(self, tenant: str, client_id: str, topic: str) -> tuple[float, int]:
+    def start_worker(self, tenant: str, client_id: str, topic: str) -> tuple[subprocess.Popen[bytes], Path]:
+        """`python -m ingest_worker` for one tenant and topic, returned once the broker confirmed it."""
         env = {**os.environ, **self.env, "HATS_TENANT": tenant, "HATS_MQTT_CLIENT_ID": client_id,
                "HATS_EVENTSTREAM_TOPIC": topic, "HATS_SOURCES": "eventstream", "HATS_HTTP_PORT": "0",
                "HATS_OUTBOX_DIR": str(ROOT / ".hats" / "bench-outbox"), "HATS_LOG_FORMAT": "text"}
@@ -163,9 +164,12 @@ class Bench:
         with log.open("wb") as out:
             proc = subprocess.Popen([sys.executable, "-m", "ingest_worker"], env=env, cwd=ROOT, stdout=out,
                                     stderr=subprocess.STDOUT)
-        # Timed from the subscription: the interpreter's start-up is not throughput.
         wait(lambda: "subscriptions confirmed" in log.read_text(), "the worker to subscribe")
-        started = time.monotonic()
+        return proc, log
+
+    def worker(self, tenant: str, client_id: str, topic: str) -> tuple[float, int]:
+        proc, log = self.start_worker(tenant, client_id, topic)
+        started = time.monotonic()  # timed from the subscription: interpreter start-up is not throughput
         while self.count_points(tenant) < self.messages:
             if proc.poll() is not None:
                 raise RuntimeError(f"worker exited: {log.read_text()[-2000:]}")
@@ -178,14 +182,7 @@ class Bench:
 
     def latency(self, tenant: str, client_id: str, topic: str, rate: float, seconds: float) -> list[float]:
         """Publish at `rate` for `seconds`; for every 100th message, time until InfluxDB returns it."""
-        env = {**os.environ, **self.env, "HATS_TENANT": tenant, "HATS_MQTT_CLIENT_ID": client_id,
-               "HATS_EVENTSTREAM_TOPIC": topic, "HATS_SOURCES": "eventstream", "HATS_HTTP_PORT": "0",
-               "HATS_OUTBOX_DIR": str(ROOT / ".hats" / "bench-outbox"), "HATS_LOG_FORMAT": "text"}
-        log = ROOT / ".hats" / f"bench-worker-{tenant}.log"
-        with log.open("wb") as out:
-            proc = subprocess.Popen([sys.executable, "-m", "ingest_worker"], env=env, cwd=ROOT, stdout=out,
-                                    stderr=subprocess.STDOUT)
-        wait(lambda: "subscriptions confirmed" in log.read_text(), "the worker to subscribe")
+        proc, _ = self.start_worker(tenant, client_id, topic)
         publisher = Publisher(Target("127.0.0.1", self.port, self.env["HATS_MQTT_PUBLISHER_USERNAME"],
                                      self.env["HATS_MQTT_PUBLISHER_PASSWORD"], topic), f"bench-lat-{self.run_id}")
         probes: dict[str, float] = {}
