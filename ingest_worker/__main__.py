@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import sys
 
+import psycopg
+
 from ingest_worker import logs
 from ingest_worker.app import run
 from ingest_worker.settings import ConfigError, load_settings
@@ -17,7 +19,13 @@ def main() -> None:
         print(exc, file=sys.stderr)
         sys.exit(2)
     logs.configure(settings.log_format)
-    asyncio.run(run(settings))
+    try:
+        asyncio.run(run(settings))
+    except psycopg.OperationalError as exc:
+        # Only reachable at start-up: later, PostgreSQL outages are retried while acknowledgements wait.
+        print(f"ingest_worker: PostgreSQL is unreachable at start-up ({str(exc).strip()[:300]}); check "
+              "HATS_INGEST_DSN and that the database is up (`make status`), then start again", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

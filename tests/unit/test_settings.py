@@ -70,3 +70,12 @@ def test_stack_port_setting_is_validated(clean_env: pytest.MonkeyPatch) -> None:
     clean_env.setenv("HATS_INFLUX_PORT", "18830")
     with pytest.raises(StackConfigError, match="share a port"):
         load_profile("dev")
+
+
+def test_unreachable_postgres_at_start_names_the_setting(clean_env: pytest.MonkeyPatch) -> None:
+    env = {**VALID, "HATS_INGEST_DSN": "postgresql://x:y@127.0.0.1:1/none", "HATS_HTTP_PORT": "0", "PATH": "/usr/bin"}
+    result = subprocess.run([sys.executable, "-m", "ingest_worker"], capture_output=True, text=True,
+                            cwd=PROJECT_ROOT, timeout=60, check=False, env=env)
+    assert result.returncode == 1
+    assert "PostgreSQL is unreachable at start-up" in result.stderr
+    assert "HATS_INGEST_DSN" in result.stderr
