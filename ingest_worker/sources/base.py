@@ -58,3 +58,21 @@ class Source(Protocol):
     def flush(self, force: bool = False) -> tuple[EntityState, ...]:
         """States held back until complete (most sources hold none); `force` drains them all."""
         ...
+
+
+class SingleTopicSource:
+    """A source that owns exactly one topic and holds nothing back (eventstream, status)."""
+
+    name: str
+
+    def __init__(self, topic: str) -> None:
+        self._topic = topic
+
+    def filters(self) -> tuple[str, ...]:
+        return (self._topic,)
+
+    def matches(self, topic: str) -> bool:
+        return topic == self._topic
+
+    def flush(self, force: bool = False) -> tuple[EntityState, ...]:
+        return ()

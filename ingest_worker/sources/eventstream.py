@@ -10,7 +10,7 @@ from collections.abc import Mapping
 
 from ingest_worker.normalise import EntityState
 from ingest_worker.rejections import Reason, Rejected
-from ingest_worker.sources.base import Outcome, parse_json
+from ingest_worker.sources.base import Outcome, SingleTopicSource, parse_json
 
 SOURCE = "eventstream"
 
@@ -47,23 +47,11 @@ def parse(payload: bytes) -> EntityState | None:
                        last_updated=last_updated, source=SOURCE)
 
 
-class EventstreamSource:
+class EventstreamSource(SingleTopicSource):
     """mqtt_eventstream's single topic (`publish_topic` in Home Assistant's configuration)."""
 
     name = SOURCE
 
-    def __init__(self, topic: str) -> None:
-        self._topic = topic
-
-    def filters(self) -> tuple[str, ...]:
-        return (self._topic,)
-
-    def matches(self, topic: str) -> bool:
-        return topic == self._topic
-
     def handle(self, topic: str, payload: bytes) -> Outcome:
         state = parse(payload)
         return Outcome(states=(state,)) if state is not None else Outcome(ignored="not_a_state_change")
-
-    def flush(self, force: bool = False) -> tuple[EntityState, ...]:
-        return ()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ingest_worker.normalise import EntityState
 from ingest_worker.rejections import Reason, Rejected
-from ingest_worker.sources.base import Outcome
+from ingest_worker.sources.base import Outcome, SingleTopicSource
 
 SOURCE = "status"
 DEFAULT_TOPIC = "homeassistant/status"
@@ -27,22 +27,13 @@ def parse(payload: bytes) -> EntityState:
     return EntityState(entity_id=ENTITY_ID, state=text, source=SOURCE)
 
 
-class StatusSource:
+class StatusSource(SingleTopicSource):
     """The birth/will topic (`birth_message.topic` in Home Assistant's MQTT settings)."""
 
     name = SOURCE
 
     def __init__(self, topic: str = DEFAULT_TOPIC) -> None:
-        self._topic = topic
-
-    def filters(self) -> tuple[str, ...]:
-        return (self._topic,)
-
-    def matches(self, topic: str) -> bool:
-        return topic == self._topic
+        super().__init__(topic)
 
     def handle(self, topic: str, payload: bytes) -> Outcome:
         return Outcome(states=(parse(payload),))
-
-    def flush(self, force: bool = False) -> tuple[EntityState, ...]:
-        return ()
