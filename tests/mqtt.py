@@ -68,7 +68,7 @@ def connect_code(port: int, username: str | None, password: str | None) -> Reaso
 @contextmanager
 def session(port: int, username: str, password: str, client_id: str = "", clean_start: bool = True,
             session_expiry_s: int = 0, v311: bool = False) -> Iterator[Session]:
-    """An MQTT 5 session (reason codes), or with `v311` a 3.1.1 one as the worker uses (aiomqtt's default)."""
+    """An MQTT 5 session (reason codes), or with `v311` a 3.1.1 one as the worker uses."""
     if v311:
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311,
                              clean_session=clean_start)

@@ -24,7 +24,7 @@ def test_offline_subscriber_gets_every_message_after_a_broker_restart(
     worker = (stack_env["HATS_MQTT_USERNAME"], stack_env["HATS_MQTT_PASSWORD"])
     client_id = f"durability-{uuid.uuid4().hex[:8]}"
     topic = f"homeassistant/durability_{client_id}"
-    # MQTT 3.1.1 with a persistent session, exactly as the worker connects (aiomqtt's default protocol).
+    # MQTT 3.1.1 with a persistent session, exactly as the worker (paho-mqtt) connects.
     with session(port, *worker, client_id=client_id, clean_start=False, v311=True) as s:
         assert s.subscribe(topic) == 1
     publisher = Publisher(Target("127.0.0.1", port, stack_env["HATS_MQTT_PUBLISHER_USERNAME"],
