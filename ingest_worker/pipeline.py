@@ -78,6 +78,7 @@ class Pipeline:
         self._series: dict[SeriesKey, tuple[Series, str]] = {}
         self._max_cached_series = 4 * metadata.budget
         self._received_by_source: dict[str, int] = {}
+        self._ignored: dict[tuple[str, str], int] = {}
         self._emitted = 0
         self.counters: dict[str, int] = {"received": 0, "written": 0, "ignored": 0, "dead_lettered": 0}
 
@@ -102,9 +103,13 @@ class Pipeline:
                 self._emit(state, Origin(*origin))
         self._acks.extend(items)
         metrics.UNACKED.set(len(self._acks))
+        # Prometheus is updated once per hand-off batch: a labelled inc per message costs more than a parse.
         for name, count in self._received_by_source.items():
             metrics.RECEIVED.labels(name).inc(count)
         self._received_by_source.clear()
+        for (name, why), count in self._ignored.items():
+            metrics.IGNORED.labels(name, why).inc(count)
+        self._ignored.clear()
 
     def _handle(self, item: Incoming) -> None:
         source = self._route(item.topic)
@@ -122,13 +127,12 @@ class Pipeline:
                 self._link.add_subscription(topic_filter)
             for topic_filter in outcome.unsubscribe:
                 self._link.remove_subscription(topic_filter)
-        take_rejections = getattr(source, "take_rejections", None)
-        if take_rejections is not None:
-            for rejected in take_rejections():
-                self._reject(item.topic, item.payload, item.received_ns, rejected.reason, rejected.detail)
+        for rejected in source.take_rejections():
+            self._reject(item.topic, item.payload, item.received_ns, rejected.reason, rejected.detail)
         if outcome.ignored is not None:
             self.counters["ignored"] += 1
-            metrics.IGNORED.labels(source.name, outcome.ignored).inc()
+            why = (source.name, outcome.ignored)
+            self._ignored[why] = self._ignored.get(why, 0) + 1
         origin = Origin(item.topic, item.payload, item.received_ns)
         for state in outcome.states:
             self._emit(state, origin)

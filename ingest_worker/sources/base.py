@@ -59,6 +59,11 @@ class Source(Protocol):
         """States held back until complete (most sources hold none); `force` drains them all."""
         ...
 
+    def take_rejections(self) -> list[Rejected]:
+        """Parts of the latest message that failed while `handle` returned the rest (discovery: one
+        entity of several on a state topic); dead-lettered with that message. Most sources have none."""
+        ...
+
 
 class SingleTopicSource:
     """A source that owns exactly one topic and holds nothing back (eventstream, status)."""
@@ -76,3 +81,6 @@ class SingleTopicSource:
 
     def flush(self, force: bool = False) -> tuple[EntityState, ...]:
         return ()
+
+    def take_rejections(self) -> list[Rejected]:
+        return []

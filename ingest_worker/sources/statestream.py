@@ -148,6 +148,9 @@ class StatestreamSource:
             return False  # its unit and device_class have not arrived yet
         return pending.last_updated is not None or not cached.stamps
 
+    def take_rejections(self) -> list[Rejected]:
+        return []  # a statestream message is one field of one entity: it fails whole, by raising
+
     def attributes(self, entity_id: str) -> dict[str, object]:
         """A copy of the cached attributes (empty when none are cached)."""
         cached = self._cache.get(entity_id)
