@@ -5,17 +5,23 @@ from __future__ import annotations
 import dagster as dg
 
 from hats_assets.defs.common.resources import resources_from_env
-from hats_assets.defs.raw.assets import (
-    ha_mqtt_feed,
-    observe_raw_points_job,
-    observe_raw_points_schedule,
-    raw_points,
+from hats_assets.defs.core.assets import core_metadata
+from hats_assets.defs.raw.assets import ha_mqtt_feed, observe_raw_points_job, observe_raw_points_schedule, raw_points
+from hats_assets.defs.rollups.assets import rollup_1h, rollup_1m, rollup_5m
+from hats_assets.defs.rollups.schedules import late_data_sensor, rollup_job, rollup_schedule
+from hats_assets.defs.warehouse.assets import (
+    analyst_views,
+    daily_rollup,
+    hourly_rollup,
+    warehouse_job,
+    warehouse_schedule,
 )
-from hats_assets.defs.warehouse.assets import entity_hourly, entity_hourly_job, entity_hourly_schedule
 
 defs = dg.Definitions(
-    assets=[ha_mqtt_feed, raw_points, entity_hourly],
-    jobs=[observe_raw_points_job, entity_hourly_job],
-    schedules=[observe_raw_points_schedule, entity_hourly_schedule],
+    assets=[ha_mqtt_feed, raw_points, core_metadata, rollup_1m, rollup_5m, rollup_1h, hourly_rollup, daily_rollup,
+            *analyst_views],
+    jobs=[observe_raw_points_job, rollup_job, warehouse_job],
+    schedules=[observe_raw_points_schedule, rollup_schedule, warehouse_schedule],
+    sensors=[late_data_sensor],
     resources=resources_from_env(),
 )

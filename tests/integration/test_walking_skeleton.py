@@ -1,13 +1,11 @@
 """The walking skeleton, end to end on the real stack: a Home Assistant eventstream message published
-to Mosquitto → `python -m ingest_worker` → InfluxDB → the hourly Dagster asset → PostgreSQL analytics
-→ read by the analyst role. The aggregate is checked against a reference computed here from the
-published values.
+to Mosquitto → `python -m ingest_worker` → InfluxDB → the rollup and warehouse assets → PostgreSQL
+analytics → read by the analyst role. The expected hour is worked out by hand in the test from the
+published values (the thorough comparison with a reference is tests/integration/test_rollups.py).
 """
 
 from __future__ import annotations
 
-import json
-import statistics
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -15,50 +13,26 @@ import dagster as dg
 import psycopg
 import pytest
 
-from ha_simulator.publish import Publisher, Target
-from hats_assets.defs.common.resources import InfluxDBResource, PostgresResource
-from hats_assets.defs.warehouse.assets import entity_hourly
+from hats_assets.defs.rollups.assets import rollup_1h, rollup_1m, rollup_5m
+from hats_assets.defs.warehouse.assets import daily_rollup, hourly_rollup
 from tests.conftest import Tenant, WorkerProcess, wait_for
+from tests.homeassistant import asset_resources, publish, state_changed
 
 pytestmark = pytest.mark.integration
 
-# A complete hour inside the raw retention policy (30 days): InfluxDB refuses points older than that.
-HOUR = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
+# Noon yesterday: inside the raw retention policy (30 days) and in a complete UTC day, the warehouse's
+# partition.
+HOUR = (datetime.now(UTC) - timedelta(days=1)).replace(hour=12, minute=0, second=0, microsecond=0)
 PARTITION = HOUR.strftime("%Y-%m-%d-%H:%M")
-
-
-def state_changed(entity_id: str, state: str, at: datetime, **attributes: object) -> bytes:
-    new_state = {"entity_id": entity_id, "state": state, "attributes": attributes,
-                 "last_changed": at.isoformat(), "last_updated": at.isoformat(), "context": {"id": "x"}}
-    return json.dumps({"event_type": "state_changed",
-                       "event_data": {"entity_id": entity_id, "old_state": None, "new_state": new_state}}).encode()
-
-
-def publish(tenant: Tenant, payloads: list[bytes]) -> None:
-    env = tenant.env
-    publisher = Publisher(Target("127.0.0.1", int(env["HATS_MQTT_PORT"]), env["HATS_MQTT_PUBLISHER_USERNAME"],
-                                 env["HATS_MQTT_PUBLISHER_PASSWORD"], tenant.topic), client_id=f"pub-{tenant.name}")
-    try:
-        for payload in payloads:
-            publisher.publish(payload)
-    finally:
-        publisher.close()
-
-
-def resources(tenant: Tenant) -> dict[str, object]:
-    env = tenant.env
-    return {
-        "influxdb": InfluxDBResource(url=env["HATS_INFLUX_URL"], username=env["HATS_INFLUX_DAGSTER_USERNAME"],
-                                     password=env["HATS_INFLUX_DAGSTER_PASSWORD"], tenant=tenant.name),
-        "postgres": PostgresResource(dsn=env["HATS_DAGSTER_DSN"]),
-    }
+DAY = HOUR.strftime("%Y-%m-%d")
+ASSETS = [rollup_1m, rollup_5m, rollup_1h, hourly_rollup, daily_rollup]
 
 
 def analyst_rows(tenant: Tenant) -> list[tuple[object, ...]]:
     with psycopg.connect(tenant.env["HATS_ANALYST_DSN"]) as conn:
         return conn.execute(
-            "SELECT entity_id, measurement, hour, mean, min, max, count, last FROM analytics.entity_hourly "
-            "WHERE tenant_id = %s ORDER BY entity_id", (tenant.name,)).fetchall()
+            "SELECT entity_id, measurement, hour, mean, min, max, count, last, coverage_pct "
+            "FROM analytics.entity_hourly WHERE tenant_id = %s ORDER BY entity_id", (tenant.name,)).fetchall()
 
 
 def test_eventstream_message_reaches_the_analyst(
@@ -75,7 +49,7 @@ def test_eventstream_message_reaches_the_analyst(
         state_changed("sensor.plug", f"{v}", HOUR + timedelta(minutes=5 + 15 * i), unit_of_measurement="W")
         for i, v in enumerate(watts)
     ] + [
-        state_changed("sensor.plug", "unavailable", HOUR + timedelta(minutes=59)),  # not a number
+        state_changed("sensor.plug", "unavailable", HOUR + timedelta(minutes=59), unit_of_measurement="W"),
         state_changed("sensor.plug", "1.0", HOUR + timedelta(hours=1)),  # the next hour: not in this partition
         b'{"event_type": "state_changed", "event_data": {broken',
     ]
@@ -89,27 +63,31 @@ def test_eventstream_message_reaches_the_analyst(
             "the broken message in ops.dead_letters")
     assert [(r, t, bytes(p)) for r, t, p in letters] == [("invalid_json", tenant.topic, payloads[-1])]
 
-    result = dg.materialize([entity_hourly], partition_key=PARTITION, resources=resources(tenant))
+    resources = asset_resources(tenant)
+    assert dg.materialize(ASSETS[:3], partition_key=PARTITION, resources=resources).success
+    result = dg.materialize(ASSETS[3:], partition_key=DAY, resources=resources)
     assert result.success
+    # States hold until the next one: the porch's four readings held 10, 10, 10 and 30 minutes; the plug
+    # held 120 W for 15 min, 0 W for 15 min and 3500.5 W for 24 min, then was unavailable (not zero).
     celsius = [(f - 32) * 5 / 9 for f in fahrenheit]
+    porch_mean = (10 * celsius[0] + 10 * celsius[1] + 10 * celsius[2] + 30 * celsius[3]) / 60
+    plug_mean = (15 * watts[0] + 15 * watts[1] + 24 * watts[2]) / 54
     expected = [
-        ("sensor.plug", "power", HOUR, statistics.fmean(watts), min(watts), max(watts), len(watts), watts[-1]),
-        ("sensor.porch", "temperature", HOUR, statistics.fmean(celsius), min(celsius), max(celsius), len(celsius),
-         celsius[-1]),
+        ("sensor.plug", "power", HOUR, plug_mean, min(watts), max(watts), 3, watts[-1], 90.0),
+        ("sensor.porch", "temperature", HOUR, porch_mean, min(celsius), max(celsius), 4, celsius[-1], 100.0),
     ]
     rows = analyst_rows(tenant)
     assert [row[:3] for row in rows] == [row[:3] for row in expected]
     for row, want in zip(rows, expected, strict=True):
         assert row[6] == want[6]
         for got, ref in zip(row[3:], want[3:], strict=True):
-            assert got == pytest.approx(ref, rel=1e-9, abs=1e-12)
-    metadata = result.asset_materializations_for_node("entity_hourly")[0].metadata
-    assert metadata["points_read"].value == 7
+            assert float(str(got)) == pytest.approx(ref, rel=1e-9, abs=1e-12)
+    metadata = result.asset_materializations_for_node("hourly_rollup")[0].metadata
     assert metadata["rows_upserted"].value == 2
 
-    # A re-run replaces exactly its hour: same rows, nothing duplicated.
-    again = dg.materialize([entity_hourly], partition_key=PARTITION, resources=resources(tenant))
-    assert again.asset_materializations_for_node("entity_hourly")[0].metadata["rows_replaced"].value == 2
+    # A re-run replaces exactly its day: same rows, nothing duplicated.
+    again = dg.materialize(ASSETS[3:], partition_key=DAY, resources=resources)
+    assert again.asset_materializations_for_node("hourly_rollup")[0].metadata["rows_replaced"].value == 2
     assert analyst_rows(tenant) == rows
 
     assert worker.stop() == 0

@@ -49,6 +49,7 @@ class Row:
     count: int
     last: float
     available_s: float
+    last_seen_s: float
 
 
 def value_at(times_s: list[float], values: list[float], carry_value: float | None, t: float) -> float | None:
@@ -74,15 +75,16 @@ def gauge_reference_sampled(
                 samples.append(v)
         if not samples:
             continue
-        in_window = [vi for ti, vi in zip(times_s, values, strict=True) if w * window_s <= ti < (w + 1) * window_s]
-        last = value_at([float(x) for x in times_s], values, carry_value, (w + 1) * window_s - 0.5)
+        in_window = [(ti, vi) for ti, vi in zip(times_s, values, strict=True) if w * window_s <= ti < (w + 1) * window_s]
+        seen = [ti for ti, vi in in_window if not math.isnan(vi)]
         out[s(w * window_s)] = Row(
             mean=sum(samples) / len(samples),
             min=min(samples),
             max=max(samples),
-            count=sum(1 for vi in in_window if not math.isnan(vi)),
-            last=NAN if last is None else last,
+            count=len(seen),
+            last=samples[-1],  # the last value held while available
             available_s=float(len(samples)),
+            last_seen_s=s(seen[-1]) / NS_PER_S if seen else NAN,
         )
     return out
 
@@ -112,9 +114,9 @@ def gauge_reference_pieces(
                 seen.append(current)
         if avail == 0:
             continue
-        count = sum(1 for ti, vi in zip(times_ns, values, strict=True) if lo <= ti < hi and not math.isnan(vi))
-        last = current if current is not None else NAN
-        out[lo] = Row(integral / avail, min(seen), max(seen), count, last, avail / NS_PER_S)
+        points = [ti for ti, vi in zip(times_ns, values, strict=True) if lo <= ti < hi and not math.isnan(vi)]
+        out[lo] = Row(integral / avail, min(seen), max(seen), len(points), seen[-1], avail / NS_PER_S,
+                      points[-1] / NS_PER_S if points else NAN)
     return out
 
 
@@ -133,11 +135,12 @@ def assert_gauge_matches(frame: pd.DataFrame, expected: dict[int, Row]) -> None:
         want = expected[rec["window_start"]]
         assert rec["mean"] == pytest.approx(want.mean, rel=REL), rec
         assert (rec["min"], rec["max"], rec["count"]) == (want.min, want.max, want.count)
-        if math.isnan(want.last):
-            assert math.isnan(rec["last"])
-        else:
-            assert rec["last"] == want.last
+        assert rec["last"] == want.last
         assert rec["available_s"] == pytest.approx(want.available_s, rel=REL)
+        if math.isnan(want.last_seen_s):
+            assert math.isnan(rec["last_seen_s"])
+        else:
+            assert rec["last_seen_s"] == pytest.approx(want.last_seen_s, rel=1e-15)
 
 
 def run_gauge_case(
@@ -211,7 +214,7 @@ def test_no_data_at_all_gives_an_empty_frame_with_the_columns() -> None:
 def test_long_unavailable_stretch_drops_its_windows() -> None:
     frame = run_gauge_case([0, 70, 250], [4.0, NAN, 6.0], 60, 5)
     assert frame["window_start"].tolist() == [s(0), s(60), s(240)]
-    assert math.isnan(frame["last"].iloc[1])  # unavailable at the end of window 1
+    assert frame["last"].iloc[1] == 4.0  # unavailable at its end: last is the last value it held while available
     assert frame["available_s"].tolist() == pytest.approx([60.0, 10.0, 50.0])
 
 
@@ -319,11 +322,9 @@ def test_hour_equals_its_twelve_five_minute_windows() -> None:
             assert rec["min"] == part["min"].min()
             assert rec["max"] == part["max"].max()
             assert rec["count"] == part["count"].sum()
-            last_five = part.iloc[-1]
-            if last_five["window_start"] == rec["window_start"] + WINDOW_1H_NS - WINDOW_5M_NS:
-                assert rec["last"] == last_five["last"] or (math.isnan(rec["last"]) and math.isnan(last_five["last"]))
-            else:  # the hour's last 5 min were unavailable, so is the hour's end
-                assert math.isnan(rec["last"])
+            assert rec["last"] == part.iloc[-1]["last"]  # what InfluxDB's last(last) computes
+            assert rec["last_seen_s"] == part["last_seen_s"].max() or (
+                math.isnan(rec["last_seen_s"]) and part["last_seen_s"].isna().all())
 
 
 # --- counters -------------------------------------------------------------------------------------

@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import contextlib
+import gzip
+import io
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import dagster as dg
 import httpx
 import psycopg
+import pyarrow as pa
+import pyarrow.csv as pa_csv
 from pydantic import Field
 
 from ingest_worker.contract import RAW_RP, database_for
 
 QUERY_TIMEOUT_S = 300.0
+# Lines per /write request: large enough to amortise HTTP, small enough for InfluxDB 1.x's default
+# max-body-size (25 MB) once gzip is undone.
+WRITE_CHUNK_LINES = 50_000
 
 
 def quote_ident(name: str) -> str:
@@ -38,22 +45,67 @@ class InfluxDBResource(dg.ConfigurableResource):
     def database(self) -> str:
         return database_for(self.tenant)
 
-    def query(self, influxql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
-        """Run one statement with bound parameters; return its series (name, tags, columns, values)."""
+    def _post_query(self, influxql: str, params: Mapping[str, Any] | None, accept: str) -> httpx.Response:
         data = {"q": influxql, "db": self.database, "rp": RAW_RP, "epoch": "ns"}
         if params:
             data["params"] = json.dumps(params)
         response = httpx.post(f"{self.url.rstrip('/')}/query", data=data, auth=(self.username, self.password),
-                              timeout=QUERY_TIMEOUT_S)
+                              headers={"Accept": accept}, timeout=QUERY_TIMEOUT_S)
         if response.status_code != 200:
             raise InfluxQueryError(f"InfluxDB answered {response.status_code}: {response.text[:300]} "
                                    f"(query: {influxql})")
+        return response
+
+    def query(self, influxql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Run one statement with bound parameters; return its series (name, tags, columns, values)."""
+        response = self._post_query(influxql, params, "application/json")
         series: list[dict[str, Any]] = []
         for result in response.json().get("results", []):
             if "error" in result:
                 raise InfluxQueryError(f"InfluxDB: {result['error']} (query: {influxql})")
             series.extend(result.get("series", []))
         return series
+
+    def query_table(
+        self, influxql: str, params: Mapping[str, Any] | None, columns: Mapping[str, pa.DataType]
+    ) -> pa.Table:
+        """Run one statement and parse its CSV answer into Arrow: millions of points, no Python objects.
+
+        JSON costs ~1 kB of Python objects per point once parsed; InfluxDB 1.x's CSV (``name,tags,time,
+        <fields>``, times in epoch ns) parsed by Arrow keeps the measurement and tag columns
+        dictionary-encoded. An empty answer is an empty table with ``columns``.
+        """
+        response = self._post_query(influxql, params, "application/csv")
+        body = response.content
+        if body.startswith(b"error") or b"\nerror," in body[:4096]:
+            raise InfluxQueryError(f"InfluxDB: {body[:300]!r} (query: {influxql})")
+        types = {"name": pa.dictionary(pa.int32(), pa.string()), "tags": pa.dictionary(pa.int32(), pa.string()),
+                 "time": pa.int64(), **columns}
+        if not body.strip():
+            return pa.table({name: pa.array([], type=kind) for name, kind in types.items()})
+        return pa_csv.read_csv(
+            io.BytesIO(body),
+            convert_options=pa_csv.ConvertOptions(column_types=types, include_columns=list(types),
+                                                  strings_can_be_null=True),
+        )
+
+    def write(self, lines: Sequence[str], rp: str) -> int:
+        """Write line protocol (ns precision) into retention policy ``rp``; returns the lines written.
+
+        Raises ``InfluxQueryError`` naming InfluxDB's reason: a rollup that cannot be stored must fail
+        its run, never be half-reported as success.
+        """
+        for begin in range(0, len(lines), WRITE_CHUNK_LINES):
+            body = gzip.compress("\n".join(lines[begin:begin + WRITE_CHUNK_LINES]).encode(), compresslevel=1)
+            response = httpx.post(
+                f"{self.url.rstrip('/')}/write", params={"db": self.database, "rp": rp, "precision": "ns"},
+                content=body, headers={"Content-Encoding": "gzip"}, auth=(self.username, self.password),
+                timeout=QUERY_TIMEOUT_S,
+            )
+            if response.status_code != 204:
+                raise InfluxQueryError(f"InfluxDB refused a write to {self.database}.{rp} "
+                                       f"({response.status_code}): {response.text[:300]}")
+        return len(lines)
 
 
 class PostgresResource(dg.ConfigurableResource):

@@ -6,7 +6,6 @@ alive?" in the UI before anyone opens a rollup.
 """
 
 
-import warnings
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -21,10 +20,6 @@ ha_mqtt_feed = dg.AssetSpec(
     kinds={"mqtt"},
     owners=["team:data-platform"],
 )
-
-
-# The one decorator that gives a source asset upstream lineage is still beta; that is accepted here.
-warnings.filterwarnings("ignore", message=".*multi_observable_source_asset.*", category=dg.BetaWarning)
 
 
 @dg.multi_observable_source_asset(

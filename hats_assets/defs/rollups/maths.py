@@ -35,8 +35,8 @@ WINDOW_1H_NS: Final = 60 * WINDOW_1M_NS
 # a total_increasing reading below 0.9 x the previous reading starts a new meter cycle.
 RESET_RATIO: Final = 0.9
 
-GAUGE_COLUMNS: Final = ("window_start", "mean", "min", "max", "count", "last", "available_s")
-COUNTER_COLUMNS: Final = ("window_start", "consumption", "count", "resets", "last")
+GAUGE_COLUMNS: Final = ("window_start", "mean", "min", "max", "count", "last", "available_s", "last_seen_s")
+COUNTER_COLUMNS: Final = ("window_start", "consumption", "count", "resets", "last", "last_seen_s")
 
 Carry = tuple[int, float] | None
 IntArray = npt.NDArray[np.int64]
@@ -95,9 +95,14 @@ def gauge_windows(
     * ``min``/``max`` -- over the values the step function takes during available time, so a value
       carried in from before the window counts even with no point inside the window.
     * ``count`` -- numeric raw points inside the window.
-    * ``last`` -- the value holding at the end of the window (``NaN`` if unavailable then).
+    * ``last`` -- the last value the entity held while available in the window (the value at the
+      window's end unless it became unavailable before). Chosen over "value at the end, NaN if
+      unavailable" because it composes: a 5 min ``last`` is the ``last`` of its latest 1 min row, which
+      is what InfluxDB's ``last(last)`` computes when the 5 min rollup is pushed down.
     * ``available_s`` -- seconds of available time; the weight for re-aggregating means (a 1 h mean is
       the ``available_s``-weighted mean of its 5 min means).
+    * ``last_seen_s`` -- epoch seconds (float: sub-microsecond at today's epochs) of the window's last
+      numeric point, ``NaN`` if it had none; composes with ``max``.
 
     Vectorised: the step function is cut at every point and every window edge, so each piece lies in
     one window and holds one value; per-window sums are ``bincount``s and extrema ``reduceat``s.
@@ -128,8 +133,11 @@ def gauge_windows(
         minimum = np.fmin.reduceat(piece_value, first_piece)
         maximum = np.fmax.reduceat(piece_value, first_piece)
     last_piece = np.append(first_piece[1:], piece_start.size) - 1
+    # Last AVAILABLE piece at or before each window's last piece (a kept window has one of its own).
+    last_available = np.maximum.accumulate(np.where(available, np.arange(piece_start.size), 0))[last_piece]
     numeric = ~np.isnan(v)
     count = np.bincount((t[numeric] - start_ns) // window_ns, minlength=n_windows)
+    last_seen = _last_seen(t[numeric], edges, window_ns)
 
     keep = available_ns > 0
     return pd.DataFrame(
@@ -139,8 +147,9 @@ def gauge_windows(
             "min": minimum[keep],
             "max": maximum[keep],
             "count": count[keep].astype(np.int64),
-            "last": piece_value[last_piece][keep],
+            "last": piece_value[last_available][keep],
             "available_s": available_ns[keep] / NS_PER_S,
+            "last_seen_s": last_seen[keep],
         },
         columns=list(GAUGE_COLUMNS),
     )
@@ -159,7 +168,7 @@ def counter_windows(
     A reading's increase is attributed to the window its (later) reading falls in; ``carry`` is the
     reading before the first one. One row per window with at least one accepted reading. Columns:
     ``consumption``, ``count`` (accepted readings), ``resets`` (new meter cycles detected), ``last``
-    (the last accepted reading in the window).
+    (the last accepted reading in the window), ``last_seen_s`` (its time, epoch seconds).
 
     Semantics follow Home Assistant's long-term statistics ``sum`` (sensor/recorder.py,
     ``compile_statistics`` and ``reset_detected``):
@@ -223,6 +232,7 @@ def counter_windows(
             "count": count[keep].astype(np.int64),
             "resets": resets[keep].astype(np.int64),
             "last": reading[last_index[keep]],
+            "last_seen_s": reading_t[last_index[keep]] / NS_PER_S,
         },
         columns=list(COUNTER_COLUMNS),
     )
@@ -234,7 +244,16 @@ _COUNTER_DTYPES: Final = {
     "count": "int64",
     "resets": "int64",
     "last": "float64",
+    "last_seen_s": "float64",
 }
+
+
+def _last_seen(times_ns: IntArray, edges: IntArray, window_ns: int) -> FloatArray:
+    """Epoch seconds of the last of the (sorted) points in each window; NaN where a window has none."""
+    last = np.searchsorted(times_ns, edges + window_ns, side="left") - 1
+    first = np.searchsorted(times_ns, edges, side="left")
+    has = last >= first
+    return np.where(has, times_ns[np.maximum(last, 0)] / NS_PER_S if times_ns.size else np.nan, np.nan)
 
 
 def _benchmark(n_series: int = 1_000, cadence_s: int = 10) -> None:

@@ -1,0 +1,39 @@
+"""What tests publish as Home Assistant and how they point Dagster assets at a test tenant."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+from ha_simulator.publish import Publisher, Target
+from hats_assets.defs.common.resources import InfluxDBResource, PostgresResource
+from tests.conftest import Tenant
+
+
+def state_changed(entity_id: str, state: str, at: datetime, **attributes: object) -> bytes:
+    """An eventstream `state_changed` event whose new state was last updated at `at`."""
+    new_state = {"entity_id": entity_id, "state": state, "attributes": attributes,
+                 "last_changed": at.isoformat(), "last_updated": at.isoformat(), "context": {"id": "x"}}
+    return json.dumps({"event_type": "state_changed",
+                       "event_data": {"entity_id": entity_id, "old_state": None, "new_state": new_state}}).encode()
+
+
+def publish(tenant: Tenant, payloads: list[bytes]) -> None:
+    env = tenant.env
+    publisher = Publisher(Target("127.0.0.1", int(env["HATS_MQTT_PORT"]), env["HATS_MQTT_PUBLISHER_USERNAME"],
+                                 env["HATS_MQTT_PUBLISHER_PASSWORD"], tenant.topic), client_id=f"pub-{tenant.name}")
+    try:
+        for payload in payloads:
+            publisher.publish(payload)
+    finally:
+        publisher.close()
+
+
+def asset_resources(tenant: Tenant) -> dict[str, object]:
+    """The code location's resources, bound to the test tenant instead of the environment."""
+    env = tenant.env
+    return {
+        "influxdb": InfluxDBResource(url=env["HATS_INFLUX_URL"], username=env["HATS_INFLUX_DAGSTER_USERNAME"],
+                                     password=env["HATS_INFLUX_DAGSTER_PASSWORD"], tenant=tenant.name),
+        "postgres": PostgresResource(dsn=env["HATS_DAGSTER_DSN"]),
+    }

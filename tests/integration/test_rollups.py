@@ -1,0 +1,323 @@
+"""Rollups and the warehouse on the real stack, against an independent reference.
+
+A day of Home Assistant states with known answers — °F, kW and Wh inputs, an unavailable stretch, a
+gap, a quiet sensor whose only point is before the rolled-up hours, a door, meters with a dip and a
+reset, duplicates (re-published and from a second source) — goes through Mosquitto and the real
+worker into InfluxDB. The day is rolled up in one single-run backfill, loaded into PostgreSQL, read
+by the analyst and compared with ``tests/rollup_reference.py`` computed from what was published.
+Then late points arrive: the sensor asks for exactly the hours they touch, the re-run matches the
+new reference, and the warehouse's automation condition asks for the day again.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import dagster as dg
+import httpx
+import pandas as pd
+import psycopg
+import pytest
+
+from hats_assets.definitions import defs
+from hats_assets.defs.rollups.assets import TRIGGER_TAG, rollup_1h, rollup_1m, rollup_5m
+from hats_assets.defs.rollups.contract import WINDOWS_NS
+from hats_assets.defs.rollups.schedules import late_data_sensor
+from hats_assets.defs.warehouse.assets import daily_rollup, hourly_rollup
+from tests.conftest import Tenant, WorkerProcess, wait_for
+from tests.homeassistant import asset_resources, publish, state_changed
+from tests.rollup_reference import NS, Event, counter_reference, gauge_reference
+
+pytestmark = pytest.mark.integration
+
+REL = 1e-9
+DAY = (datetime.now(UTC) - timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+DAY_KEY = DAY.strftime("%Y-%m-%d")
+ROLLUPS = [rollup_1m, rollup_5m, rollup_1h]
+WAREHOUSE = [hourly_rollup, daily_rollup]
+RANGE_TAGS = {"dagster/asset_partition_range_start": f"{DAY_KEY}-00:00",
+              "dagster/asset_partition_range_end": f"{DAY_KEY}-23:00"}
+
+
+def at(hours: float) -> datetime:
+    """A millisecond-precise instant on DAY (ms: what survives the worker's timestamp parsing exactly)."""
+    return DAY + timedelta(milliseconds=round(hours * 3_600_000))
+
+
+def ns(moment: datetime) -> int:
+    return round(moment.timestamp() * 1000) * 1_000_000
+
+
+class Fleet:
+    """Published messages and, per entity, the canonical-unit events the reference is computed from."""
+
+    def __init__(self) -> None:
+        self.messages: list[bytes] = []
+        self.events: dict[str, list[Event]] = {}
+        self.kind: dict[str, str] = {}
+        self.quantity: dict[str, str] = {}
+
+    def state(self, entity: str, when: datetime, state: str, value: float, quantity: str, kind: str = "gauge",
+              **attributes: object) -> None:
+        self.messages.append(state_changed(entity, state, when, **attributes))
+        self.events.setdefault(entity, []).append((ns(when), value))
+        self.kind[entity], self.quantity[entity] = kind, quantity
+
+    def unavailable(self, entity: str, when: datetime, **attributes: object) -> None:
+        self.messages.append(state_changed(entity, "unavailable", when, **attributes))
+        self.events[entity].append((ns(when), math.nan))
+
+
+def build_fleet() -> Fleet:
+    rng = random.Random(20261126)
+    fleet = Fleet()
+    temp = {"device_class": "temperature", "state_class": "measurement"}
+    # Living room, °C, irregular cadence, unavailable 10:20–10:35.
+    hour = 9.0
+    while hour < 13.0:
+        if 10 + 20 / 60 <= hour < 10 + 35 / 60:
+            fleet.unavailable("sensor.living_temp", at(10 + 20 / 60), unit_of_measurement="°C", **temp)
+            hour = 10 + 35 / 60 + 10 / 3600
+        value = round(rng.uniform(18, 24), 2)
+        fleet.state("sensor.living_temp", at(hour), f"{value}", value, "temperature", unit_of_measurement="°C", **temp)
+        hour += rng.uniform(37, 120) / 3600
+    # Porch in °F every ~5 min.
+    for i in range(48):
+        fahrenheit = round(rng.uniform(40, 80), 1)
+        fleet.state("sensor.porch_temp", at(9 + i / 12 + rng.uniform(0, 60) / 3600), f"{fahrenheit}",
+                    (fahrenheit - 32.0) * 5.0 / 9.0, "temperature", unit_of_measurement="°F", **temp)
+    # A plug in W with a 45 min gap (its value holds), a heater in kW.
+    for minute in [*range(540, 670, 7), *range(715, 780, 4)]:
+        watts = round(rng.uniform(0, 1800), 1)
+        fleet.state("sensor.plug_power", at(minute / 60 + 0.0001), f"{watts}", watts, "power",
+                    unit_of_measurement="W", device_class="power", state_class="measurement")
+    for minute in range(540, 780, 3):
+        kw = round(rng.uniform(0, 2.5), 3)
+        fleet.state("sensor.heater_power", at(minute / 60 + 0.0002), f"{kw}", kw * 1000.0, "power",
+                    unit_of_measurement="kW", device_class="power", state_class="measurement")
+    # A kWh grid meter: a dip and its recovery at 10:20–10:25, a reset at 11:30, unavailable 12:10–12:20.
+    meter = {"unit_of_measurement": "kWh", "device_class": "energy", "state_class": "total_increasing"}
+    reading = 1520.0
+    for minute in range(540, 780):
+        when = at(minute / 60 + 0.0003)
+        if minute == 620:
+            fleet.state("sensor.grid_energy", when, f"{reading - 0.3:.3f}", round(reading - 0.3, 3), "energy",
+                        "counter", **meter)
+            continue
+        if minute == 690:
+            reading = 0.2
+        elif 730 <= minute < 740:
+            if minute == 730:
+                fleet.unavailable("sensor.grid_energy", when, **meter)
+            continue
+        else:
+            reading = round(reading + rng.uniform(0.01, 0.05), 3)
+        fleet.state("sensor.grid_energy", when, f"{reading:.3f}", reading, "energy", "counter", **meter)
+    # A solar meter in Wh (→ kWh), every 10 min.
+    wh = 500_000.0
+    for minute in range(540, 780, 10):
+        wh += round(rng.uniform(0, 900))
+        fleet.state("sensor.solar_energy", at(minute / 60 + 0.0004), f"{wh}", wh / 1000.0, "energy", "counter",
+                    unit_of_measurement="Wh", device_class="energy", state_class="total_increasing")
+    # A door (on = 1) and a battery that reported once, before the rolled-up hours.
+    for i, hour in enumerate(sorted(rng.uniform(9, 13) for _ in range(14))):
+        state = "on" if i % 2 == 0 else "off"
+        fleet.state("binary_sensor.front_door", at(hour), state, 1.0 if state == "on" else 0.0, "binary",
+                    device_class="door")
+    fleet.state("sensor.quiet_battery", at(8.5), "87", 87.0, "battery", unit_of_measurement="%",
+                device_class="battery", state_class="measurement")
+    return fleet
+
+
+def reference(fleet: Fleet, entity: str, window_ns: int, start: datetime = DAY,
+              end: datetime | None = None) -> pd.DataFrame:
+    end = end or DAY + timedelta(days=1)
+    compute = counter_reference if fleet.kind[entity] == "counter" else gauge_reference
+    return compute(fleet.events[entity], ns(start), ns(end), window_ns)
+
+
+def influx_frame(tenant: Tenant, kind: str, window: str, start: datetime, end: datetime) -> dict[str, pd.DataFrame]:
+    frames: dict[str, pd.DataFrame] = {}
+    query = (f'SELECT * FROM "rollup"."{kind}_{window}" WHERE time >= {ns(start)} AND time < {ns(end)} '
+             'GROUP BY "entity_id"')
+    for series in tenant.influx(query):
+        frame = pd.DataFrame(series["values"], columns=series["columns"]).rename(columns={"time": "window_start"})
+        frames[series["tags"]["entity_id"]] = frame.rename(columns={"last_seen": "last_seen_s"})
+    return frames
+
+
+def assert_frames_equal(got: pd.DataFrame, want: pd.DataFrame, what: str) -> None:
+    assert got["window_start"].tolist() == want["window_start"].tolist(), what
+    for column in want.columns:
+        if column == "window_start":
+            continue
+        for index, (g, w) in enumerate(zip(got[column].tolist(), want[column].tolist(), strict=True)):
+            if isinstance(w, float) and math.isnan(w):
+                assert g is None or (isinstance(g, float) and math.isnan(g)), (what, column, index)
+            else:
+                assert g == pytest.approx(w, rel=REL, abs=1e-9), (what, column, index, g, w)
+
+
+def assert_rollups_match(tenant: Tenant, fleet: Fleet, start: datetime, end: datetime) -> None:
+    for window, window_ns in WINDOWS_NS.items():
+        for kind in ("gauge", "counter"):
+            got = influx_frame(tenant, kind, window, start, end)
+            entities = {e for e in fleet.events if fleet.kind[e] == kind}
+            assert set(got) == entities, (kind, window)
+            for entity in entities:
+                want = reference(fleet, entity, window_ns, start, end)
+                assert_frames_equal(got[entity], want, f"{kind}_{window} {entity}")
+
+
+@pytest.fixture
+def instance() -> Iterator[dg.DagsterInstance]:
+    with dg.DagsterInstance.ephemeral() as ephemeral:
+        yield ephemeral
+
+
+def write_direct_duplicates(tenant: Tenant, fleet: Fleet) -> int:
+    """The same states again under another `source` tag (an entity seen by two integrations)."""
+    lines = [f"temperature,entity_id=sensor.living_temp,source=statestream value={v!r} {t}"
+             for t, v in fleet.events["sensor.living_temp"][:30] if not math.isnan(v)]
+    response = httpx.post(f"{tenant.env['HATS_INFLUX_URL']}/write", params={"db": tenant.database, "rp": "raw"},
+                          content="\n".join(lines),
+                          auth=(tenant.env["HATS_INFLUX_USERNAME"], tenant.env["HATS_INFLUX_PASSWORD"]))
+    assert response.status_code == 204, response.text
+    return len(lines)
+
+
+def raw_count(tenant: Tenant) -> int:
+    total = 0
+    for field in ("value", "state"):
+        total += sum(int(s["values"][0][1]) for s in tenant.influx(f'SELECT count("{field}") FROM "raw"./.*/'))
+    return total
+
+
+def analyst(tenant: Tenant, query: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(tenant.env["HATS_ANALYST_DSN"]) as conn:
+        return conn.execute(query, {"tenant": tenant.name}).fetchall()
+
+
+def test_a_day_rolls_up_exactly_and_late_data_re_rolls_its_hours(
+    tenant: Tenant, start_worker: Callable[[dict[str, str]], WorkerProcess], instance: dg.DagsterInstance
+) -> None:
+    fleet = build_fleet()
+    worker = start_worker(tenant.env)
+    unique = sum(len(events) for events in fleet.events.values())
+    publish(tenant, fleet.messages + fleet.messages[::7])  # every 7th message twice: duplicates
+    wait_for(lambda: raw_count(tenant) == unique, f"{unique} raw points in InfluxDB")
+    duplicated = write_direct_duplicates(tenant, fleet)
+    resources = asset_resources(tenant)
+
+    result = dg.materialize(ROLLUPS, instance=instance, resources=resources, tags=RANGE_TAGS)
+    assert result.success
+    assert len(instance.get_runs()) == 1  # the whole day in one run (single-run backfill)
+    meta = result.asset_materializations_for_node("rollup_1m")[0].metadata
+    assert meta["points_read"].value == unique + duplicated
+    assert meta["duplicates_dropped"].value == duplicated
+    assert meta["series_gauges"].value == 6
+    assert meta["series_meters"].value == 2
+    assert meta["meter_resets"].value == 1
+    assert_rollups_match(tenant, fleet, DAY, DAY + timedelta(days=1))
+
+    # Re-running an hour replaces exactly its windows: nothing duplicated, nothing lost.
+    assert dg.materialize(ROLLUPS, instance=instance, resources=resources, partition_key=f"{DAY_KEY}-10:00").success
+    assert_rollups_match(tenant, fleet, DAY, DAY + timedelta(days=1))
+
+    # The warehouse, read by the analyst through the views.
+    assert dg.materialize(WAREHOUSE, instance=instance, resources=resources, partition_key=DAY_KEY).success
+    hourly = analyst(tenant, "SELECT entity_id, hour, mean, min, max, count, last, consumption, coverage_pct "
+                             "FROM analytics.entity_hourly WHERE tenant_id = %(tenant)s ORDER BY entity_id, hour")
+    expected_hourly: list[tuple[Any, ...]] = []
+    for entity in sorted(fleet.events):
+        for row in reference(fleet, entity, WINDOWS_NS["1h"]).to_dict("records"):
+            hour = datetime.fromtimestamp(row["window_start"] / NS, tz=UTC)
+            if fleet.kind[entity] == "counter":
+                expected_hourly.append((entity, hour, None, None, None, row["count"], row["last"], row["consumption"]))
+            else:
+                expected_hourly.append((entity, hour, row["mean"], row["min"], row["max"], row["count"], row["last"],
+                                        None, round(100 * row["available_s"] / 3600, 2)))
+    assert [r[:2] for r in hourly] == [r[:2] for r in expected_hourly]
+    for got, want in zip(hourly, expected_hourly, strict=True):
+        assert got[5] == want[5]
+        for g, w in zip(got[2:8], want[2:8], strict=True):
+            assert g == w if w is None else g == pytest.approx(w, rel=REL, abs=1e-9), (got, want)
+        if fleet.kind[got[0]] == "gauge":
+            assert float(got[8]) == pytest.approx(want[8], abs=0.005)
+
+    day_s = 86_400 * NS
+    daily = analyst(tenant, "SELECT entity_id, mean, min, max, count, coverage_pct, consumption "
+                            "FROM analytics.entity_daily WHERE tenant_id = %(tenant)s ORDER BY entity_id")
+    assert [r[0] for r in daily] == sorted(fleet.events)
+    for entity, mean, low, high, count, coverage, consumption in daily:
+        day: Any = reference(fleet, entity, day_s).iloc[0]
+        assert count == day["count"]
+        if fleet.kind[entity] == "gauge":
+            assert (mean, low, high) == pytest.approx((day["mean"], day["min"], day["max"]), rel=REL)
+            assert float(coverage) == pytest.approx(100 * day["available_s"] / 86_400, abs=0.005)
+        else:
+            assert consumption == pytest.approx(day["consumption"], rel=REL)
+    energy = analyst(tenant, "SELECT entity_id, day, kwh, meter_resets FROM analytics.energy_daily "
+                             "WHERE tenant_id = %(tenant)s ORDER BY entity_id")
+    assert [(e, d, r) for e, d, _, r in energy] == [("sensor.grid_energy", DAY.date(), 1),
+                                                    ("sensor.solar_energy", DAY.date(), 0)]
+    for entity, _, kwh, _ in energy:
+        assert kwh == pytest.approx(reference(fleet, entity, day_s).iloc[0]["consumption"], rel=REL)
+
+    # A device: the living-room sensor and the battery belong to it (metadata normally from discovery).
+    with psycopg.connect(tenant.env["HATS_PG_DSN"], autocommit=True) as conn:
+        conn.execute("INSERT INTO core.devices (tenant_id, device_id, name) VALUES (%s, 'dev-living', 'Living')",
+                     (tenant.name,))
+        conn.execute("UPDATE core.entities SET device_id = 'dev-living' WHERE tenant_id = %s AND entity_id IN "
+                     "('sensor.living_temp', 'sensor.quiet_battery')", (tenant.name,))
+    [device] = analyst(tenant, "SELECT device_id, last_seen, battery_pct, availability_pct_7d "
+                               "FROM analytics.device_last_seen WHERE tenant_id = %(tenant)s")
+    living = reference(fleet, "sensor.living_temp", day_s).iloc[0]
+    battery = reference(fleet, "sensor.quiet_battery", day_s).iloc[0]
+    assert device[0] == "dev-living"
+    assert device[1].timestamp() == pytest.approx(living["last_seen_s"], abs=1e-6)
+    assert device[2] == 87.0
+    available = (living["available_s"] + battery["available_s"]) / (2 * 7 * 86_400)
+    assert float(device[3]) == pytest.approx(100 * available, abs=0.005)
+
+    # Late data: the worker writes points for 11:xx after that hour was rolled up.
+    evaluate = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+    assert evaluate.total_requested == 0  # nothing changed since the load
+    late_porch, late_living = at(11 + 47 / 60 + 13.5 / 3600), at(11 + 59 / 60 + 59.9 / 3600)
+    late = [state_changed("sensor.porch_temp", "104.0", late_porch, unit_of_measurement="°F", **_TEMP),
+            state_changed("sensor.living_temp", "30.5", late_living, unit_of_measurement="°C", **_TEMP)]
+    fleet.events["sensor.porch_temp"].append((ns(late_porch), 40.0))
+    fleet.events["sensor.living_temp"].append((ns(late_living), 30.5))
+    publish(tenant, late)
+    wait_for(lambda: raw_count(tenant) == unique + duplicated + 2, "the late points in InfluxDB")
+
+    context = dg.build_sensor_context(instance=instance, resources=resources, definitions=defs)
+    sensed = late_data_sensor(context)
+    assert isinstance(sensed, dg.SensorResult)
+    requests = sensed.run_requests or []
+    assert [r.partition_key for r in requests] == [f"{DAY_KEY}-11:00", f"{DAY_KEY}-12:00"]
+    assert "late data: 2 point(s)" in requests[0].tags[TRIGGER_TAG]
+    assert requests[1].tags[TRIGGER_TAG].startswith("carry-in of late data")
+    for request in requests:
+        rerun = dg.materialize(ROLLUPS, instance=instance, resources=resources, partition_key=request.partition_key,
+                               tags=request.tags)
+        trigger = rerun.asset_materializations_for_node("rollup_1m")[0].metadata["trigger"].value
+        assert trigger == request.tags[TRIGGER_TAG]
+    assert_rollups_match(tenant, fleet, DAY, DAY + timedelta(days=1))
+    again = late_data_sensor(dg.build_sensor_context(instance=instance, resources=resources, definitions=defs))
+    assert isinstance(again, dg.SensorResult)
+    assert not again.run_requests  # the watermarks caught up: no loop
+
+    evaluate = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=evaluate.cursor)
+    requested = {key.to_user_string(): sorted(str(k) for k in evaluate.get_requested_partitions(key))
+                 for key in (dg.AssetKey("hourly_rollup"),)}
+    assert requested == {"hourly_rollup": [DAY_KEY]}
+
+    assert worker.stop() == 0
+
+
+_TEMP = {"device_class": "temperature", "state_class": "measurement"}
