@@ -21,7 +21,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("status", help="which services and processes are running")
     sub.add_parser("env", help="print the env file's path (source it for the stack's settings)")
     run = sub.add_parser("run", help="the demo: stack, worker, simulated fleet, Dagster UI, first rollups")
-    run.add_argument("--backfill-hours", type=int, default=3, help="hours of history the simulator replays")
+    run.add_argument("--backfill-hours", type=int, default=None,
+                     help="hours of history the simulator replays "
+                          "(default: since 00:00 UTC yesterday, so the warehouse has a complete day)")
     args = parser.parse_args(argv)
     try:
         profile = load_profile(args.profile)

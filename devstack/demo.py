@@ -53,8 +53,15 @@ def _http_ok(url: str) -> bool:
         return False
 
 
-def run(profile: Profile, backfill_hours: int) -> None:
+def default_backfill_hours(now: datetime) -> int:
+    """Hours since 00:00 UTC yesterday: a complete day for the warehouse plus today's complete hours."""
+    start = now.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)
+    return int((now - start).total_seconds() // 3600) + 1
+
+
+def run(profile: Profile, backfill_hours: int | None) -> None:
     started = time.monotonic()
+    backfill_hours = backfill_hours or default_backfill_hours(datetime.now(UTC))
     print(f"hats run: 1/5 stack ({profile.state_dir})", file=sys.stderr)
     env = stack.up(profile)
     secrets = stack.secrets_for(profile)
@@ -70,7 +77,8 @@ def run(profile: Profile, backfill_hours: int) -> None:
     wait_until(lambda: procs["worker"].running() and _http_ok(f"{worker_url}/readyz"),
                "the ingest worker to be ready", timeout=60, log=procs["worker"].log)
 
-    print(f"hats run: 3/5 simulated fleet: {DEMO_DEVICES} devices, {backfill_hours} h of history", file=sys.stderr)
+    print(f"hats run: 3/5 simulated fleet: {DEMO_DEVICES} devices, {backfill_hours} h of history "
+          "(about a minute)", file=sys.stderr)
     since = datetime.now(UTC) - timedelta(hours=backfill_hours)
     database = f"hats_{env['HATS_TENANT']}"
     before = _count_points(profile, secrets, database, since)
@@ -101,15 +109,16 @@ def run(profile: Profile, backfill_hours: int) -> None:
                               "-h", LOOPBACK, "-p", str(port)], child_env)
     wait_until(lambda: _http_ok(f"{ui}/server_info"), "the Dagster UI", timeout=120, log=procs["dagster"].log)
 
-    print(f"hats run: 5/5 materialising the last {backfill_hours} complete hours", file=sys.stderr)
+    print(f"hats run: 5/5 rolling up the last {backfill_hours - 1} complete hours, loading their days",
+          file=sys.stderr)
     with profile.path("logs", "first_runs.log").open("ab") as run_log:
-        subprocess.run([PYTHON, "-m", "devstack.first_runs", str(backfill_hours)], env={**os.environ, **child_env},
+        subprocess.run([PYTHON, "-m", "devstack.first_runs", str(backfill_hours - 1)], env={**os.environ, **child_env},
                        cwd=PROJECT_ROOT, check=True, stderr=run_log)
     print(
         f"\nhats is running ({time.monotonic() - started:.0f} s).\n"
         f"  Dagster UI:      {ui}\n"
         f"  worker metrics:  {worker_url}/metrics  (/healthz, /readyz)\n"
-        f"  analyst views:   . .hats/env && psql \"$HATS_ANALYST_DSN\" -c 'TABLE analytics.entity_hourly LIMIT 5'\n"
+        f"  analyst views:   . .hats/env && psql \"$HATS_ANALYST_DSN\" -c 'TABLE analytics.entity_daily LIMIT 5'\n"
         f"  logs:            {profile.path('logs')}/\n"
         f"  stop everything: make down\n",
         file=sys.stderr,

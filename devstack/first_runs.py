@@ -1,6 +1,8 @@
-"""Materialise the demo's first hourly partitions into the Dagster instance the UI shows.
+"""Materialise the demo's first partitions into the Dagster instance the UI shows.
 
-Runs as its own process with DAGSTER_HOME set, so the runs land in the PostgreSQL-backed instance.
+Runs as its own process with DAGSTER_HOME set, so the runs land in the PostgreSQL-backed instance:
+the replayed hours are rolled up in one single-run backfill (as the UI's "backfill" would), then their
+UTC days (yesterday complete, today so far) are loaded into the warehouse so the views have rows at once.
 """
 
 from __future__ import annotations
@@ -11,22 +13,36 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 
 from hats_assets.definitions import defs
+from hats_assets.partitions import hour_key
+
+
+def _check(result: dg.ExecuteInProcessResult, what: str) -> None:
+    if not result.success:
+        raise SystemExit(f"materialising {what} failed; see the run in the Dagster UI")
 
 
 def main(hours: int) -> None:
     instance = dg.DagsterInstance.get()
-    observed = defs.resolve_job_def("observe_raw_points").execute_in_process(instance=instance)
-    if not observed.success:
-        raise SystemExit("observing raw_points failed; see the Dagster UI's runs page")
-    job = defs.resolve_job_def("entity_hourly_job")
+    _check(defs.resolve_job_def("observe_raw_points").execute_in_process(instance=instance), "raw_points")
     now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
-    for back in range(hours, 0, -1):
-        key = (now - timedelta(hours=back)).strftime("%Y-%m-%d-%H:%M")
-        result = job.execute_in_process(partition_key=key, instance=instance)
-        rows = result.asset_materializations_for_node("entity_hourly")[0].metadata["rows_upserted"]
-        print(f"  - entity_hourly {key}: {'ok' if result.success else 'FAILED'}, {rows.value} rows", flush=True)
-        if not result.success:
-            raise SystemExit(f"materialising entity_hourly {key} failed; see the Dagster UI")
+    first, last = now - timedelta(hours=hours), now - timedelta(hours=1)
+    rollups = defs.resolve_job_def("rollup_hourly_job").execute_in_process(
+        instance=instance,
+        tags={"dagster/asset_partition_range_start": hour_key(first),
+              "dagster/asset_partition_range_end": hour_key(last)},
+    )
+    _check(rollups, f"the rollups {hour_key(first)} … {hour_key(last)}")
+    meta = rollups.asset_materializations_for_node("rollup_1m")[0].metadata
+    print(f"  - rollups {hour_key(first)} … {hour_key(last)}: {meta['points_read'].value} raw points → "
+          f"{meta['rows_written'].value} 1 min rows", flush=True)
+    days = sorted({first.strftime("%Y-%m-%d"), last.strftime("%Y-%m-%d")})
+    loaded = defs.resolve_job_def("warehouse_daily_job").execute_in_process(
+        instance=instance,
+        tags={"dagster/asset_partition_range_start": days[0], "dagster/asset_partition_range_end": days[-1]},
+    )
+    _check(loaded, f"the warehouse days {days[0]} … {days[-1]}")
+    rows = loaded.asset_materializations_for_node("hourly_rollup")[0].metadata["rows_upserted"].value
+    print(f"  - warehouse {days[0]} … {days[-1]}: {rows} hourly rows", flush=True)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from hats_assets.defs.warehouse.assets import (
     daily_rollup,
     hourly_rollup,
     warehouse_job,
+    warehouse_reload_sensor,
     warehouse_schedule,
 )
 
@@ -22,6 +23,6 @@ defs = dg.Definitions(
             *analyst_views],
     jobs=[observe_raw_points_job, rollup_job, warehouse_job],
     schedules=[observe_raw_points_schedule, rollup_schedule, warehouse_schedule],
-    sensors=[late_data_sensor],
+    sensors=[late_data_sensor, warehouse_reload_sensor],
     resources=resources_from_env(),
 )

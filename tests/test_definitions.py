@@ -5,27 +5,133 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from datetime import datetime
+from typing import Any
 
 import dagster as dg
+import pytest
 
 from devstack.profile import PROJECT_ROOT
 from hats_assets.definitions import defs
 
+# Every asset and its parents, as the data flows: MQTT feed → raw points / core metadata → 1 min → 5 min
+# → 1 h rollups → hourly → daily warehouse tables → the analysts' views (which also join core metadata).
+LINEAGE: dict[str, set[str]] = {
+    "ha_mqtt_feed": set(),
+    "raw_points": {"ha_mqtt_feed"},
+    "core_metadata": {"ha_mqtt_feed"},
+    "rollup_1m": {"raw_points", "core_metadata"},
+    "rollup_5m": {"rollup_1m"},
+    "rollup_1h": {"rollup_5m"},
+    "hourly_rollup": {"rollup_1h"},
+    "daily_rollup": {"hourly_rollup"},
+    "entity_hourly": {"hourly_rollup", "core_metadata"},
+    "entity_daily": {"daily_rollup", "core_metadata"},
+    "energy_daily": {"daily_rollup", "core_metadata"},
+    "device_last_seen": {"hourly_rollup", "daily_rollup", "core_metadata"},
+}
+ROLLUPS = {"rollup_1m", "rollup_5m", "rollup_1h"}
+WAREHOUSE = {"hourly_rollup", "daily_rollup"}
+VIEWS = {"entity_hourly", "entity_daily", "energy_daily", "device_last_seen"}
+GROUPS = {"ha_mqtt_feed": "raw", "raw_points": "raw", "core_metadata": "raw",
+          **dict.fromkeys(ROLLUPS, "rollups"), **dict.fromkeys(WAREHOUSE, "warehouse"),
+          **dict.fromkeys(VIEWS, "analyst_views")}
+LATE_DATA_LABEL = "reload a loaded day when its upstream partitions were updated (late data)"
+
+
+def _node(name: str) -> Any:
+    return defs.resolve_asset_graph().get(dg.AssetKey(name))
+
 
 def test_definitions_load_and_validate() -> None:
     dg.Definitions.validate_loadable(defs)
-    assert {job.name for job in defs.resolve_all_job_defs()} >= {"entity_hourly_job", "observe_raw_points"}
-    assert defs.resolve_schedule_def("entity_hourly_job_schedule").cron_schedule == "5 * * * *"
-    assert defs.resolve_schedule_def("observe_raw_points_schedule").cron_schedule == "*/5 * * * *"
+    repository = defs.get_repository_def()
+    assert {name for name in repository.job_names if not name.startswith("__")} == {
+        "observe_raw_points", "rollup_hourly_job", "warehouse_daily_job"}
+    assert {schedule.name for schedule in repository.schedule_defs} == {
+        "observe_raw_points_schedule", "rollup_hourly_job_schedule", "warehouse_daily_job_schedule"}
+    # Both ours: Dagster's automatic automation-condition sensor would start STOPPED, so the warehouse
+    # reload has its own, running by default, and no default one is added.
+    assert {sensor.name for sensor in repository.sensor_defs} == {"late_data_sensor", "warehouse_late_data_reload"}
+
+
+def test_jobs_select_their_layer() -> None:
+    selected = {name: {key.to_user_string() for key in defs.resolve_job_def(name).asset_layer.executable_asset_keys}
+                for name in ("observe_raw_points", "rollup_hourly_job", "warehouse_daily_job")}
+    assert selected == {"observe_raw_points": {"raw_points"}, "rollup_hourly_job": ROLLUPS,
+                        "warehouse_daily_job": WAREHOUSE}
+    assert isinstance(defs.resolve_job_def("rollup_hourly_job").partitions_def, dg.HourlyPartitionsDefinition)
+    assert isinstance(defs.resolve_job_def("warehouse_daily_job").partitions_def, dg.DailyPartitionsDefinition)
+
+
+def test_schedules_and_sensor() -> None:
+    schedules = {name: defs.resolve_schedule_def(name) for name in (
+        "observe_raw_points_schedule", "rollup_hourly_job_schedule", "warehouse_daily_job_schedule")}
+    assert {name: (s.job_name, s.cron_schedule, s.execution_timezone) for name, s in schedules.items()} == {
+        "observe_raw_points_schedule": ("observe_raw_points", "*/5 * * * *", None),
+        "rollup_hourly_job_schedule": ("rollup_hourly_job", "5 * * * *", "UTC"),
+        "warehouse_daily_job_schedule": ("warehouse_daily_job", "15 * * * *", "UTC"),
+    }
+    assert {s.default_status for s in schedules.values()} == {dg.DefaultScheduleStatus.RUNNING}
+
+    sensor = defs.resolve_sensor_def("late_data_sensor")
+    assert sensor.job_name == "rollup_hourly_job"
+    assert sensor.minimum_interval_seconds == 60
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+
+    automation = defs.resolve_sensor_def("warehouse_late_data_reload")
+    assert isinstance(automation, dg.AutomationConditionSensorDefinition)
+    assert automation.default_status == dg.DefaultSensorStatus.RUNNING
+    assert automation.asset_selection.resolve(defs.resolve_asset_graph()) == {dg.AssetKey(name) for name in WAREHOUSE}
 
 
 def test_lineage_edges_follow_the_data_path() -> None:
     graph = defs.resolve_asset_graph()
     parents = {key.to_user_string(): {p.to_user_string() for p in graph.get(key).parent_keys}
                for key in graph.get_all_asset_keys()}
-    assert parents["raw_points"] == {"ha_mqtt_feed"}
-    assert parents["entity_hourly"] == {"raw_points"}
-    assert parents["ha_mqtt_feed"] == set()
+    assert parents == LINEAGE
+
+
+def test_what_dagster_computes_observes_or_only_shows() -> None:
+    graph = defs.resolve_asset_graph()
+    nodes = {key.to_user_string(): graph.get(key) for key in graph.get_all_asset_keys()}
+    assert {name for name, node in nodes.items() if node.is_materializable} == ROLLUPS | WAREHOUSE
+    assert {name for name, node in nodes.items() if node.is_observable} == {"raw_points", "core_metadata"}
+    assert {name for name, node in nodes.items() if node.is_external and not node.is_observable} == (
+        {"ha_mqtt_feed"} | VIEWS)
+    assert {name: node.group_name for name, node in nodes.items()} == GROUPS
+
+
+def test_partitions_hourly_for_rollups_daily_for_the_warehouse() -> None:
+    for name in ROLLUPS:
+        partitions = _node(name).partitions_def
+        assert isinstance(partitions, dg.HourlyPartitionsDefinition), name
+        assert partitions.timezone == "UTC"
+        assert partitions.get_first_partition_key() == "2026-01-01-00:00"
+    for name in WAREHOUSE:
+        partitions = _node(name).partitions_def
+        assert isinstance(partitions, dg.DailyPartitionsDefinition), name
+        assert partitions.timezone == "UTC"
+        assert partitions.get_first_partition_key() == "2026-01-01"
+    for name in LINEAGE.keys() - ROLLUPS - WAREHOUSE:
+        assert _node(name).partitions_def is None, name
+
+
+def test_backfills_of_any_range_are_a_single_run() -> None:
+    policies = {name: _node(name).backfill_policy for name in LINEAGE}
+    assert {name for name, policy in policies.items() if policy is not None} == ROLLUPS | WAREHOUSE
+    for name in ROLLUPS | WAREHOUSE:
+        assert policies[name] == dg.BackfillPolicy.single_run(), name
+        assert policies[name].max_partitions_per_run is None, name
+
+
+def test_warehouse_days_reload_on_late_data() -> None:
+    conditions = {name: _node(name).automation_condition for name in LINEAGE}
+    assert {name for name, condition in conditions.items() if condition is not None} == WAREHOUSE
+    for name in WAREHOUSE:
+        condition = conditions[name]
+        assert condition is not None
+        assert condition.get_label() == LATE_DATA_LABEL, name
 
 
 def test_every_asset_says_what_its_data_means() -> None:
@@ -54,3 +160,17 @@ def test_great_expectations_is_not_imported_when_definitions_load() -> None:
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=PROJECT_ROOT,
                             env={"PATH": "/usr/bin:/bin", "HATS_TENANT": "home"})
     assert json.loads(result.stdout) is False
+
+
+@pytest.mark.parametrize(("tick", "day"), [
+    ("2026-11-26T14:15:00+00:00", "2026-11-26"),  # today's partial day, an hour behind at most
+    ("2026-11-27T00:15:00+00:00", "2026-11-26"),  # after midnight: yesterday's final load
+])
+def test_warehouse_schedule_loads_the_day_of_the_hour_that_just_ended(tick: str, day: str) -> None:
+    schedule = defs.resolve_schedule_def("warehouse_daily_job_schedule")
+    context = dg.build_schedule_context(scheduled_execution_time=datetime.fromisoformat(tick),
+                                        repository_def=defs.get_repository_def())
+    [request] = schedule.evaluate_tick(context).run_requests or []
+    assert request.partition_key == day
+    assert day in defs.resolve_job_def("warehouse_daily_job").partitions_def.get_partition_keys(  # type: ignore[union-attr]
+        current_time=datetime.fromisoformat(tick))

@@ -18,6 +18,7 @@ import pytest
 from devstack.profile import PROJECT_ROOT
 from tests.conftest import Tenant, wait_for
 from tests.integration.test_stack_lifecycle import free_ports
+from tests.test_definitions import GROUPS, LINEAGE
 
 pytestmark = pytest.mark.integration
 
@@ -81,4 +82,5 @@ def test_ui_serves_the_code_location_with_lineage(webserver: str) -> None:
     found = wait_for(nodes, "the code location to load in the UI", timeout=120, interval=0.5)
     edges = {"/".join(n["assetKey"]["path"]): {"/".join(d["path"]) for d in n["dependencyKeys"]}
              for n in found}
-    assert edges == {"ha_mqtt_feed": set(), "raw_points": {"ha_mqtt_feed"}, "entity_hourly": {"raw_points"}}
+    assert edges == LINEAGE
+    assert {"/".join(n["assetKey"]["path"]): n["groupName"] for n in found} == GROUPS

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
 
 import psycopg
 import pytest
@@ -15,6 +18,16 @@ from devstack.stack import migrate
 
 pytestmark = pytest.mark.integration
 
+SCHEMAS = "('core', 'ops', 'analytics')"
+ROLES = {"hats_ingest", "hats_dagster", "hats_analyst"}
+VIEWS = {"analytics.entity_hourly", "analytics.entity_daily", "analytics.energy_daily", "analytics.device_last_seen"}
+TABLES_0002 = {"core.tenants", "core.devices", "core.entities", "ops.dead_letters", "ops.retention_audit",
+               "analytics.entity_hourly"}
+TABLES_HEAD = (TABLES_0002 - {"analytics.entity_hourly"}) | {
+    "ops.ingest_hours", "ops.rollup_watermarks", "analytics.hourly_rollup", "analytics.daily_rollup"}
+SEQUENCES_0002 = {"ops.dead_letters_id_seq", "ops.retention_audit_id_seq"}
+SEQUENCES_HEAD = SEQUENCES_0002 | {"ops.ingest_version"}
+
 
 @pytest.fixture
 def fresh_database(profile: Profile, secrets: dict[str, str]) -> Iterator[str]:
@@ -25,36 +38,70 @@ def fresh_database(profile: Profile, secrets: dict[str, str]) -> Iterator[str]:
         conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
-def _catalogue(dsn: str) -> dict[str, set[str]]:
+def _analyst_dsn(stack_env: dict[str, str], database_dsn: str) -> str:
+    return stack_env["HATS_ANALYST_DSN"].rsplit("/", 1)[0] + "/" + database_dsn.rsplit("/", 1)[1]
+
+
+def _analyst_default_acl_0002(migrator_dsn: str) -> set[tuple[str, str, str, str]]:
+    """Until 0003, every future table the migration role or hats_dagster made in analytics was analyst-readable."""
+    migrator = psycopg.conninfo.conninfo_to_dict(migrator_dsn)["user"]
+    return {(str(migrator), "analytics", "r", "SELECT"), ("hats_dagster", "analytics", "r", "SELECT")}
+
+
+def _catalogue(dsn: str) -> dict[str, set[Any]]:
     with psycopg.connect(dsn) as conn:
-        schemas = {r[0] for r in conn.execute("SELECT nspname FROM pg_namespace WHERE nspname IN "
-                                              "('core', 'ops', 'analytics')")}
+        schemas = {r[0] for r in conn.execute(f"SELECT nspname FROM pg_namespace WHERE nspname IN {SCHEMAS}")}
         tables = {f"{r[0]}.{r[1]}" for r in conn.execute(
-            "SELECT schemaname, tablename FROM pg_tables WHERE schemaname IN ('core', 'ops', 'analytics')")}
+            f"SELECT schemaname, tablename FROM pg_tables WHERE schemaname IN {SCHEMAS}")}
+        partitioned = {f"{r[0]}.{r[1]}:{r[2]}" for r in conn.execute(
+            "SELECT n.nspname, c.relname, pg_get_userbyid(c.relowner) FROM pg_class c "
+            f"JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'p' AND n.nspname IN {SCHEMAS}")}
+        views = {f"{r[0]}.{r[1]}" for r in conn.execute(
+            f"SELECT schemaname, viewname FROM pg_views WHERE schemaname IN {SCHEMAS}")}
+        sequences = {f"{r[0]}.{r[1]}" for r in conn.execute(
+            f"SELECT schemaname, sequencename FROM pg_sequences WHERE schemaname IN {SCHEMAS}")}
+        analyst = {(f"{r[0]}.{r[1]}", r[2]) for r in conn.execute(
+            "SELECT n.nspname, c.relname, p.privilege FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "CROSS JOIN unnest(ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE', 'TRUNCATE']) AS p(privilege) "
+            f"WHERE n.nspname IN {SCHEMAS} AND has_table_privilege('hats_analyst', c.oid, p.privilege)")}
+        default_acl = {(r[0], r[1], r[2], r[3]) for r in conn.execute(
+            "SELECT pg_get_userbyid(d.defaclrole), d.defaclnamespace::regnamespace::text, d.defaclobjtype, "
+            "a.privilege_type FROM pg_default_acl d CROSS JOIN LATERAL aclexplode(d.defaclacl) a "
+            "WHERE a.grantee = 'hats_analyst'::regrole")}
         extensions = {r[0] for r in conn.execute("SELECT extname FROM pg_extension")}
         roles = {r[0] for r in conn.execute("SELECT rolname FROM pg_roles WHERE rolname LIKE 'hats\\_%'")}
-    return {"schemas": schemas, "tables": tables, "extensions": extensions, "roles": roles}
+    return {"schemas": schemas, "tables": tables, "partitioned": partitioned, "views": views,
+            "sequences": sequences, "analyst": analyst, "default_acl": default_acl, "extensions": extensions,
+            "roles": roles}
 
 
 def test_upgrade_downgrade_upgrade(fresh_database: str, stack_env: dict[str, str]) -> None:
     migrate(fresh_database)
     at_head = _catalogue(fresh_database)
     assert at_head["schemas"] == {"core", "ops", "analytics"}
-    assert {"core.tenants", "core.devices", "core.entities", "ops.dead_letters", "ops.retention_audit",
-            "analytics.entity_hourly"} <= at_head["tables"]
+    assert at_head["tables"] == TABLES_HEAD
+    assert at_head["partitioned"] == {"analytics.hourly_rollup:hats_dagster", "analytics.daily_rollup:hats_dagster"}
+    assert at_head["views"] == VIEWS
+    assert at_head["sequences"] == SEQUENCES_HEAD
+    assert at_head["analyst"] == {(view, "SELECT") for view in VIEWS}
+    assert at_head["default_acl"] == set()
     assert {"uuid-ossp", "pgcrypto", "citext"} <= at_head["extensions"]
-    assert at_head["roles"] == {"hats_ingest", "hats_dagster", "hats_analyst"}
+    assert at_head["roles"] == ROLES
     with psycopg.connect(fresh_database) as conn:
         assert conn.execute("SELECT uuid_generate_v4() IS NOT NULL, gen_random_uuid() IS NOT NULL, "
                             "'A'::citext = 'a'").fetchone() == (True, True, True)
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0003",)]
 
     migrate(fresh_database, "base", downgrade=True)
     at_base = _catalogue(fresh_database)
     assert at_base["schemas"] == set()
     assert at_base["tables"] == set()
+    assert at_base["views"] == set()
+    assert at_base["sequences"] == set()
+    assert at_base["default_acl"] == set()
     assert not {"uuid-ossp", "pgcrypto", "citext"} & at_base["extensions"]
     # The roles are cluster-wide and the stack's own database still uses them: they must survive.
-    assert at_base["roles"] == {"hats_ingest", "hats_dagster", "hats_analyst"}
+    assert at_base["roles"] == ROLES
     with psycopg.connect(stack_env["HATS_ANALYST_DSN"]) as conn:
         conn.execute("SELECT count(*) FROM analytics.entity_hourly")
 
@@ -64,18 +111,60 @@ def test_upgrade_downgrade_upgrade(fresh_database: str, stack_env: dict[str, str
 
 def test_each_step_downgrades_cleanly(fresh_database: str) -> None:
     migrate(fresh_database)
+    at_head = _catalogue(fresh_database)
+
+    # 0003 → 0002: the warehouse goes, the skeleton table (partitioned, loader-owned, analyst-readable) is back.
+    migrate(fresh_database, "0002", downgrade=True)
+    downgraded = _catalogue(fresh_database)
+    assert downgraded["tables"] == TABLES_0002
+    assert downgraded["partitioned"] == {"analytics.entity_hourly:hats_dagster"}
+    assert downgraded["views"] == set()
+    assert downgraded["sequences"] == SEQUENCES_0002
+    assert downgraded["analyst"] == {("analytics.entity_hourly", "SELECT")}
+    assert downgraded["default_acl"] == _analyst_default_acl_0002(fresh_database)
+
     migrate(fresh_database, "0001", downgrade=True)
-    tables = _catalogue(fresh_database)["tables"]
-    assert "analytics.entity_hourly" not in tables
-    assert "core.entities" in tables
+    at_0001 = _catalogue(fresh_database)
+    assert "analytics.entity_hourly" not in at_0001["tables"] | at_0001["views"]
+    assert "core.entities" in at_0001["tables"]
+    assert at_0001["default_acl"] == _analyst_default_acl_0002(fresh_database)
+
+    # 0003's downgrade left exactly what 0002's upgrade builds.
     migrate(fresh_database, "0002")
-    assert "analytics.entity_hourly" in _catalogue(fresh_database)["tables"]
+    assert _catalogue(fresh_database) == downgraded
+
+    migrate(fresh_database, "0003")
+    upgraded = _catalogue(fresh_database)
+    assert "analytics.entity_hourly" in upgraded["views"]
+    assert "analytics.entity_hourly" not in upgraded["tables"]
+    assert upgraded == at_head
 
 
 def test_analyst_privileges_hold_in_a_migrated_database(fresh_database: str, stack_env: dict[str, str]) -> None:
     migrate(fresh_database)
-    analyst = stack_env["HATS_ANALYST_DSN"].rsplit("/", 1)[0] + "/" + fresh_database.rsplit("/", 1)[1]
-    with psycopg.connect(analyst) as conn:
-        conn.execute("SELECT count(*) FROM analytics.entity_hourly")
-        with pytest.raises(errors.InsufficientPrivilege):
-            conn.execute("SELECT count(*) FROM core.entities")
+    with psycopg.connect(fresh_database) as conn:
+        conn.execute("INSERT INTO core.entities (tenant_id, entity_id, domain, measurement, friendly_name, "
+                     "unit_canonical, source) VALUES ('home', 'sensor.probe', 'sensor', 'temperature', 'Probe', "
+                     "'°C', 'statestream')")
+        # As the loader does: hats_dagster adds a month partition and loads an hour, creates a table of its own.
+        conn.execute("SET ROLE hats_dagster")
+        conn.execute("CREATE TABLE analytics.hourly_rollup_p2026_11 PARTITION OF analytics.hourly_rollup "
+                     "FOR VALUES FROM ('2026-11-01 00:00+00') TO ('2026-12-01 00:00+00')")
+        conn.execute("INSERT INTO analytics.hourly_rollup (tenant_id, entity_id, quantity, kind, hour, mean, count, "
+                     "available_s) VALUES ('home', 'sensor.probe', 'temperature', 'gauge', '2026-11-26 10:00+00', "
+                     "21.5, 360, 1800)")
+        conn.execute("CREATE TABLE analytics.dagster_scratch (x int)")
+    with psycopg.connect(_analyst_dsn(stack_env, fresh_database)) as conn:
+        for view in sorted(VIEWS):
+            conn.execute(f"SELECT count(*) FROM {view}")
+        # The view joins core.entities, which the analyst cannot read: it runs with its owner's rights.
+        assert conn.execute("SELECT entity_id, friendly_name, unit, measurement, hour, mean, coverage_pct "
+                            "FROM analytics.entity_hourly").fetchall() == [
+            ("sensor.probe", "Probe", "°C", "temperature", datetime(2026, 11, 26, 10, tzinfo=UTC), 21.5,
+             Decimal("50.00"))]
+        for relation in ("analytics.hourly_rollup", "analytics.daily_rollup", "analytics.hourly_rollup_p2026_11",
+                         "analytics.dagster_scratch", "core.entities", "ops.ingest_hours", "ops.rollup_watermarks",
+                         "alembic_version"):
+            with pytest.raises(errors.InsufficientPrivilege):
+                conn.execute(f"SELECT count(*) FROM {relation}")
+            conn.rollback()

@@ -7,7 +7,7 @@ import uuid
 import httpx
 import psycopg
 import pytest
-from psycopg import errors
+from psycopg import errors, sql
 
 from tests.mqtt import connect_code, session
 
@@ -58,28 +58,122 @@ def test_influxdb_requires_auth_and_the_writer_cannot_read(stack_env: dict[str, 
     assert "error" not in _influx(stack_env, "SELECT * FROM raw.acl_probe", dagster).json()["results"][0]
 
 
+# The analysts' whole interface (migrations/versions/0003) and the columns each one shows.
+ANALYST_VIEWS = {
+    "entity_hourly": ["tenant_id", "entity_id", "friendly_name", "device_id", "measurement", "unit", "kind", "hour",
+                      "mean", "min", "max", "count", "last", "consumption", "resets", "coverage_pct", "last_seen"],
+    "entity_daily": ["tenant_id", "entity_id", "friendly_name", "device_id", "measurement", "unit", "kind", "day",
+                     "mean", "min", "max", "count", "last", "consumption", "coverage_pct", "last_seen"],
+    "energy_daily": ["tenant_id", "entity_id", "friendly_name", "device_id", "day", "kwh", "meter_resets",
+                     "readings"],
+    "device_last_seen": ["tenant_id", "device_id", "name", "manufacturer", "model", "last_seen", "battery_pct",
+                         "battery_at", "availability_pct_7d"],
+}
+TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
+
+
 @pytest.mark.parametrize("statement", [
+    # reading anything but the views
+    "SELECT count(*) FROM analytics.hourly_rollup",
+    "SELECT count(*) FROM analytics.daily_rollup",
     "SELECT count(*) FROM core.entities",
+    "SELECT count(*) FROM core.devices",
     "SELECT count(*) FROM core.tenants",
     "SELECT count(*) FROM ops.dead_letters",
     "SELECT count(*) FROM ops.retention_audit",
+    "SELECT count(*) FROM ops.ingest_hours",
+    "SELECT count(*) FROM ops.rollup_watermarks",
+    "SELECT last_value FROM ops.ingest_version",
+    "SELECT nextval('ops.ingest_version')",
     "SELECT count(*) FROM alembic_version",
+    # writing anywhere
+    "INSERT INTO analytics.hourly_rollup (tenant_id, entity_id, quantity, kind, hour, count) "
+    "VALUES ('x', 'sensor.x', 'x', 'gauge', now(), 1)",
+    "DELETE FROM analytics.hourly_rollup",
+    "UPDATE analytics.daily_rollup SET mean = 0",
+    "TRUNCATE analytics.daily_rollup",
+    "INSERT INTO core.tenants (tenant_id, name) VALUES ('x', 'x')",
+    "INSERT INTO ops.ingest_hours (tenant_id, hour, points) VALUES ('x', now(), 1)",
+    "INSERT INTO ops.rollup_watermarks (tenant_id, hour, version, points) VALUES ('x', now(), 1, 1)",
+    "DELETE FROM alembic_version",
     "CREATE TABLE analytics.analyst_owned (x int)",
+    "CREATE VIEW analytics.analyst_view AS SELECT 1 AS x",
+    "CREATE OR REPLACE VIEW analytics.entity_hourly AS SELECT 1 AS x",
+    "CREATE TABLE analytics.hourly_rollup_p2099_01 PARTITION OF analytics.hourly_rollup "
+    "FOR VALUES FROM ('2099-01-01') TO ('2099-02-01')",
     "CREATE TABLE public.analyst_owned (x int)",
-    "DELETE FROM analytics.entity_hourly",
-    "INSERT INTO analytics.entity_hourly (tenant_id, entity_id, measurement, hour, count) "
-    "VALUES ('x', 'sensor.x', 'x', now(), 1)",
+    "CREATE TEMP TABLE analyst_owned (x int)",
+    "CREATE SCHEMA analyst_owned",
+    "DROP VIEW analytics.entity_daily",
+    "ALTER VIEW analytics.energy_daily RENAME TO analyst_renamed",
+    "COMMENT ON VIEW analytics.device_last_seen IS 'analyst'",
 ])
-def test_analyst_is_refused_everything_but_reading_analytics(stack_env: dict[str, str], statement: str) -> None:
+def test_analyst_is_refused_everything_but_reading_the_views(stack_env: dict[str, str], statement: str) -> None:
     with psycopg.connect(stack_env["HATS_ANALYST_DSN"]) as conn, pytest.raises(errors.InsufficientPrivilege):
         conn.execute(statement)
 
 
-def test_analyst_reads_analytics(stack_env: dict[str, str]) -> None:
+@pytest.mark.parametrize("statement", [
+    "INSERT INTO analytics.entity_hourly (tenant_id, entity_id, measurement, hour, count) "
+    "VALUES ('x', 'sensor.x', 'x', now(), 1)",
+    "UPDATE analytics.entity_daily SET mean = 0",
+    "DELETE FROM analytics.energy_daily",
+    "DELETE FROM analytics.device_last_seen",
+])
+def test_analyst_cannot_write_through_the_views(stack_env: dict[str, str], statement: str) -> None:
+    # The joins make the views non-updatable, which PostgreSQL reports before it checks privileges; were
+    # one ever simple enough to update, the missing INSERT/UPDATE/DELETE grant would refuse it instead
+    # (test_analyst_privileges_are_select_on_the_views_only checks there is none).
+    with (psycopg.connect(stack_env["HATS_ANALYST_DSN"]) as conn,
+          pytest.raises((errors.InsufficientPrivilege, errors.ObjectNotInPrerequisiteState))):
+        conn.execute(statement)
+
+
+@pytest.mark.parametrize("view", sorted(ANALYST_VIEWS))
+def test_analyst_reads_the_views(stack_env: dict[str, str], view: str) -> None:
+    # The views join core metadata the analyst cannot read: they run with their owner's rights.
     with psycopg.connect(stack_env["HATS_ANALYST_DSN"]) as conn:
-        row = conn.execute("SELECT count(*) FROM analytics.entity_hourly").fetchone()
+        cur = conn.execute(sql.SQL("SELECT * FROM analytics.{} LIMIT 10").format(sql.Identifier(view)))
+        cur.fetchall()
+        assert [column.name for column in cur.description or []] == ANALYST_VIEWS[view]
+        row = conn.execute(sql.SQL("SELECT count(*) FROM analytics.{}").format(sql.Identifier(view))).fetchone()
     assert row is not None
     assert row[0] >= 0
+
+
+def test_analyst_privileges_are_select_on_the_views_only(stack_env: dict[str, str]) -> None:
+    """The catalogue, not a sample: every relation (month partitions included), sequence and schema."""
+    with psycopg.connect(stack_env["HATS_PG_DSN"]) as conn:
+        relations = conn.execute(
+            "SELECT n.nspname || '.' || c.relname, p.privilege FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace CROSS JOIN unnest(%s::text[]) AS p(privilege) "
+            "WHERE n.nspname IN ('core', 'ops', 'analytics', 'public') AND c.relkind IN ('r', 'p', 'v', 'm', 'f') "
+            "AND (has_table_privilege('hats_analyst', c.oid, p.privilege) OR (p.privilege IN "
+            "('SELECT', 'INSERT', 'UPDATE', 'REFERENCES') AND has_any_column_privilege('hats_analyst', c.oid, "
+            "p.privilege)))", (list(TABLE_PRIVILEGES),)).fetchall()
+        sequences = conn.execute(
+            "SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.relkind = 'S' AND n.nspname IN ('core', 'ops', 'analytics', 'public') AND "
+            "(has_sequence_privilege('hats_analyst', c.oid, 'USAGE') "
+            "OR has_sequence_privilege('hats_analyst', c.oid, 'SELECT') "
+            "OR has_sequence_privilege('hats_analyst', c.oid, 'UPDATE'))").fetchall()
+        schemas = conn.execute(
+            "SELECT nspname, p.privilege FROM pg_namespace CROSS JOIN unnest(ARRAY['USAGE', 'CREATE']) AS p(privilege) "
+            "WHERE nspname IN ('core', 'ops', 'analytics', 'public') "
+            "AND has_schema_privilege('hats_analyst', nspname, p.privilege)").fetchall()
+        database = conn.execute(
+            "SELECT has_database_privilege('hats_analyst', current_database(), 'CONNECT'), "
+            "has_database_privilege('hats_analyst', current_database(), 'CREATE'), "
+            "has_database_privilege('hats_analyst', current_database(), 'TEMPORARY')").fetchone()
+        # Tables hats_dagster (or the migration role) creates later (month partitions) stay unreadable.
+        future = conn.execute(
+            "SELECT count(*) FROM pg_default_acl d CROSS JOIN LATERAL aclexplode(d.defaclacl) a "
+            "WHERE a.grantee = 'hats_analyst'::regrole").fetchone()
+    assert set(relations) == {(f"analytics.{view}", "SELECT") for view in ANALYST_VIEWS}
+    assert sequences == []
+    assert set(schemas) == {("analytics", "USAGE"), ("public", "USAGE")}
+    assert database == (True, False, False)
+    assert future == (0,)
 
 
 def test_analyst_cannot_reach_dagster_storage(stack_env: dict[str, str]) -> None:

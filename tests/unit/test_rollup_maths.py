@@ -75,7 +75,8 @@ def gauge_reference_sampled(
                 samples.append(v)
         if not samples:
             continue
-        in_window = [(ti, vi) for ti, vi in zip(times_s, values, strict=True) if w * window_s <= ti < (w + 1) * window_s]
+        in_window = [(ti, vi) for ti, vi in zip(times_s, values, strict=True)
+                     if w * window_s <= ti < (w + 1) * window_s]
         seen = [ti for ti, vi in in_window if not math.isnan(vi)]
         out[s(w * window_s)] = Row(
             mean=sum(samples) / len(samples),

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import psycopg
 from psycopg import sql
 
 from hats_assets.defs.common.resources import InfluxDBResource, PostgresResource
@@ -32,6 +33,7 @@ WAREHOUSE_TAGS = {"layer": "warehouse"}
 
 reload_on_late_data = (
     dg.AutomationCondition.in_latest_time_window(RELOAD_LOOKBACK)
+    & ~dg.AutomationCondition.missing()  # first loads are the schedule's; this only reloads
     & dg.AutomationCondition.any_deps_updated().since_last_handled()
     & ~dg.AutomationCondition.any_deps_missing()
     & ~dg.AutomationCondition.any_deps_in_progress()
@@ -52,6 +54,12 @@ def month_partition(parent: str, moment: datetime | date) -> tuple[sql.Composed,
                   "FOR VALUES FROM ({}) TO ({})").format(
         sql.Identifier(name), sql.Identifier(parent), sql.Literal(bounds[0]), sql.Literal(bounds[1]))
     return ddl, name
+
+
+def _lock_day(cur: psycopg.Cursor[Any], table: str, tenant: str, day: datetime) -> None:
+    """Serialise two loads of the same day (the schedule and a late-data reload may overlap): without it
+    the second DELETE cannot see the first's uncommitted rows and its insert fails on the primary key."""
+    cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{table}:{tenant}:{day:%Y-%m-%d}",))
 
 
 def _delete(table: str, period: str) -> sql.Composed:
@@ -99,6 +107,7 @@ def hourly_rollup(
     entities: set[str] = set()
     with postgres.connect() as conn, conn.cursor() as cur:
         for day_start, day_end in chunks(start, end, timedelta(days=1)):
+            _lock_day(cur, "hourly_rollup", influxdb.tenant, day_start)
             ddl, partition = month_partition("hourly_rollup", day_start)
             cur.execute(ddl)
             partitions.add(partition)
@@ -146,6 +155,7 @@ def daily_rollup(context: dg.AssetExecutionContext, postgres: PostgresResource,
     inserted = replaced = 0
     with postgres.connect() as conn, conn.cursor() as cur:
         for day_start, day_end in chunks(start, end, timedelta(days=1)):
+            _lock_day(cur, "daily_rollup", influxdb.tenant, day_start)
             ddl, _ = month_partition("daily_rollup", day_start.date())
             cur.execute(ddl)
             params = {"tenant": influxdb.tenant, "start": day_start, "end": day_end}
@@ -185,7 +195,22 @@ warehouse_job = dg.define_asset_job(
     description="Load one UTC day of 1 h rollups into PostgreSQL and re-aggregate it into the daily table.",
     executor_def=dg.in_process_executor,
 )
-warehouse_schedule = dg.build_schedule_from_partitioned_job(
-    warehouse_job, hour_of_day=0, minute_of_hour=45, default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Daily at 00:45 UTC, after the last hour's rollup: load the day that just ended.",
+# Dagster's automatic automation-condition sensor starts STOPPED; this one runs the reload by default.
+warehouse_reload_sensor = dg.AutomationConditionSensorDefinition(
+    "warehouse_late_data_reload", target=[hourly_rollup, daily_rollup],
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Reloads a warehouse day whose rollup hours were re-materialised (late data).",
 )
+WAREHOUSE_MINUTE_OF_HOUR = 15  # after the rollup schedule's :05 run of the same hour
+
+
+@dg.schedule(
+    name="warehouse_daily_job_schedule", job=warehouse_job, cron_schedule=f"{WAREHOUSE_MINUTE_OF_HOUR} * * * *", execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Hourly at :15 UTC, (re)load the UTC day holding the hour that just ended: today's rows "
+                "follow within the hour, and the 00:15 run makes yesterday final.",
+)
+def warehouse_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+    hour = context.scheduled_execution_time.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    day = (hour - timedelta(hours=1)).strftime("%Y-%m-%d")
+    return dg.RunRequest(run_key=f"{day}@{hour:%H}", partition_key=day)
