@@ -74,7 +74,7 @@ async def run(settings: WorkerSettings) -> dict[str, int]:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     link.start()
-    replayer = asyncio.create_task(writer.replay_forever(pipeline.replay_rejected), name="outbox-replay")
+    replayer = asyncio.create_task(writer.replay_forever(pipeline.replayed), name="outbox-replay")
     # One flush in flight while the next batch is parsed: CPU work overlaps the InfluxDB round trip.
     # Batches complete in order, so acknowledgements never overtake an earlier batch's write.
     flushing: asyncio.Task[None] | None = None

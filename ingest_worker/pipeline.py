@@ -2,7 +2,9 @@
 
 `process` is the CPU-bound part (parse → normalise → validate → encode) and runs on each hand-off
 batch from the network thread; `flush` makes everything durable (InfluxDB or the outbox, then dead
-letters and metadata in one PostgreSQL transaction) and only then acknowledges the messages.
+letters, metadata and the points InfluxDB accepted per hour (`ops.ingest_hours`) in one PostgreSQL
+transaction) and only then acknowledges the messages. A batch that went to the outbox is counted per
+hour when the replayer has written it (`replayed`), before the outbox lets go of it.
 """
 
 from __future__ import annotations
@@ -23,10 +25,11 @@ from ingest_worker.mqtt_link import Incoming, MqttLink
 from ingest_worker.normalise import EntityState, Series, describe, point_of
 from ingest_worker.rejections import Reason, Rejected
 from ingest_worker.sources.base import Source
-from ingest_worker.store import deadletters
+from ingest_worker.store import deadletters, ingest_hours
 from ingest_worker.store.deadletters import DeadLetter
 from ingest_worker.store.durable import DurableWriter
 from ingest_worker.store.influx import LineError
+from ingest_worker.store.ingest_hours import NS_PER_HOUR, Hours
 from ingest_worker.store.metadata import MetadataStore
 
 log = logging.getLogger(__name__)
@@ -72,6 +75,7 @@ class Pipeline:
         self._max_age_s = batch_max_age_s
         self._lines: list[str] = []
         self._origins: list[Origin] = []
+        self._hours: Hours = {}  # points of `_lines` per UTC hour of their timestamps
         self._letters: list[DeadLetter] = []
         self._acks: list[Incoming] = []
         self._oldest = 0.0
@@ -80,6 +84,8 @@ class Pipeline:
         self._received_by_source: dict[str, int] = {}
         self._ignored: dict[tuple[str, str], int] = {}
         self._emitted = 0
+        # The flush and the outbox replayer share one connection: one transaction at a time.
+        self._ops_lock = asyncio.Lock()
         self.counters: dict[str, int] = {"received": 0, "written": 0, "ignored": 0, "dead_lettered": 0}
 
     # -- CPU part ---------------------------------------------------------------------------------
@@ -162,6 +168,8 @@ class Pipeline:
             metrics.EVENT_AGE.observe(max(0.0, (origin.received_ns - point.time_ns) / 1e9))
         self._lines.append(line)
         self._origins.append(origin)
+        hour = point.time_ns // NS_PER_HOUR
+        self._hours[hour] = self._hours.get(hour, 0) + 1
 
     def _describe(self, key: SeriesKey, state: EntityState) -> tuple[Series, str]:
         """First sight of an entity (or of a change in its attributes): budget, series, metadata."""
@@ -196,39 +204,47 @@ class Pipeline:
 
     async def flush(self) -> None:
         lines, origins, self._lines, self._origins = self._lines, self._origins, [], []
+        hours, self._hours = self._hours, {}
         acks, self._acks = self._acks, []
-        rejected = await self._writer.submit(lines)
+        submitted = await self._writer.submit(lines)
+        rejected = submitted.rejected
         self.counters["written"] += len(lines) - len(rejected)
         if rejected:
             by_line = dict(zip(lines, origins, strict=True))
             for error in rejected:
                 origin = by_line[error.line]
                 self._reject(origin.topic, origin.payload, origin.received_ns, Reason.INFLUX_REJECTED, error.error)
+            ingest_hours.count_lines((error.line for error in rejected), sign=-1, hours=hours)
+        if not submitted.written:
+            hours = {}  # in the outbox, not in InfluxDB yet: `replayed` counts them once it is
         letters, self._letters = self._letters, []
-        await self._store_ops(letters)
+        await self._store_ops(letters, hours)
         if self._link is not None:
             self._link.ack(acks)
         metrics.UNACKED.set(0)
 
-    async def _store_ops(self, letters: Sequence[DeadLetter]) -> None:
-        """Dead letters and metadata in one transaction; while PostgreSQL is away, retry (the batch's
-        acknowledgements wait, so the broker keeps the messages) and reconnect."""
-        delay = PG_RETRY_INITIAL_S
-        while True:
-            try:
-                async with self._conn.transaction(), self._conn.cursor() as cur:
-                    await deadletters.insert(cur, letters)
-                    await self._metadata.flush(cur)
-                break
-            except psycopg.OperationalError as exc:
-                log.warning("PostgreSQL unavailable (%s); retrying in %.1f s", str(exc).strip()[:200], delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, PG_RETRY_MAX_S)
-                with contextlib.suppress(psycopg.Error):
-                    await self._conn.close()
-                with contextlib.suppress(psycopg.OperationalError):
-                    self._conn = await psycopg.AsyncConnection.connect(self._dsn, autocommit=True)
-        self._metadata.committed()
+    async def _store_ops(self, letters: Sequence[DeadLetter], hours: Hours) -> None:
+        """Dead letters, metadata and the per-hour counts of points InfluxDB accepted in one transaction;
+        while PostgreSQL is away, retry (the batch's acknowledgements, or the outbox record's commit,
+        wait, so the broker or the outbox keeps the batch) and reconnect."""
+        async with self._ops_lock:
+            delay = PG_RETRY_INITIAL_S
+            while True:
+                try:
+                    async with self._conn.transaction(), self._conn.cursor() as cur:
+                        await deadletters.insert(cur, letters)
+                        await self._metadata.flush(cur)
+                        await ingest_hours.upsert(cur, self._tenant, hours)
+                    break
+                except psycopg.OperationalError as exc:
+                    log.warning("PostgreSQL unavailable (%s); retrying in %.1f s", str(exc).strip()[:200], delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, PG_RETRY_MAX_S)
+                    with contextlib.suppress(psycopg.Error):
+                        await self._conn.close()
+                    with contextlib.suppress(psycopg.OperationalError):
+                        self._conn = await psycopg.AsyncConnection.connect(self._dsn, autocommit=True)
+            self._metadata.committed()
         if letters:
             log.info("dead-lettered %d message(s): %s", len(letters),
                      ", ".join(sorted({letter.reason for letter in letters})))
@@ -236,12 +252,17 @@ class Pipeline:
     async def close(self) -> None:
         await self._conn.close()
 
-    async def replay_rejected(self, errors: Sequence[LineError]) -> None:
-        """Lines InfluxDB refused while replaying the outbox: their source messages are long acked, so
-        the line itself is what the dead letter keeps."""
-        now = time.time_ns()
-        letters = [DeadLetter(_received_at(now), self._tenant, REPLAY_TOPIC, e.line.encode(),
-                              Reason.INFLUX_REJECTED, e.error) for e in errors]
-        self.counters["dead_lettered"] += len(letters)
-        metrics.DEAD_LETTERED.labels(Reason.INFLUX_REJECTED).inc(len(letters))
-        await self._store_ops(letters)
+    async def replayed(self, lines: Sequence[str], errors: Sequence[LineError]) -> None:
+        """A batch from the outbox is in InfluxDB: count its points per hour (from the lines' timestamps)
+        and dead-letter the lines InfluxDB refused, before the outbox lets go of it. The source messages
+        are long acked, so a refused line itself is what its dead letter keeps."""
+        hours = ingest_hours.count_lines(lines)
+        letters: list[DeadLetter] = []
+        if errors:
+            ingest_hours.count_lines((e.line for e in errors), sign=-1, hours=hours)
+            now = time.time_ns()
+            letters = [DeadLetter(_received_at(now), self._tenant, REPLAY_TOPIC, e.line.encode(),
+                                  Reason.INFLUX_REJECTED, e.error) for e in errors]
+            self.counters["dead_lettered"] += len(letters)
+            metrics.DEAD_LETTERED.labels(Reason.INFLUX_REJECTED).inc(len(letters))
+        await self._store_ops(letters, hours)

@@ -4,6 +4,10 @@ While InfluxDB answers, batches go straight to it. The first failure switches to
 every later batch follows it there (so replay keeps arrival order) until the replayer has drained it.
 When the outbox is full, `submit` waits: the pipeline stops acknowledging, the broker stops sending
 (its in-flight window is full) and queues for us — backpressure instead of drops.
+
+`submit` says whether InfluxDB took the batch now or the outbox holds it: what InfluxDB has accepted is
+counted in `ops.ingest_hours`, by the flush for a direct write and by the replayer's callback (before
+the outbox lets go of the record) for an outboxed one, so each accepted batch is counted by one of them.
 """
 
 from __future__ import annotations
@@ -11,12 +15,21 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 
 from ingest_worker import metrics
 from ingest_worker.outbox import Outbox
 from ingest_worker.store.influx import InfluxUnavailable, InfluxWriter, LineError, decode_body, encode_body
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    """A durable batch: `written` if InfluxDB took it (but `rejected`), else it waits in the outbox."""
+
+    written: bool
+    rejected: list[LineError]
 
 
 class DurableWriter:
@@ -42,14 +55,15 @@ class DurableWriter:
         metrics.OUTBOX_RECORDS.set(self._outbox.pending_records)
         metrics.OUTBOX_BYTES.set(self._outbox.pending_bytes)
 
-    async def submit(self, lines: Sequence[str]) -> list[LineError]:
-        """Return once every line is durable; the result lists the lines InfluxDB rejected as invalid."""
+    async def submit(self, lines: Sequence[str]) -> Submitted:
+        """Return once every line is durable: written to InfluxDB (but the lines it rejected as invalid),
+        or appended to the outbox (then the replayer writes and reports them later)."""
         if not lines:
-            return []
+            return Submitted(True, [])
         body = encode_body(lines)
         if not self._degraded:
             try:
-                return await self._influx.write(lines, retry=False, body=body)
+                return Submitted(True, await self._influx.write(lines, retry=False, body=body))
             except InfluxUnavailable as exc:
                 log.warning("InfluxDB unavailable (%s): batches go to the outbox until it is back", exc)
                 self._degraded = True
@@ -61,10 +75,12 @@ class DurableWriter:
         await asyncio.to_thread(self._outbox.append, body)
         self._update_gauges()
         self._work.set()
-        return []
+        return Submitted(False, [])
 
-    async def replay_forever(self, on_rejected: Callable[[Sequence[LineError]], Awaitable[None]]) -> None:
-        """Drain the outbox in order whenever it holds batches; `on_rejected` gets invalid lines."""
+    async def replay_forever(self, on_written: Callable[[Sequence[str], Sequence[LineError]], Awaitable[None]]
+                             ) -> None:
+        """Drain the outbox in order whenever it holds batches. After InfluxDB took a batch, `on_written`
+        gets its lines and the ones InfluxDB rejected; the record is committed only once it returns."""
         while True:
             await self._work.wait()
             record = self._outbox.peek()
@@ -76,8 +92,7 @@ class DurableWriter:
                 continue
             lines = decode_body(record.body)
             rejected = await self._influx.write(lines, retry=True, body=record.body)
-            if rejected:
-                await on_rejected(rejected)
+            await on_written(lines, rejected)
             await asyncio.to_thread(self._outbox.commit, record)
             self._update_gauges()
             self._room.set()

@@ -48,6 +48,7 @@ class MetadataStore:
         self._pending_entities: dict[str, EntityRow] = {}
         self._pending_devices: dict[str, DeviceInfo] = {}
         self._devices: dict[str, DeviceInfo] = {}
+        self._sent: tuple[dict[str, DeviceInfo], dict[str, EntityRow]] = ({}, {})
 
     async def load(self, conn: psycopg.AsyncConnection[tuple[object, ...]]) -> None:
         await conn.execute("INSERT INTO core.tenants (tenant_id, name) VALUES (%s, %s) ON CONFLICT DO NOTHING",
@@ -83,15 +84,18 @@ class MetadataStore:
                 tuple(t for t in (_text(i) for i in device.identifiers) if t))
 
     async def flush(self, cur: psycopg.AsyncCursor[tuple[object, ...]]) -> None:
-        if self._pending_devices:
+        # What this transaction carries: `note` may add more while it awaits (the next batch is parsed
+        # meanwhile), and `committed` must not forget those.
+        devices, entities = self._sent = (dict(self._pending_devices), dict(self._pending_entities))
+        if devices:
             await cur.executemany(
                 "INSERT INTO core.devices (tenant_id, device_id, name, manufacturer, model, identifiers) "
                 "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (tenant_id, device_id) DO UPDATE SET "
                 "name = EXCLUDED.name, manufacturer = EXCLUDED.manufacturer, model = EXCLUDED.model, "
                 "identifiers = EXCLUDED.identifiers, last_seen = now()",
                 [(self.tenant, d.device_id, d.name, d.manufacturer, d.model, json.dumps(list(d.identifiers)))
-                 for d in self._pending_devices.values()])
-        if self._pending_entities:
+                 for d in devices.values()])
+        if entities:
             await cur.executemany(
                 "INSERT INTO core.entities (tenant_id, entity_id, device_id, domain, measurement, device_class, "
                 "state_class, unit_original, unit_canonical, conversion, friendly_name, source) "
@@ -103,9 +107,15 @@ class MetadataStore:
                 "friendly_name = EXCLUDED.friendly_name, source = EXCLUDED.source, last_seen = now()",
                 [(self.tenant, r.entity_id, r.device_id, r.domain, r.measurement, r.device_class, r.state_class,
                   r.unit_original, r.unit_canonical, r.conversion, r.friendly_name, r.source)
-                 for r in self._pending_entities.values()])
+                 for r in entities.values()])
 
     def committed(self) -> None:
-        """The transaction holding `flush`'s statements committed: forget what it carried."""
-        self._pending_devices.clear()
-        self._pending_entities.clear()
+        """The transaction holding `flush`'s statements committed: forget what it carried (only that)."""
+        devices, entities = self._sent
+        self._sent = ({}, {})
+        for device_id, device in devices.items():
+            if self._pending_devices.get(device_id) is device:
+                del self._pending_devices[device_id]
+        for entity_id, row in entities.items():
+            if self._pending_entities.get(entity_id) is row:
+                del self._pending_entities[entity_id]
