@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import dagster as dg
 
@@ -19,6 +20,12 @@ from hats_assets.partitions import hour_key
 def _check(result: dg.ExecuteInProcessResult, what: str) -> None:
     if not result.success:
         raise SystemExit(f"materialising {what} failed; see the run in the Dagster UI")
+
+
+
+def _meta(result: dg.ExecuteInProcessResult, asset: str) -> Any:
+    return next(e.materialization.metadata for e in result.get_asset_materialization_events()
+                if e.asset_key == dg.AssetKey(asset) and e.materialization is not None)
 
 
 def main(hours: int) -> None:
@@ -32,7 +39,7 @@ def main(hours: int) -> None:
               "dagster/asset_partition_range_end": hour_key(last)},
     )
     _check(rollups, f"the rollups {hour_key(first)} … {hour_key(last)}")
-    meta = rollups.asset_materializations_for_node("rollup_1m")[0].metadata
+    meta = _meta(rollups, "rollup_1m")
     print(f"  - rollups {hour_key(first)} … {hour_key(last)}: {meta['points_read'].value} raw points → "
           f"{meta['rows_written'].value} 1 min rows", flush=True)
     days = sorted({first.strftime("%Y-%m-%d"), last.strftime("%Y-%m-%d")})

@@ -7,7 +7,7 @@ import dagster as dg
 from hats_assets.defs.common.resources import resources_from_env
 from hats_assets.defs.core.assets import core_metadata
 from hats_assets.defs.raw.assets import ha_mqtt_feed, observe_raw_points_job, observe_raw_points_schedule, raw_points
-from hats_assets.defs.rollups.assets import rollup_1h, rollup_1m, rollup_5m
+from hats_assets.defs.rollups.assets import rollups
 from hats_assets.defs.rollups.schedules import late_data_sensor, rollup_job, rollup_schedule
 from hats_assets.defs.warehouse.assets import (
     analyst_views,
@@ -19,7 +19,7 @@ from hats_assets.defs.warehouse.assets import (
 )
 
 defs = dg.Definitions(
-    assets=[ha_mqtt_feed, raw_points, core_metadata, rollup_1m, rollup_5m, rollup_1h, hourly_rollup, daily_rollup,
+    assets=[ha_mqtt_feed, raw_points, core_metadata, rollups, hourly_rollup, daily_rollup,
             *analyst_views],
     jobs=[observe_raw_points_job, rollup_job, warehouse_job],
     schedules=[observe_raw_points_schedule, rollup_schedule, warehouse_schedule],

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
+
+import dagster as dg
 
 from ha_simulator.publish import Publisher, Target
 from hats_assets.defs.common.resources import InfluxDBResource, PostgresResource
@@ -37,3 +41,13 @@ def asset_resources(tenant: Tenant) -> dict[str, object]:
                                      password=env["HATS_INFLUX_DAGSTER_PASSWORD"], tenant=tenant.name),
         "postgres": PostgresResource(dsn=env["HATS_DAGSTER_DSN"]),
     }
+
+
+def metadata_of(result: dg.ExecuteInProcessResult, asset: str) -> Mapping[str, Any]:
+    """The metadata of one asset's materialisation in a run (a multi-asset reports several assets; a
+    single-run backfill reports the same metadata once per partition)."""
+    events = [e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey(asset)]
+    assert events, f"{asset} was not materialised"
+    materialization = events[0].materialization
+    assert materialization is not None
+    return materialization.metadata

@@ -24,12 +24,12 @@ import psycopg
 import pytest
 
 from hats_assets.definitions import defs
-from hats_assets.defs.rollups.assets import TRIGGER_TAG, rollup_1h, rollup_1m, rollup_5m
+from hats_assets.defs.rollups.assets import TRIGGER_TAG, rollups
 from hats_assets.defs.rollups.contract import WINDOWS_NS
 from hats_assets.defs.rollups.schedules import late_data_sensor
 from hats_assets.defs.warehouse.assets import daily_rollup, hourly_rollup
 from tests.conftest import Tenant, WorkerProcess, wait_for
-from tests.homeassistant import asset_resources, publish, state_changed
+from tests.homeassistant import asset_resources, metadata_of, publish, state_changed
 from tests.rollup_reference import NS, Event, counter_reference, gauge_reference
 
 pytestmark = pytest.mark.integration
@@ -37,7 +37,7 @@ pytestmark = pytest.mark.integration
 REL = 1e-9
 DAY = (datetime.now(UTC) - timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
 DAY_KEY = DAY.strftime("%Y-%m-%d")
-ROLLUPS = [rollup_1m, rollup_5m, rollup_1h]
+ROLLUPS = [rollups]
 WAREHOUSE = [hourly_rollup, daily_rollup]
 RANGE_TAGS = {"dagster/asset_partition_range_start": f"{DAY_KEY}-00:00",
               "dagster/asset_partition_range_end": f"{DAY_KEY}-23:00"}
@@ -146,7 +146,7 @@ def influx_frame(tenant: Tenant, kind: str, window: str, start: datetime, end: d
              'GROUP BY "entity_id"')
     for series in tenant.influx(query):
         frame = pd.DataFrame(series["values"], columns=series["columns"]).rename(columns={"time": "window_start"})
-        frames[series["tags"]["entity_id"]] = frame.rename(columns={"last_seen": "last_seen_s"})
+        frames[series["tags"]["entity_id"]] = frame
     return frames
 
 
@@ -215,8 +215,12 @@ def test_a_day_rolls_up_exactly_and_late_data_re_rolls_its_hours(
 
     result = dg.materialize(ROLLUPS, instance=instance, resources=resources, tags=RANGE_TAGS)
     assert result.success
-    assert len(instance.get_runs()) == 1  # the whole day in one run (single-run backfill)
-    meta = result.asset_materializations_for_node("rollup_1m")[0].metadata
+    assert len(instance.get_runs()) == 1  # the whole day in one run (single-run backfill)…
+    for asset in ("rollup_1m", "rollup_5m", "rollup_1h"):  # …that records each of its 24 partitions
+        partitions = [e.partition for e in result.get_asset_materialization_events()
+                      if e.asset_key == dg.AssetKey(asset)]
+        assert partitions == [f"{DAY_KEY}-{hour:02d}:00" for hour in range(24)]
+    meta = metadata_of(result, "rollup_1m")
     assert meta["points_read"].value == unique + duplicated
     assert meta["duplicates_dropped"].value == duplicated
     assert meta["series_gauges"].value == 6
@@ -305,7 +309,7 @@ def test_a_day_rolls_up_exactly_and_late_data_re_rolls_its_hours(
     for request in requests:
         rerun = dg.materialize(ROLLUPS, instance=instance, resources=resources, partition_key=request.partition_key,
                                tags=request.tags)
-        trigger = rerun.asset_materializations_for_node("rollup_1m")[0].metadata["trigger"].value
+        trigger = metadata_of(rerun, "rollup_1m")["trigger"].value
         assert trigger == request.tags[TRIGGER_TAG]
     assert_rollups_match(tenant, fleet, DAY, DAY + timedelta(days=1))
     again = late_data_sensor(dg.build_sensor_context(instance=instance, resources=resources, definitions=defs))

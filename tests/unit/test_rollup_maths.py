@@ -29,6 +29,7 @@ from hats_assets.defs.rollups.maths import (
     Carry,
     counter_windows,
     gauge_windows,
+    reaggregate,
 )
 
 REL = 1e-9
@@ -505,3 +506,40 @@ def _cycles(readings: list[float], carry: float | None) -> list[list[float]]:
         else:
             cycles[-1].append(cur)
     return cycles
+
+
+# --- re-aggregation (what the 5 min and 1 h rollups are made of) -----------------------------------
+
+
+@pytest.mark.parametrize("kind", ["gauge", "counter"])
+def test_reaggregated_windows_equal_windows_computed_from_the_points(kind: str) -> None:
+    """5 min and 1 h rows built from 1 min rows of many series equal those computed from the raw points."""
+    rng = np.random.default_rng(11)
+    start, end = s(0), s(2 * 3600)
+    compute = gauge_windows if kind == "gauge" else counter_windows
+    fine: list[pd.DataFrame] = []
+    direct: dict[int, list[pd.DataFrame]] = {WINDOW_5M_NS: [], WINDOW_1H_NS: []}
+    for series in range(12):
+        n = int(rng.integers(5, 300))
+        times = np.sort(rng.choice(np.arange(start, end, 1_000_000, dtype=np.int64), size=n, replace=False))
+        values = (rng.normal(20.0, 3.0, n) if kind == "gauge" else np.cumsum(rng.random(n)) + 100.0)
+        values[rng.random(n) < 0.15] = np.nan
+        if kind == "counter":
+            values[n // 2:] -= 90.0  # a meter reset
+        carry = (s(-1), float(values[0] if not np.isnan(values[0]) else 1.0)) if series % 3 else None
+        fine.append(compute(times, values, start, end, WINDOW_1M_NS, carry).assign(series=series))
+        for window in direct:
+            direct[window].append(compute(times, values, start, end, window, carry).assign(series=series))
+    one = pd.concat(fine, ignore_index=True)
+    if kind == "counter":
+        one["available_s"] = 1.0
+    for window, frames in direct.items():
+        got = reaggregate(one, window, kind)
+        want = pd.concat(frames, ignore_index=True)
+        assert got[["series", "window_start"]].values.tolist() == want[["series", "window_start"]].values.tolist()
+        columns = ["mean", "min", "max", "count", "last", "last_seen_s"] if kind == "gauge" else [
+            "consumption", "count", "resets", "last", "last_seen_s"]
+        for column in columns:
+            assert got[column].to_numpy() == pytest.approx(want[column].to_numpy(), rel=REL, nan_ok=True), column
+        if kind == "gauge":
+            assert got["available_s"].to_numpy() == pytest.approx(want["available_s"].to_numpy(), rel=REL)

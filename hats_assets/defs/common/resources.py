@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import io
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import dagster as dg
 import httpx
+import msgpack  # type: ignore[import-untyped]
 import psycopg
-import pyarrow as pa
-import pyarrow.csv as pa_csv
 from pydantic import Field
 
 from ingest_worker.contract import RAW_RP, database_for
@@ -66,28 +64,21 @@ class InfluxDBResource(dg.ConfigurableResource):
             series.extend(result.get("series", []))
         return series
 
-    def query_table(
-        self, influxql: str, params: Mapping[str, Any] | None, columns: Mapping[str, pa.DataType]
-    ) -> pa.Table:
-        """Run one statement and parse its CSV answer into Arrow: millions of points, no Python objects.
+    def query_points(self, influxql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Like ``query`` but for millions of points: InfluxDB's MessagePack answer.
 
-        JSON costs ~1 kB of Python objects per point once parsed; InfluxDB 1.x's CSV (``name,tags,time,
-        <fields>``, times in epoch ns) parsed by Arrow keeps the measurement and tag columns
-        dictionary-encoded. An empty answer is an empty table with ``columns``.
+        Measured on one day of 1,000 entities at 10 s (8.64 M points): JSON 24 s and 262 MB, CSV 31 s
+        and 642 MB (name and tags repeated on every row), MessagePack 11–15 s and 164 MB; serialising
+        is InfluxDB's bottleneck, so big reads are also split in time and run side by side.
         """
-        response = self._post_query(influxql, params, "application/csv")
-        body = response.content
-        if body.startswith(b"error") or b"\nerror," in body[:4096]:
-            raise InfluxQueryError(f"InfluxDB: {body[:300]!r} (query: {influxql})")
-        types = {"name": pa.dictionary(pa.int32(), pa.string()), "tags": pa.dictionary(pa.int32(), pa.string()),
-                 "time": pa.int64(), **columns}
-        if not body.strip():
-            return pa.table({name: pa.array([], type=kind) for name, kind in types.items()})
-        return pa_csv.read_csv(
-            io.BytesIO(body),
-            convert_options=pa_csv.ConvertOptions(column_types=types, include_columns=list(types),
-                                                  strings_can_be_null=True),
-        )
+        response = self._post_query(influxql, params, "application/x-msgpack")
+        body = msgpack.unpackb(response.content)
+        series: list[dict[str, Any]] = []
+        for result in body.get("results", []):
+            if "error" in result:
+                raise InfluxQueryError(f"InfluxDB: {result['error']} (query: {influxql})")
+            series.extend(result.get("series", []))
+        return series
 
     def write(self, lines: Sequence[str], rp: str) -> int:
         """Write line protocol (ns precision) into retention policy ``rp``; returns the lines written.

@@ -5,10 +5,10 @@ and ``quantity`` (the raw measurement: temperature, power, energy…), so a wind
 quantity re-aggregate in ONE InfluxQL statement. Fields:
 
 * gauges: ``mean`` (time-weighted over available time), ``min``, ``max``, ``count`` (integer: raw
-  points), ``last`` (last value held while available), ``available_s``, ``value_s`` (= mean x
-  available_s, what makes coarser means exact sums), ``last_seen`` (epoch s of the last point; absent
-  when the window had none);
-* counters: ``consumption``, ``count``, ``resets`` (integers), ``last``, ``available_s``, ``last_seen``.
+  points), ``last`` (last value held while available), ``available_s`` (the weight that makes coarser
+  means exact: sum of mean x available_s over sum of available_s), ``last_seen_s`` (epoch s of the
+  last point; absent when the window had none);
+* counters: ``consumption``, ``count``, ``resets`` (integers), ``last``, ``available_s``, ``last_seen_s``.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ WINDOWS_NS: Final = {"1m": WINDOW_1M_NS, "5m": WINDOW_5M_NS, "1h": WINDOW_1H_NS}
 # Home Assistant's statistics treat these state classes as meters; everything else numeric is a gauge.
 COUNTER_STATE_CLASSES: Final = ("total", "total_increasing")
 TAG_KEYS: Final = ("entity_id", "quantity")
-GAUGE_FIELDS: Final = ("mean", "min", "max", "count", "last", "available_s", "value_s", "last_seen")
-COUNTER_FIELDS: Final = ("consumption", "count", "resets", "last", "available_s", "last_seen")
+GAUGE_FIELDS: Final = ("mean", "min", "max", "count", "last", "available_s", "last_seen_s")
+COUNTER_FIELDS: Final = ("consumption", "count", "resets", "last", "available_s", "last_seen_s")
 INTEGER_FIELDS: Final = frozenset({"count", "resets"})
 
 

@@ -4,18 +4,22 @@ The thin shell around ``maths``: everything here is fetching and reshaping. One 
 (measurement, entity_id): the worker may have written an entity under several ``source`` tags (e.g.
 statestream and eventstream at once), which InfluxDB merges under ``GROUP BY entity_id``; points at
 the same instant from two sources are one observation, so duplicates keep the numeric one.
+
+InfluxDB 1.x serialises one query's answer on one core and that is the slowest part of a rollup
+(MessagePack, see ``InfluxDBResource.query_points``), so the window is read as ``READ_SLICES`` time
+slices side by side; the carries are two more small queries in the same pool.
 """
 
 from __future__ import annotations
 
+import itertools
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from hats_assets.defs.common.resources import InfluxDBResource
 from hats_assets.defs.rollups.maths import Carry, FloatArray, IntArray
@@ -24,9 +28,7 @@ HERE: Final = Path(__file__).parent
 WINDOW_QUERY: Final = (HERE / "raw_window.influxql").read_text()
 CARRY_LAST_QUERY: Final = (HERE / "carry_last.influxql").read_text()
 CARRY_READING_QUERY: Final = (HERE / "carry_reading.influxql").read_text()
-VALUE_AND_STATE: Final = {"value": pa.float64(), "state": pa.string()}
-VALUE_ONLY: Final = {"value": pa.float64()}
-TAG_PREFIX: Final = "entity_id="
+READ_SLICES: Final = 2  # measured on 2 cores: 1 query 10.8 s, 2 time slices side by side 7.9 s
 
 SeriesKey = tuple[str, str]  # (measurement, entity_id)
 
@@ -50,71 +52,76 @@ class RawWindow:
     duplicates_dropped: int
 
 
-def _entity(tags: str) -> str:
-    if not tags.startswith(TAG_PREFIX):
-        raise ValueError(f"unexpected tag set {tags!r} from InfluxDB (GROUP BY entity_id)")
-    return tags[len(TAG_PREFIX):]
+def _key(series: dict[str, Any]) -> SeriesKey:
+    return str(series["name"]), str(series["tags"]["entity_id"])
 
 
-def _series_arrays(table: pa.Table) -> tuple[list[SeriesKey], IntArray, IntArray, FloatArray]:
-    """Series keys and, per row, the series code, time and value (NaN where the row had no number)."""
-    name = table.column("name").combine_chunks()
-    tags = table.column("tags").combine_chunks()
-    if not isinstance(name, pa.DictionaryArray) or not isinstance(tags, pa.DictionaryArray):
-        raise TypeError("name and tags must be dictionary-encoded")
-    name_index = name.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-    tags_index = tags.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-    names = name.dictionary.to_pylist()
-    tag_sets = [_entity(t) for t in tags.dictionary.to_pylist()]
-    raw_code = name_index * max(len(tag_sets), 1) + tags_index
-    unique_codes, code = np.unique(raw_code, return_inverse=True)
-    keys = [(names[c // max(len(tag_sets), 1)], tag_sets[c % max(len(tag_sets), 1)]) for c in unique_codes.tolist()]
-    times = table.column("time").to_numpy().astype(np.int64)
-    values = pc.fill_null(table.column("value"), np.nan).to_numpy()
-    return keys, code.astype(np.int64), times, np.asarray(values, dtype=np.float64)
+def _arrays(rows: list[list[Any]]) -> tuple[IntArray, FloatArray]:
+    """[[time, value, state?], …] → times and values (NaN where the row held no number)."""
+    columns = list(zip(*rows, strict=True))
+    times = np.fromiter(columns[0], dtype=np.int64, count=len(rows))
+    values = np.array(columns[1], dtype=np.float64)  # None (a state row) becomes NaN
+    return times, values
+
+
+def _dedupe(times: IntArray, values: FloatArray) -> tuple[IntArray, FloatArray, int]:
+    """Time order, one row per instant, the numeric one first among duplicates."""
+    step = np.diff(times)
+    if step.size and bool(np.all(step > 0)):
+        return times, values, 0
+    order = np.lexsort((np.isnan(values), times))
+    times, values = times[order], values[order]
+    keep = np.ones(times.size, dtype=bool)
+    keep[1:] = times[1:] != times[:-1]
+    return times[keep], values[keep], int((~keep).sum())
+
+
+def _carries(answer: list[dict[str, Any]]) -> dict[SeriesKey, tuple[int, float]]:
+    out: dict[SeriesKey, tuple[int, float]] = {}
+    for series in answer:
+        time_ns, value = series["values"][0][:2]
+        out[_key(series)] = (int(time_ns), float("nan") if value is None else float(value))
+    return out
 
 
 def _numeric(carry: Carry) -> bool:
     return carry is not None and not np.isnan(carry[1])
 
 
-def _carries(table: pa.Table) -> dict[SeriesKey, tuple[int, float]]:
-    keys, code, times, values = _series_arrays(table)
-    return {keys[c]: (int(t), float(v)) for c, t, v in zip(code.tolist(), times.tolist(), values.tolist(), strict=True)}
-
-
 def read_window(influxdb: InfluxDBResource, start: datetime, end: datetime) -> RawWindow:
-    """All raw series with a point in ``[start, end)`` or a carried-in point before it.
+    """All raw series with a point in ``[start, end)`` or a numeric state carried in from before it.
 
     A series with only a carry (a quiet sensor, a door that stayed shut) still holds its state through
     the window, so it is rolled up too; one with nothing numeric in or before the window is text only
     and is left out.
     """
-    params = {"start": start.isoformat(), "end": end.isoformat()}
-    table = influxdb.query_table(WINDOW_QUERY, params, VALUE_AND_STATE)
-    carry_last = _carries(influxdb.query_table(CARRY_LAST_QUERY, params, VALUE_AND_STATE))
-    carry_reading = _carries(influxdb.query_table(CARRY_READING_QUERY, params, VALUE_ONLY))
+    step = (end - start) / READ_SLICES
+    bounds = [start + step * i for i in range(READ_SLICES)] + [end]
+    carry_params = {"start": start.isoformat()}
+    with ThreadPoolExecutor(max_workers=READ_SLICES + 2) as pool:
+        slices = [pool.submit(influxdb.query_points, WINDOW_QUERY, {"start": a.isoformat(), "end": b.isoformat()})
+                  for a, b in itertools.pairwise(bounds)]
+        carry_last = pool.submit(influxdb.query_points, CARRY_LAST_QUERY, carry_params)
+        carry_reading = pool.submit(influxdb.query_points, CARRY_READING_QUERY, carry_params)
+        pieces: dict[SeriesKey, list[tuple[IntArray, FloatArray]]] = {}
+        for part in slices:  # in time order, so concatenating keeps each series sorted
+            for series in part.result():
+                pieces.setdefault(_key(series), []).append(_arrays(series["values"]))
+        last, reading = _carries(carry_last.result()), _carries(carry_reading.result())
 
-    keys, code, times, values = _series_arrays(table)
-    # Group by series, time order inside, numeric row first among duplicates of one instant.
-    order = np.lexsort((np.isnan(values), times, code))
-    code, times, values = code[order], times[order], values[order]
-    duplicate = np.zeros(code.size, dtype=bool)
-    duplicate[1:] = (code[1:] == code[:-1]) & (times[1:] == times[:-1])
-    keep = ~duplicate
-    code, times, values = code[keep], times[keep], values[keep]
-    bounds = np.searchsorted(code, np.arange(len(keys) + 1))
-
-    series: list[RawSeries] = []
-    seen: set[SeriesKey] = set()
-    for index, key in enumerate(keys):
-        lo, hi = int(bounds[index]), int(bounds[index + 1])
-        seen.add(key)
-        carry, reading = carry_last.get(key), carry_reading.get(key)
-        if bool(np.any(~np.isnan(values[lo:hi]))) or _numeric(carry) or reading is not None:
-            series.append(RawSeries(key[0], key[1], times[lo:hi], values[lo:hi], carry, reading))
+    out: list[RawSeries] = []
+    points = duplicates = 0
+    for key, parts in pieces.items():
+        times = np.concatenate([t for t, _ in parts])
+        values = np.concatenate([v for _, v in parts])
+        points += times.size
+        times, values, dropped = _dedupe(times, values)
+        duplicates += dropped
+        carry, carried_reading = last.get(key), reading.get(key)
+        if bool(np.any(~np.isnan(values))) or _numeric(carry) or carried_reading is not None:
+            out.append(RawSeries(key[0], key[1], times, values, carry, carried_reading))
     empty_t, empty_v = np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
-    for key, carry in carry_last.items():
-        if key not in seen and _numeric(carry):
-            series.append(RawSeries(key[0], key[1], empty_t, empty_v, carry, carry_reading[key]))
-    return RawWindow(series=series, points_read=table.num_rows, duplicates_dropped=int(duplicate.sum()))
+    for key, carry in last.items():
+        if key not in pieces and _numeric(carry):
+            out.append(RawSeries(key[0], key[1], empty_t, empty_v, carry, reading.get(key)))
+    return RawWindow(series=out, points_read=points, duplicates_dropped=duplicates)

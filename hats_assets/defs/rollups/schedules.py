@@ -11,7 +11,7 @@ from pathlib import Path
 import dagster as dg
 
 from hats_assets.defs.common.resources import InfluxDBResource, PostgresResource
-from hats_assets.defs.rollups.assets import TRIGGER_TAG, rollup_1h, rollup_1m, rollup_5m
+from hats_assets.defs.rollups.assets import TRIGGER_TAG, rollups
 from hats_assets.partitions import hour_key, hourly_partitions
 
 LATE_HOURS_SQL = (Path(__file__).parent / "late_hours.sql").read_text()
@@ -21,7 +21,7 @@ LATE_HOURS_PER_TICK = 48  # a tick never floods the queue; the rest follow on th
 
 rollup_job = dg.define_asset_job(
     "rollup_hourly_job",
-    selection=[rollup_1m, rollup_5m, rollup_1h],
+    selection=[rollups],
     description="Raw points → 1 min → 5 min → 1 h rollups for one hour (or a range, in one run).",
     executor_def=dg.in_process_executor,  # three short sequential steps: one process, no per-step start-up
 )

@@ -16,7 +16,6 @@ import psycopg
 from psycopg import sql
 
 from hats_assets.defs.common.resources import InfluxDBResource, PostgresResource
-from hats_assets.defs.rollups.assets import rollup_1h
 from hats_assets.defs.rollups.contract import COUNTER_FIELDS, GAUGE_FIELDS, KINDS, Kind, measurement
 from hats_assets.partitions import chunks, context_window, daily_partitions
 
@@ -74,12 +73,13 @@ def _hourly_rows(influxdb: InfluxDBResource, kind: Kind, start: datetime, end: d
         position = {name: i for i, name in enumerate(series["columns"])}
         for values in series["values"]:
             got = {name: values[position[name]] if name in position else None for name in fields}
-            seen = got["last_seen"]
+            seen, mean = got["last_seen_s"], got.get("mean")
             rows.append((
                 influxdb.tenant, series["tags"]["entity_id"], series["tags"]["quantity"], kind,
                 datetime.fromtimestamp(values[0] / 1e9, tz=UTC),
                 got.get("mean"), got.get("min"), got.get("max"), got["count"], got["last"], got["available_s"],
-                got.get("value_s"), got.get("consumption"), got.get("resets"),
+                None if mean is None else mean * got["available_s"],  # value_s: what makes days exact sums
+                got.get("consumption"), got.get("resets"),
                 datetime.fromtimestamp(seen, tz=UTC) if seen is not None else None,
             ))
     return rows
@@ -88,7 +88,7 @@ def _hourly_rows(influxdb: InfluxDBResource, kind: Kind, start: datetime, end: d
 @dg.asset(
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
-    deps=[rollup_1h],
+    deps=["rollup_1h"],
     automation_condition=reload_on_late_data,
     group_name="warehouse",
     kinds={"postgres"},
@@ -205,7 +205,8 @@ WAREHOUSE_MINUTE_OF_HOUR = 15  # after the rollup schedule's :05 run of the same
 
 
 @dg.schedule(
-    name="warehouse_daily_job_schedule", job=warehouse_job, cron_schedule=f"{WAREHOUSE_MINUTE_OF_HOUR} * * * *", execution_timezone="UTC",
+    name="warehouse_daily_job_schedule", job=warehouse_job, cron_schedule=f"{WAREHOUSE_MINUTE_OF_HOUR} * * * *",
+    execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING,
     description="Hourly at :15 UTC, (re)load the UTC day holding the hour that just ended: today's rows "
                 "follow within the hour, and the 00:15 run makes yesterday final.",
