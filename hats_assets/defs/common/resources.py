@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import gzip
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -11,6 +10,8 @@ from typing import Any
 import dagster as dg
 import httpx
 import msgpack  # type: ignore[import-untyped]
+import numpy as np
+import numpy.typing as npt
 import psycopg
 from pydantic import Field
 
@@ -44,11 +45,13 @@ class InfluxDBResource(dg.ConfigurableResource):
         return database_for(self.tenant)
 
     def _post_query(self, influxql: str, params: Mapping[str, Any] | None, accept: str) -> httpx.Response:
+        """No gzip: compressing a day of points costs InfluxDB's CPU, the rollup's bottleneck (measured
+        8.5 s with gzip vs 5.3 s without for 4.3 M points); answers travel over loopback or a LAN."""
         data = {"q": influxql, "db": self.database, "rp": RAW_RP, "epoch": "ns"}
         if params:
             data["params"] = json.dumps(params)
         response = httpx.post(f"{self.url.rstrip('/')}/query", data=data, auth=(self.username, self.password),
-                              headers={"Accept": accept}, timeout=QUERY_TIMEOUT_S)
+                              headers={"Accept": accept, "Accept-Encoding": "identity"}, timeout=QUERY_TIMEOUT_S)
         if response.status_code != 200:
             raise InfluxQueryError(f"InfluxDB answered {response.status_code}: {response.text[:300]} "
                                    f"(query: {influxql})")
@@ -72,31 +75,107 @@ class InfluxDBResource(dg.ConfigurableResource):
         is InfluxDB's bottleneck, so big reads are also split in time and run side by side.
         """
         response = self._post_query(influxql, params, "application/x-msgpack")
-        body = msgpack.unpackb(response.content)
-        series: list[dict[str, Any]] = []
-        for result in body.get("results", []):
-            if "error" in result:
-                raise InfluxQueryError(f"InfluxDB: {result['error']} (query: {influxql})")
-            series.extend(result.get("series", []))
-        return series
+        return _results(msgpack.unpackb(response.content), influxql)
+
+    def query_float_series(
+        self, influxql: str, params: Mapping[str, Any] | None = None
+    ) -> list[tuple[str, dict[str, str], npt.NDArray[np.int64], npt.NDArray[np.float64]]]:
+        """A ``SELECT <one float field> … GROUP BY <tags>`` answer as (name, tags, times, values) arrays.
+
+        InfluxDB's MessagePack rows of such a query are all ``[int64 time, float64 value]``: 19 bytes each,
+        so a series' rows are read straight into numpy instead of becoming millions of Python lists
+        (measured: 8.64 M points parsed in ~0.3 s instead of ~12 s). Anything else falls back to
+        ``query_points``' general decoding, with the same result.
+        """
+        body = self._post_query(influxql, params, "application/x-msgpack").content
+        try:
+            return _float_series_fast(body)
+        except _NotFixedRows:
+            out = []
+            for series in _results(msgpack.unpackb(body), influxql):
+                rows = series.get("values", [])
+                times = np.array([row[0] for row in rows], dtype=np.int64)
+                values = np.array([row[1] for row in rows], dtype=np.float64)
+                out.append((series["name"], series.get("tags", {}), times, values))
+            return out
 
     def write(self, lines: Sequence[str], rp: str) -> int:
         """Write line protocol (ns precision) into retention policy ``rp``; returns the lines written.
 
-        Raises ``InfluxQueryError`` naming InfluxDB's reason: a rollup that cannot be stored must fail
-        its run, never be half-reported as success.
+        Uncompressed: InfluxDB's CPU is the bottleneck and gunzip is on it (1.44 M rollup lines: 9.7 s
+        gzip'd, 6.7 s plain; 4.9 s plain from two threads). Raises ``InfluxQueryError`` naming InfluxDB's
+        reason: a rollup that cannot be stored must fail its run, never be half-reported as success.
         """
         for begin in range(0, len(lines), WRITE_CHUNK_LINES):
-            body = gzip.compress("\n".join(lines[begin:begin + WRITE_CHUNK_LINES]).encode(), compresslevel=1)
             response = httpx.post(
                 f"{self.url.rstrip('/')}/write", params={"db": self.database, "rp": rp, "precision": "ns"},
-                content=body, headers={"Content-Encoding": "gzip"}, auth=(self.username, self.password),
-                timeout=QUERY_TIMEOUT_S,
+                content="\n".join(lines[begin:begin + WRITE_CHUNK_LINES]).encode(),
+                auth=(self.username, self.password), timeout=QUERY_TIMEOUT_S,
             )
             if response.status_code != 204:
                 raise InfluxQueryError(f"InfluxDB refused a write to {self.database}.{rp} "
                                        f"({response.status_code}): {response.text[:300]}")
         return len(lines)
+
+
+def _results(body: dict[str, Any], influxql: str) -> list[dict[str, Any]]:
+    series: list[dict[str, Any]] = []
+    for result in body.get("results", []):
+        if "error" in result:
+            raise InfluxQueryError(f"InfluxDB: {result['error']} (query: {influxql})")
+        series.extend(result.get("series", []))
+    return series
+
+
+class _NotFixedRows(Exception):
+    """The answer is not made of [int64, float64] rows only: decode it the general way."""
+
+
+# One MessagePack row [time, value]: fixarray(2), int64 marker + big-endian int64, float64 marker + double.
+_ROW = np.dtype([("array", "u1"), ("int64", "u1"), ("time", ">i8"), ("float64", "u1"), ("value", ">f8")])
+_ROW_MARKERS = (0x92, 0xD3, 0xCB)
+
+
+def _float_series_fast(
+    body: bytes,
+) -> list[tuple[str, dict[str, str], npt.NDArray[np.int64], npt.NDArray[np.float64]]]:
+    unpacker = msgpack.Unpacker(raw=False, max_buffer_size=len(body) + 1)
+    unpacker.feed(body)
+    out = []
+    for _ in range(unpacker.read_map_header()):  # {"results": [...]}
+        if unpacker.unpack() != "results":
+            raise _NotFixedRows
+        for _ in range(unpacker.read_array_header()):
+            for _ in range(unpacker.read_map_header()):  # {"statement_id": 0, "series": [...]} or "error"
+                key = unpacker.unpack()
+                if key != "series":
+                    if key == "error":
+                        raise _NotFixedRows
+                    unpacker.skip()
+                    continue
+                for _ in range(unpacker.read_array_header()):
+                    series: dict[str, Any] = {}
+                    for _ in range(unpacker.read_map_header()):
+                        name = unpacker.unpack()
+                        if name != "values":
+                            series[name] = unpacker.unpack()
+                            continue
+                        count = unpacker.read_array_header()
+                        rows = np.frombuffer(unpacker.read_bytes(count * _ROW.itemsize), dtype=_ROW)
+                        markers = (rows["array"], rows["int64"], rows["float64"])
+                        if any(bool(np.any(m != want)) for m, want in zip(markers, _ROW_MARKERS, strict=True)):
+                            raise _NotFixedRows
+                        series["times"] = rows["time"].astype(np.int64)
+                        series["floats"] = rows["value"].astype(np.float64)
+                    if len(series.get("columns", [])) != 2:  # exactly time and one field
+                        raise _NotFixedRows
+                    out.append((series["name"], series.get("tags", {}), series.get("times", _NO_TIMES),
+                                series.get("floats", _NO_FLOATS)))
+    return out
+
+
+_NO_TIMES: npt.NDArray[np.int64] = np.empty(0, dtype=np.int64)
+_NO_FLOATS: npt.NDArray[np.float64] = np.empty(0, dtype=np.float64)
 
 
 class PostgresResource(dg.ConfigurableResource):

@@ -8,8 +8,11 @@ re-run replaces exactly that window. Hourly partitions with a single-run backfil
 of any range is one run that reads the raw data a day at a time.
 """
 
+import itertools
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -30,7 +33,8 @@ WATERMARKS_READ = (HERE / "watermarks_read.sql").read_text()
 WATERMARKS_WRITE = (HERE / "watermarks_write.sql").read_text()
 # Raw data read per query in a backfill: a day of 1,000 entities at 10 s is 8.64 M points (~1 GB).
 RAW_CHUNK = timedelta(days=1)
-WRITE_BATCH_LINES = 100_000  # encoded while the previous batch is being written: InfluxDB parses on its own core
+WRITE_BATCH_LINES = 50_000
+WRITERS = 2  # measured: 1.44 M lines in 6.7 s from one thread, 4.9 s from two
 TRIGGER_TAG = "hats/trigger"
 ROLLUP_TAGS = {"layer": "rollup"}
 OWNERS = ["team:data-platform"]
@@ -56,22 +60,17 @@ def _spec(name: str, deps: list[str]) -> dg.AssetSpec:
                         kinds={"influxdb", "python"}, owners=OWNERS, tags=ROLLUP_TAGS)
 
 
-def _write(influxdb: InfluxDBResource, encoded: Any) -> int:
-    """Encode in this thread while the previous batch is written by another: both cores busy."""
+def _write(influxdb: InfluxDBResource, encoded: Iterator[str]) -> int:
+    """Encode here while up to ``WRITERS`` earlier batches are written: InfluxDB parses each on a core."""
     written = 0
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = None
-        batch: list[str] = []
-        for line in encoded:
-            batch.append(line)
-            if len(batch) == WRITE_BATCH_LINES:
-                if pending is not None:
-                    written += pending.result()
-                pending, batch = pool.submit(influxdb.write, batch, ROLLUP_RP), []
-        if pending is not None:
-            written += pending.result()
-        if batch:
-            written += influxdb.write(batch, ROLLUP_RP)
+    with ThreadPoolExecutor(max_workers=WRITERS) as pool:
+        pending: deque[Future[int]] = deque()
+        while batch := list(itertools.islice(encoded, WRITE_BATCH_LINES)):
+            if len(pending) == WRITERS:
+                written += pending.popleft().result()
+            pending.append(pool.submit(influxdb.write, batch, ROLLUP_RP))
+        while pending:
+            written += pending.popleft().result()
     return written
 
 

@@ -101,21 +101,19 @@ def _empty(kind: Kind) -> pd.DataFrame:
 
 
 def lines(rollups: Rollups, window_name: str) -> Iterator[str]:
-    """Line protocol of one window size, both kinds; NaN fields (``last_seen`` of a window without a
-    point) are left out, integers get their ``i``."""
+    """Line protocol of one window size, both kinds. Every field is always present except
+    ``last_seen_s`` (NaN for a window without a point, then left out); integers get their ``i``."""
     for kind in KINDS:
         frame = rollups.frames[window_name][kind]
         if frame.empty:
             continue
         heads = [series_key(measurement(kind, window_name), (("entity_id", entity), ("quantity", quantity)))
                  for entity, quantity in rollups.entities]
-        names = FIELDS[kind]
-        columns = [frame[name].to_numpy() for name in names]
-        floats = [c.tolist() if name not in INTEGER_FIELDS else c.astype(np.int64).tolist()
-                  for name, c in zip(names, columns, strict=True)]
-        templates = [f"{name}={{!r}}i" if name in INTEGER_FIELDS else f"{name}={{!r}}" for name in names]
-        for series, start, *values in zip(frame["series"].astype(np.int64).tolist(),
-                                          frame["window_start"].astype(np.int64).tolist(), *floats, strict=True):
-            fields = ",".join(t.format(v) for t, v in zip(templates, values, strict=True)
-                              if not (isinstance(v, float) and math.isnan(v)))
-            yield f"{heads[series]} {fields} {start}"
+        names = FIELDS[kind][:-1]  # last_seen_s, the optional one, is appended per row
+        template = ",".join(f"{n}={{}}i" if n in INTEGER_FIELDS else f"{n}={{!r}}" for n in names)
+        columns = [frame[n].to_numpy(dtype=np.int64 if n in INTEGER_FIELDS else np.float64).tolist() for n in names]
+        for series, start, seen, *values in zip(frame["series"].to_numpy(dtype=np.int64).tolist(),
+                                                frame["window_start"].to_numpy(dtype=np.int64).tolist(),
+                                                frame["last_seen_s"].tolist(), *columns, strict=True):
+            tail = "" if math.isnan(seen) else f",last_seen_s={seen!r}"
+            yield f"{heads[series]} {template.format(*values)}{tail} {start}"

@@ -5,9 +5,11 @@ The thin shell around ``maths``: everything here is fetching and reshaping. One 
 statestream and eventstream at once), which InfluxDB merges under ``GROUP BY entity_id``; points at
 the same instant from two sources are one observation, so duplicates keep the numeric one.
 
-InfluxDB 1.x serialises one query's answer on one core and that is the slowest part of a rollup
-(MessagePack, see ``InfluxDBResource.query_points``), so the window is read as ``READ_SLICES`` time
-slices side by side; the carries are two more small queries in the same pool.
+InfluxDB 1.x serialises one query's answer on one core and that is the slowest part of a rollup, so
+the numeric points (``value``, decoded straight into numpy: ``InfluxDBResource.query_float_series``)
+are read as ``READ_SLICES`` time slices side by side; the few ``state`` rows (unavailable, unknown,
+text) and the carries are small queries in the same pool. A state row is a NaN point: not available
+as a number from then on.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from hats_assets.defs.rollups.maths import Carry, FloatArray, IntArray
 
 HERE: Final = Path(__file__).parent
 WINDOW_QUERY: Final = (HERE / "raw_window.influxql").read_text()
+STATES_QUERY: Final = (HERE / "raw_states.influxql").read_text()
 CARRY_LAST_QUERY: Final = (HERE / "carry_last.influxql").read_text()
 CARRY_READING_QUERY: Final = (HERE / "carry_reading.influxql").read_text()
 READ_SLICES: Final = 2  # measured on 2 cores: 1 query 10.8 s, 2 time slices side by side 7.9 s
@@ -56,16 +59,8 @@ def _key(series: dict[str, Any]) -> SeriesKey:
     return str(series["name"]), str(series["tags"]["entity_id"])
 
 
-def _arrays(rows: list[list[Any]]) -> tuple[IntArray, FloatArray]:
-    """[[time, value, state?], …] → times and values (NaN where the row held no number)."""
-    columns = list(zip(*rows, strict=True))
-    times = np.fromiter(columns[0], dtype=np.int64, count=len(rows))
-    values = np.array(columns[1], dtype=np.float64)  # None (a state row) becomes NaN
-    return times, values
-
-
 def _dedupe(times: IntArray, values: FloatArray) -> tuple[IntArray, FloatArray, int]:
-    """Time order, one row per instant, the numeric one first among duplicates."""
+    """Time order (slices and state rows arrive apart), one row per instant, the numeric one kept."""
     step = np.diff(times)
     if step.size and bool(np.all(step > 0)):
         return times, values, 0
@@ -98,15 +93,20 @@ def read_window(influxdb: InfluxDBResource, start: datetime, end: datetime) -> R
     step = (end - start) / READ_SLICES
     bounds = [start + step * i for i in range(READ_SLICES)] + [end]
     carry_params = {"start": start.isoformat()}
-    with ThreadPoolExecutor(max_workers=READ_SLICES + 2) as pool:
-        slices = [pool.submit(influxdb.query_points, WINDOW_QUERY, {"start": a.isoformat(), "end": b.isoformat()})
+    window_params = {"start": start.isoformat(), "end": end.isoformat()}
+    with ThreadPoolExecutor(max_workers=READ_SLICES + 3) as pool:
+        slices = [pool.submit(influxdb.query_float_series, WINDOW_QUERY, {"start": a.isoformat(), "end": b.isoformat()})
                   for a, b in itertools.pairwise(bounds)]
+        states = pool.submit(influxdb.query_points, STATES_QUERY, window_params)
         carry_last = pool.submit(influxdb.query_points, CARRY_LAST_QUERY, carry_params)
         carry_reading = pool.submit(influxdb.query_points, CARRY_READING_QUERY, carry_params)
         pieces: dict[SeriesKey, list[tuple[IntArray, FloatArray]]] = {}
-        for part in slices:  # in time order, so concatenating keeps each series sorted
-            for series in part.result():
-                pieces.setdefault(_key(series), []).append(_arrays(series["values"]))
+        for part in slices:
+            for name, tags, times, values in part.result():
+                pieces.setdefault((name, tags["entity_id"]), []).append((times, values))
+        for series in states.result():
+            times = np.array([row[0] for row in series["values"]], dtype=np.int64)
+            pieces.setdefault(_key(series), []).append((times, np.full(times.size, np.nan)))
         last, reading = _carries(carry_last.result()), _carries(carry_reading.result())
 
     out: list[RawSeries] = []
