@@ -109,18 +109,18 @@ def rollups(
                 for hour, _ in chunks(chunk_start, chunk_end, timedelta(hours=1))
             ])
         context.log.info("%s → %s: %d raw points, %d gauges, %d meters → %s rows", chunk_start, chunk_end,
-                         window.points_read, result.stats.series["gauge"], result.stats.series["counter"],
+                         window.points_read, len(result.stats.series["gauge"]), len(result.stats.series["counter"]),
                          result.stats.rows)
         points += window.points_read
         duplicates += window.duplicates_dropped
         total.add(result.stats)
-    series = total.series["gauge"] + total.series["counter"]
+    series = len(total.series["gauge"]) + len(total.series["counter"])
     common: dict[str, Any] = {
         "window_start": dg.MetadataValue.timestamp(start),
         "window_end": dg.MetadataValue.timestamp(end),
         "hours": int((end - start) / timedelta(hours=1)),
-        "series_gauges": total.series["gauge"],
-        "series_meters": total.series["counter"],
+        "series_gauges": len(total.series["gauge"]),
+        "series_meters": len(total.series["counter"]),
         "trigger": context.run.tags.get(TRIGGER_TAG, "schedule, backfill or manual"),
         "duration_s": round(time.monotonic() - began, 3),
     }

@@ -37,15 +37,15 @@ FIELDS: dict[Kind, tuple[str, ...]] = {"gauge": GAUGE_FIELDS, "counter": COUNTER
 class RollupStats:
     """What a partition's metadata reports, so the UI answers "is this partition complete?"."""
 
-    series: dict[Kind, int] = field(default_factory=lambda: {"gauge": 0, "counter": 0})
+    series: dict[Kind, set[tuple[str, str]]] = field(default_factory=lambda: {"gauge": set(), "counter": set()})
     rows: dict[str, int] = field(default_factory=dict)  # per window name
     carried_only: int = 0  # series with no point in the window, rolled up from their carried state
     resets: int = 0
     available_s: float = 0.0
 
     def add(self, other: RollupStats) -> None:
-        for kind in KINDS:
-            self.series[kind] += other.series[kind]
+        for kind in KINDS:  # distinct over a backfill's chunks, not summed
+            self.series[kind] |= other.series[kind]
         for name, rows in other.rows.items():
             self.rows[name] = self.rows.get(name, 0) + rows
         self.carried_only += other.carried_only
@@ -82,7 +82,7 @@ def compute(window: RawWindow, counters: frozenset[str], start_ns: int, end_ns: 
         frame.insert(0, "series", len(entities))
         entities.append((series.entity_id, series.measurement))
         parts[kind].append(frame)
-        stats.series[kind] += 1
+        stats.series[kind].add((series.entity_id, series.measurement))
         stats.carried_only += series.times_ns.size == 0
         stats.available_s += float(gauge["available_s"].sum())
     frames: dict[str, dict[Kind, pd.DataFrame]] = {"1m": {}, "5m": {}, "1h": {}}
