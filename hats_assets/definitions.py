@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import os
+
 import dagster as dg
 
 from hats_assets.defs.common.resources import resources_from_env
 from hats_assets.defs.core.assets import core_metadata
 from hats_assets.defs.raw.assets import ha_mqtt_feed, observe_raw_points_job, observe_raw_points_schedule, raw_points
+from hats_assets.defs.retention.assets import (
+    retention,
+    retention_job,
+    retention_schedule,
+    retention_settings_from_env,
+)
 from hats_assets.defs.rollups.assets import rollups
 from hats_assets.defs.rollups.schedules import late_data_sensor, rollup_job, rollup_schedule
 from hats_assets.defs.warehouse.assets import (
@@ -20,9 +28,9 @@ from hats_assets.defs.warehouse.assets import (
 
 defs = dg.Definitions(
     assets=[ha_mqtt_feed, raw_points, core_metadata, rollups, hourly_rollup, daily_rollup,
-            *analyst_views],
-    jobs=[observe_raw_points_job, rollup_job, warehouse_job],
-    schedules=[observe_raw_points_schedule, rollup_schedule, warehouse_schedule],
+            *analyst_views, retention],
+    jobs=[observe_raw_points_job, rollup_job, warehouse_job, retention_job],
+    schedules=[observe_raw_points_schedule, rollup_schedule, warehouse_schedule, retention_schedule],
     sensors=[late_data_sensor, warehouse_reload_sensor],
-    resources=resources_from_env(),
+    resources={**resources_from_env(), "retention_settings": retention_settings_from_env(os.environ)},
 )

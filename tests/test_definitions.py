@@ -29,13 +29,15 @@ LINEAGE: dict[str, set[str]] = {
     "entity_daily": {"daily_rollup", "core_metadata"},
     "energy_daily": {"daily_rollup", "core_metadata"},
     "device_last_seen": {"hourly_rollup", "daily_rollup", "core_metadata"},
+    # Retention sits downstream of everything it protects.
+    "retention": {"raw_points", "rollup_1h", "hourly_rollup", "daily_rollup"},
 }
 ROLLUPS = {"rollup_1m", "rollup_5m", "rollup_1h"}
 WAREHOUSE = {"hourly_rollup", "daily_rollup"}
 VIEWS = {"entity_hourly", "entity_daily", "energy_daily", "device_last_seen"}
 GROUPS = {"ha_mqtt_feed": "raw", "raw_points": "raw", "core_metadata": "raw",
           **dict.fromkeys(ROLLUPS, "rollups"), **dict.fromkeys(WAREHOUSE, "warehouse"),
-          **dict.fromkeys(VIEWS, "analyst_views")}
+          **dict.fromkeys(VIEWS, "analyst_views"), "retention": "retention"}
 LATE_DATA_LABEL = "reload a loaded day when its upstream partitions were updated (late data)"
 
 
@@ -47,9 +49,10 @@ def test_definitions_load_and_validate() -> None:
     dg.Definitions.validate_loadable(defs)
     repository = defs.get_repository_def()
     assert {name for name in repository.job_names if not name.startswith("__")} == {
-        "observe_raw_points", "rollup_hourly_job", "warehouse_daily_job"}
+        "observe_raw_points", "rollup_hourly_job", "warehouse_daily_job", "retention_job"}
     assert {schedule.name for schedule in repository.schedule_defs} == {
-        "observe_raw_points_schedule", "rollup_hourly_job_schedule", "warehouse_daily_job_schedule"}
+        "observe_raw_points_schedule", "rollup_hourly_job_schedule", "warehouse_daily_job_schedule",
+        "retention_job_schedule"}
     # Both ours: Dagster's automatic automation-condition sensor would start STOPPED, so the warehouse
     # reload has its own, running by default, and no default one is added.
     assert {sensor.name for sensor in repository.sensor_defs} == {"late_data_sensor", "warehouse_late_data_reload"}
@@ -66,11 +69,13 @@ def test_jobs_select_their_layer() -> None:
 
 def test_schedules_and_sensor() -> None:
     schedules = {name: defs.resolve_schedule_def(name) for name in (
-        "observe_raw_points_schedule", "rollup_hourly_job_schedule", "warehouse_daily_job_schedule")}
+        "observe_raw_points_schedule", "rollup_hourly_job_schedule", "warehouse_daily_job_schedule",
+        "retention_job_schedule")}
     assert {name: (s.job_name, s.cron_schedule, s.execution_timezone) for name, s in schedules.items()} == {
         "observe_raw_points_schedule": ("observe_raw_points", "*/5 * * * *", None),
         "rollup_hourly_job_schedule": ("rollup_hourly_job", "5 * * * *", "UTC"),
         "warehouse_daily_job_schedule": ("warehouse_daily_job", "15 * * * *", "UTC"),
+        "retention_job_schedule": ("retention_job", "30 3 * * *", "UTC"),
     }
     assert {s.default_status for s in schedules.values()} == {dg.DefaultScheduleStatus.RUNNING}
 
@@ -95,7 +100,7 @@ def test_lineage_edges_follow_the_data_path() -> None:
 def test_what_dagster_computes_observes_or_only_shows() -> None:
     graph = defs.resolve_asset_graph()
     nodes = {key.to_user_string(): graph.get(key) for key in graph.get_all_asset_keys()}
-    assert {name for name, node in nodes.items() if node.is_materializable} == ROLLUPS | WAREHOUSE
+    assert {name for name, node in nodes.items() if node.is_materializable} == ROLLUPS | WAREHOUSE | {"retention"}
     assert {name for name, node in nodes.items() if node.is_observable} == {"raw_points", "core_metadata"}
     assert {name for name, node in nodes.items() if node.is_external and not node.is_observable} == (
         {"ha_mqtt_feed"} | VIEWS)
@@ -113,7 +118,7 @@ def test_partitions_hourly_for_rollups_daily_for_the_warehouse() -> None:
         assert isinstance(partitions, dg.DailyPartitionsDefinition), name
         assert partitions.timezone == "UTC"
         assert partitions.get_first_partition_key() == "2026-01-01"
-    for name in LINEAGE.keys() - ROLLUPS - WAREHOUSE:
+    for name in LINEAGE.keys() - ROLLUPS - WAREHOUSE:  # incl. retention: one run covers every store
         assert _node(name).partitions_def is None, name
 
 

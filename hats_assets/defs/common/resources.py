@@ -199,4 +199,11 @@ def resources_from_env() -> dict[str, Any]:
             tenant=dg.EnvVar("HATS_TENANT"),
         ),
         "postgres": PostgresResource(dsn=dg.EnvVar("HATS_DAGSTER_DSN")),
+        # Only retention uses it: InfluxDB 1.x requires an admin to ALTER RETENTION POLICY.
+        "influxdb_admin": InfluxDBResource(
+            url=dg.EnvVar("HATS_INFLUX_URL"),
+            username=dg.EnvVar("HATS_INFLUX_ADMIN_USERNAME"),
+            password=dg.EnvVar("HATS_INFLUX_ADMIN_PASSWORD"),
+            tenant=dg.EnvVar("HATS_TENANT"),
+        ),
     }
