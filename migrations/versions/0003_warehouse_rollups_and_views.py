@@ -53,51 +53,31 @@ _ROLLUP_COLUMNS = """
 
 VIEWS = ("entity_hourly", "entity_daily", "energy_daily", "device_last_seen")
 
-
-def upgrade() -> None:
-    op.execute("DROP TABLE analytics.entity_hourly")
-    for owner in ("CURRENT_USER", "hats_dagster"):
-        op.execute(f"ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA analytics "
-                   "REVOKE SELECT ON TABLES FROM hats_analyst")
-
-    for table, period, period_type in (("hourly_rollup", "hour", "timestamptz"), ("daily_rollup", "day", "date")):
-        columns = _ROLLUP_COLUMNS.format(period=period, period_type=period_type)
-        op.execute(f"CREATE TABLE analytics.{table} ({columns}) PARTITION BY RANGE ({period})")
-    op.execute("CREATE INDEX daily_rollup_day_idx ON analytics.daily_rollup (day, kind)")
-    for table, text in (
-        ("hourly_rollup", "One row per entity, quantity and UTC hour, from InfluxDB rollup gauge_1h/counter_1h"),
-        ("daily_rollup", "One row per entity, quantity and UTC day, re-aggregated exactly from hourly_rollup"),
-    ):
-        op.execute(f"COMMENT ON TABLE analytics.{table} IS '{text}'")
-        op.execute(f"ALTER TABLE analytics.{table} OWNER TO hats_dagster")
-    op.execute("COMMENT ON COLUMN analytics.hourly_rollup.value_s IS "
-               "'mean x available_s: sums of it over sums of available_s give exact coarser means'")
-
-    op.execute("""
+# The analyst views as 0003 created them (0004 re-creates them faster; its downgrade restores these).
+VIEW_SQL = {
+    "entity_hourly": """
         CREATE VIEW analytics.entity_hourly AS
         SELECT r.tenant_id, r.entity_id, e.friendly_name, e.device_id, r.quantity AS measurement,
                e.unit_canonical AS unit, r.kind, r.hour, r.mean, r.min, r.max, r.count, r.last,
                r.consumption, r.resets, round((100 * r.available_s / 3600)::numeric, 2) AS coverage_pct,
                r.last_seen
         FROM analytics.hourly_rollup r
-        LEFT JOIN core.entities e ON e.tenant_id = r.tenant_id::citext AND e.entity_id = r.entity_id""")
-    op.execute("""
+        LEFT JOIN core.entities e ON e.tenant_id = r.tenant_id::citext AND e.entity_id = r.entity_id""",
+    "entity_daily": """
         CREATE VIEW analytics.entity_daily AS
         SELECT r.tenant_id, r.entity_id, e.friendly_name, e.device_id, r.quantity AS measurement,
                e.unit_canonical AS unit, r.kind, r.day, r.mean, r.min, r.max, r.count, r.last,
                r.consumption, round((100 * r.available_s / 86400)::numeric, 2) AS coverage_pct, r.last_seen
         FROM analytics.daily_rollup r
-        LEFT JOIN core.entities e ON e.tenant_id = r.tenant_id::citext AND e.entity_id = r.entity_id""")
-    op.execute("""
+        LEFT JOIN core.entities e ON e.tenant_id = r.tenant_id::citext AND e.entity_id = r.entity_id""",
+    "energy_daily": """
         CREATE VIEW analytics.energy_daily AS
         SELECT r.tenant_id, r.entity_id, e.friendly_name, e.device_id, r.day, r.consumption AS kwh,
                r.resets AS meter_resets, r.count AS readings
         FROM analytics.daily_rollup r
         JOIN core.entities e ON e.tenant_id = r.tenant_id::citext AND e.entity_id = r.entity_id
-        WHERE r.kind = 'counter' AND e.unit_canonical = 'kWh'""")
-    # Availability: share of the last 7 complete UTC days that the device's gauge entities (sensors,
-    # binary sensors, battery) held an available state; days an entity sent nothing count as unavailable.
-    op.execute("""
+        WHERE r.kind = 'counter' AND e.unit_canonical = 'kWh'""",
+    "device_last_seen": """
         CREATE VIEW analytics.device_last_seen AS
         SELECT d.tenant_id::text AS tenant_id, d.device_id, d.name, d.manufacturer, d.model,
                seen.last_seen, battery.last AS battery_pct, battery.hour AS battery_at,
@@ -125,7 +105,31 @@ def upgrade() -> None:
             JOIN analytics.daily_rollup r ON r.tenant_id = e.tenant_id::text AND r.entity_id = e.entity_id
             WHERE e.tenant_id = d.tenant_id AND e.device_id = d.device_id AND r.kind = 'gauge'
               AND r.day >= (now() AT TIME ZONE 'UTC')::date - 7 AND r.day < (now() AT TIME ZONE 'UTC')::date
-        ) avail ON true""")
+        ) avail ON true""",
+}
+
+
+def upgrade() -> None:
+    op.execute("DROP TABLE analytics.entity_hourly")
+    for owner in ("CURRENT_USER", "hats_dagster"):
+        op.execute(f"ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA analytics "
+                   "REVOKE SELECT ON TABLES FROM hats_analyst")
+
+    for table, period, period_type in (("hourly_rollup", "hour", "timestamptz"), ("daily_rollup", "day", "date")):
+        columns = _ROLLUP_COLUMNS.format(period=period, period_type=period_type)
+        op.execute(f"CREATE TABLE analytics.{table} ({columns}) PARTITION BY RANGE ({period})")
+    op.execute("CREATE INDEX daily_rollup_day_idx ON analytics.daily_rollup (day, kind)")
+    for table, text in (
+        ("hourly_rollup", "One row per entity, quantity and UTC hour, from InfluxDB rollup gauge_1h/counter_1h"),
+        ("daily_rollup", "One row per entity, quantity and UTC day, re-aggregated exactly from hourly_rollup"),
+    ):
+        op.execute(f"COMMENT ON TABLE analytics.{table} IS '{text}'")
+        op.execute(f"ALTER TABLE analytics.{table} OWNER TO hats_dagster")
+    op.execute("COMMENT ON COLUMN analytics.hourly_rollup.value_s IS "
+               "'mean x available_s: sums of it over sums of available_s give exact coarser means'")
+
+    for view_sql in VIEW_SQL.values():
+        op.execute(view_sql)
     comments = {
         "entity_hourly": "Per entity and UTC hour: time-weighted mean (unavailable time excluded), min, max, "
                          "point count, last value, consumption for counters, coverage % of the hour",

@@ -90,7 +90,7 @@ def test_upgrade_downgrade_upgrade(fresh_database: str, stack_env: dict[str, str
     with psycopg.connect(fresh_database) as conn:
         assert conn.execute("SELECT uuid_generate_v4() IS NOT NULL, gen_random_uuid() IS NOT NULL, "
                             "'A'::citext = 'a'").fetchone() == (True, True, True)
-        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0003",)]
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0004",)]
 
     migrate(fresh_database, "base", downgrade=True)
     at_base = _catalogue(fresh_database)
@@ -109,9 +109,29 @@ def test_upgrade_downgrade_upgrade(fresh_database: str, stack_env: dict[str, str
     assert _catalogue(fresh_database) == at_head
 
 
+INDEXES_0004 = {"entities_tenant_text_entity_idx", "entities_tenant_device_idx", "daily_rollup_tenant_day_idx"}
+
+
+def _view_and_indexes(dsn: str) -> tuple[bool, set[str]]:
+    """Whether entity_daily still joins through citext (0003), and which of the indexes 0003/0004 made exist."""
+    with psycopg.connect(dsn) as conn:
+        definition = conn.execute("SELECT pg_get_viewdef('analytics.entity_daily'::regclass)").fetchone()
+        names = {row[0] for row in conn.execute(
+            "SELECT indexname FROM pg_indexes WHERE indexname = ANY(%s)",
+            (["daily_rollup_day_idx", *INDEXES_0004],)).fetchall()}
+    assert definition is not None
+    return "citext" in str(definition[0]), names
+
+
 def test_each_step_downgrades_cleanly(fresh_database: str) -> None:
     migrate(fresh_database)
     at_head = _catalogue(fresh_database)
+
+    # 0004 → 0003: the views' joins go back to citext, the indexes 0004 added go.
+    assert _view_and_indexes(fresh_database) == (False, INDEXES_0004)
+    migrate(fresh_database, "0003", downgrade=True)
+    assert _view_and_indexes(fresh_database) == (True, {"daily_rollup_day_idx"})
+    assert _catalogue(fresh_database) == at_head  # same relations, grants and owners
 
     # 0003 → 0002: the warehouse goes, the skeleton table (partitioned, loader-owned, analyst-readable) is back.
     migrate(fresh_database, "0002", downgrade=True)
@@ -134,6 +154,9 @@ def test_each_step_downgrades_cleanly(fresh_database: str) -> None:
     assert _catalogue(fresh_database) == downgraded
 
     migrate(fresh_database, "0003")
+    assert _view_and_indexes(fresh_database) == (True, {"daily_rollup_day_idx"})
+    migrate(fresh_database)
+    assert _view_and_indexes(fresh_database) == (False, INDEXES_0004)
     upgraded = _catalogue(fresh_database)
     assert "analytics.entity_hourly" in upgraded["views"]
     assert "analytics.entity_hourly" not in upgraded["tables"]
