@@ -23,10 +23,12 @@ ROLES = {"hats_ingest", "hats_dagster", "hats_analyst"}
 VIEWS = {"analytics.entity_hourly", "analytics.entity_daily", "analytics.energy_daily", "analytics.device_last_seen"}
 TABLES_0002 = {"core.tenants", "core.devices", "core.entities", "ops.dead_letters", "ops.retention_audit",
                "analytics.entity_hourly"}
-TABLES_HEAD = (TABLES_0002 - {"analytics.entity_hourly"}) | {
+TABLES_0004 = (TABLES_0002 - {"analytics.entity_hourly"}) | {
     "ops.ingest_hours", "ops.rollup_watermarks", "analytics.hourly_rollup", "analytics.daily_rollup"}
+TABLES_HEAD = TABLES_0004 | {"ops.dq_results"}
 SEQUENCES_0002 = {"ops.dead_letters_id_seq", "ops.retention_audit_id_seq"}
-SEQUENCES_HEAD = SEQUENCES_0002 | {"ops.ingest_version"}
+SEQUENCES_0004 = SEQUENCES_0002 | {"ops.ingest_version"}
+SEQUENCES_HEAD = SEQUENCES_0004 | {"ops.dq_results_id_seq"}
 
 
 @pytest.fixture
@@ -90,7 +92,7 @@ def test_upgrade_downgrade_upgrade(fresh_database: str, stack_env: dict[str, str
     with psycopg.connect(fresh_database) as conn:
         assert conn.execute("SELECT uuid_generate_v4() IS NOT NULL, gen_random_uuid() IS NOT NULL, "
                             "'A'::citext = 'a'").fetchone() == (True, True, True)
-        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0004",)]
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0005",)]
 
     migrate(fresh_database, "base", downgrade=True)
     at_base = _catalogue(fresh_database)
@@ -127,11 +129,18 @@ def test_each_step_downgrades_cleanly(fresh_database: str) -> None:
     migrate(fresh_database)
     at_head = _catalogue(fresh_database)
 
+    # 0005 → 0004: only ops.dq_results goes.
+    migrate(fresh_database, "0004", downgrade=True)
+    at_0004 = _catalogue(fresh_database)
+    assert (at_0004["tables"], at_0004["sequences"]) == (TABLES_0004, SEQUENCES_0004)
+    same = {k: v for k, v in at_0004.items() if k not in {"tables", "sequences"}}
+    assert same == {k: v for k, v in at_head.items() if k not in {"tables", "sequences"}}
+
     # 0004 → 0003: the views' joins go back to citext, the indexes 0004 added go.
     assert _view_and_indexes(fresh_database) == (False, INDEXES_0004)
     migrate(fresh_database, "0003", downgrade=True)
     assert _view_and_indexes(fresh_database) == (True, {"daily_rollup_day_idx"})
-    assert _catalogue(fresh_database) == at_head  # same relations, grants and owners
+    assert _catalogue(fresh_database) == at_0004  # same relations, grants and owners
 
     # 0003 → 0002: the warehouse goes, the skeleton table (partitioned, loader-owned, analyst-readable) is back.
     migrate(fresh_database, "0002", downgrade=True)

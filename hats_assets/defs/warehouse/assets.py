@@ -16,6 +16,7 @@ import psycopg
 from psycopg import sql
 
 from hats_assets.defs.common.resources import InfluxDBResource, PostgresResource
+from hats_assets.defs.quality.checks import failed_hours
 from hats_assets.defs.rollups.contract import COUNTER_FIELDS, GAUGE_FIELDS, KINDS, Kind, measurement
 from hats_assets.partitions import chunks, context_window, daily_partitions
 
@@ -102,6 +103,14 @@ def hourly_rollup(
     users (partitioned by month). Read through the analytics.entity_hourly view."""
     began = time.monotonic()
     start, end = context_window(context)
+    failed = failed_hours(postgres, influxdb.tenant, start, end)
+    if failed:
+        listed = ", ".join(f"{hour:%Y-%m-%d-%H:00} {check}" for hour, check, _ in failed[:24])
+        raise dg.Failure(
+            description=f"not loading: rollup hours failed blocking data-quality checks ({listed}); fix the data "
+                        "or re-run those rollup partitions, then this day loads",
+            metadata={"failed_hours": dg.MetadataValue.json([[f"{h:%Y-%m-%d-%H:00}", c, n] for h, c, n in failed])},
+        )
     inserted = replaced = 0
     partitions: set[str] = set()
     entities: set[str] = set()

@@ -1,0 +1,91 @@
+"""Blocking data-quality checks on the real stores: a planted out-of-range value and a raw point the
+rollup never saw each fail the right check with the rows to act on, are recorded in ops.dq_results,
+and keep the day out of the warehouse; after the fix and a re-run, the checks pass and the day loads."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+import httpx
+import psycopg
+import pytest
+
+from hats_assets.defs.quality.checks import plausible_ranges, raw_points_all_rolled_up, rollup_checks
+from hats_assets.defs.rollups.assets import rollups
+from hats_assets.defs.warehouse.assets import daily_rollup, hourly_rollup
+from tests.conftest import Tenant
+from tests.homeassistant import asset_resources
+
+pytestmark = pytest.mark.integration
+
+HOUR = (datetime.now(UTC) - timedelta(days=1)).replace(hour=9, minute=0, second=0, microsecond=0)
+PARTITION = HOUR.strftime("%Y-%m-%d-%H:%M")
+DAY = HOUR.strftime("%Y-%m-%d")
+
+
+def write_raw(tenant: Tenant, lines: list[str]) -> None:
+    response = httpx.post(f"{tenant.env['HATS_INFLUX_URL']}/write", params={"db": tenant.database, "rp": "raw"},
+                          content="\n".join(lines),
+                          auth=(tenant.env["HATS_INFLUX_USERNAME"], tenant.env["HATS_INFLUX_PASSWORD"]))
+    assert response.status_code == 204, response.text
+
+
+def at(minutes: float) -> int:
+    return int((HOUR + timedelta(minutes=minutes)).timestamp() * 1e9)
+
+
+def checks(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
+    return {e.check_name: e for e in result.get_asset_check_evaluations()}
+
+
+def dq_rows(tenant: Tenant) -> list[tuple[object, ...]]:
+    with psycopg.connect(tenant.env["HATS_PG_DSN"]) as conn:
+        return conn.execute("SELECT check_name, passed, failing, details FROM ops.dq_results WHERE tenant_id = %s "
+                            "ORDER BY id", (tenant.name,)).fetchall()
+
+
+def test_failing_checks_name_the_rows_and_keep_the_day_out_of_the_warehouse(tenant: Tenant) -> None:
+    write_raw(tenant, [
+        *(f"temperature,entity_id=sensor.kitchen,source=t value={20 + i / 10} {at(i * 5)}" for i in range(12)),
+        f"temperature,entity_id=sensor.oven_probe,source=t value=21.0 {at(1)}",
+        f"temperature,entity_id=sensor.oven_probe,source=t value=95.5 {at(30)}",  # not a room: out of range
+        *(f"humidity,entity_id=sensor.bath,source=t value={55 + i} {at(i * 10)}" for i in range(6)),
+        *(f"energy,entity_id=sensor.meter,source=t value={100 + i / 4} {at(i * 15)}" for i in range(4)),
+    ])
+    resources = asset_resources(tenant)
+    assets = [rollups, *rollup_checks]
+    result = dg.materialize(assets, partition_key=PARTITION, resources=resources, raise_on_error=False)
+    found = checks(result)
+    assert found["plausible_ranges"].passed is False
+    assert found["plausible_ranges"].metadata["entities"].value == [
+        {"entity_id": "sensor.oven_probe", "quantity": "temperature", "min": 21.0, "max": 95.5,
+         "allowed": [-60.0, 80.0]}]
+    assert found["raw_points_all_rolled_up"].passed is True
+    assert [(c, p, n) for c, p, n, _ in dq_rows(tenant)] == [
+        ("plausible_ranges", False, 1), ("raw_points_all_rolled_up", True, 0)]
+
+    # The warehouse refuses the day while an hour's latest blocking result failed.
+    loaded = dg.materialize([hourly_rollup, daily_rollup], partition_key=DAY, resources=resources, raise_on_error=False)
+    assert not loaded.success
+    failure = next(e for e in loaded.all_events if e.event_type_value == "STEP_FAILURE")
+    assert f"{PARTITION[:13]}:00 plausible_ranges" in str(failure.event_specific_data)
+
+    # A raw point the rollup never saw: the completeness check (run alone) names the entity.
+    write_raw(tenant, [f"humidity,entity_id=sensor.bath,source=t value=70 {at(59)}"])
+    alone = dg.materialize(assets, resources=resources, raise_on_error=False, tags={"dagster/partition": PARTITION},
+                           selection=dg.AssetSelection.checks(raw_points_all_rolled_up))
+    assert checks(alone)["raw_points_all_rolled_up"].metadata["incomplete_entities"].value == [
+        {"entity_id": "sensor.bath", "raw_points": 7, "rolled_up": 6}]
+
+    # Fix: the probe's reading was wrong (delete it); re-run the partition: both pass, the day loads.
+    httpx.post(f"{tenant.env['HATS_INFLUX_URL']}/query", data={
+        "q": f"DELETE FROM temperature WHERE entity_id = 'sensor.oven_probe' AND time = {at(30)}",
+        "db": tenant.database}, auth=(tenant.env["HATS_INFLUX_ADMIN_USERNAME"],
+                                      tenant.env["HATS_INFLUX_ADMIN_PASSWORD"])).raise_for_status()
+    rerun = dg.materialize(assets, partition_key=PARTITION, resources=resources)
+    assert {name: e.passed for name, e in checks(rerun).items()} == {"plausible_ranges": True,
+                                                                     "raw_points_all_rolled_up": True}
+    assert dg.materialize([hourly_rollup, daily_rollup], partition_key=DAY, resources=resources).success
+    assert plausible_ranges.check_specs  # both checks are blocking: they gate what runs after them in a run
+    assert all(spec.blocking for check in rollup_checks for spec in check.check_specs)
