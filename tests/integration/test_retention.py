@@ -160,4 +160,22 @@ def test_dry_run_plans_exactly_what_retention_then_does(tenant: Tenant, seeded: 
     assert state(tenant, marker)["raw"] == "720h0m0s"
     [check] = caught_up.get_asset_check_evaluations()
     assert check.passed
+
+    # A rolled-up hour whose latest blocking data-quality result failed is not verified either: it will
+    # be re-rolled from its raw data, so that raw data is kept; a passing re-check releases it.
+    failed_hour = seeded["hours"]["lagging"] + HOUR
+    with psycopg.connect(tenant.env["HATS_DAGSTER_DSN"], autocommit=True) as conn:
+        conn.execute("INSERT INTO ops.dq_results (tenant_id, asset, check_name, window_start, window_end, passed, "
+                     "severity) VALUES (%s, 'rollup_1h', 'plausible_ranges', %s, %s, false, 'ERROR')",
+                     (tenant.name, failed_hour, failed_hour + HOUR))
+    blocked = run(tenant, dry_run=False)
+    [check] = blocked.get_asset_check_evaluations()
+    assert check.metadata["unverified_hours"].value == [f"{failed_hour:%Y-%m-%d-%H:00}"]
+    assert state(tenant, marker)["raw"] != "720h0m0s"
+    with psycopg.connect(tenant.env["HATS_DAGSTER_DSN"], autocommit=True) as conn:
+        conn.execute("INSERT INTO ops.dq_results (tenant_id, asset, check_name, window_start, window_end, passed, "
+                     "severity) VALUES (%s, 'rollup_1h', 'plausible_ranges', %s, %s, true, 'ERROR')",
+                     (tenant.name, failed_hour, failed_hour + HOUR))
+    run(tenant, dry_run=False)
+    assert state(tenant, marker)["raw"] == "720h0m0s"
     assert "configured" in {row[2]: row for row in audit(tenant, caught_up.run_id)}[f"{tenant.database}.raw"][6]

@@ -2,9 +2,9 @@
 
 Daily, downstream of what it protects (raw points, rollups, warehouse): sets and verifies the InfluxDB
 retention-policy durations (``raw`` never shorter than the oldest raw hour whose rollups are not
-materialised and current, plus a margin), drops expired PostgreSQL ``analytics`` month partitions,
-purges expired ``ops`` rows, and writes every action to ``ops.retention_audit``. ``dry_run`` records
-and prints the same plan without changing anything.
+materialised, current and passing their blocking checks, plus a margin), drops expired PostgreSQL
+``analytics`` month partitions, purges expired ``ops`` rows, and writes every action to
+``ops.retention_audit``. ``dry_run`` records and prints the same plan without changing anything.
 """
 
 import time
@@ -44,7 +44,8 @@ class RetentionSettings(dg.ConfigurableResource):
     raw_days: int = Field(default=30, ge=30, le=90, description="Raw points in InfluxDB, days (30–90)")
     rollup_months: int = Field(default=24, ge=12, le=24,
                                description="InfluxDB rollups and PostgreSQL warehouse partitions, months (12–24)")
-    ops_months: int = Field(default=12, ge=1, le=120, description="ops.dead_letters and ops.retention_audit, months")
+    ops_months: int = Field(default=12, ge=1, le=120,
+                            description="ops.dead_letters, ops.retention_audit and ops.dq_results, months")
     margin_hours: int = Field(default=30, ge=1, le=24 * 14,
                               description="Extra raw retention beyond the oldest unverified hour: at least the "
                                           "interval between retention runs (daily) plus slack")
@@ -127,6 +128,7 @@ def _ops_purges(cur: Any, tenant: str, ops_cutoff: datetime, raw_cutoff: datetim
     for table, column, cutoff, per_tenant in (
         ("dead_letters", "received_at", ops_cutoff, False),
         ("retention_audit", "executed_at", ops_cutoff, False),
+        ("dq_results", "checked_at", ops_cutoff, False),
         ("ingest_hours", "hour", raw_cutoff, True),
         ("rollup_watermarks", "hour", raw_cutoff, True),
     ):

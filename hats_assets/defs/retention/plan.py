@@ -44,7 +44,7 @@ def raw_duration(now: datetime, configured_days: int, oldest_unverified: datetim
                  margin: timedelta) -> tuple[timedelta, bool]:
     """The raw policy's duration, in whole hours, and whether it had to exceed the configured one.
 
-    ``oldest_unverified`` is the oldest raw hour whose rollups are not materialised and current. Its
+    ``oldest_unverified`` is the oldest raw hour whose rollups are not materialised, current and checked. Its
     shard group starts at the day's 00:00; that day is kept while ``duration > now - day start``.
     """
     configured = timedelta(days=configured_days)
