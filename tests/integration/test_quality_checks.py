@@ -11,7 +11,8 @@ import httpx
 import psycopg
 import pytest
 
-from hats_assets.defs.quality.checks import plausible_ranges, raw_points_all_rolled_up, rollup_checks
+from hats_assets.defs.quality.rollup_checks import plausible_ranges, raw_points_all_rolled_up, rollup_checks
+from hats_assets.defs.quality.warehouse_checks import warehouse_rows_match_rollups
 from hats_assets.defs.rollups.assets import rollups
 from hats_assets.defs.warehouse.assets import daily_rollup, hourly_rollup
 from tests.conftest import Tenant
@@ -86,6 +87,17 @@ def test_failing_checks_name_the_rows_and_keep_the_day_out_of_the_warehouse(tena
     rerun = dg.materialize(assets, partition_key=PARTITION, resources=resources)
     assert {name: e.passed for name, e in checks(rerun).items()} == {"plausible_ranges": True,
                                                                      "raw_points_all_rolled_up": True}
-    assert dg.materialize([hourly_rollup, daily_rollup], partition_key=DAY, resources=resources).success
+    warehouse = [hourly_rollup, daily_rollup, warehouse_rows_match_rollups]
+    loaded = dg.materialize(warehouse, partition_key=DAY, resources=resources)
+    assert checks(loaded)["warehouse_rows_match_rollups"].passed
+
+    # A row lost between InfluxDB and PostgreSQL: the warehouse check names the entity and the counts.
+    with psycopg.connect(tenant.env["HATS_PG_DSN"], autocommit=True) as conn:
+        conn.execute("DELETE FROM analytics.hourly_rollup WHERE tenant_id = %s AND entity_id = 'sensor.meter'",
+                     (tenant.name,))
+    lost = dg.materialize(warehouse, resources=resources, raise_on_error=False, tags={"dagster/partition": DAY},
+                          selection=dg.AssetSelection.checks(warehouse_rows_match_rollups))
+    assert checks(lost)["warehouse_rows_match_rollups"].metadata["mismatched_entities"].value == [
+        {"entity_id": "sensor.meter", "rollup_rows": 1, "warehouse_rows": 0, "distinct_rows": 0}]
     assert plausible_ranges.check_specs  # both checks are blocking: they gate what runs after them in a run
     assert all(spec.blocking for check in rollup_checks for spec in check.check_specs)

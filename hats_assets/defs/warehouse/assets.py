@@ -16,7 +16,7 @@ import psycopg
 from psycopg import sql
 
 from hats_assets.defs.common.resources import InfluxDBResource, PostgresResource
-from hats_assets.defs.quality.checks import failed_hours
+from hats_assets.defs.quality.results import failed_hours
 from hats_assets.defs.rollups.contract import COUNTER_FIELDS, GAUGE_FIELDS, KINDS, Kind, measurement
 from hats_assets.partitions import chunks, context_window, daily_partitions
 

@@ -2,12 +2,10 @@
 
 Both are blocking and ERROR: a partition that fails them is not loaded into the warehouse until it is
 fixed or re-run (``hourly_rollup`` refuses days whose latest result for an hour failed, see
-``failed_hours``). Every result is also written to ``ops.dq_results`` with the rows a person can act on.
+``results.failed_hours``). Every result is also written to ``ops.dq_results`` with the rows a person can act on.
 """
 
-import json
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -15,12 +13,9 @@ import pandas as pd
 
 from hats_assets.defs.common.resources import InfluxDBResource, PostgresResource
 from hats_assets.defs.quality.expectations import failing_rows
+from hats_assets.defs.quality.results import frame_of, plain, record
 from hats_assets.partitions import hourly_partitions
 
-HERE = Path(__file__).parent
-RECORD_SQL = (HERE / "record_result.sql").read_text()
-FAILED_HOURS_SQL = (HERE / "failed_hours.sql").read_text()
-DETAILS_LISTED = 50
 # Plausible values per quantity (canonical units); quantities not listed are not range-checked.
 PLAUSIBLE: dict[str, tuple[float | None, float | None]] = {
     "temperature": (-60.0, 80.0),
@@ -43,31 +38,6 @@ def _params(start: datetime, end: datetime) -> dict[str, str]:
     return {"start": start.isoformat(), "end": end.isoformat()}
 
 
-def _frame(series: list[dict[str, Any]], tag_keys: tuple[str, ...]) -> pd.DataFrame:
-    frames = []
-    for one in series:
-        frame = pd.DataFrame(one["values"], columns=one["columns"])
-        for key in tag_keys:
-            frame[key] = one["tags"][key]
-        frames.append(frame)
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["time", *tag_keys])
-
-
-def _plain(rows: list[dict[str, Any]]) -> Any:
-    """JSON-native values for metadata (numpy scalars are not), capped to what a person reads."""
-    return json.loads(json.dumps(rows[:DETAILS_LISTED], default=str))
-
-
-def _record(context: dg.AssetCheckExecutionContext, postgres: PostgresResource, tenant: str, asset: str,
-            check: str, window: tuple[datetime, datetime], failing: list[dict[str, Any]], checked: int) -> None:
-    with postgres.connect() as conn:
-        conn.execute(RECORD_SQL, {
-            "run_id": context.run.run_id, "tenant": tenant, "asset": asset, "check": check,
-            "start": window[0], "end": window[1], "passed": not failing, "severity": "ERROR",
-            "failing": len(failing), "checked": checked, "details": json.dumps(_plain(failing)),
-        })
-
-
 @dg.asset_check(
     asset="rollup_1h", name="plausible_ranges", blocking=True, partitions_def=hourly_partitions,
     description="Every gauge's hourly min and max lie in its quantity's plausible range (humidity and battery "
@@ -77,10 +47,10 @@ def plausible_ranges(
     context: dg.AssetCheckExecutionContext, influxdb: InfluxDBResource, postgres: PostgresResource
 ) -> dg.AssetCheckResult:
     window = _window(context)
-    gauges = _frame(influxdb.query('SELECT "min", "max" FROM "rollup"."gauge_1h" WHERE time >= $start AND '
+    gauges = frame_of(influxdb.query('SELECT "min", "max" FROM "rollup"."gauge_1h" WHERE time >= $start AND '
                                    'time < $end GROUP BY "entity_id", "quantity"', _params(*window)),
                     ("entity_id", "quantity"))
-    meters = _frame(influxdb.query('SELECT "consumption" FROM "rollup"."counter_1h" WHERE time >= $start AND '
+    meters = frame_of(influxdb.query('SELECT "consumption" FROM "rollup"."counter_1h" WHERE time >= $start AND '
                                    'time < $end GROUP BY "entity_id", "quantity"', _params(*window)),
                     ("entity_id", "quantity"))
     failing: list[dict[str, Any]] = []
@@ -96,11 +66,11 @@ def plausible_ranges(
         failing.append({"entity_id": meters.at[i, "entity_id"], "quantity": meters.at[i, "quantity"],
                         "consumption": float(str(meters.at[i, "consumption"])), "allowed": [0.0, None]})
     checked = len(gauges) + len(meters)
-    _record(context, postgres, influxdb.tenant, "rollup_1h", "plausible_ranges", window, failing, checked)
+    record(context, postgres, influxdb.tenant, "rollup_1h", "plausible_ranges", window, failing, checked)
     return dg.AssetCheckResult(
         passed=not failing, severity=dg.AssetCheckSeverity.ERROR,
         metadata={"rows_checked": checked, "out_of_range": len(failing),
-                  "entities": dg.MetadataValue.json(_plain(failing)),
+                  "entities": dg.MetadataValue.json(plain(failing)),
                   "what_to_do": "fix the device or its unit in Home Assistant, then re-run the partition"},
     )
 
@@ -115,9 +85,9 @@ def raw_points_all_rolled_up(
     context: dg.AssetCheckExecutionContext, influxdb: InfluxDBResource, postgres: PostgresResource
 ) -> dg.AssetCheckResult:
     window = _window(context)
-    raw = _frame(influxdb.query('SELECT count("value") FROM "raw"./.*/ WHERE time >= $start AND time < $end '
+    raw = frame_of(influxdb.query('SELECT count("value") FROM "raw"./.*/ WHERE time >= $start AND time < $end '
                                 'GROUP BY "entity_id", "source"', _params(*window)), ("entity_id", "source"))
-    rolled = _frame(influxdb.query('SELECT sum("count") FROM "rollup"."gauge_1m", "rollup"."counter_1m" '
+    rolled = frame_of(influxdb.query('SELECT sum("count") FROM "rollup"."gauge_1m", "rollup"."counter_1m" '
                                    'WHERE time >= $start AND time < $end GROUP BY "entity_id"', _params(*window)),
                     ("entity_id",))
     per_entity = raw.groupby("entity_id")["count"].agg(raw_max="max", raw_sum="sum") if len(raw) else pd.DataFrame(
@@ -131,19 +101,13 @@ def raw_points_all_rolled_up(
     records = frame.to_dict("records")
     failing = [{"entity_id": records[i]["entity_id"], "raw_points": int(records[i]["raw_sum"]),
                 "rolled_up": int(records[i]["rolled"])} for i in sorted(bad)]
-    _record(context, postgres, influxdb.tenant, "rollup_1m", "raw_points_all_rolled_up", window, failing, len(frame))
+    record(context, postgres, influxdb.tenant, "rollup_1m", "raw_points_all_rolled_up", window, failing, len(frame))
     return dg.AssetCheckResult(
         passed=not failing, severity=dg.AssetCheckSeverity.ERROR,
         metadata={"entities_checked": len(frame), "raw_points": int(frame["raw_sum"].sum()) if len(frame) else 0,
-                  "incomplete_entities": dg.MetadataValue.json(_plain(failing)),
+                  "incomplete_entities": dg.MetadataValue.json(plain(failing)),
                   "what_to_do": "re-run the partition (late points arrived while it ran, or a write failed)"},
     )
-
-
-def failed_hours(postgres: PostgresResource, tenant: str, start: datetime, end: datetime) -> list[tuple[Any, ...]]:
-    """Hours in ``[start, end)`` whose latest result of some blocking check failed."""
-    with postgres.connect() as conn:
-        return conn.execute(FAILED_HOURS_SQL, {"tenant": tenant, "start": start, "end": end}).fetchall()
 
 
 rollup_checks = [plausible_ranges, raw_points_all_rolled_up]
