@@ -27,9 +27,14 @@ def frame_of(series: list[dict[str, Any]], tag_keys: tuple[str, ...]) -> pd.Data
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["time", *tag_keys])
 
 
+def _native(value: Any) -> Any:
+    """numpy scalars → Python numbers; anything else as text."""
+    return value.item() if hasattr(value, "item") else str(value)
+
+
 def plain(rows: list[dict[str, Any]]) -> Any:
     """JSON-native values for metadata (numpy scalars are not), capped to what a person reads."""
-    return json.loads(json.dumps(rows[:DETAILS_LISTED], default=str))
+    return json.loads(json.dumps(rows[:DETAILS_LISTED], default=_native))
 
 
 def record(context: dg.AssetCheckExecutionContext, postgres: PostgresResource, tenant: str, asset: str,
@@ -39,7 +44,7 @@ def record(context: dg.AssetCheckExecutionContext, postgres: PostgresResource, t
         conn.execute(RECORD_SQL, {
             "run_id": context.run.run_id, "tenant": tenant, "asset": asset, "check": check,
             "start": window[0], "end": window[1], "passed": not failing, "severity": severity,
-            "failing": len(failing), "checked": checked, "details": json.dumps(plain(failing)),
+            "failing": len(failing), "checked": checked, "details": json.dumps(failing, default=_native),
         })
 
 

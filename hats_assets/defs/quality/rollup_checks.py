@@ -5,15 +5,20 @@ fixed or re-run (``hourly_rollup`` refuses days whose latest result for an hour 
 ``results.failed_hours``). Every result is also written to ``ops.dq_results`` with the rows a person can act on.
 """
 
-from datetime import datetime
+import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 
 from hats_assets.defs.common.resources import InfluxDBResource, PostgresResource
+from hats_assets.defs.core.assets import counter_entities
 from hats_assets.defs.quality.expectations import failing_rows
 from hats_assets.defs.quality.results import frame_of, plain, record
+from hats_assets.defs.rollups.maths import RESET_RATIO
+from hats_assets.defs.rollups.raw_reader import read_window
 from hats_assets.partitions import hourly_partitions
 
 # Plausible values per quantity (canonical units); quantities not listed are not range-checked.
@@ -110,4 +115,126 @@ def raw_points_all_rolled_up(
     )
 
 
-rollup_checks = [plausible_ranges, raw_points_all_rolled_up]
+
+
+@dg.asset_check(
+    asset="rollup_1m", name="one_row_per_entity_and_minute", blocking=True, partitions_def=hourly_partitions,
+    description="No entity has two 1 min rows for the same minute (two quantities, or both a gauge and a "
+                "meter), and no row of the partition lies in the future.",
+)
+def one_row_per_entity_and_minute(
+    context: dg.AssetCheckExecutionContext, influxdb: InfluxDBResource, postgres: PostgresResource
+) -> dg.AssetCheckResult:
+    window = _window(context)
+    rows = frame_of(influxdb.query('SELECT "count" FROM "rollup"."gauge_1m", "rollup"."counter_1m" '
+                                   'WHERE time >= $start AND time < $end GROUP BY "entity_id", "quantity"',
+                                   _params(*window)), ("entity_id", "quantity"))
+    start_ns, end_ns = (int(t.timestamp()) * 1_000_000_000 for t in window)
+    bad = set(failing_rows(rows, "ExpectCompoundColumnsToBeUnique", column_list=["entity_id", "time"]))
+    bad |= set(failing_rows(rows, "ExpectColumnValuesToBeBetween", column="time", min_value=start_ns,
+                            max_value=min(end_ns, time.time_ns()) - 1))
+    records = rows.to_dict("records")
+    failing = [{"entity_id": records[i]["entity_id"], "quantity": records[i]["quantity"],
+                "minute": datetime.fromtimestamp(records[i]["time"] / 1e9, tz=UTC).isoformat()} for i in sorted(bad)]
+    record(context, postgres, influxdb.tenant, "rollup_1m", "one_row_per_entity_and_minute", window, failing,
+           len(rows))
+    return dg.AssetCheckResult(
+        passed=not failing, severity=dg.AssetCheckSeverity.ERROR,
+        metadata={"rows_checked": len(rows), "duplicate_or_misplaced": dg.MetadataValue.json(plain(failing)),
+                  "what_to_do": "an entity changed quantity or state_class mid-hour, or a clock is ahead: fix its "
+                                "metadata in Home Assistant, then re-run the partition"},
+    )
+
+
+# Usual cadence: the entity's mean interval over the day before the partition; a gap is a silence longer
+# than GAP_CADENCES of those intervals (and at least MIN_GAP).
+CADENCE_LOOKBACK = timedelta(days=1)
+GAP_CADENCES = 3.0
+MIN_GAP = timedelta(minutes=5)
+MIN_SHARE = 0.5
+
+
+@dg.asset_check(
+    asset="rollup_1m", name="points_match_cadence", blocking=False, partitions_def=hourly_partitions,
+    description="Completeness: each entity sent at least half the points its usual cadence (the day before) "
+                "predicts for the hour; its silences longer than 3 intervals are listed as gaps. WARN: "
+                "event-driven sensors are irregular by nature.",
+)
+def points_match_cadence(
+    context: dg.AssetCheckExecutionContext, influxdb: InfluxDBResource, postgres: PostgresResource
+) -> dg.AssetCheckResult:
+    window = _window(context)
+    start, end = window
+    usual = {s["tags"]["entity_id"]: int(s["values"][0][1]) for s in influxdb.query(
+        'SELECT count("value") FROM "raw"./.*/ WHERE time >= $start AND time < $end GROUP BY "entity_id"',
+        _params(start - CADENCE_LOOKBACK, start))}
+    raw = read_window(influxdb, start, end)
+    failing: list[dict[str, Any]] = []
+    for series in raw.series:
+        before = usual.get(series.entity_id, 0)
+        if before < CADENCE_LOOKBACK / timedelta(hours=1):  # under one point an hour: no usual cadence to hold to
+            continue
+        interval_s = CADENCE_LOOKBACK.total_seconds() / before
+        expected = (end - start).total_seconds() / interval_s
+        times = series.times_ns[~np.isnan(series.values)]
+        edges = np.concatenate(([_ns(start)], times, [_ns(end)]))
+        silence = np.diff(edges) / 1e9
+        limit = max(GAP_CADENCES * interval_s, MIN_GAP.total_seconds())
+        gaps = [[datetime.fromtimestamp(edges[i] / 1e9, tz=UTC).isoformat(), round(float(silence[i]))]
+                for i in np.flatnonzero(silence > limit)]
+        if times.size < MIN_SHARE * expected or gaps:
+            failing.append({"entity_id": series.entity_id, "points": int(times.size), "expected": round(expected),
+                            "gaps": gaps})
+    record(context, postgres, influxdb.tenant, "rollup_1m", "points_match_cadence", window, failing,
+           len(raw.series), severity="WARN")
+    return dg.AssetCheckResult(
+        passed=not failing, severity=dg.AssetCheckSeverity.WARN,
+        metadata={"entities_checked": len(raw.series), "entities_with_gaps": len(failing),
+                  "gaps": dg.MetadataValue.json(plain(failing)),
+                  "what_to_do": "check the devices' batteries, radio links or integrations for these hours"},
+    )
+
+
+@dg.asset_check(
+    asset="rollup_1m", name="meters_only_grow", blocking=False, partitions_def=hourly_partitions,
+    description="Meters (total / total_increasing) never go down except at a detected reset (below 0.9 x the "
+                "previous reading); small dips are listed. WARN: the rollup already ignores them.",
+)
+def meters_only_grow(
+    context: dg.AssetCheckExecutionContext, influxdb: InfluxDBResource, postgres: PostgresResource
+) -> dg.AssetCheckResult:
+    window = _window(context)
+    meters = counter_entities(postgres, influxdb.tenant)
+    raw = read_window(influxdb, *window)
+    failing: list[dict[str, Any]] = []
+    checked = 0
+    for series in raw.series:
+        if series.entity_id not in meters:
+            continue
+        checked += 1
+        keep = np.isfinite(series.values) & (series.values >= 0)
+        readings, times = series.values[keep], series.times_ns[keep]
+        if series.carry_reading is not None:
+            readings, times = np.concatenate(([series.carry_reading[1]], readings)), np.concatenate(
+                ([series.carry_reading[0]], times))
+        previous, current = readings[:-1], readings[1:]
+        dips = np.flatnonzero((current < previous) & (current >= RESET_RATIO * previous))
+        if dips.size:
+            failing.append({"entity_id": series.entity_id, "dips": [
+                [datetime.fromtimestamp(times[i + 1] / 1e9, tz=UTC).isoformat(), float(previous[i]),
+                 float(current[i])] for i in dips[:10]], "count": int(dips.size)})
+    record(context, postgres, influxdb.tenant, "rollup_1m", "meters_only_grow", window, failing, checked,
+           severity="WARN")
+    return dg.AssetCheckResult(
+        passed=not failing, severity=dg.AssetCheckSeverity.WARN,
+        metadata={"meters_checked": checked, "meters_with_dips": dg.MetadataValue.json(plain(failing)),
+                  "what_to_do": "a dipping meter usually reports a rounded or restored value; check the device"},
+    )
+
+
+def _ns(moment: datetime) -> int:
+    return int(moment.timestamp()) * 1_000_000_000
+
+
+rollup_checks = [plausible_ranges, raw_points_all_rolled_up, one_row_per_entity_and_minute, points_match_cadence,
+                 meters_only_grow]
