@@ -20,7 +20,9 @@ pytestmark = pytest.mark.integration
 
 SCHEMAS = "('core', 'ops', 'analytics')"
 ROLES = {"hats_ingest", "hats_dagster", "hats_analyst"}
-VIEWS = {"analytics.entity_hourly", "analytics.entity_daily", "analytics.energy_daily", "analytics.device_last_seen"}
+VIEWS_0005 = {"analytics.entity_hourly", "analytics.entity_daily", "analytics.energy_daily",
+              "analytics.device_last_seen"}
+VIEWS = VIEWS_0005 | {"analytics.data_quality_daily"}
 TABLES_0002 = {"core.tenants", "core.devices", "core.entities", "ops.dead_letters", "ops.retention_audit",
                "analytics.entity_hourly"}
 TABLES_0004 = (TABLES_0002 - {"analytics.entity_hourly"}) | {
@@ -92,7 +94,7 @@ def test_upgrade_downgrade_upgrade(fresh_database: str, stack_env: dict[str, str
     with psycopg.connect(fresh_database) as conn:
         assert conn.execute("SELECT uuid_generate_v4() IS NOT NULL, gen_random_uuid() IS NOT NULL, "
                             "'A'::citext = 'a'").fetchone() == (True, True, True)
-        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0005",)]
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0006",)]
 
     migrate(fresh_database, "base", downgrade=True)
     at_base = _catalogue(fresh_database)
@@ -129,12 +131,17 @@ def test_each_step_downgrades_cleanly(fresh_database: str) -> None:
     migrate(fresh_database)
     at_head = _catalogue(fresh_database)
 
-    # 0005 → 0004: only ops.dq_results goes.
+    # 0006 → 0005: only the data-quality view goes; 0005 → 0004: only ops.dq_results goes.
+    migrate(fresh_database, "0005", downgrade=True)
+    at_0005 = _catalogue(fresh_database)
+    assert (at_0005["views"], at_0005["analyst"]) == (VIEWS_0005, {(view, "SELECT") for view in VIEWS_0005})
     migrate(fresh_database, "0004", downgrade=True)
     at_0004 = _catalogue(fresh_database)
     assert (at_0004["tables"], at_0004["sequences"]) == (TABLES_0004, SEQUENCES_0004)
-    same = {k: v for k, v in at_0004.items() if k not in {"tables", "sequences"}}
-    assert same == {k: v for k, v in at_head.items() if k not in {"tables", "sequences"}}
+    different = {"tables", "sequences", "views", "analyst"}
+    same = {k: v for k, v in at_0004.items() if k not in different}
+    assert same == {k: v for k, v in at_head.items() if k not in different}
+    assert at_0004["views"] == at_0005["views"]
 
     # 0004 → 0003: the views' joins go back to citext, the indexes 0004 added go.
     assert _view_and_indexes(fresh_database) == (False, INDEXES_0004)

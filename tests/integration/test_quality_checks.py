@@ -106,7 +106,7 @@ def test_failing_checks_name_the_rows_and_keep_the_day_out_of_the_warehouse(tena
     assert plausible_ranges in rollup_checks
 
 
-def test_gaps_meter_dips_and_doubled_entities_are_reported(tenant: Tenant) -> None:
+def test_gaps_and_meter_dips_are_warnings_summarised_for_analysts(tenant: Tenant) -> None:
     day_before = [f"temperature,entity_id=sensor.kitchen,source=t value=20.5 {at(-24 * 60 + i * 5)}"
                   for i in range(288)]  # the usual cadence: every 5 minutes
     write_raw(tenant, [
@@ -114,18 +114,16 @@ def test_gaps_meter_dips_and_doubled_entities_are_reported(tenant: Tenant) -> No
         *(f"temperature,entity_id=sensor.kitchen,source=t value=21.0 {at(i * 5)}" for i in range(4)),  # then silent
         *(f"energy,entity_id=sensor.meter,source=t value={v} {at(m)}"
           for m, v in ((1, 100.0), (10, 100.5), (20, 100.3), (30, 101.0), (40, 5.0))),  # a dip, then a reset
-        f"temperature,entity_id=sensor.dual,source=t value=20 {at(3)}",
-        f"humidity,entity_id=sensor.dual,source=t value=50 {at(3.5)}",  # one entity, two quantities
     ])
     with psycopg.connect(tenant.env["HATS_PG_DSN"], autocommit=True) as conn:
         conn.execute("INSERT INTO core.entities (tenant_id, entity_id, domain, measurement, state_class, "
                      "unit_canonical, source) VALUES (%s, 'sensor.meter', 'sensor', 'energy', 'total_increasing', "
                      "'kWh', 'test')", (tenant.name,))
-    result = dg.materialize([rollups, *rollup_checks], partition_key=PARTITION, resources=asset_resources(tenant),
-                            raise_on_error=False)
+    resources = asset_resources(tenant)
+    result = dg.materialize([rollups, *rollup_checks], partition_key=PARTITION, resources=resources)
     found = checks(result)
     assert {name: e.passed for name, e in found.items()} == {
-        "plausible_ranges": True, "raw_points_all_rolled_up": True, "one_row_per_entity_and_minute": False,
+        "plausible_ranges": True, "raw_points_all_rolled_up": True, "one_row_per_entity_and_minute": True,
         "points_match_cadence": False, "meters_only_grow": False}
     assert found["points_match_cadence"].severity == dg.AssetCheckSeverity.WARN
     assert found["points_match_cadence"].metadata["gaps"].value == [
@@ -134,12 +132,27 @@ def test_gaps_meter_dips_and_doubled_entities_are_reported(tenant: Tenant) -> No
     assert found["meters_only_grow"].metadata["meters_with_dips"].value == [
         {"entity_id": "sensor.meter", "count": 1,
          "dips": [[(HOUR + timedelta(minutes=20)).isoformat(), 100.5, 100.3]]}]
+
+    # WARN results do not hold the warehouse back; analysts see them per entity and day.
+    assert dg.materialize([hourly_rollup, daily_rollup], partition_key=DAY, resources=resources).success
+    with psycopg.connect(tenant.env["HATS_ANALYST_DSN"]) as conn:
+        summary = conn.execute(
+            "SELECT entity_id, day, out_of_range_hours, gaps, incomplete_hours, meter_dips, points "
+            "FROM analytics.data_quality_daily WHERE tenant_id = %s ORDER BY entity_id", (tenant.name,)).fetchall()
+    day = HOUR.date()
+    assert summary == [("sensor.kitchen", day, 0, 1, 0, 0, 4), ("sensor.meter", day, 0, 0, 0, 1, 5)]  # 09:00 only
+
+
+def test_an_entity_in_two_quantities_fails_the_blocking_uniqueness_check(tenant: Tenant) -> None:
+    write_raw(tenant, [f"temperature,entity_id=sensor.dual,source=t value=20 {at(3)}",
+                       f"humidity,entity_id=sensor.dual,source=t value=50 {at(3.5)}"])
+    result = dg.materialize([rollups, *rollup_checks], partition_key=PARTITION, resources=asset_resources(tenant),
+                            raise_on_error=False)
+    found = checks(result)
+    assert {n for n, e in found.items() if not e.passed} == {"one_row_per_entity_and_minute"}
     listed: Any = found["one_row_per_entity_and_minute"].metadata["duplicate_or_misplaced"].value
     assert len(listed) == 50  # the UI lists the first 50; ops.dq_results keeps them all
     doubled: Any = next(d for c, _, _, d in dq_rows(tenant) if c == "one_row_per_entity_and_minute")
     assert sorted((d["entity_id"], d["quantity"], d["minute"]) for d in doubled) == [
         ("sensor.dual", quantity, (HOUR + timedelta(minutes=minute)).isoformat())
         for quantity in ("humidity", "temperature") for minute in range(3, 60)]
-    # WARN results are recorded but do not hold the warehouse back; the failed blocking one does.
-    assert {(c, p) for c, p, _, _ in dq_rows(tenant)} >= {("points_match_cadence", False),
-                                                         ("one_row_per_entity_and_minute", False)}

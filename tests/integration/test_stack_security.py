@@ -58,7 +58,7 @@ def test_influxdb_requires_auth_and_the_writer_cannot_read(stack_env: dict[str, 
     assert "error" not in _influx(stack_env, "SELECT * FROM raw.acl_probe", dagster).json()["results"][0]
 
 
-# The analysts' whole interface (migrations/versions/0003) and the columns each one shows.
+# The analysts' whole interface (migrations/versions/0003, 0006) and the columns each one shows.
 ANALYST_VIEWS = {
     "entity_hourly": ["tenant_id", "entity_id", "friendly_name", "device_id", "measurement", "unit", "kind", "hour",
                       "mean", "min", "max", "count", "last", "consumption", "resets", "coverage_pct", "last_seen"],
@@ -68,6 +68,8 @@ ANALYST_VIEWS = {
                      "readings"],
     "device_last_seen": ["tenant_id", "device_id", "name", "manufacturer", "model", "last_seen", "battery_pct",
                          "battery_at", "availability_pct_7d"],
+    "data_quality_daily": ["tenant_id", "entity_id", "measurement", "day", "coverage_pct", "points",
+                           "out_of_range_hours", "gaps", "incomplete_hours", "meter_dips"],
 }
 TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
 
@@ -83,6 +85,7 @@ TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFEREN
     "SELECT count(*) FROM ops.retention_audit",
     "SELECT count(*) FROM ops.ingest_hours",
     "SELECT count(*) FROM ops.rollup_watermarks",
+    "SELECT count(*) FROM ops.dq_results",
     "SELECT last_value FROM ops.ingest_version",
     "SELECT nextval('ops.ingest_version')",
     "SELECT count(*) FROM alembic_version",
