@@ -8,6 +8,7 @@ import dagster as dg
 
 from hats_assets.defs.common.resources import resources_from_env
 from hats_assets.defs.core.assets import core_metadata
+from hats_assets.defs.quality.feed_checks import feed_checks, feed_checks_job, feed_checks_schedule
 from hats_assets.defs.quality.rollup_checks import rollup_checks
 from hats_assets.defs.quality.warehouse_checks import warehouse_rows_match_rollups
 from hats_assets.defs.raw.assets import ha_mqtt_feed, observe_raw_points_job, observe_raw_points_schedule, raw_points
@@ -31,9 +32,10 @@ from hats_assets.defs.warehouse.assets import (
 defs = dg.Definitions(
     assets=[ha_mqtt_feed, raw_points, core_metadata, rollups, hourly_rollup, daily_rollup,
             *analyst_views, retention],
-    asset_checks=[*rollup_checks, warehouse_rows_match_rollups],
-    jobs=[observe_raw_points_job, rollup_job, warehouse_job, retention_job],
-    schedules=[observe_raw_points_schedule, rollup_schedule, warehouse_schedule, retention_schedule],
+    asset_checks=[*feed_checks, *rollup_checks, warehouse_rows_match_rollups],
+    jobs=[observe_raw_points_job, rollup_job, warehouse_job, retention_job, feed_checks_job],
+    schedules=[observe_raw_points_schedule, rollup_schedule, warehouse_schedule, retention_schedule,
+               feed_checks_schedule],
     sensors=[late_data_sensor, warehouse_reload_sensor],
     resources={**resources_from_env(), "retention_settings": retention_settings_from_env(os.environ)},
 )

@@ -49,10 +49,10 @@ def test_definitions_load_and_validate() -> None:
     dg.Definitions.validate_loadable(defs)
     repository = defs.get_repository_def()
     assert {name for name in repository.job_names if not name.startswith("__")} == {
-        "observe_raw_points", "rollup_hourly_job", "warehouse_daily_job", "retention_job"}
+        "observe_raw_points", "rollup_hourly_job", "warehouse_daily_job", "retention_job", "feed_checks_job"}
     assert {schedule.name for schedule in repository.schedule_defs} == {
         "observe_raw_points_schedule", "rollup_hourly_job_schedule", "warehouse_daily_job_schedule",
-        "retention_job_schedule"}
+        "retention_job_schedule", "feed_checks_job_schedule"}
     # Both ours: Dagster's automatic automation-condition sensor would start STOPPED, so the warehouse
     # reload has its own, running by default, and no default one is added.
     assert {sensor.name for sensor in repository.sensor_defs} == {"late_data_sensor", "warehouse_late_data_reload"}
@@ -70,12 +70,13 @@ def test_jobs_select_their_layer() -> None:
 def test_schedules_and_sensor() -> None:
     schedules = {name: defs.resolve_schedule_def(name) for name in (
         "observe_raw_points_schedule", "rollup_hourly_job_schedule", "warehouse_daily_job_schedule",
-        "retention_job_schedule")}
+        "retention_job_schedule", "feed_checks_job_schedule")}
     assert {name: (s.job_name, s.cron_schedule, s.execution_timezone) for name, s in schedules.items()} == {
         "observe_raw_points_schedule": ("observe_raw_points", "*/5 * * * *", None),
         "rollup_hourly_job_schedule": ("rollup_hourly_job", "5 * * * *", "UTC"),
         "warehouse_daily_job_schedule": ("warehouse_daily_job", "15 * * * *", "UTC"),
         "retention_job_schedule": ("retention_job", "30 3 * * *", "UTC"),
+        "feed_checks_job_schedule": ("feed_checks_job", "20 * * * *", "UTC"),
     }
     assert {s.default_status for s in schedules.values()} == {dg.DefaultScheduleStatus.RUNNING}
 
@@ -179,3 +180,20 @@ def test_warehouse_schedule_loads_the_day_of_the_hour_that_just_ended(tick: str,
     assert request.partition_key == day
     assert day in defs.resolve_job_def("warehouse_daily_job").partitions_def.get_partition_keys(  # type: ignore[union-attr]
         current_time=datetime.fromisoformat(tick))
+
+
+def test_checks_guard_the_right_assets_and_the_right_ones_block() -> None:
+    graph = defs.resolve_asset_graph()
+    checks = {(key.asset_key.to_user_string(), key.name) for key in graph.asset_check_keys}
+    assert checks == {
+        ("raw_points", "no_future_points"), ("raw_points", "entities_fresh"),
+        ("core_metadata", "series_within_budget"),
+        ("rollup_1m", "raw_points_all_rolled_up"), ("rollup_1m", "one_row_per_entity_and_minute"),
+        ("rollup_1m", "points_match_cadence"), ("rollup_1m", "meters_only_grow"),
+        ("rollup_1h", "plausible_ranges"), ("hourly_rollup", "warehouse_rows_match_rollups"),
+        ("retention", "raw_kept_for_unverified_rollups"),
+    }
+    blocking = {spec.name for checks_def in defs.asset_checks or [] for spec in checks_def.check_specs
+                if spec.blocking}
+    assert blocking == {"raw_points_all_rolled_up", "one_row_per_entity_and_minute", "plausible_ranges",
+                        "warehouse_rows_match_rollups"}

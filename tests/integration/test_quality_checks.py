@@ -12,8 +12,11 @@ import httpx
 import psycopg
 import pytest
 
+from hats_assets.defs.core.assets import core_metadata
+from hats_assets.defs.quality.feed_checks import feed_checks
 from hats_assets.defs.quality.rollup_checks import plausible_ranges, raw_points_all_rolled_up, rollup_checks
 from hats_assets.defs.quality.warehouse_checks import warehouse_rows_match_rollups
+from hats_assets.defs.raw.assets import raw_points
 from hats_assets.defs.rollups.assets import rollups
 from hats_assets.defs.warehouse.assets import daily_rollup, hourly_rollup
 from tests.conftest import Tenant
@@ -156,3 +159,39 @@ def test_an_entity_in_two_quantities_fails_the_blocking_uniqueness_check(tenant:
     assert sorted((d["entity_id"], d["quantity"], d["minute"]) for d in doubled) == [
         ("sensor.dual", quantity, (HOUR + timedelta(minutes=minute)).isoformat())
         for quantity in ("humidity", "temperature") for minute in range(3, 60)]
+
+
+def test_feed_checks_find_clocks_ahead_silent_devices_and_a_full_budget(
+    tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = datetime.now(UTC)
+
+    def ns_at(moment: datetime) -> int:
+        return int(moment.timestamp() * 1e9)
+
+    write_raw(tenant, [
+        f"temperature,entity_id=sensor.ahead,source=t value=20 {ns_at(now + timedelta(hours=1))}",
+        *(f"temperature,entity_id=sensor.silent,source=t value=20 {ns_at(now - timedelta(hours=2, minutes=5 * i))}"
+          for i in range(264)),  # every 5 minutes until 2 hours ago
+        *(f"temperature,entity_id=sensor.fine,source=t value=20 {ns_at(now - timedelta(minutes=1 + 5 * i))}"
+          for i in range(288)),
+    ])
+    with psycopg.connect(tenant.env["HATS_PG_DSN"], autocommit=True) as conn:
+        for entity in ("sensor.silent", "sensor.fine"):
+            conn.execute("INSERT INTO core.entities (tenant_id, entity_id, domain, measurement, source) "
+                         "VALUES (%s, %s, 'sensor', 'temperature', 'test')", (tenant.name, entity))
+    monkeypatch.setenv("HATS_SERIES_BUDGET", "2")
+    result = dg.materialize([raw_points, core_metadata, *feed_checks], resources=asset_resources(tenant),
+                            selection=dg.AssetSelection.checks(*feed_checks), raise_on_error=False)
+    found = checks(result)
+    assert {name: (e.passed, e.severity) for name, e in found.items()} == {
+        "no_future_points": (False, dg.AssetCheckSeverity.ERROR),
+        "entities_fresh": (False, dg.AssetCheckSeverity.WARN),
+        "series_within_budget": (False, dg.AssetCheckSeverity.ERROR),
+    }
+    assert found["no_future_points"].metadata["entities_ahead"].value == [{"entity_id": "sensor.ahead", "points": 1}]
+    stale: Any = found["entities_fresh"].metadata["stale_entities"].value
+    assert [s["entity_id"] for s in stale] == ["sensor.silent"]
+    assert 7200 <= stale[0]["silent_for_s"] < 7300
+    assert (found["series_within_budget"].metadata["entities"].value,
+            found["series_within_budget"].metadata["used_pct"].value) == (2, 100.0)

@@ -11,7 +11,7 @@ SELECT hour FROM (
     FROM (
         SELECT DISTINCT ON (check_name, window_start) window_start, passed
         FROM ops.dq_results
-        WHERE tenant_id = %(tenant)s AND severity = 'ERROR'
+        WHERE tenant_id = %(tenant)s AND severity = 'ERROR' AND asset IN ('rollup_1m', 'rollup_1h')
         ORDER BY check_name, window_start, checked_at DESC, id DESC
     ) latest
     WHERE NOT passed

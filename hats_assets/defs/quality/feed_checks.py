@@ -1,0 +1,121 @@
+"""Checks on the live feed itself (``raw_points``): clocks, silent devices, the tenant's series budget.
+
+Not partitioned: they look at the feed as it is now, hourly (``feed_checks_job``). None is blocking —
+nothing downstream is computed from "now" — but each says which entities and what to do.
+"""
+
+import os
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+
+from hats_assets.defs.common.resources import InfluxDBResource, PostgresResource
+from hats_assets.defs.quality.expectations import failing_rows
+from hats_assets.defs.quality.results import plain, record
+
+FUTURE_TOLERANCE = timedelta(minutes=5)
+FRESHNESS_LOOKBACK = timedelta(days=7)
+STALE_CADENCES = 10  # silent for more than 10 usual intervals…
+STALE_AT_LEAST = timedelta(hours=1)  # …and at least an hour
+BUDGET_WARN_SHARE = 0.9
+DEFAULT_SERIES_BUDGET = 10_000  # ingest_worker's HATS_SERIES_BUDGET default
+
+
+def _now_window() -> tuple[datetime, datetime]:
+    now = datetime.now(UTC)
+    return now, now
+
+
+@dg.asset_check(
+    asset="raw_points", name="no_future_points",
+    description="No raw point is stamped more than 5 minutes ahead of now (a device or Home Assistant clock "
+                "running ahead would put data into hours not lived yet).",
+)
+def no_future_points(
+    context: dg.AssetCheckExecutionContext, influxdb: InfluxDBResource, postgres: PostgresResource
+) -> dg.AssetCheckResult:
+    ahead = [{"entity_id": s["tags"]["entity_id"], "points": int(s["values"][0][1])} for s in influxdb.query(
+        f'SELECT count("value") FROM "raw"./.*/ WHERE time > now() + {int(FUTURE_TOLERANCE.total_seconds())}s '
+        'GROUP BY "entity_id"')]
+    record(context, postgres, influxdb.tenant, "raw_points", "no_future_points", _now_window(), ahead, len(ahead))
+    return dg.AssetCheckResult(
+        passed=not ahead, severity=dg.AssetCheckSeverity.ERROR,
+        metadata={"entities_ahead": dg.MetadataValue.json(plain(ahead)),
+                  "what_to_do": "fix the clock (NTP) of Home Assistant or of these devices"},
+    )
+
+
+@dg.asset_check(
+    asset="raw_points", name="entities_fresh",
+    description="Freshness: every entity that reported at a regular cadence over the last day has reported "
+                "within 10 of its usual intervals (at least an hour). WARN.",
+)
+def entities_fresh(
+    context: dg.AssetCheckExecutionContext, influxdb: InfluxDBResource, postgres: PostgresResource
+) -> dg.AssetCheckResult:
+    now_ns = time.time_ns()
+    last = {s["tags"]["entity_id"]: int(s["values"][0][0]) for s in influxdb.query(
+        f'SELECT last("value") FROM "raw"./.*/ WHERE time > now() - {FRESHNESS_LOOKBACK.days}d GROUP BY "entity_id"')}
+    per_day = {s["tags"]["entity_id"]: int(s["values"][0][1]) for s in influxdb.query(
+        'SELECT count("value") FROM "raw"./.*/ WHERE time > now() - 1d GROUP BY "entity_id"')}
+    rows: list[dict[str, Any]] = []
+    for entity, last_ns in sorted(last.items()):
+        interval_s = 86_400 / per_day[entity] if per_day.get(entity, 0) >= 24 else None
+        if interval_s is None:
+            continue  # no regular cadence to judge silence by (event-driven, or already silent for a day)
+        rows.append({"entity_id": entity, "age_s": (now_ns - last_ns) / 1e9,
+                     "allowed_s": max(STALE_CADENCES * interval_s, STALE_AT_LEAST.total_seconds())})
+    frame = pd.DataFrame(rows, columns=["entity_id", "age_s", "allowed_s"])
+    stale = failing_rows(frame, "ExpectColumnPairValuesAToBeGreaterThanB", column_A="allowed_s", column_B="age_s",
+                         or_equal=True)
+    failing = [{"entity_id": rows[i]["entity_id"], "silent_for_s": round(rows[i]["age_s"]),
+                "usual_limit_s": round(rows[i]["allowed_s"])} for i in stale]
+    record(context, postgres, influxdb.tenant, "raw_points", "entities_fresh", _now_window(), failing, len(rows),
+           severity="WARN")
+    return dg.AssetCheckResult(
+        passed=not failing, severity=dg.AssetCheckSeverity.WARN,
+        metadata={"entities_checked": len(rows), "stale_entities": dg.MetadataValue.json(plain(failing)),
+                  "what_to_do": "check these devices' batteries, radio links or integrations"},
+    )
+
+
+@dg.asset_check(
+    asset="core_metadata", name="series_within_budget",
+    description="The tenant's entities stay within the worker's series budget (HATS_SERIES_BUDGET): WARN from "
+                "90 %, ERROR at the budget, when new entities are already being dead-lettered.",
+)
+def series_within_budget(
+    context: dg.AssetCheckExecutionContext, influxdb: InfluxDBResource, postgres: PostgresResource
+) -> dg.AssetCheckResult:
+    budget = int(os.environ.get("HATS_SERIES_BUDGET", DEFAULT_SERIES_BUDGET))
+    with postgres.connect() as conn:
+        row = conn.execute("SELECT count(*) FROM core.entities WHERE tenant_id = %s", (influxdb.tenant,)).fetchone()
+    entities = int(row[0]) if row else 0
+    frame = pd.DataFrame({"entities": [entities]})
+    over_warn = failing_rows(frame, "ExpectColumnValuesToBeBetween", column="entities", min_value=0,
+                             max_value=BUDGET_WARN_SHARE * budget)
+    full = entities >= budget
+    failing = [{"entities": entities, "budget": budget}] if over_warn else []
+    record(context, postgres, influxdb.tenant, "core_metadata", "series_within_budget", _now_window(), failing, 1,
+           severity="ERROR" if full else "WARN")
+    return dg.AssetCheckResult(
+        passed=not failing, severity=dg.AssetCheckSeverity.ERROR if full else dg.AssetCheckSeverity.WARN,
+        metadata={"entities": entities, "budget": budget, "used_pct": round(100 * entities / budget, 1),
+                  "what_to_do": "raise HATS_SERIES_BUDGET for the worker, or exclude noisy entities in Home "
+                                "Assistant's MQTT statestream/eventstream filters"},
+    )
+
+
+feed_checks = [no_future_points, entities_fresh, series_within_budget]
+feed_checks_job = dg.define_asset_job(
+    "feed_checks_job", selection=dg.AssetSelection.checks(*feed_checks),
+    description="Checks on the live feed: future timestamps, silent entities, the series budget.",
+)
+feed_checks_schedule = dg.ScheduleDefinition(
+    job=feed_checks_job, cron_schedule="20 * * * *", execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Hourly at :20 UTC: clocks, silent devices and the series budget.",
+)
