@@ -188,12 +188,12 @@ def test_checks_guard_the_right_assets_and_the_right_ones_block() -> None:
     assert checks == {
         ("raw_points", "no_future_points"), ("raw_points", "entities_fresh"),
         ("core_metadata", "series_within_budget"),
-        ("rollup_1m", "raw_points_all_rolled_up"), ("rollup_1m", "one_row_per_entity_and_minute"),
+        ("rollup_1m", "raw_points_all_rolled_up"), ("rollup_1m", "one_series_per_entity"),
         ("rollup_1m", "points_match_cadence"), ("rollup_1m", "meters_only_grow"),
         ("rollup_1h", "plausible_ranges"), ("hourly_rollup", "warehouse_rows_match_rollups"),
         ("retention", "raw_kept_for_unverified_rollups"),
     }
     blocking = {spec.name for checks_def in defs.asset_checks or [] for spec in checks_def.check_specs
                 if spec.blocking}
-    assert blocking == {"raw_points_all_rolled_up", "one_row_per_entity_and_minute", "plausible_ranges",
+    assert blocking == {"raw_points_all_rolled_up", "one_series_per_entity", "plausible_ranges",
                         "warehouse_rows_match_rollups"}

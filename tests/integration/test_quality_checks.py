@@ -69,7 +69,7 @@ def test_failing_checks_name_the_rows_and_keep_the_day_out_of_the_warehouse(tena
     assert found["raw_points_all_rolled_up"].passed is True
     assert {(c, p, n) for c, p, n, _ in dq_rows(tenant)} == {
         ("plausible_ranges", False, 1), ("raw_points_all_rolled_up", True, 0),
-        ("one_row_per_entity_and_minute", True, 0), ("points_match_cadence", True, 0), ("meters_only_grow", True, 0)}
+        ("one_series_per_entity", True, 0), ("points_match_cadence", True, 0), ("meters_only_grow", True, 0)}
 
     # The warehouse refuses the day while an hour's latest blocking result failed.
     loaded = dg.materialize([hourly_rollup, daily_rollup], partition_key=DAY, resources=resources, raise_on_error=False)
@@ -105,7 +105,7 @@ def test_failing_checks_name_the_rows_and_keep_the_day_out_of_the_warehouse(tena
     assert checks(lost)["warehouse_rows_match_rollups"].metadata["mismatched_entities"].value == [
         {"entity_id": "sensor.meter", "rollup_rows": 1, "warehouse_rows": 0, "distinct_rows": 0}]
     blocking = {spec.name for check in rollup_checks for spec in check.check_specs if spec.blocking}
-    assert blocking == {"plausible_ranges", "raw_points_all_rolled_up", "one_row_per_entity_and_minute"}
+    assert blocking == {"plausible_ranges", "raw_points_all_rolled_up", "one_series_per_entity"}
     assert plausible_ranges in rollup_checks
 
 
@@ -126,7 +126,7 @@ def test_gaps_and_meter_dips_are_warnings_summarised_for_analysts(tenant: Tenant
     result = dg.materialize([rollups, *rollup_checks], partition_key=PARTITION, resources=resources)
     found = checks(result)
     assert {name: e.passed for name, e in found.items()} == {
-        "plausible_ranges": True, "raw_points_all_rolled_up": True, "one_row_per_entity_and_minute": True,
+        "plausible_ranges": True, "raw_points_all_rolled_up": True, "one_series_per_entity": True,
         "points_match_cadence": False, "meters_only_grow": False}
     assert found["points_match_cadence"].severity == dg.AssetCheckSeverity.WARN
     assert found["points_match_cadence"].metadata["gaps"].value == [
@@ -152,13 +152,10 @@ def test_an_entity_in_two_quantities_fails_the_blocking_uniqueness_check(tenant:
     result = dg.materialize([rollups, *rollup_checks], partition_key=PARTITION, resources=asset_resources(tenant),
                             raise_on_error=False)
     found = checks(result)
-    assert {n for n, e in found.items() if not e.passed} == {"one_row_per_entity_and_minute"}
-    listed: Any = found["one_row_per_entity_and_minute"].metadata["duplicate_or_misplaced"].value
-    assert len(listed) == 50  # the UI lists the first 50; ops.dq_results keeps them all
-    doubled: Any = next(d for c, _, _, d in dq_rows(tenant) if c == "one_row_per_entity_and_minute")
-    assert sorted((d["entity_id"], d["quantity"], d["minute"]) for d in doubled) == [
-        ("sensor.dual", quantity, (HOUR + timedelta(minutes=minute)).isoformat())
-        for quantity in ("humidity", "temperature") for minute in range(3, 60)]
+    assert {n for n, e in found.items() if not e.passed} == {"one_series_per_entity"}
+    assert found["one_series_per_entity"].metadata["ambiguous_entities"].value == [
+        {"entity_id": "sensor.dual", "quantities": ["humidity", "temperature"]}]
+    assert ("one_series_per_entity", False, 1) in {(c, p, n) for c, p, n, _ in dq_rows(tenant)}
 
 
 def test_feed_checks_find_clocks_ahead_silent_devices_and_a_full_budget(

@@ -5,7 +5,6 @@ fixed or re-run (``hourly_rollup`` refuses days whose latest result for an hour 
 ``results.failed_hours``). Every result is also written to ``ops.dq_results`` with the rows a person can act on.
 """
 
-import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,7 +17,7 @@ from hats_assets.defs.core.assets import counter_entities
 from hats_assets.defs.quality.expectations import failing_rows
 from hats_assets.defs.quality.results import frame_of, plain, record
 from hats_assets.defs.rollups.maths import RESET_RATIO
-from hats_assets.defs.rollups.raw_reader import read_window
+from hats_assets.defs.rollups.raw_reader import read_window_for_run
 from hats_assets.partitions import hourly_partitions
 
 # Plausible values per quantity (canonical units); quantities not listed are not range-checked.
@@ -118,31 +117,35 @@ def raw_points_all_rolled_up(
 
 
 @dg.asset_check(
-    asset="rollup_1m", name="one_row_per_entity_and_minute", blocking=True, partitions_def=hourly_partitions,
-    description="No entity has two 1 min rows for the same minute (two quantities, or both a gauge and a "
-                "meter), and no row of the partition lies in the future.",
+    asset="rollup_1m", name="one_series_per_entity", blocking=True, partitions_def=hourly_partitions,
+    description="Each entity has exactly one 1 min rollup series in the partition (one quantity, gauge or meter): "
+                "two would give analysts two rows per entity and minute. And no row lies in the future.",
 )
-def one_row_per_entity_and_minute(
+def one_series_per_entity(
     context: dg.AssetCheckExecutionContext, influxdb: InfluxDBResource, postgres: PostgresResource
 ) -> dg.AssetCheckResult:
     window = _window(context)
-    rows = frame_of(influxdb.query('SELECT "count" FROM "rollup"."gauge_1m", "rollup"."counter_1m" '
-                                   'WHERE time >= $start AND time < $end GROUP BY "entity_id", "quantity"',
-                                   _params(*window)), ("entity_id", "quantity"))
-    start_ns, end_ns = (int(t.timestamp()) * 1_000_000_000 for t in window)
-    bad = set(failing_rows(rows, "ExpectCompoundColumnsToBeUnique", column_list=["entity_id", "time"]))
-    bad |= set(failing_rows(rows, "ExpectColumnValuesToBeBetween", column="time", min_value=start_ns,
-                            max_value=min(end_ns, time.time_ns()) - 1))
-    records = rows.to_dict("records")
-    failing = [{"entity_id": records[i]["entity_id"], "quantity": records[i]["quantity"],
-                "minute": datetime.fromtimestamp(records[i]["time"] / 1e9, tz=UTC).isoformat()} for i in sorted(bad)]
-    record(context, postgres, influxdb.tenant, "rollup_1m", "one_row_per_entity_and_minute", window, failing,
-           len(rows))
+    series = frame_of(influxdb.query('SELECT count("count") FROM "rollup"."gauge_1m", "rollup"."counter_1m" '
+                                     'WHERE time >= $start AND time < $end GROUP BY "entity_id", "quantity"',
+                                     _params(*window)), ("entity_id", "quantity"))
+    future = {s["tags"]["entity_id"] for s in influxdb.query(
+        'SELECT count("count") FROM "rollup"."gauge_1m", "rollup"."counter_1m" WHERE time >= $start AND '
+        'time < $end AND time > now() GROUP BY "entity_id"', _params(*window))}
+    per_entity = series.groupby("entity_id").size().rename("series").reset_index() if len(series) else pd.DataFrame(
+        columns=["entity_id", "series"])
+    bad = failing_rows(per_entity, "ExpectColumnValuesToBeBetween", column="series", min_value=1, max_value=1)
+    records = per_entity.to_dict("records")
+    failing = [{"entity_id": records[i]["entity_id"],
+                "quantities": sorted(series.loc[series["entity_id"] == records[i]["entity_id"], "quantity"])}
+               for i in bad]
+    failing += [{"entity_id": entity, "rows_in_the_future": True} for entity in sorted(future)]
+    record(context, postgres, influxdb.tenant, "rollup_1m", "one_series_per_entity", window, failing,
+           len(per_entity))
     return dg.AssetCheckResult(
         passed=not failing, severity=dg.AssetCheckSeverity.ERROR,
-        metadata={"rows_checked": len(rows), "duplicate_or_misplaced": dg.MetadataValue.json(plain(failing)),
-                  "what_to_do": "an entity changed quantity or state_class mid-hour, or a clock is ahead: fix its "
-                                "metadata in Home Assistant, then re-run the partition"},
+        metadata={"entities_checked": len(per_entity), "ambiguous_entities": dg.MetadataValue.json(plain(failing)),
+                  "what_to_do": "an entity changed quantity or state_class within the hour, or a clock is ahead: "
+                                "fix its metadata in Home Assistant, then re-run the partition"},
     )
 
 
@@ -168,7 +171,7 @@ def points_match_cadence(
     usual = {s["tags"]["entity_id"]: int(s["values"][0][1]) for s in influxdb.query(
         'SELECT count("value") FROM "raw"./.*/ WHERE time >= $start AND time < $end GROUP BY "entity_id"',
         _params(start - CADENCE_LOOKBACK, start))}
-    raw = read_window(influxdb, start, end)
+    raw = read_window_for_run(influxdb, start, end, context.run.run_id)
     failing: list[dict[str, Any]] = []
     for series in raw.series:
         before = usual.get(series.entity_id, 0)
@@ -205,7 +208,7 @@ def meters_only_grow(
 ) -> dg.AssetCheckResult:
     window = _window(context)
     meters = counter_entities(postgres, influxdb.tenant)
-    raw = read_window(influxdb, *window)
+    raw = read_window_for_run(influxdb, *window, context.run.run_id)
     failing: list[dict[str, Any]] = []
     checked = 0
     for series in raw.series:
@@ -236,5 +239,5 @@ def _ns(moment: datetime) -> int:
     return int(moment.timestamp()) * 1_000_000_000
 
 
-rollup_checks = [plausible_ranges, raw_points_all_rolled_up, one_row_per_entity_and_minute, points_match_cadence,
+rollup_checks = [plausible_ranges, raw_points_all_rolled_up, one_series_per_entity, points_match_cadence,
                  meters_only_grow]

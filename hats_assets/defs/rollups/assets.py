@@ -23,7 +23,7 @@ from hats_assets.defs.common.resources import InfluxDBResource, PostgresResource
 from hats_assets.defs.core.assets import counter_entities
 from hats_assets.defs.rollups.compute import WINDOWS, RollupStats, compute, lines
 from hats_assets.defs.rollups.contract import KINDS, measurement
-from hats_assets.defs.rollups.raw_reader import read_window
+from hats_assets.defs.rollups.raw_reader import read_window_for_run
 from hats_assets.partitions import chunks, context_window, hourly_partitions
 from ingest_worker.contract import ROLLUP_RP
 
@@ -93,7 +93,7 @@ def rollups(
         with postgres.connect() as conn:
             versions = conn.execute(WATERMARKS_READ, {"tenant": influxdb.tenant, **_params(chunk_start, chunk_end)})
             watermarks = versions.fetchall()
-        window = read_window(influxdb, chunk_start, chunk_end)
+        window = read_window_for_run(influxdb, chunk_start, chunk_end, context.run.run_id)
         result = compute(window, counters, _ns(chunk_start), _ns(chunk_end))
         for name, _ in WINDOWS:
             for kind in KINDS:

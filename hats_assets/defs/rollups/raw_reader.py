@@ -125,3 +125,17 @@ def read_window(influxdb: InfluxDBResource, start: datetime, end: datetime) -> R
         if key not in pieces and _numeric(carry):
             out.append(RawSeries(key[0], key[1], empty_t, empty_v, carry, reading.get(key)))
     return RawWindow(series=out, points_read=points, duplicates_dropped=duplicates)
+
+
+_LAST_READ: dict[tuple[str, str, datetime, datetime], RawWindow] = {}
+
+
+def read_window_for_run(influxdb: InfluxDBResource, start: datetime, end: datetime, run_id: str) -> RawWindow:
+    """``read_window`` once per run and window: the rollup and the checks that follow it in the same run
+    (in-process executor) share one read of the raw points instead of three. Only the latest read is
+    kept, and only for the same run, so a later run always reads afresh."""
+    key = (run_id, influxdb.database, start, end)
+    if key not in _LAST_READ:
+        _LAST_READ.clear()
+        _LAST_READ[key] = read_window(influxdb, start, end)
+    return _LAST_READ[key]
