@@ -43,7 +43,9 @@ TENANT = "bench_rollup"
 DATABASE = f"hats_{TENANT}"
 CADENCE_S = 10
 METERS_SHARE = 0.1
-GAUGE_KINDS = (("temperature", 21.0, 0.05), ("humidity", 50.0, 0.2), ("power", 300.0, 15.0), ("battery", 80.0, 0.001))
+# (measurement, level, random-walk step, plausible bounds): values stay plausible, so the checks pass.
+GAUGE_KINDS = (("temperature", 21.0, 0.05, (-20.0, 40.0)), ("humidity", 50.0, 0.2, (5.0, 95.0)),
+               ("power", 300.0, 15.0, (0.0, 3000.0)), ("battery", 80.0, 0.001, (0.0, 100.0)))
 LINES_PER_WRITE = 100_000
 TARGET_RATIO = 1.3
 TARGET_DAGSTER_S = 20.0
@@ -101,8 +103,8 @@ class Bench:
                 values[steps // 2:] -= values[steps // 2] - 0.5  # a meter replaced at noon: a reset
                 head = f"energy,entity_id=sensor.bench_meter_{entity:04d},source=bench value="
             else:
-                name, level, step = GAUGE_KINDS[entity % len(GAUGE_KINDS)]
-                values = level + np.cumsum(rng.normal(0, step, steps))
+                name, level, step, (low, high) = GAUGE_KINDS[entity % len(GAUGE_KINDS)]
+                values = np.clip(level + np.cumsum(rng.normal(0, step, steps)), low, high)
                 head = f"{name},entity_id=sensor.bench_{name}_{entity:04d},source=bench value="
             pending.extend(f"{head}{v!r} {t}" for v, t in zip(values.round(4).tolist(), times, strict=True))
             if len(pending) >= LINES_PER_WRITE or entity == self.entities - 1:
@@ -148,21 +150,54 @@ class Bench:
     def has_baseline(self) -> bool:
         return any(s for s in self.influx('SHOW MEASUREMENTS WITH MEASUREMENT = "baseline_1m"'))
 
-    def ours(self) -> tuple[float, dict[str, float], dict[str, object]]:
-
-
+    def resources(self) -> dict[str, Any]:
         from hats_assets.defs.common.resources import InfluxDBResource, PostgresResource
-        from hats_assets.defs.rollups.assets import rollups
 
-        key = f"{self.day:%Y-%m-%d}"
-        resources = {
+        return {
             "influxdb": InfluxDBResource(url=self.env["HATS_INFLUX_URL"],
                                          username=self.env["HATS_INFLUX_DAGSTER_USERNAME"],
                                          password=self.env["HATS_INFLUX_DAGSTER_PASSWORD"], tenant=TENANT),
             "postgres": PostgresResource(dsn=self.env["HATS_DAGSTER_DSN"]),
         }
-        tags = {"dagster/asset_partition_range_start": f"{key}-00:00",
+
+    def day_tags(self) -> dict[str, str]:
+        key = f"{self.day:%Y-%m-%d}"
+        return {"dagster/asset_partition_range_start": f"{key}-00:00",
                 "dagster/asset_partition_range_end": f"{key}-23:00"}
+
+    def with_checks(self) -> tuple[float, float, float]:
+        """The same day's rollup run with its data-quality checks: wall time, and the seconds spent inside
+        great-expectations validations (the rest of the checks' time is their queries and arithmetic)."""
+        from hats_assets.defs.quality import expectations, rollup_checks
+        from hats_assets.defs.rollups.assets import rollups
+
+        spent = [0.0]
+        validate = expectations.failing_rows
+
+        def timed(*args: Any, **kwargs: Any) -> list[int]:
+            began = time.perf_counter()
+            try:
+                return validate(*args, **kwargs)
+            finally:
+                spent[0] += time.perf_counter() - began
+
+        rollup_checks.failing_rows = timed  # type: ignore[attr-defined]
+        try:
+            with dg.DagsterInstance.ephemeral() as instance:
+                began = time.monotonic()
+                result = dg.materialize([rollups, *rollup_checks.rollup_checks], instance=instance,
+                                        resources=self.resources(), tags=self.day_tags(), raise_on_error=False)
+                wall = time.monotonic() - began
+        finally:
+            rollup_checks.failing_rows = validate  # type: ignore[attr-defined]
+        failed = [e.check_name for e in result.get_asset_check_evaluations() if not e.passed]
+        log(f"checks over the day: {len(result.get_asset_check_evaluations())} evaluated, failed: {failed or 'none'}")
+        return wall, spent[0], gx_import_s()
+
+    def ours(self) -> tuple[float, dict[str, float], dict[str, object]]:
+        from hats_assets.defs.rollups.assets import rollups
+
+        resources, tags = self.resources(), self.day_tags()
         with dg.DagsterInstance.ephemeral() as instance:
             began = time.monotonic()
             result = dg.materialize([rollups], instance=instance, resources=resources,
@@ -195,6 +230,15 @@ def _meta(result: dg.ExecuteInProcessResult, asset: str) -> Any:
                 if e.asset_key == dg.AssetKey(asset) and e.materialization is not None)
 
 
+def gx_import_s() -> float:
+    """What a fresh run process pays once to import great-expectations (checks import it lazily)."""
+    began = time.monotonic()
+    subprocess.run([sys.executable, "-c", "import great_expectations"], check=True, capture_output=True)
+    python_alone = time.monotonic()
+    subprocess.run([sys.executable, "-c", "pass"], check=True)
+    return (python_alone - began) - (time.monotonic() - python_alone)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--entities", type=int, default=1_000)
@@ -211,7 +255,9 @@ def main() -> int:
     log("ours: rollup_1m → rollup_5m → rollup_1h, one single-run backfill of the day …")
     ours_s, steps, meta = bench.ours()
     log(f"ours: {ours_s:.1f} s (steps: " + ", ".join(f"{k} {v:.1f} s" for k, v in steps.items()) + f"); {meta}")
-    log("Dagster: one hourly partition of rollup_hourly_job, launched as a process …")
+    log("ours + data-quality checks, same day, one run …")
+    checked_s, gx_s, gx_import = bench.with_checks()
+    log("Dagster: one hourly partition of rollup_hourly_job (rollups + checks), launched as a process …")
     dagster_s = bench.dagster_run()
 
     ratio = ours_s / baseline_s
@@ -220,6 +266,11 @@ def main() -> int:
     print(f"baseline (1m mean INTO, InfluxDB) {baseline_s:>10.1f} s")
     print(f"ours (1m + 5m + 1h, exact)        {ours_s:>10.1f} s   ratio {ratio:.2f}x "
           f"(target <= {TARGET_RATIO}x: {'PASS' if ratio <= TARGET_RATIO else 'FAIL'})")
+    added = (checked_s - ours_s) / ours_s
+    print(f"ours + checks (GE 1.x)            {checked_s:>10.1f} s   checks add {100 * added:.0f} % "
+          f"(target <= 25 %: {'PASS' if added <= 0.25 else 'FAIL'}); inside GX validations {gx_s:.2f} s, "
+          f"queries and arithmetic {max(checked_s - ours_s - gx_s, 0):.1f} s; GX import per run process "
+          f"{gx_import:.1f} s")
     print(f"hourly run, launch to success      {dagster_s:>10.1f} s   "
           f"(target <= {TARGET_DAGSTER_S:.0f} s: {'PASS' if dagster_s <= TARGET_DAGSTER_S else 'FAIL'})")
     return 0
