@@ -53,6 +53,9 @@ def dq_rows(tenant: Tenant) -> list[tuple[object, ...]]:
 def test_failing_checks_name_the_rows_and_keep_the_day_out_of_the_warehouse(tenant: Tenant) -> None:
     write_raw(tenant, [
         *(f"temperature,entity_id=sensor.kitchen,source=t value={20 + i / 10} {at(i * 5)}" for i in range(12)),
+        # …and again under the device id it had before being re-paired: same instants, counted once.
+        *(f"temperature,device_id=old,entity_id=sensor.kitchen,source=t value={20 + i / 10} {at(i * 5)}"
+          for i in range(12)),
         f"temperature,entity_id=sensor.oven_probe,source=t value=21.0 {at(1)}",
         f"temperature,entity_id=sensor.oven_probe,source=t value=95.5 {at(30)}",  # not a room: out of range
         *(f"humidity,entity_id=sensor.bath,source=t value={55 + i} {at(i * 10)}" for i in range(6)),

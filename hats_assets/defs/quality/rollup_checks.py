@@ -82,15 +82,17 @@ def plausible_ranges(
 @dg.asset_check(
     asset="rollup_1m", name="raw_points_all_rolled_up", blocking=True, partitions_def=hourly_partitions,
     description="Cross-store completeness: per entity, the raw numeric points in InfluxDB equal the points "
-                "counted in its 1 min rollup rows (between the largest single-source series and the sum over "
-                "sources, where one entity arrives through two integrations).",
+                "counted in its 1 min rollup rows (between its largest raw series and the sum over its series, "
+                "where one entity arrives under two device ids or integrations).",
 )
 def raw_points_all_rolled_up(
     context: dg.AssetCheckExecutionContext, influxdb: InfluxDBResource, postgres: PostgresResource
 ) -> dg.AssetCheckResult:
     window = _window(context)
+    # Per raw series (all tags: an entity re-paired under a new device id, or seen by two integrations, has
+    # several, often with the same instants, which the rollup counts once).
     raw = frame_of(influxdb.query('SELECT count("value") FROM "raw"./.*/ WHERE time >= $start AND time < $end '
-                                'GROUP BY "entity_id", "source"', _params(*window)), ("entity_id", "source"))
+                                'GROUP BY *', _params(*window)), ("entity_id",))
     rolled = frame_of(influxdb.query('SELECT sum("count") FROM "rollup"."gauge_1m", "rollup"."counter_1m" '
                                    'WHERE time >= $start AND time < $end GROUP BY "entity_id"', _params(*window)),
                     ("entity_id",))
