@@ -195,3 +195,28 @@ def test_feed_checks_find_clocks_ahead_silent_devices_and_a_full_budget(
     assert 7200 <= stale[0]["silent_for_s"] < 7300
     assert (found["series_within_budget"].metadata["entities"].value,
             found["series_within_budget"].metadata["used_pct"].value) == (2, 100.0)
+
+
+def test_the_latest_result_covering_an_hour_decides_whether_the_warehouse_takes_it(tenant: Tenant) -> None:
+    """A backfill's checks write one result for its whole range; it supersedes older per-hour results."""
+    from hats_assets.defs.common.resources import PostgresResource
+    from hats_assets.defs.quality.results import failed_hours
+
+    postgres = PostgresResource(dsn=tenant.env["HATS_DAGSTER_DSN"])
+
+    def result(start: datetime, hours: int, passed: bool) -> None:
+        with psycopg.connect(tenant.env["HATS_DAGSTER_DSN"], autocommit=True) as conn:
+            conn.execute("INSERT INTO ops.dq_results (tenant_id, asset, check_name, window_start, window_end, passed, "
+                         "severity, failing) VALUES (%s, 'rollup_1m', 'raw_points_all_rolled_up', %s, %s, %s, "
+                         "'ERROR', %s)",
+                         (tenant.name, start, start + timedelta(hours=hours), passed, 0 if passed else 3))
+
+    day = HOUR.replace(hour=0)
+    result(HOUR, 1, passed=False)
+    assert [(h, c) for h, c, _ in failed_hours(postgres, tenant.name, day, day + timedelta(days=1))] == [
+        (HOUR, "raw_points_all_rolled_up")]
+    result(day, 24, passed=True)  # a re-run of the whole day passed
+    assert failed_hours(postgres, tenant.name, day, day + timedelta(days=1)) == []
+    result(day + timedelta(hours=2), 3, passed=False)  # a later range run failed: each of its hours is held
+    assert [h for h, _, _ in failed_hours(postgres, tenant.name, day, day + timedelta(days=1))] == [
+        day + timedelta(hours=h) for h in (2, 3, 4)]

@@ -1,11 +1,13 @@
--- Per check and hour, the latest result; the hours where one of them failed (a re-run that passes clears it).
-SELECT window_start, check_name, failing
-FROM (
-    SELECT DISTINCT ON (check_name, window_start) window_start, check_name, passed, failing
+-- Per hour of [start, end) and blocking check, the latest ERROR result covering that hour (one hour's
+-- run, or a backfill range's single result); the hours where it failed. A passing re-run clears them.
+SELECT h.hour, latest.check_name, latest.failing
+FROM generate_series(%(start)s::timestamptz, %(end)s::timestamptz - interval '1 hour', interval '1 hour') AS h(hour)
+CROSS JOIN LATERAL (
+    SELECT DISTINCT ON (check_name) check_name, passed, failing
     FROM ops.dq_results
-    WHERE tenant_id = %(tenant)s AND window_start >= %(start)s AND window_start < %(end)s AND severity = 'ERROR'
-      AND asset IN ('rollup_1m', 'rollup_1h')  -- the hourly partitions' checks; feed checks are not per hour
-    ORDER BY check_name, window_start, checked_at DESC, id DESC
+    WHERE tenant_id = %(tenant)s AND severity = 'ERROR' AND asset IN ('rollup_1m', 'rollup_1h')
+      AND window_start <= h.hour AND window_end > h.hour
+    ORDER BY check_name, checked_at DESC, id DESC
 ) latest
-WHERE NOT passed
-ORDER BY window_start, check_name
+WHERE NOT latest.passed
+ORDER BY h.hour, latest.check_name
