@@ -159,7 +159,10 @@ class MqttLink:
                 delay = min(delay * 2, RECONNECT_MAX_S)
                 continue
             delay = RECONNECT_INITIAL_S
-            self._serve()
+            try:
+                self._serve()
+            except Exception:  # this thread must never die: a dead network loop would never reconnect
+                log.exception("MQTT network loop failed; reconnecting")
             if not self._stop.is_set():
                 self.reconnects += 1
                 self._stop.wait(delay * random.uniform(0.5, 1.5))  # noqa: S311
@@ -173,13 +176,18 @@ class MqttLink:
         """Drive one connection until it drops or we stop."""
         client = self._client
         while not self._stop.is_set():
-            sock = client.socket()
-            if sock is None:
-                return
             self._flush_requests()
+            # Taken after the acks and requests: paho closes the socket (fileno -1) when a write fails,
+            # and select() on a closed socket raises instead of reporting the lost connection.
+            sock = client.socket()
+            if sock is None or sock.fileno() < 0:
+                return
             watch_read = [sock, self._wake_r] if self._reading.is_set() else [self._wake_r]
-            readable, writable, _ = select.select(watch_read, [sock] if client.want_write() else [], [],
-                                                  SELECT_TIMEOUT_S)
+            try:
+                readable, writable, _ = select.select(watch_read, [sock] if client.want_write() else [], [],
+                                                      SELECT_TIMEOUT_S)
+            except (ValueError, OSError):  # closed between the check and the call: the connection is gone
+                return
             if self._wake_r in readable:
                 with contextlib.suppress(BlockingIOError):
                     self._wake_r.recv(4096)
