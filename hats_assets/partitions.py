@@ -23,10 +23,15 @@ def day_window(partition_key: str) -> tuple[datetime, datetime]:
     return window.start.astimezone(UTC), window.end.astimezone(UTC)
 
 
-def context_window(context: dg.AssetExecutionContext) -> tuple[datetime, datetime]:
+def context_window(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> tuple[datetime, datetime]:
     """The run's whole UTC window: one partition, or a range under a single-run backfill."""
     window = context.partition_time_window
     return window.start.astimezone(UTC), window.end.astimezone(UTC)
+
+
+def epoch_ns(moment: datetime) -> int:
+    """A whole-second instant (partition bounds) as InfluxDB's epoch nanoseconds."""
+    return int(moment.timestamp()) * 1_000_000_000
 
 
 def hour_key(moment: datetime) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import dagster as dg
@@ -21,6 +22,11 @@ QUERY_TIMEOUT_S = 300.0
 # Lines per /write request: large enough to amortise HTTP, small enough for InfluxDB 1.x's default
 # max-body-size (25 MB) once gzip is undone.
 WRITE_CHUNK_LINES = 50_000
+
+
+def window_params(start: datetime, end: datetime) -> dict[str, str]:
+    """Bound parameters ``$start``/``$end`` of a query over ``[start, end)``."""
+    return {"start": start.isoformat(), "end": end.isoformat()}
 
 
 def quote_ident(name: str) -> str:

@@ -14,14 +14,15 @@ import pandas as pd
 
 from hats_assets.defs.common.resources import InfluxDBResource, PostgresResource
 from hats_assets.defs.quality.expectations import failing_rows
-from hats_assets.defs.quality.results import plain, record
+from hats_assets.defs.quality.results import conclude
+from ingest_worker.settings import ENV_PREFIX, WorkerSettings
 
 FUTURE_TOLERANCE = timedelta(minutes=5)
 FRESHNESS_LOOKBACK = timedelta(days=7)
 STALE_CADENCES = 10  # silent for more than 10 usual intervals…
 STALE_AT_LEAST = timedelta(hours=1)  # …and at least an hour
 BUDGET_WARN_SHARE = 0.9
-DEFAULT_SERIES_BUDGET = 10_000  # ingest_worker's HATS_SERIES_BUDGET default
+SERIES_BUDGET_ENV = f"{ENV_PREFIX}SERIES_BUDGET"  # the worker's setting, read with the worker's default
 
 
 def _now_window() -> tuple[datetime, datetime]:
@@ -40,12 +41,8 @@ def no_future_points(
     ahead = [{"entity_id": s["tags"]["entity_id"], "points": int(s["values"][0][1])} for s in influxdb.query(
         f'SELECT count("value") FROM "raw"./.*/ WHERE time > now() + {int(FUTURE_TOLERANCE.total_seconds())}s '
         'GROUP BY "entity_id"')]
-    record(context, postgres, influxdb.tenant, "raw_points", "no_future_points", _now_window(), ahead, len(ahead))
-    return dg.AssetCheckResult(
-        passed=not ahead, severity=dg.AssetCheckSeverity.ERROR,
-        metadata={"entities_ahead": dg.MetadataValue.json(plain(ahead)),
-                  "what_to_do": "fix the clock (NTP) of Home Assistant or of these devices"},
-    )
+    return conclude(context, postgres, influxdb.tenant, _now_window(), ahead, len(ahead), listed_as="entities_ahead",
+                    what_to_do="fix the clock (NTP) of Home Assistant or of these devices")
 
 
 @dg.asset_check(
@@ -73,13 +70,9 @@ def entities_fresh(
                          or_equal=True)
     failing = [{"entity_id": rows[i]["entity_id"], "silent_for_s": round(rows[i]["age_s"]),
                 "usual_limit_s": round(rows[i]["allowed_s"])} for i in stale]
-    record(context, postgres, influxdb.tenant, "raw_points", "entities_fresh", _now_window(), failing, len(rows),
-           severity="WARN")
-    return dg.AssetCheckResult(
-        passed=not failing, severity=dg.AssetCheckSeverity.WARN,
-        metadata={"entities_checked": len(rows), "stale_entities": dg.MetadataValue.json(plain(failing)),
-                  "what_to_do": "check these devices' batteries, radio links or integrations"},
-    )
+    return conclude(context, postgres, influxdb.tenant, _now_window(), failing, len(rows),
+                    severity=dg.AssetCheckSeverity.WARN, listed_as="stale_entities", entities_checked=len(rows),
+                    what_to_do="check these devices' batteries, radio links or integrations")
 
 
 @dg.asset_check(
@@ -90,7 +83,7 @@ def entities_fresh(
 def series_within_budget(
     context: dg.AssetCheckExecutionContext, influxdb: InfluxDBResource, postgres: PostgresResource
 ) -> dg.AssetCheckResult:
-    budget = int(os.environ.get("HATS_SERIES_BUDGET", DEFAULT_SERIES_BUDGET))
+    budget = int(os.environ.get(SERIES_BUDGET_ENV, WorkerSettings.model_fields["series_budget"].default))
     with postgres.connect() as conn:
         row = conn.execute("SELECT count(*) FROM core.entities WHERE tenant_id = %s", (influxdb.tenant,)).fetchone()
     entities = int(row[0]) if row else 0
@@ -99,14 +92,11 @@ def series_within_budget(
                              max_value=BUDGET_WARN_SHARE * budget)
     full = entities >= budget
     failing = [{"entities": entities, "budget": budget}] if over_warn else []
-    record(context, postgres, influxdb.tenant, "core_metadata", "series_within_budget", _now_window(), failing, 1,
-           severity="ERROR" if full else "WARN")
-    return dg.AssetCheckResult(
-        passed=not failing, severity=dg.AssetCheckSeverity.ERROR if full else dg.AssetCheckSeverity.WARN,
-        metadata={"entities": entities, "budget": budget, "used_pct": round(100 * entities / budget, 1),
-                  "what_to_do": "raise HATS_SERIES_BUDGET for the worker, or exclude noisy entities in Home "
-                                "Assistant's MQTT statestream/eventstream filters"},
-    )
+    return conclude(context, postgres, influxdb.tenant, _now_window(), failing, 1,
+                    severity=dg.AssetCheckSeverity.ERROR if full else dg.AssetCheckSeverity.WARN,
+                    entities=entities, budget=budget, used_pct=round(100 * entities / budget, 1),
+                    what_to_do="raise HATS_SERIES_BUDGET for the worker, or exclude noisy entities in Home "
+                               "Assistant's MQTT statestream/eventstream filters")
 
 
 feed_checks = [no_future_points, entities_fresh, series_within_budget]

@@ -37,15 +37,26 @@ def plain(rows: list[dict[str, Any]]) -> Any:
     return json.loads(json.dumps(rows[:DETAILS_LISTED], default=_native))
 
 
-def record(context: dg.AssetCheckExecutionContext, postgres: PostgresResource, tenant: str, asset: str,
-            check: str, window: tuple[datetime, datetime], failing: list[dict[str, Any]], checked: int,
-            severity: str = "ERROR") -> None:
+def conclude(
+    context: dg.AssetCheckExecutionContext, postgres: PostgresResource, tenant: str,
+    window: tuple[datetime, datetime], failing: list[dict[str, Any]], checked: int, *,
+    severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR, listed_as: str | None = None,
+    what_to_do: str, **metadata: Any,
+) -> dg.AssetCheckResult:
+    """Record a check's outcome in ``ops.dq_results`` (every failing row) and return what Dagster shows
+    (the first ``DETAILS_LISTED`` of them under ``listed_as``, and what a person should do)."""
+    [spec] = context.check_specs
     with postgres.connect() as conn:
         conn.execute(RECORD_SQL, {
-            "run_id": context.run.run_id, "tenant": tenant, "asset": asset, "check": check,
-            "start": window[0], "end": window[1], "passed": not failing, "severity": severity,
-            "failing": len(failing), "checked": checked, "details": json.dumps(failing, default=_native),
+            "run_id": context.run.run_id, "tenant": tenant, "asset": spec.asset_key.to_user_string(),
+            "check": spec.name, "start": window[0], "end": window[1], "passed": not failing,
+            "severity": severity.value, "failing": len(failing), "checked": checked,
+            "details": json.dumps(failing, default=_native),
         })
+    if listed_as is not None:
+        metadata[listed_as] = dg.MetadataValue.json(plain(failing))
+    return dg.AssetCheckResult(passed=not failing, severity=severity,
+                               metadata={**metadata, "what_to_do": what_to_do})
 
 
 def failed_hours(postgres: PostgresResource, tenant: str, start: datetime, end: datetime) -> list[tuple[Any, ...]]:

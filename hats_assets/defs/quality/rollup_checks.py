@@ -1,8 +1,9 @@
 """Data-quality checks on the rollups, per hourly partition, written with great-expectations 1.x.
 
-Both are blocking and ERROR: a partition that fails them is not loaded into the warehouse until it is
+The ERROR ones are blocking: a partition that fails them is not loaded into the warehouse until it is
 fixed or re-run (``hourly_rollup`` refuses days whose latest result for an hour failed, see
-``results.failed_hours``). Every result is also written to ``ops.dq_results`` with the rows a person can act on.
+``results.failed_hours``); the WARN ones are reported only. Every result is also written to
+``ops.dq_results`` with the rows a person can act on.
 """
 
 from datetime import UTC, datetime, timedelta
@@ -12,13 +13,13 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from hats_assets.defs.common.resources import InfluxDBResource, PostgresResource
+from hats_assets.defs.common.resources import InfluxDBResource, PostgresResource, window_params
 from hats_assets.defs.core.assets import counter_entities
 from hats_assets.defs.quality.expectations import failing_rows
-from hats_assets.defs.quality.results import frame_of, plain, record
+from hats_assets.defs.quality.results import conclude, frame_of
 from hats_assets.defs.rollups.maths import RESET_RATIO
 from hats_assets.defs.rollups.raw_reader import read_window_for_run
-from hats_assets.partitions import hourly_partitions
+from hats_assets.partitions import context_window, epoch_ns, hourly_partitions
 
 # Plausible values per quantity (canonical units); quantities not listed are not range-checked.
 PLAUSIBLE: dict[str, tuple[float | None, float | None]] = {
@@ -33,15 +34,6 @@ PLAUSIBLE: dict[str, tuple[float | None, float | None]] = {
 }
 
 
-def _window(context: dg.AssetCheckExecutionContext) -> tuple[datetime, datetime]:
-    window = context.partition_time_window
-    return window.start, window.end
-
-
-def _params(start: datetime, end: datetime) -> dict[str, str]:
-    return {"start": start.isoformat(), "end": end.isoformat()}
-
-
 @dg.asset_check(
     asset="rollup_1h", name="plausible_ranges", blocking=True, partitions_def=hourly_partitions,
     description="Every gauge's hourly min and max lie in its quantity's plausible range (humidity and battery "
@@ -50,12 +42,12 @@ def _params(start: datetime, end: datetime) -> dict[str, str]:
 def plausible_ranges(
     context: dg.AssetCheckExecutionContext, influxdb: InfluxDBResource, postgres: PostgresResource
 ) -> dg.AssetCheckResult:
-    window = _window(context)
+    window = context_window(context)
     gauges = frame_of(influxdb.query('SELECT "min", "max" FROM "rollup"."gauge_1h" WHERE time >= $start AND '
-                                   'time < $end GROUP BY "entity_id", "quantity"', _params(*window)),
+                                   'time < $end GROUP BY "entity_id", "quantity"', window_params(*window)),
                     ("entity_id", "quantity"))
     meters = frame_of(influxdb.query('SELECT "consumption" FROM "rollup"."counter_1h" WHERE time >= $start AND '
-                                   'time < $end GROUP BY "entity_id", "quantity"', _params(*window)),
+                                   'time < $end GROUP BY "entity_id", "quantity"', window_params(*window)),
                     ("entity_id", "quantity"))
     failing: list[dict[str, Any]] = []
     for quantity, (low, high) in PLAUSIBLE.items():
@@ -64,19 +56,17 @@ def plausible_ranges(
         for column in ("min", "max"):
             bad |= set(failing_rows(rows, "ExpectColumnValuesToBeBetween", column=column, min_value=low,
                                     max_value=high))
-        failing += [{"entity_id": rows.at[i, "entity_id"], "quantity": quantity, "min": float(str(rows.at[i, "min"])),
-                     "max": float(str(rows.at[i, "max"])), "allowed": [low, high]} for i in sorted(bad)]
+        records = rows.to_dict("records")
+        failing += [{"entity_id": records[i]["entity_id"], "quantity": quantity, "min": float(records[i]["min"]),
+                     "max": float(records[i]["max"]), "allowed": [low, high]} for i in sorted(bad)]
+    records = meters.to_dict("records")
     for i in failing_rows(meters, "ExpectColumnValuesToBeBetween", column="consumption", min_value=0.0):
-        failing.append({"entity_id": meters.at[i, "entity_id"], "quantity": meters.at[i, "quantity"],
-                        "consumption": float(str(meters.at[i, "consumption"])), "allowed": [0.0, None]})
+        failing.append({"entity_id": records[i]["entity_id"], "quantity": records[i]["quantity"],
+                        "consumption": float(records[i]["consumption"]), "allowed": [0.0, None]})
     checked = len(gauges) + len(meters)
-    record(context, postgres, influxdb.tenant, "rollup_1h", "plausible_ranges", window, failing, checked)
-    return dg.AssetCheckResult(
-        passed=not failing, severity=dg.AssetCheckSeverity.ERROR,
-        metadata={"rows_checked": checked, "out_of_range": len(failing),
-                  "entities": dg.MetadataValue.json(plain(failing)),
-                  "what_to_do": "fix the device or its unit in Home Assistant, then re-run the partition"},
-    )
+    return conclude(context, postgres, influxdb.tenant, window, failing, checked, listed_as="entities",
+                    rows_checked=checked, out_of_range=len(failing),
+                    what_to_do="fix the device or its unit in Home Assistant, then re-run the partition")
 
 
 @dg.asset_check(
@@ -88,13 +78,13 @@ def plausible_ranges(
 def raw_points_all_rolled_up(
     context: dg.AssetCheckExecutionContext, influxdb: InfluxDBResource, postgres: PostgresResource
 ) -> dg.AssetCheckResult:
-    window = _window(context)
+    window = context_window(context)
     # Per raw series (all tags: an entity re-paired under a new device id, or seen by two integrations, has
     # several, often with the same instants, which the rollup counts once).
     raw = frame_of(influxdb.query('SELECT count("value") FROM "raw"./.*/ WHERE time >= $start AND time < $end '
-                                'GROUP BY *', _params(*window)), ("entity_id",))
+                                'GROUP BY *', window_params(*window)), ("entity_id",))
     rolled = frame_of(influxdb.query('SELECT sum("count") FROM "rollup"."gauge_1m", "rollup"."counter_1m" '
-                                   'WHERE time >= $start AND time < $end GROUP BY "entity_id"', _params(*window)),
+                                   'WHERE time >= $start AND time < $end GROUP BY "entity_id"', window_params(*window)),
                     ("entity_id",))
     per_entity = raw.groupby("entity_id")["count"].agg(raw_max="max", raw_sum="sum") if len(raw) else pd.DataFrame(
         columns=["raw_max", "raw_sum"])
@@ -107,15 +97,10 @@ def raw_points_all_rolled_up(
     records = frame.to_dict("records")
     failing = [{"entity_id": records[i]["entity_id"], "raw_points": int(records[i]["raw_sum"]),
                 "rolled_up": int(records[i]["rolled"])} for i in sorted(bad)]
-    record(context, postgres, influxdb.tenant, "rollup_1m", "raw_points_all_rolled_up", window, failing, len(frame))
-    return dg.AssetCheckResult(
-        passed=not failing, severity=dg.AssetCheckSeverity.ERROR,
-        metadata={"entities_checked": len(frame), "raw_points": int(frame["raw_sum"].sum()) if len(frame) else 0,
-                  "incomplete_entities": dg.MetadataValue.json(plain(failing)),
-                  "what_to_do": "re-run the partition (late points arrived while it ran, or a write failed)"},
-    )
-
-
+    return conclude(context, postgres, influxdb.tenant, window, failing, len(frame),
+                    listed_as="incomplete_entities", entities_checked=len(frame),
+                    raw_points=int(frame["raw_sum"].sum()) if len(frame) else 0,
+                    what_to_do="re-run the partition (late points arrived while it ran, or a write failed)")
 
 
 @dg.asset_check(
@@ -126,13 +111,13 @@ def raw_points_all_rolled_up(
 def one_series_per_entity(
     context: dg.AssetCheckExecutionContext, influxdb: InfluxDBResource, postgres: PostgresResource
 ) -> dg.AssetCheckResult:
-    window = _window(context)
+    window = context_window(context)
     series = frame_of(influxdb.query('SELECT count("count") FROM "rollup"."gauge_1m", "rollup"."counter_1m" '
                                      'WHERE time >= $start AND time < $end GROUP BY "entity_id", "quantity"',
-                                     _params(*window)), ("entity_id", "quantity"))
+                                     window_params(*window)), ("entity_id", "quantity"))
     future = {s["tags"]["entity_id"] for s in influxdb.query(
         'SELECT count("count") FROM "rollup"."gauge_1m", "rollup"."counter_1m" WHERE time >= $start AND '
-        'time < $end AND time > now() GROUP BY "entity_id"', _params(*window))}
+        'time < $end AND time > now() GROUP BY "entity_id"', window_params(*window))}
     per_entity = series.groupby("entity_id").size().rename("series").reset_index() if len(series) else pd.DataFrame(
         columns=["entity_id", "series"])
     bad = failing_rows(per_entity, "ExpectColumnValuesToBeBetween", column="series", min_value=1, max_value=1)
@@ -141,14 +126,10 @@ def one_series_per_entity(
                 "quantities": sorted(series.loc[series["entity_id"] == records[i]["entity_id"], "quantity"])}
                for i in bad]
     failing += [{"entity_id": entity, "rows_in_the_future": True} for entity in sorted(future)]
-    record(context, postgres, influxdb.tenant, "rollup_1m", "one_series_per_entity", window, failing,
-           len(per_entity))
-    return dg.AssetCheckResult(
-        passed=not failing, severity=dg.AssetCheckSeverity.ERROR,
-        metadata={"entities_checked": len(per_entity), "ambiguous_entities": dg.MetadataValue.json(plain(failing)),
-                  "what_to_do": "an entity changed quantity or state_class within the hour, or a clock is ahead: "
-                                "fix its metadata in Home Assistant, then re-run the partition"},
-    )
+    return conclude(context, postgres, influxdb.tenant, window, failing, len(per_entity),
+                    listed_as="ambiguous_entities", entities_checked=len(per_entity),
+                    what_to_do="an entity changed quantity or state_class within the hour, or a clock is ahead: "
+                               "fix its metadata in Home Assistant, then re-run the partition")
 
 
 # Usual cadence: the entity's mean interval over the day before the partition; a gap is a silence longer
@@ -168,11 +149,11 @@ MIN_SHARE = 0.5
 def points_match_cadence(
     context: dg.AssetCheckExecutionContext, influxdb: InfluxDBResource, postgres: PostgresResource
 ) -> dg.AssetCheckResult:
-    window = _window(context)
+    window = context_window(context)
     start, end = window
     usual = {s["tags"]["entity_id"]: int(s["values"][0][1]) for s in influxdb.query(
         'SELECT count("value") FROM "raw"./.*/ WHERE time >= $start AND time < $end GROUP BY "entity_id"',
-        _params(start - CADENCE_LOOKBACK, start))}
+        window_params(start - CADENCE_LOOKBACK, start))}
     raw = read_window_for_run(influxdb, start, end, context.run.run_id)
     failing: list[dict[str, Any]] = []
     for series in raw.series:
@@ -182,7 +163,7 @@ def points_match_cadence(
         interval_s = CADENCE_LOOKBACK.total_seconds() / before
         expected = (end - start).total_seconds() / interval_s
         times = series.times_ns[~np.isnan(series.values)]
-        edges = np.concatenate(([_ns(start)], times, [_ns(end)]))
+        edges = np.concatenate(([epoch_ns(start)], times, [epoch_ns(end)]))
         silence = np.diff(edges) / 1e9
         limit = max(GAP_CADENCES * interval_s, MIN_GAP.total_seconds())
         gaps = [[datetime.fromtimestamp(edges[i] / 1e9, tz=UTC).isoformat(), round(float(silence[i]))]
@@ -190,14 +171,10 @@ def points_match_cadence(
         if times.size < MIN_SHARE * expected or gaps:
             failing.append({"entity_id": series.entity_id, "points": int(times.size), "expected": round(expected),
                             "gaps": gaps})
-    record(context, postgres, influxdb.tenant, "rollup_1m", "points_match_cadence", window, failing,
-           len(raw.series), severity="WARN")
-    return dg.AssetCheckResult(
-        passed=not failing, severity=dg.AssetCheckSeverity.WARN,
-        metadata={"entities_checked": len(raw.series), "entities_with_gaps": len(failing),
-                  "gaps": dg.MetadataValue.json(plain(failing)),
-                  "what_to_do": "check the devices' batteries, radio links or integrations for these hours"},
-    )
+    return conclude(context, postgres, influxdb.tenant, window, failing, len(raw.series),
+                    severity=dg.AssetCheckSeverity.WARN, listed_as="gaps", entities_checked=len(raw.series),
+                    entities_with_gaps=len(failing),
+                    what_to_do="check the devices' batteries, radio links or integrations for these hours")
 
 
 @dg.asset_check(
@@ -208,7 +185,7 @@ def points_match_cadence(
 def meters_only_grow(
     context: dg.AssetCheckExecutionContext, influxdb: InfluxDBResource, postgres: PostgresResource
 ) -> dg.AssetCheckResult:
-    window = _window(context)
+    window = context_window(context)
     meters = counter_entities(postgres, influxdb.tenant)
     raw = read_window_for_run(influxdb, *window, context.run.run_id)
     failing: list[dict[str, Any]] = []
@@ -228,17 +205,9 @@ def meters_only_grow(
             failing.append({"entity_id": series.entity_id, "dips": [
                 [datetime.fromtimestamp(times[i + 1] / 1e9, tz=UTC).isoformat(), float(previous[i]),
                  float(current[i])] for i in dips[:10]], "count": int(dips.size)})
-    record(context, postgres, influxdb.tenant, "rollup_1m", "meters_only_grow", window, failing, checked,
-           severity="WARN")
-    return dg.AssetCheckResult(
-        passed=not failing, severity=dg.AssetCheckSeverity.WARN,
-        metadata={"meters_checked": checked, "meters_with_dips": dg.MetadataValue.json(plain(failing)),
-                  "what_to_do": "a dipping meter usually reports a rounded or restored value; check the device"},
-    )
-
-
-def _ns(moment: datetime) -> int:
-    return int(moment.timestamp()) * 1_000_000_000
+    return conclude(context, postgres, influxdb.tenant, window, failing, checked,
+                    severity=dg.AssetCheckSeverity.WARN, listed_as="meters_with_dips", meters_checked=checked,
+                    what_to_do="a dipping meter usually reports a rounded or restored value; check the device")
 
 
 rollup_checks = [plausible_ranges, raw_points_all_rolled_up, one_series_per_entity, points_match_cadence,

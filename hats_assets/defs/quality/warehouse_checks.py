@@ -4,16 +4,15 @@ Blocking: in ``warehouse_daily_job`` the daily table is re-aggregated from the h
 so a day whose hourly load is incomplete never reaches ``daily_rollup`` (and its views) in that run.
 """
 
-from datetime import UTC
 from typing import Any
 
 import dagster as dg
 import pandas as pd
 
-from hats_assets.defs.common.resources import InfluxDBResource, PostgresResource
+from hats_assets.defs.common.resources import InfluxDBResource, PostgresResource, window_params
 from hats_assets.defs.quality.expectations import failing_rows
-from hats_assets.defs.quality.results import plain, record
-from hats_assets.partitions import daily_partitions
+from hats_assets.defs.quality.results import conclude
+from hats_assets.partitions import context_window, daily_partitions
 
 ROLLUP_ROWS_QUERY = ('SELECT count("count") FROM "rollup"."gauge_1h", "rollup"."counter_1h" '
                      'WHERE time >= $start AND time < $end GROUP BY "entity_id"')
@@ -29,10 +28,9 @@ WAREHOUSE_ROWS_SQL = ("SELECT entity_id, count(*), count(DISTINCT (hour, quantit
 def warehouse_rows_match_rollups(
     context: dg.AssetCheckExecutionContext, influxdb: InfluxDBResource, postgres: PostgresResource
 ) -> dg.AssetCheckResult:
-    window = context.partition_time_window
-    start, end = window.start.astimezone(UTC), window.end.astimezone(UTC)
+    start, end = context_window(context)
     counts: dict[str, dict[str, Any]] = {}
-    for series in influxdb.query(ROLLUP_ROWS_QUERY, {"start": start.isoformat(), "end": end.isoformat()}):
+    for series in influxdb.query(ROLLUP_ROWS_QUERY, window_params(start, end)):
         row = counts.setdefault(series["tags"]["entity_id"], {"rollup": 0, "warehouse": 0, "distinct": 0})
         row["rollup"] += int(series["values"][0][1])
     with postgres.connect() as conn:
@@ -48,11 +46,7 @@ def warehouse_rows_match_rollups(
     failing = [{"entity_id": records[i]["entity_id"], "rollup_rows": records[i]["rollup"],
                 "warehouse_rows": records[i]["warehouse"], "distinct_rows": records[i]["distinct"]}
                for i in sorted(bad)]
-    record(context, postgres, influxdb.tenant, "hourly_rollup", "warehouse_rows_match_rollups", (start, end),
-           failing, len(frame))
-    return dg.AssetCheckResult(
-        passed=not failing, severity=dg.AssetCheckSeverity.ERROR,
-        metadata={"entities_checked": len(frame), "rows_in_rollup": int(frame["rollup"].sum()) if len(frame) else 0,
-                  "mismatched_entities": dg.MetadataValue.json(plain(failing)),
-                  "what_to_do": "re-run warehouse_daily_job for this day (after the day's rollups)"},
-    )
+    return conclude(context, postgres, influxdb.tenant, (start, end), failing, len(frame),
+                    listed_as="mismatched_entities", entities_checked=len(frame),
+                    rows_in_rollup=int(frame["rollup"].sum()) if len(frame) else 0,
+                    what_to_do="re-run warehouse_daily_job for this day (after the day's rollups)")

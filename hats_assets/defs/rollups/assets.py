@@ -13,18 +13,18 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
-from hats_assets.defs.common.resources import InfluxDBResource, PostgresResource
+from hats_assets.defs.common.resources import WRITE_CHUNK_LINES, InfluxDBResource, PostgresResource, window_params
 from hats_assets.defs.core.assets import counter_entities
 from hats_assets.defs.rollups.compute import WINDOWS, RollupStats, compute, lines
 from hats_assets.defs.rollups.contract import KINDS, measurement
 from hats_assets.defs.rollups.raw_reader import read_window_for_run
-from hats_assets.partitions import chunks, context_window, hourly_partitions
+from hats_assets.partitions import chunks, context_window, epoch_ns, hourly_partitions
 from ingest_worker.contract import ROLLUP_RP
 
 HERE = Path(__file__).parent
@@ -33,7 +33,6 @@ WATERMARKS_READ = (HERE / "watermarks_read.sql").read_text()
 WATERMARKS_WRITE = (HERE / "watermarks_write.sql").read_text()
 # Raw data read per query in a backfill: a day of 1,000 entities at 10 s is 8.64 M points (~1 GB).
 RAW_CHUNK = timedelta(days=1)
-WRITE_BATCH_LINES = 50_000
 WRITERS = 2  # measured: 1.44 M lines in 6.7 s from one thread, 4.9 s from two
 TRIGGER_TAG = "hats/trigger"
 ROLLUP_TAGS = {"layer": "rollup"}
@@ -51,10 +50,6 @@ DESCRIPTIONS = {
 }
 
 
-def _params(start: datetime, end: datetime) -> dict[str, str]:
-    return {"start": start.isoformat(), "end": end.isoformat()}
-
-
 def _spec(name: str, deps: list[str]) -> dg.AssetSpec:
     return dg.AssetSpec(name, deps=deps, description=DESCRIPTIONS[name], group_name="rollups",
                         kinds={"influxdb", "python"}, owners=OWNERS, tags=ROLLUP_TAGS)
@@ -65,7 +60,7 @@ def _write(influxdb: InfluxDBResource, encoded: Iterator[str]) -> int:
     written = 0
     with ThreadPoolExecutor(max_workers=WRITERS) as pool:
         pending: deque[Future[int]] = deque()
-        while batch := list(itertools.islice(encoded, WRITE_BATCH_LINES)):
+        while batch := list(itertools.islice(encoded, WRITE_CHUNK_LINES)):
             if len(pending) == WRITERS:
                 written += pending.popleft().result()
             pending.append(pool.submit(influxdb.write, batch, ROLLUP_RP))
@@ -95,14 +90,14 @@ def rollups(
     points = duplicates = 0
     for chunk_start, chunk_end in chunks(start, end, RAW_CHUNK):
         with postgres.connect() as conn:
-            versions = conn.execute(WATERMARKS_READ, {"tenant": influxdb.tenant, **_params(chunk_start, chunk_end)})
-            watermarks = versions.fetchall()
+            watermarks = conn.execute(WATERMARKS_READ, {"tenant": influxdb.tenant,
+                                                        **window_params(chunk_start, chunk_end)}).fetchall()
         window = read_window_for_run(influxdb, chunk_start, chunk_end, context.run.run_id)
-        result = compute(window, counters, _ns(chunk_start), _ns(chunk_end))
+        result = compute(window, counters, epoch_ns(chunk_start), epoch_ns(chunk_end))
         for name, _ in WINDOWS:
             for kind in KINDS:
                 influxdb.query(DELETE_WINDOW.format(measurement=f'"{measurement(kind, name)}"'),
-                               _params(chunk_start, chunk_end))
+                               window_params(chunk_start, chunk_end))
             _write(influxdb, lines(result, name))
         with postgres.connect() as conn, conn.cursor() as cur:
             # Every hour gets a watermark, data or not: a first point arriving later is late data too.
@@ -146,7 +141,3 @@ def _checks_follow(context: dg.AssetExecutionContext) -> bool:
     """Whether this run's job also holds the rollups' data-quality checks (the scheduled job does)."""
     checks = context.job_def.asset_layer.asset_graph.asset_check_keys
     return any(key.asset_key.path[0].startswith("rollup_") for key in checks)
-
-
-def _ns(moment: datetime) -> int:
-    return int(moment.timestamp()) * 1_000_000_000

@@ -23,7 +23,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from hats_assets.defs.common.resources import InfluxDBResource
+from hats_assets.defs.common.resources import InfluxDBResource, window_params
 from hats_assets.defs.rollups.maths import Carry, FloatArray, IntArray
 
 HERE: Final = Path(__file__).parent
@@ -93,11 +93,10 @@ def read_window(influxdb: InfluxDBResource, start: datetime, end: datetime) -> R
     step = (end - start) / READ_SLICES
     bounds = [start + step * i for i in range(READ_SLICES)] + [end]
     carry_params = {"start": start.isoformat()}
-    window_params = {"start": start.isoformat(), "end": end.isoformat()}
     with ThreadPoolExecutor(max_workers=READ_SLICES + 3) as pool:
-        slices = [pool.submit(influxdb.query_float_series, WINDOW_QUERY, {"start": a.isoformat(), "end": b.isoformat()})
+        slices = [pool.submit(influxdb.query_float_series, WINDOW_QUERY, window_params(a, b))
                   for a, b in itertools.pairwise(bounds)]
-        states = pool.submit(influxdb.query_points, STATES_QUERY, window_params)
+        states = pool.submit(influxdb.query_points, STATES_QUERY, window_params(start, end))
         carry_last = pool.submit(influxdb.query_points, CARRY_LAST_QUERY, carry_params)
         carry_reading = pool.submit(influxdb.query_points, CARRY_READING_QUERY, carry_params)
         pieces: dict[SeriesKey, list[tuple[IntArray, FloatArray]]] = {}

@@ -15,7 +15,7 @@ import dagster as dg
 import psycopg
 from psycopg import sql
 
-from hats_assets.defs.common.resources import InfluxDBResource, PostgresResource
+from hats_assets.defs.common.resources import InfluxDBResource, PostgresResource, window_params
 from hats_assets.defs.quality.results import failed_hours
 from hats_assets.defs.rollups.contract import COUNTER_FIELDS, GAUGE_FIELDS, KINDS, Kind, measurement
 from hats_assets.partitions import chunks, context_window, daily_partitions
@@ -70,7 +70,7 @@ def _hourly_rows(influxdb: InfluxDBResource, kind: Kind, start: datetime, end: d
     query = ROLLUP_1H_QUERY.format(measurement=f'"{measurement(kind, "1h")}"')
     rows: list[tuple[Any, ...]] = []
     fields = GAUGE_FIELDS if kind == "gauge" else COUNTER_FIELDS
-    for series in influxdb.query(query, {"start": start.isoformat(), "end": end.isoformat()}):
+    for series in influxdb.query(query, window_params(start, end)):
         position = {name: i for i, name in enumerate(series["columns"])}
         for values in series["values"]:
             got = {name: values[position[name]] if name in position else None for name in fields}
