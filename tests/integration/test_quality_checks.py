@@ -220,3 +220,18 @@ def test_the_latest_result_covering_an_hour_decides_whether_the_warehouse_takes_
     result(day + timedelta(hours=2), 3, passed=False)  # a later range run failed: each of its hours is held
     assert [h for h, _, _ in failed_hours(postgres, tenant.name, day, day + timedelta(days=1))] == [
         day + timedelta(hours=h) for h in (2, 3, 4)]
+
+
+def test_a_backfill_range_is_checked_a_day_at_a_time(tenant: Tenant) -> None:
+    """A single-run backfill of two days: the raw points are read per day (as the rollup read them), so a
+    long range never sits in memory whole, and every day is checked."""
+    first = HOUR.replace(hour=0) - timedelta(days=1)
+    write_raw(tenant, [f"temperature,entity_id=sensor.steady,source=t value=20.5 "
+                       f"{int((first - timedelta(days=1) + timedelta(minutes=5 * i)).timestamp() * 1e9)}"
+                       for i in range(3 * 288)])  # every 5 minutes: the day before, then both days
+    tags = {"dagster/asset_partition_range_start": f"{first:%Y-%m-%d}-00:00",
+            "dagster/asset_partition_range_end": f"{first + timedelta(days=1):%Y-%m-%d}-23:00"}
+    result = dg.materialize([rollups, *rollup_checks], resources=asset_resources(tenant), tags=tags)
+    found = checks(result)
+    assert all(e.passed for e in found.values())
+    assert found["points_match_cadence"].metadata["entities_checked"].value == 2  # one entity, two day chunks

@@ -6,6 +6,7 @@ fixed or re-run (``hourly_rollup`` refuses days whose latest result for an hour 
 ``ops.dq_results`` with the rows a person can act on.
 """
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,8 +19,8 @@ from hats_assets.defs.core.assets import counter_entities
 from hats_assets.defs.quality.expectations import failing_rows
 from hats_assets.defs.quality.results import conclude, frame_of
 from hats_assets.defs.rollups.maths import RESET_RATIO
-from hats_assets.defs.rollups.raw_reader import read_window_for_run
-from hats_assets.partitions import context_window, epoch_ns, hourly_partitions
+from hats_assets.defs.rollups.raw_reader import RAW_CHUNK, RawWindow, read_window_for_run
+from hats_assets.partitions import chunks, context_window, epoch_ns, hourly_partitions
 
 # Plausible values per quantity (canonical units); quantities not listed are not range-checked.
 PLAUSIBLE: dict[str, tuple[float | None, float | None]] = {
@@ -132,6 +133,14 @@ def one_series_per_entity(
                                "fix its metadata in Home Assistant, then re-run the partition")
 
 
+def _raw_chunks(context: dg.AssetCheckExecutionContext, influxdb: InfluxDBResource,
+                window: tuple[datetime, datetime]) -> Iterator[tuple[datetime, datetime, RawWindow]]:
+    """The raw points a day at a time, as the rollup read them: in the same run the read is shared, and a
+    backfill's range never sits in memory whole."""
+    for start, end in chunks(*window, RAW_CHUNK):
+        yield start, end, read_window_for_run(influxdb, start, end, context.run.run_id)
+
+
 # Usual cadence: the entity's mean interval over the day before the partition; a gap is a silence longer
 # than GAP_CADENCES of those intervals (and at least MIN_GAP).
 CADENCE_LOOKBACK = timedelta(days=1)
@@ -150,29 +159,30 @@ def points_match_cadence(
     context: dg.AssetCheckExecutionContext, influxdb: InfluxDBResource, postgres: PostgresResource
 ) -> dg.AssetCheckResult:
     window = context_window(context)
-    start, end = window
-    usual = {s["tags"]["entity_id"]: int(s["values"][0][1]) for s in influxdb.query(
-        'SELECT count("value") FROM "raw"./.*/ WHERE time >= $start AND time < $end GROUP BY "entity_id"',
-        window_params(start - CADENCE_LOOKBACK, start))}
-    raw = read_window_for_run(influxdb, start, end, context.run.run_id)
     failing: list[dict[str, Any]] = []
-    for series in raw.series:
-        before = usual.get(series.entity_id, 0)
-        if before < CADENCE_LOOKBACK / timedelta(hours=1):  # under one point an hour: no usual cadence to hold to
-            continue
-        interval_s = CADENCE_LOOKBACK.total_seconds() / before
-        expected = (end - start).total_seconds() / interval_s
-        times = series.times_ns[~np.isnan(series.values)]
-        edges = np.concatenate(([epoch_ns(start)], times, [epoch_ns(end)]))
-        silence = np.diff(edges) / 1e9
-        limit = max(GAP_CADENCES * interval_s, MIN_GAP.total_seconds())
-        gaps = [[datetime.fromtimestamp(edges[i] / 1e9, tz=UTC).isoformat(), round(float(silence[i]))]
-                for i in np.flatnonzero(silence > limit)]
-        if times.size < MIN_SHARE * expected or gaps:
-            failing.append({"entity_id": series.entity_id, "points": int(times.size), "expected": round(expected),
-                            "gaps": gaps})
-    return conclude(context, postgres, influxdb.tenant, window, failing, len(raw.series),
-                    severity=dg.AssetCheckSeverity.WARN, listed_as="gaps", entities_checked=len(raw.series),
+    checked = 0
+    for start, end, raw in _raw_chunks(context, influxdb, window):
+        usual = {s["tags"]["entity_id"]: int(s["values"][0][1]) for s in influxdb.query(
+            'SELECT count("value") FROM "raw"./.*/ WHERE time >= $start AND time < $end GROUP BY "entity_id"',
+            window_params(start - CADENCE_LOOKBACK, start))}
+        checked += len(raw.series)
+        for series in raw.series:
+            before = usual.get(series.entity_id, 0)
+            if before < CADENCE_LOOKBACK / timedelta(hours=1):  # under one point an hour: no cadence to hold to
+                continue
+            interval_s = CADENCE_LOOKBACK.total_seconds() / before
+            expected = (end - start).total_seconds() / interval_s
+            times = series.times_ns[~np.isnan(series.values)]
+            edges = np.concatenate(([epoch_ns(start)], times, [epoch_ns(end)]))
+            silence = np.diff(edges) / 1e9
+            limit = max(GAP_CADENCES * interval_s, MIN_GAP.total_seconds())
+            gaps = [[datetime.fromtimestamp(edges[i] / 1e9, tz=UTC).isoformat(), round(float(silence[i]))]
+                    for i in np.flatnonzero(silence > limit)]
+            if times.size < MIN_SHARE * expected or gaps:
+                failing.append({"entity_id": series.entity_id, "points": int(times.size),
+                                "expected": round(expected), "gaps": gaps})
+    return conclude(context, postgres, influxdb.tenant, window, failing, checked,
+                    severity=dg.AssetCheckSeverity.WARN, listed_as="gaps", entities_checked=checked,
                     entities_with_gaps=len(failing),
                     what_to_do="check the devices' batteries, radio links or integrations for these hours")
 
@@ -187,24 +197,24 @@ def meters_only_grow(
 ) -> dg.AssetCheckResult:
     window = context_window(context)
     meters = counter_entities(postgres, influxdb.tenant)
-    raw = read_window_for_run(influxdb, *window, context.run.run_id)
     failing: list[dict[str, Any]] = []
     checked = 0
-    for series in raw.series:
-        if series.entity_id not in meters:
-            continue
-        checked += 1
-        keep = np.isfinite(series.values) & (series.values >= 0)
-        readings, times = series.values[keep], series.times_ns[keep]
-        if series.carry_reading is not None:
-            readings, times = np.concatenate(([series.carry_reading[1]], readings)), np.concatenate(
-                ([series.carry_reading[0]], times))
-        previous, current = readings[:-1], readings[1:]
-        dips = np.flatnonzero((current < previous) & (current >= RESET_RATIO * previous))
-        if dips.size:
-            failing.append({"entity_id": series.entity_id, "dips": [
-                [datetime.fromtimestamp(times[i + 1] / 1e9, tz=UTC).isoformat(), float(previous[i]),
-                 float(current[i])] for i in dips[:10]], "count": int(dips.size)})
+    for _, _, raw in _raw_chunks(context, influxdb, window):
+        for series in raw.series:
+            if series.entity_id not in meters:
+                continue
+            checked += 1
+            keep = np.isfinite(series.values) & (series.values >= 0)
+            readings, times = series.values[keep], series.times_ns[keep]
+            if series.carry_reading is not None:
+                readings = np.concatenate(([series.carry_reading[1]], readings))
+                times = np.concatenate(([series.carry_reading[0]], times))
+            previous, current = readings[:-1], readings[1:]
+            dips = np.flatnonzero((current < previous) & (current >= RESET_RATIO * previous))
+            if dips.size:
+                failing.append({"entity_id": series.entity_id, "dips": [
+                    [datetime.fromtimestamp(times[i + 1] / 1e9, tz=UTC).isoformat(), float(previous[i]),
+                     float(current[i])] for i in dips[:10]], "count": int(dips.size)})
     return conclude(context, postgres, influxdb.tenant, window, failing, checked,
                     severity=dg.AssetCheckSeverity.WARN, listed_as="meters_with_dips", meters_checked=checked,
                     what_to_do="a dipping meter usually reports a rounded or restored value; check the device")

@@ -23,7 +23,7 @@ from hats_assets.defs.common.resources import WRITE_CHUNK_LINES, InfluxDBResourc
 from hats_assets.defs.core.assets import counter_entities
 from hats_assets.defs.rollups.compute import WINDOWS, RollupStats, compute, lines
 from hats_assets.defs.rollups.contract import KINDS, measurement
-from hats_assets.defs.rollups.raw_reader import read_window_for_run
+from hats_assets.defs.rollups.raw_reader import RAW_CHUNK, read_window_for_run
 from hats_assets.partitions import chunks, context_window, epoch_ns, hourly_partitions
 from ingest_worker.contract import ROLLUP_RP
 
@@ -31,8 +31,6 @@ HERE = Path(__file__).parent
 DELETE_WINDOW = (HERE / "delete_window.influxql").read_text()
 WATERMARKS_READ = (HERE / "watermarks_read.sql").read_text()
 WATERMARKS_WRITE = (HERE / "watermarks_write.sql").read_text()
-# Raw data read per query in a backfill: a day of 1,000 entities at 10 s is 8.64 M points (~1 GB).
-RAW_CHUNK = timedelta(days=1)
 WRITERS = 2  # measured: 1.44 M lines in 6.7 s from one thread, 4.9 s from two
 TRIGGER_TAG = "hats/trigger"
 ROLLUP_TAGS = {"layer": "rollup"}

@@ -17,7 +17,7 @@ from __future__ import annotations
 import itertools
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
@@ -31,6 +31,8 @@ WINDOW_QUERY: Final = (HERE / "raw_window.influxql").read_text()
 STATES_QUERY: Final = (HERE / "raw_states.influxql").read_text()
 CARRY_LAST_QUERY: Final = (HERE / "carry_last.influxql").read_text()
 CARRY_READING_QUERY: Final = (HERE / "carry_reading.influxql").read_text()
+# Raw data read at once in a backfill: a day of 1,000 entities at 10 s is 8.64 M points (~140 MB of arrays).
+RAW_CHUNK: Final = timedelta(days=1)
 READ_SLICES: Final = 2  # measured on 2 cores: 1 query 10.8 s, 2 time slices side by side 7.9 s
 
 SeriesKey = tuple[str, str]  # (measurement, entity_id)
