@@ -24,6 +24,8 @@ def settings(profile: Profile, secrets: dict[str, str]) -> dict[str, str]:
         "HATS_MQTT_PASSWORD": secrets["mqtt_worker"],
         "HATS_MQTT_PUBLISHER_USERNAME": mosquitto.PUBLISHER_USER,
         "HATS_MQTT_PUBLISHER_PASSWORD": secrets["mqtt_publisher"],
+        "HATS_MQTT_HOMEASSISTANT_USERNAME": mosquitto.HOMEASSISTANT_USER,
+        "HATS_MQTT_HOMEASSISTANT_PASSWORD": secrets["mqtt_homeassistant"],
         "HATS_INFLUX_URL": influxdb.url(profile),
         "HATS_INFLUX_USERNAME": influxdb.WRITER_USER,
         "HATS_INFLUX_PASSWORD": secrets["influx_writer"],

@@ -14,6 +14,7 @@ from pathlib import Path
 ACCOUNTS = (
     "mqtt_worker",
     "mqtt_publisher",
+    "mqtt_homeassistant",
     "influx_admin",
     "influx_writer",
     "influx_dagster",
