@@ -28,6 +28,7 @@ from ingest_worker.sources.base import Source
 from ingest_worker.store import deadletters, ingest_hours
 from ingest_worker.store.deadletters import DeadLetter
 from ingest_worker.store.durable import DurableWriter
+from ingest_worker.store.hooks import FlushHook
 from ingest_worker.store.influx import LineError
 from ingest_worker.store.ingest_hours import NS_PER_HOUR, Hours
 from ingest_worker.store.metadata import MetadataStore
@@ -62,8 +63,10 @@ def _received_at(received_ns: int) -> datetime:
 class Pipeline:
     def __init__(self, tenant: str, sources: Sequence[Source], writer: DurableWriter, metadata: MetadataStore,
                  conn: psycopg.AsyncConnection[tuple[object, ...]], dsn: str, link: MqttLink | None,
-                 max_payload_bytes: int, batch_max_points: int, batch_max_age_s: float) -> None:
+                 max_payload_bytes: int, batch_max_points: int, batch_max_age_s: float,
+                 hooks: Sequence[FlushHook] = ()) -> None:
         self._tenant = tenant
+        self._hooks = tuple(hooks)  # more to commit with each flush (store/hooks.py)
         self._sources = sources
         self._writer = writer
         self._metadata = metadata
@@ -206,6 +209,7 @@ class Pipeline:
         lines, origins, self._lines, self._origins = self._lines, self._origins, [], []
         hours, self._hours = self._hours, {}
         acks, self._acks = self._acks, []
+        marks = [(hook, mark) for hook in self._hooks if (mark := hook.snapshot()) is not None]
         submitted = await self._writer.submit(lines)
         rejected = submitted.rejected
         self.counters["written"] += len(lines) - len(rejected)
@@ -218,12 +222,13 @@ class Pipeline:
         if not submitted.written:
             hours = {}  # in the outbox, not in InfluxDB yet: `replayed` counts them once it is
         letters, self._letters = self._letters, []
-        await self._store_ops(letters, hours)
+        await self._store_ops(letters, hours, marks)
         if self._link is not None:
             self._link.ack(acks)
         metrics.UNACKED.set(0)
 
-    async def _store_ops(self, letters: Sequence[DeadLetter], hours: Hours) -> None:
+    async def _store_ops(self, letters: Sequence[DeadLetter], hours: Hours,
+                         marks: Sequence[tuple[FlushHook, object]] = ()) -> None:
         """Dead letters, metadata and the per-hour counts of points InfluxDB accepted in one transaction;
         while PostgreSQL is away, retry (the batch's acknowledgements, or the outbox record's commit,
         wait, so the broker or the outbox keeps the batch) and reconnect."""
@@ -235,6 +240,8 @@ class Pipeline:
                         await deadletters.insert(cur, letters)
                         await self._metadata.flush(cur)
                         await ingest_hours.upsert(cur, self._tenant, hours)
+                        for hook, mark in marks:
+                            await hook.store(cur, mark)
                     break
                 except psycopg.OperationalError as exc:
                     log.warning("PostgreSQL unavailable (%s); retrying in %.1f s", str(exc).strip()[:200], delay)
