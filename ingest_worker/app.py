@@ -62,6 +62,9 @@ async def run(settings: WorkerSettings) -> dict[str, int]:
             return False, "not connected to the MQTT broker"
         if not link.subscribed:
             return False, "waiting for the broker to confirm the subscriptions"
+        if refused := link.refused:
+            return False, (f"the broker refused the subscription(s) {', '.join(refused)}: the account "
+                           "HATS_MQTT_USERNAME may not read them (extend its ACL or fix the topic settings)")
         if writer.outbox_full:
             return False, "outbox full: holding acknowledgements until InfluxDB catches up"
         return True, "ready" + (" (InfluxDB unavailable: writing to the outbox)" if writer.degraded else "")

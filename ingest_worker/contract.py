@@ -14,7 +14,10 @@ RAW_RP = "raw"
 ROLLUP_RP = "rollup"
 VALUE_FIELD = "value"
 STATE_FIELD = "state"
-TAG_KEYS = ("entity_id", "device_id", "domain", "source")
+# No `source` tag: one state change reaching the worker through two sources (statestream and
+# eventstream) must be one point, and a tag that differs between the copies would make two series.
+# Points written before it was dropped still carry `source`; readers group by entity_id.
+TAG_KEYS = ("entity_id", "device_id", "domain")
 AVAILABILITY_STATES = frozenset({"unavailable", "unknown"})
 TENANT_PATTERN = re.compile(r"^[a-z0-9_]{1,32}$")
 

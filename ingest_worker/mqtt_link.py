@@ -72,6 +72,8 @@ class MqttLink:
         self._client.on_disconnect = self._on_disconnect
         self._client.on_subscribe = self._on_subscribe
         self._awaiting_subacks: set[int] = set()
+        self._subscribing: dict[int, str] = {}  # SUBSCRIBE packet id → the filter it asked for
+        self._refused: set[str] = set()  # filters the broker answered with a failure code
         self._lock = threading.Lock()
         self._inbox: list[Incoming] = []
         self._acks: deque[tuple[int, Sequence[tuple[int, int]]]] = deque()
@@ -132,6 +134,11 @@ class MqttLink:
     @property
     def subscribed(self) -> bool:
         return self._subscribed.is_set()
+
+    @property
+    def refused(self) -> tuple[str, ...]:
+        """Filters the broker refused (an ACL that does not cover them): their messages never arrive."""
+        return tuple(sorted(set(self._refused)))
 
     def stop(self, timeout: float = 10.0) -> None:
         """Send the acks still queued, then disconnect; the broker keeps the session for next time."""
@@ -215,10 +222,13 @@ class MqttLink:
         while self._subscribe:
             topic_filter, shared = self._subscribe.popleft()
             self._subscriptions[topic_filter] = shared
-            client.subscribe(self._shared(topic_filter, shared), qos=1)
+            _, mid = client.subscribe(self._shared(topic_filter, shared), qos=1)
+            if mid is not None:
+                self._subscribing[mid] = topic_filter
         while self._unsubscribe:
             topic_filter = self._unsubscribe.popleft()
             shared = self._subscriptions.pop(topic_filter, True)
+            self._refused.discard(topic_filter)
             client.unsubscribe(self._shared(topic_filter, shared))
 
     def _flush_acks(self) -> None:
@@ -244,23 +254,37 @@ class MqttLink:
         # The persistent session keeps subscriptions, but a broker that lost its state would not.
         self._subscribed.clear()
         self._awaiting_subacks = set()
+        self._subscribing = {}
+        self._refused = set()
         for topic_filter, shared in list(self._subscriptions.items()):
             _, mid = client.subscribe(self._shared(topic_filter, shared), qos=1)
             if mid is not None:
                 self._awaiting_subacks.add(mid)
+                self._subscribing[mid] = topic_filter
         log.info("connected to %s:%s as %s, subscribing to %s", self._settings.host, self._settings.port,
                  self._settings.client_id, ", ".join(self._shared(f, s) for f, s in self._settings.filters))
 
     def _on_subscribe(self, client: mqtt.Client, userdata: object, mid: int, codes: list[ReasonCode],
                       props: object) -> None:
         """Ready only once the broker has confirmed every subscription: before that, a publisher's
-        messages could reach a session that does not yet hold the subscription, and be lost."""
-        if any(code.is_failure for code in codes):
-            log.error("the broker refused a subscription (%s): check the MQTT account's ACL", codes)
+        messages could reach a session that does not yet hold the subscription, and be lost. A refused
+        one (its SUBACK carries a failure code) keeps the worker unready until it is fixed."""
+        topic_filter = self._subscribing.pop(mid, None)
+        if topic_filter is not None:
+            if any(code.is_failure for code in codes):
+                self._refused.add(topic_filter)
+                log.error("the broker refused the subscription to %s (%s): the MQTT account %s may not read "
+                          "it; extend its ACL or change the topic settings", topic_filter,
+                          ", ".join(str(code) for code in codes), self._settings.username)
+            else:
+                self._refused.discard(topic_filter)
         self._awaiting_subacks.discard(mid)
         if not self._awaiting_subacks and not self._subscribed.is_set():
             self._subscribed.set()
-            log.info("subscriptions confirmed by the broker")
+            if self._refused:
+                log.error("subscriptions answered by the broker; refused: %s", ", ".join(sorted(self._refused)))
+            else:
+                log.info("subscriptions confirmed by the broker")
 
     def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: object, rc: ReasonCode,
                        props: object) -> None:

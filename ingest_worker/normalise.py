@@ -17,6 +17,9 @@ from ingest_worker.rejections import Reason, Rejected
 from ingest_worker.units import conversion_for, is_percent_class, quantity_for_unit
 
 ENTITY_ID = re.compile(r"^[a-z0-9_]{1,64}\.[a-z0-9_]{1,255}$")
+# Home Assistant's device classes are short lowercase identifiers (`temperature`, `pm25`,
+# `volatile_organic_compounds_parts`); one becomes a measurement name, so nothing else may.
+DEVICE_CLASS = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 MAX_STATE_CHARS = 255  # Home Assistant's own limit on a state string
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # InfluxDB's time range is a signed 64-bit nanosecond count around the epoch.
@@ -110,9 +113,12 @@ def describe(state: EntityState) -> Series:
     domain = state.entity_id.split(".", 1)[0]
     attrs = state.attributes
     device_class = _text(attrs.get("device_class"))
+    if device_class is not None and not DEVICE_CLASS.fullmatch(device_class):
+        raise Rejected(Reason.BAD_DEVICE_CLASS,
+                       f"{state.entity_id} device_class {device_class[:64]!r} is not {DEVICE_CLASS.pattern}")
     unit = _text(attrs.get("unit_of_measurement"))
     measurement = measurement_for(domain, device_class, unit)
-    tags = [("domain", domain), ("entity_id", state.entity_id), ("source", state.source)]
+    tags = [("domain", domain), ("entity_id", state.entity_id)]
     if state.device_id:
         if len(state.device_id) > MAX_TAG_CHARS:
             raise Rejected(Reason.TAG_TOO_LONG, f"device_id of {len(state.device_id)} chars, over {MAX_TAG_CHARS}")

@@ -42,7 +42,8 @@ REPLAY_TOPIC = "(outbox replay)"
 # Event age is observed for one point in this many: a histogram sample per message costs more than the
 # parse, and a 1-in-16 sample describes the distribution as well.
 EVENT_AGE_SAMPLE_EVERY = 16
-SeriesKey = tuple[str, str, str | None, str | None, str | None, str | None, str | None]
+SeriesKey = tuple[str, str | None, str | None, str | None, str | None, str | None]
+DUPLICATE_STATE = "duplicate_state"
 
 
 def _str(value: object) -> str | None:
@@ -83,6 +84,7 @@ class Pipeline:
         self._acks: list[Incoming] = []
         self._oldest = 0.0
         self._series: dict[SeriesKey, tuple[Series, str]] = {}
+        self._last_lines: dict[str, str] = {}  # the line last written per entity: a copy of it is a duplicate
         self._max_cached_series = 4 * metadata.budget
         self._received_by_source: dict[str, int] = {}
         self._ignored: dict[tuple[str, str], int] = {}
@@ -153,8 +155,9 @@ class Pipeline:
         return None
 
     def _emit(self, state: EntityState, origin: Origin) -> None:
+        state = self._metadata.described(state)
         attrs = state.attributes
-        key: SeriesKey = (state.entity_id, state.source, state.device_id, _str(attrs.get("unit_of_measurement")),
+        key: SeriesKey = (state.entity_id, state.device_id, _str(attrs.get("unit_of_measurement")),
                           _str(attrs.get("device_class")), _str(attrs.get("state_class")),
                           _str(attrs.get("friendly_name")))
         try:
@@ -166,6 +169,17 @@ class Pipeline:
         except Rejected as rejected:
             self._reject(origin.topic, origin.payload, origin.received_ns, rejected.reason, rejected.detail)
             return
+        if self._last_lines.get(state.entity_id) == line:
+            # The same state change through a second source (statestream and eventstream both on): one
+            # point. A copy that arrives after a newer change still lands on the same series and instant,
+            # which InfluxDB stores once.
+            self.counters["ignored"] += 1
+            why = (state.source, DUPLICATE_STATE)
+            self._ignored[why] = self._ignored.get(why, 0) + 1
+            return
+        if len(self._last_lines) >= self._max_cached_series:
+            self._last_lines.clear()
+        self._last_lines[state.entity_id] = line
         self._emitted += 1
         if self._emitted % EVENT_AGE_SAMPLE_EVERY == 0:
             metrics.EVENT_AGE.observe(max(0.0, (origin.received_ns - point.time_ns) / 1e9))

@@ -14,6 +14,8 @@ class Reason(StrEnum):
     INVALID_JSON = "invalid_json"
     SCHEMA = "schema"
     BAD_ENTITY_ID = "bad_entity_id"
+    # A device_class becomes the measurement name, so it must be an identifier like HA's own classes.
+    BAD_DEVICE_CLASS = "bad_device_class"
     BAD_TIMESTAMP = "bad_timestamp"
     NON_FINITE = "non_finite_value"
     UNWRITABLE = "unwritable_text"

@@ -2,20 +2,26 @@
 
 Upserts are batched with each flush and only carry what changed, so steady traffic costs no
 PostgreSQL round trips beyond the flush's own. The budget counts entities (each is at least one
-series): the set is loaded from `core.entities` at start, so a restart does not reset it.
+series): the set is loaded from `core.entities` at start, so a restart does not reset it. What is
+known of each entity (unit, device_class, state_class, name) is loaded too: it describes the states
+that carry no description of their own (an attribute-less message, an `unavailable` state without its
+unit), so their series never depends on what one message happened to carry.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import psycopg
 
+from ingest_worker.contract import AVAILABILITY_STATES
 from ingest_worker.normalise import DeviceInfo, EntityState
 from ingest_worker.units import conversion_for, is_percent_class
 
 MAX_TEXT_CHARS = 255
+# The attributes that decide an entity's series (measurement, quantity, unit conversion).
+DESCRIPTION_KEYS = ("unit_of_measurement", "device_class", "state_class")
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +59,27 @@ class MetadataStore:
     async def load(self, conn: psycopg.AsyncConnection[tuple[object, ...]]) -> None:
         await conn.execute("INSERT INTO core.tenants (tenant_id, name) VALUES (%s, %s) ON CONFLICT DO NOTHING",
                            (self.tenant, self.tenant))
-        cur = await conn.execute("SELECT entity_id FROM core.entities WHERE tenant_id = %s", (self.tenant,))
-        self._known = {row[0]: None for row in await cur.fetchall()}  # type: ignore[misc]
+        cur = await conn.execute(
+            "SELECT entity_id, device_id, domain, measurement, device_class, state_class, unit_original, "
+            "unit_canonical, conversion, friendly_name, source FROM core.entities WHERE tenant_id = %s",
+            (self.tenant,))
+        self._known = {str(row[0]): EntityRow(*row) for row in await cur.fetchall()}  # type: ignore[arg-type]
+
+    def described(self, state: EntityState) -> EntityState:
+        """`state` with the entity's known description when it carries none of its own: no attributes at
+        all, or an availability state without unit, device_class and state_class."""
+        attrs = state.attributes
+        if attrs and (state.state not in AVAILABILITY_STATES or any(key in attrs for key in DESCRIPTION_KEYS)):
+            return state
+        row = self._known.get(state.entity_id)
+        if row is None:
+            return state
+        known = {key: value for key, value in (
+            ("unit_of_measurement", row.unit_original), ("device_class", row.device_class),
+            ("state_class", row.state_class), ("friendly_name", row.friendly_name)) if value is not None}
+        if not known:
+            return state
+        return replace(state, attributes={**known, **attrs})
 
     def admit(self, entity_id: str) -> bool:
         """Within budget: a known entity, or a new one while there is room."""

@@ -148,10 +148,16 @@ CORPUS: list[Bad] = [
     # -- text that cannot be written
     Bad("state_longer_than_255", EVENTS, reading("sensor.corpus_text", "x" * 300), Reason.SCHEMA),
     Bad("state_newline", EVENTS, reading("sensor.corpus_text", "line one\nline two"), Reason.UNWRITABLE),
+    # -- a device_class becomes the measurement name: an identifier like Home Assistant's own, or nothing
     Bad("device_class_newline", EVENTS, reading("sensor.corpus_dc_nl", "7.5", device_class="temperature\nx"),
-        Reason.UNWRITABLE),
+        Reason.BAD_DEVICE_CLASS),
+    # A backslash made core.entities and InfluxDB disagree on the measurement's name.
     Bad("device_class_trailing_backslash", EVENTS,
-        reading("sensor.corpus_dc_bs", "8.5", device_class="temperature\\"), Reason.UNWRITABLE),
+        reading("sensor.corpus_dc_bs", "8.5", device_class="temperature\\"), Reason.BAD_DEVICE_CLASS),
+    Bad("device_class_5000_chars", EVENTS, reading("sensor.corpus_dc_long", "8.5", device_class="t" * 5000),
+        Reason.BAD_DEVICE_CLASS, "is not"),
+    Bad("device_class_uppercase_space", EVENTS, reading("sensor.corpus_dc_case", "8.5", device_class="Temp C"),
+        Reason.BAD_DEVICE_CLASS),
     # -- mqtt_statestream
     Bad("statestream_state_not_utf8", f"{SS}/state", b"21.5\xb0", Reason.NOT_UTF8),
     Bad("statestream_state_longer_than_255", f"{SS}/state", b"y" * 300, Reason.SCHEMA),
@@ -381,14 +387,14 @@ def test_bad_input_corpus(tenant: Tenant, start_worker: Start) -> None:
 
 
 def test_valid_edge_cases_are_written_not_dead_lettered(tenant: Tenant, start_worker: Start) -> None:
-    """A unit change on one entity (W, then kW) stays one series in `power`, converted; names and
-    strings that line protocol must escape land exactly."""
+    """A unit change on one entity (W, then kW) stays one series in `power`, converted; the longest of
+    Home Assistant's device classes is a measurement; strings that line protocol must escape land exactly."""
     worker = start_worker(tenant.env)
     pub = publisher(tenant)
     pub.publish(state_changed("sensor.corpus_power", "1500", AT, unit_of_measurement="W", device_class="power"))
     pub.publish(state_changed("sensor.corpus_power", "2.5", AT + timedelta(seconds=1), unit_of_measurement="kW",
                               device_class="power"))
-    pub.publish(state_changed("sensor.corpus_aq", "42", AT, device_class="air quality,index=2"))
+    pub.publish(state_changed("sensor.corpus_aq", "42", AT, device_class="volatile_organic_compounds_parts"))
     pub.publish(state_changed("sensor.corpus_quote", 'say "hi" \\ bye', AT))
     pub.publish(state_changed("sensor.corpus_kueche", "19.5", AT, unit_of_measurement="°C",
                               friendly_name="Küche 🌡 \"Nord\""))
@@ -404,7 +410,7 @@ def test_valid_edge_cases_are_written_not_dead_lettered(tenant: Tenant, start_wo
                            "WHERE tenant_id = %s AND entity_id = 'sensor.corpus_power'", tenant.name) == [
         ("kW", "W", "kW->W")]
     assert [(row["measurement"], row["value"]) for row in entity_points(tenant, "sensor.corpus_aq")] == [
-        ("air quality,index=2", 42.0)]
+        ("volatile_organic_compounds_parts", 42.0)]
     assert [(row["measurement"], row["state"]) for row in entity_points(tenant, "sensor.corpus_quote")] == [
         ("state", 'say "hi" \\ bye')]
     assert [(row["measurement"], row["value"]) for row in entity_points(tenant, "sensor.corpus_kueche")] == [

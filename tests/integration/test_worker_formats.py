@@ -161,7 +161,7 @@ def test_statestream_states_land_converted_to_celsius_at_their_own_last_updated(
     assert [row["value"] for row in found[:-1]] == pytest.approx(celsius, rel=1e-9, abs=1e-12)
     assert all(row["state"] is None for row in found[:-1])
     assert (found[-1]["value"], found[-1]["state"]) == (None, "unavailable")  # availability, never a number
-    assert {(row["domain"], row["source"], row["device_id"]) for row in found} == {("sensor", "statestream", None)}
+    assert {(row["domain"], row.get("source"), row["device_id"]) for row in found} == {("sensor", None, None)}
     assert field_types(tenant, "temperature") == {"value": "float", "state": "string"}
 
     entity = pg_rows(tenant, "SELECT measurement, device_class, state_class, unit_original, unit_canonical, "
@@ -192,7 +192,7 @@ def test_statestream_binary_sensor_lands_as_one_and_zero(tenant: Tenant, start_w
     assert [(row["measurement"], row["value"], row["state"]) for row in found] == [
         ("binary", 1.0, None), ("binary", 0.0, None), ("binary", 1.0, None), ("binary", 0.0, None)]
     assert all(before <= row["time"] <= after for row in found)  # receipt time, as the contract says
-    assert {(row["domain"], row["source"]) for row in found} == {("binary_sensor", "statestream")}
+    assert {(row["domain"], row.get("source")) for row in found} == {("binary_sensor", None)}
     assert field_types(tenant, "binary") == {"value": "float"}
     assert worker.stop() == 0
     assert worker.counters()["dead_lettered"] == 0
@@ -240,7 +240,7 @@ def test_eventstream_state_changed_lands_and_other_events_are_counted(tenant: Te
     found = entity_points(tenant, "sensor.x")
     assert [(row["measurement"], row["time"], row["value"], row["state"]) for row in found] == [
         ("temperature", ns(at), 21.4, None)]
-    assert (found[0]["domain"], found[0]["source"]) == ("sensor", "eventstream")
+    assert (found[0]["domain"], found[0].get("source")) == ("sensor", None)  # no source tag: one series per entity
     assert field_types(tenant, "temperature") == {"value": "float"}
     assert entity_points(tenant, "sensor.old") == []
     assert entity_points(tenant, "light.kitchen") == []
@@ -299,8 +299,8 @@ def test_discovery_device_states_land_and_an_empty_config_removes_the_entity(
         ("humidity", "sensor.weather_sensor_humidity", 44.72),
         ("temperature", "sensor.weather_sensor_temperature", 27.34),
     ]
-    assert {(row["domain"], row["source"], row["device_id"]) for row in found} == {
-        ("sensor", "discovery", "zigbee2mqtt_0x0017880104e45522")}
+    assert {(row["domain"], row.get("source"), row["device_id"]) for row in found} == {
+        ("sensor", None, "zigbee2mqtt_0x0017880104e45522")}
     assert all(before <= row["time"] <= after for row in found)  # no last_updated: receipt time
     for measurement in ("temperature", "humidity", "battery"):
         assert field_types(tenant, measurement) == {"value": "float"}
@@ -350,7 +350,7 @@ def test_status_online_and_offline_land_as_availability(tenant: Tenant, start_wo
 
     found = entity_points(tenant, "homeassistant.status")
     assert [(row["measurement"], row["value"]) for row in found] == [("availability", 1.0), ("availability", 0.0)]
-    assert {(row["domain"], row["source"]) for row in found} == {("homeassistant", "status")}
+    assert {(row["domain"], row.get("source")) for row in found} == {("homeassistant", None)}
     assert field_types(tenant, "availability") == {"value": "float"}
     assert worker.stop() == 0
     assert worker.counters()["dead_lettered"] == 0

@@ -12,6 +12,7 @@ from ingest_worker.sources.base import Outcome, Source
 from ingest_worker.sources.statestream import (
     MAX_ATTRIBUTE_VALUE_BYTES,
     MAX_ATTRIBUTES_PER_ENTITY,
+    QUIET_S,
     StatestreamSource,
 )
 
@@ -33,6 +34,14 @@ def publish_state_change(source: StatestreamSource, state: bytes, stamp: str = T
         ("device_class", b'"temperature"'), ("state_class", b'"measurement"'),
     ]
     return [source.handle(topic(field, entity), payload) for field, payload in messages]
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 LIVING_ROOM_ATTRIBUTES = {"friendly_name": "Living room", "unit_of_measurement": "°C",
@@ -69,13 +78,16 @@ def test_matches_only_three_levels_under_the_base(candidate: str, owned: bool) -
 
 
 def test_a_state_change_is_held_until_flush_then_carries_its_attributes_and_time() -> None:
-    source = StatestreamSource(BASE)
+    clock = FakeClock()
+    source = StatestreamSource(BASE, clock=clock)
     outcomes = publish_state_change(source, b"21.5")
     assert outcomes[0] == Outcome()  # held, not ignored
     assert outcomes[1] == Outcome(ignored="last_updated")
     assert outcomes[2] == Outcome(ignored="last_changed")
     assert all(o == Outcome(ignored="attribute") for o in outcomes[3:])
-    (state,) = source.flush()  # complete: attributes and timestamp arrived, no waiting needed
+    assert source.flush() == ()  # its burst may still be arriving
+    clock.now += QUIET_S
+    (state,) = source.flush()  # complete: attributes and timestamp arrived, then the entity fell silent
     assert state.origin is not None
     assert state.origin[:2] == (topic("state"), b"21.5")  # dead letters keep the message really received
     assert state == EntityState(entity_id="sensor.living_room_temperature", state="21.5",
@@ -307,23 +319,20 @@ def test_pending_states_are_bounded_by_emitting_the_oldest_early() -> None:
     assert [s.entity_id for s in source.flush(force=True)] == ["sensor.b", "sensor.c"]
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_completeness_not_read_boundaries_decides_emission() -> None:
     clock = FakeClock()
     source = StatestreamSource(BASE, clock=clock)
     publish_state_change(source, b"21.5")
+    clock.now += QUIET_S
     assert [s.last_updated for s in source.flush()] == [T1]
-    # The next change arrives in two reads: the state now, its timestamp later. Not emitted in between.
+    # The next change arrives in two reads: the state now, its timestamp later. Not emitted in between,
+    # however long the gap between the reads (short of the hold).
     source.handle(topic("state"), b"21.7")
+    clock.now += QUIET_S
     assert source.flush() == ()
     source.handle(topic("last_updated"), T2.encode())
+    assert source.flush() == ()
+    clock.now += QUIET_S
     (state,) = source.flush()
     assert (state.state, state.last_updated) == ("21.7", T2)
 
@@ -332,7 +341,7 @@ def test_a_state_whose_timestamp_never_comes_is_emitted_after_the_hold() -> None
     clock = FakeClock()
     source = StatestreamSource(BASE, clock=clock, hold_s=1.0)
     publish_state_change(source, b"21.5")
-    source.flush()
+    source.flush(force=True)
     source.handle(topic("state"), b"22.0")
     clock.now += 0.5
     assert source.flush() == ()
@@ -345,11 +354,12 @@ def test_a_new_state_completes_the_previous_one_of_the_same_entity() -> None:
     clock = FakeClock()
     source = StatestreamSource(BASE, clock=clock)
     publish_state_change(source, b"21.5")
-    source.flush()
+    source.flush(force=True)
     source.handle(topic("state"), b"1")
     source.handle(topic("state"), b"2")
     assert [s.state for s in source.flush()] == ["1"]  # superseded: nothing more will come for it
     source.handle(topic("last_updated"), T2.encode())
+    clock.now += QUIET_S
     assert [(s.state, s.last_updated) for s in source.flush()] == [("2", T2)]
 
 
@@ -357,7 +367,49 @@ def test_a_first_state_waits_for_its_unit() -> None:
     clock = FakeClock()
     source = StatestreamSource(BASE, clock=clock)
     source.handle(topic("state", "sensor/new_one"), b"5")
-    assert source.flush() == ()  # no unit or device_class yet: its measurement is unknown
+    clock.now += QUIET_S
+    assert source.flush() == ()  # no attribute yet: its measurement is unknown
     source.handle(topic("unit_of_measurement", "sensor/new_one"), b'"W"')
+    clock.now += QUIET_S
     (state,) = source.flush()
     assert state.attributes == {"unit_of_measurement": "W"}
+
+
+def test_a_first_state_waits_for_its_whole_attribute_burst() -> None:
+    """Home Assistant 2024.3's order for a new meter: state, timestamps, then state_class, unit,
+    device_class, friendly_name one by one. Released when the first attribute arrived, the state was
+    described without its unit and device_class and landed in measurement `state`."""
+    clock = FakeClock()
+    source = StatestreamSource(BASE, clock=clock)
+    entity = "sensor/grid_energy"
+    for field, payload in (("state", b"12.5"), ("last_updated", T1.encode()), ("last_changed", T1.encode()),
+                           ("state_class", b'"total_increasing"')):
+        source.handle(topic(field, entity), payload)
+        clock.now += 0.01
+    assert source.flush() == ()
+    for field, payload in (("unit_of_measurement", b'"kWh"'), ("device_class", b'"energy"'),
+                           ("friendly_name", b'"Grid"')):
+        clock.now += QUIET_S / 2  # slower than HA ever is, still one burst
+        source.handle(topic(field, entity), payload)
+        assert source.flush() == ()
+    clock.now += QUIET_S
+    (state,) = source.flush()
+    assert normalise(state, received_ns=1).measurement == "energy"
+    assert dict(state.attributes) == {"state_class": "total_increasing", "unit_of_measurement": "kWh",
+                                      "device_class": "energy", "friendly_name": "Grid"}
+
+
+def test_a_unit_change_applies_to_the_state_it_came_with() -> None:
+    clock = FakeClock()
+    source = StatestreamSource(BASE, clock=clock)
+    entity = "sensor/heater_power"
+    for field, payload in (("state", b"800"), ("unit_of_measurement", b'"W"'), ("device_class", b'"power"')):
+        source.handle(topic(field, entity), payload)
+    clock.now += QUIET_S
+    assert [normalise(s, received_ns=1).value for s in source.flush()] == [800.0]
+    source.handle(topic("state", entity), b"1.5")  # the old unit W is still cached
+    source.handle(topic("device_class", entity), b'"power"')
+    assert source.flush() == ()
+    source.handle(topic("unit_of_measurement", entity), b'"kW"')
+    clock.now += QUIET_S
+    assert [normalise(s, received_ns=1).value for s in source.flush()] == [1500.0]
