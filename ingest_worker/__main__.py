@@ -9,6 +9,7 @@ import psycopg
 
 from ingest_worker import logs
 from ingest_worker.app import run
+from ingest_worker.ha_link import HomeAssistantAuthError
 from ingest_worker.settings import ConfigError, load_settings
 
 
@@ -26,6 +27,9 @@ def main() -> None:
         print(f"ingest_worker: PostgreSQL is unreachable at start-up ({str(exc).strip()[:300]}); check "
               "HATS_INGEST_DSN and that the database is up (`make status`), then start again", file=sys.stderr)
         sys.exit(1)
+    except HomeAssistantAuthError as exc:
+        print(f"ingest_worker: {exc}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

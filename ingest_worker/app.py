@@ -2,7 +2,9 @@
 
 On SIGTERM/SIGINT it stops reading MQTT, processes what it already holds, makes it durable,
 acknowledges it and disconnects, within HATS_SHUTDOWN_TIMEOUT_S; what is left unacknowledged stays in
-the broker's persistent session and is redelivered on the next start.
+the broker's persistent session and is redelivered on the next start. The WebSocket source
+(`ha_link.py`) feeds the same pipeline; what it had not made durable is fetched again from Home
+Assistant's recorder on the next start (its resume point). Without an MQTT source there is no MQTT link.
 """
 
 from __future__ import annotations
@@ -19,15 +21,19 @@ import psycopg
 
 from ingest_worker import metrics
 from ingest_worker.contract import database_for
+from ingest_worker.ha_link import HaLink, HaLinkSettings, HomeAssistantAuthError
 from ingest_worker.health import HealthServer
-from ingest_worker.mqtt_link import LinkSettings, MqttLink
+from ingest_worker.mqtt_link import Incoming, LinkSettings, MqttLink
 from ingest_worker.outbox import Outbox
 from ingest_worker.pipeline import Pipeline
 from ingest_worker.settings import WorkerSettings
 from ingest_worker.sources.registry import build_sources, subscription_filters
 from ingest_worker.store.durable import DurableWriter
+from ingest_worker.store.hooks import FlushHook
 from ingest_worker.store.influx import InfluxWriter
 from ingest_worker.store.metadata import MetadataStore
+from ingest_worker.store.registry import RegistryStore
+from ingest_worker.store.resume import ResumePoint
 
 log = logging.getLogger("ingest_worker")
 
@@ -37,10 +43,16 @@ STALLED_AFTER_S = 30.0
 
 async def run(settings: WorkerSettings) -> dict[str, int]:
     loop = asyncio.get_running_loop()
-    sources = build_sources(settings)
+    registry = RegistryStore(settings.tenant)
+    sources = build_sources(settings, registry.device_of)
     conn = await psycopg.AsyncConnection.connect(settings.ingest_dsn.get_secret_value(), autocommit=True)
     metadata = MetadataStore(settings.tenant, settings.series_budget)
     await metadata.load(conn)
+    resume = ResumePoint(settings.tenant)
+    hooks: list[FlushHook] = []
+    if "websocket" in settings.source_names():
+        await resume.load(conn)
+        hooks = [resume, registry]
     outbox = Outbox(settings.outbox_dir / settings.mqtt_client_id, settings.outbox_max_bytes)
     influx = InfluxWriter(settings.influx_url, database_for(settings.tenant), settings.influx_username,
                           settings.influx_password.get_secret_value(), settings.influx_timeout_s)
@@ -50,14 +62,31 @@ async def run(settings: WorkerSettings) -> dict[str, int]:
                      settings.mqtt_password.get_secret_value(), settings.mqtt_client_id,
                      subscription_filters(sources), settings.mqtt_share_group),
         on_batch=lambda: _call_soon(loop, wakeup.set),
-    )
+    ) if settings.mqtt_sources() else None
+    ha = HaLink(HaLinkSettings(settings.ha_url, settings.ha_token.get_secret_value(), settings.ha_recorder_commit_s),
+                resume, registry, on_batch=wakeup.set) if hooks else None
     writer = DurableWriter(influx, outbox)
     pipeline = Pipeline(settings.tenant, sources, writer, metadata, conn, settings.ingest_dsn.get_secret_value(),
                         link, settings.max_payload_bytes,
-                        settings.batch_max_points, settings.batch_max_age_s)
+                        settings.batch_max_points, settings.batch_max_age_s, hooks)
     last_tick = time.monotonic()
 
+    def take() -> list[Incoming]:
+        items = link.take() if link is not None else []
+        if ha is not None:
+            items += ha.take()
+        return items
+
+    def writer_ready() -> tuple[bool, str]:
+        if writer.outbox_full:
+            return False, "outbox full: holding acknowledgements until InfluxDB catches up"
+        return True, "ready" + (" (InfluxDB unavailable: writing to the outbox)" if writer.degraded else "")
+
     def ready() -> tuple[bool, str]:
+        if ha is not None and not ha.connected:
+            return False, ha.problem
+        if link is None:
+            return writer_ready()
         if not link.connected:
             return False, "not connected to the MQTT broker"
         if not link.subscribed:
@@ -65,9 +94,7 @@ async def run(settings: WorkerSettings) -> dict[str, int]:
         if refused := link.refused:
             return False, (f"the broker refused the subscription(s) {', '.join(refused)}: the account "
                            "HATS_MQTT_USERNAME may not read them (extend its ACL or fix the topic settings)")
-        if writer.outbox_full:
-            return False, "outbox full: holding acknowledgements until InfluxDB catches up"
-        return True, "ready" + (" (InfluxDB unavailable: writing to the outbox)" if writer.degraded else "")
+        return writer_ready()
 
     health = HealthServer(settings.http_host, settings.http_port,
                           alive=lambda: time.monotonic() - last_tick < STALLED_AFTER_S, ready=ready)
@@ -76,7 +103,10 @@ async def run(settings: WorkerSettings) -> dict[str, int]:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    link.start()
+    if link is not None:
+        link.start()
+    ha_task = asyncio.create_task(ha.run(), name="ha-link") if ha is not None else None
+    fatal: BaseException | None = None
     replayer = asyncio.create_task(writer.replay_forever(pipeline.replayed), name="outbox-replay")
     # One flush in flight while the next batch is parsed: CPU work overlaps the InfluxDB round trip.
     # Batches complete in order, so acknowledgements never overtake an earlier batch's write.
@@ -87,10 +117,11 @@ async def run(settings: WorkerSettings) -> dict[str, int]:
                 await asyncio.wait_for(wakeup.wait(), TICK_S)
             wakeup.clear()
             last_tick = time.monotonic()
-            pipeline.process(link.take())
-            metrics.INBOX_DEPTH.set(link.inbox_depth())
+            pipeline.process(take())
+            metrics.INBOX_DEPTH.set((link.inbox_depth() if link else 0) + (ha.inbox_depth() if ha else 0))
             metrics.CONSUMER_LAG.set(pipeline.oldest_age_s())
-            metrics.MQTT_CONNECTED.set(1 if link.connected else 0)
+            if link is not None:
+                metrics.MQTT_CONNECTED.set(1 if link.connected else 0)
             if flushing is not None and flushing.done():
                 flushing.result()  # a failed flush stops the worker (its batch stays unacknowledged)
                 flushing = None
@@ -100,11 +131,22 @@ async def run(settings: WorkerSettings) -> dict[str, int]:
                 flushing = asyncio.create_task(pipeline.flush(), name="flush")
             if replayer.done():
                 replayer.result()  # a crashed replayer re-raises here instead of vanishing
+            if ha_task is not None and ha_task.done():
+                # Only a refused token ends the link: drain what was received, then exit naming the setting.
+                fatal = ha_task.exception() or RuntimeError("the Home Assistant link stopped")
+                log.error("%s", fatal)
+                break
         log.info("stopping: draining what was received")
-        link.pause_reading()
-        await asyncio.wait_for(_drain(pipeline, link, flushing), settings.shutdown_timeout_s)
+        if link is not None:
+            link.pause_reading()
+        await asyncio.wait_for(_drain(pipeline, take, flushing), settings.shutdown_timeout_s)
     finally:
-        link.stop()
+        if link is not None:
+            link.stop()
+        if ha_task is not None:
+            ha_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, HomeAssistantAuthError):
+                await ha_task
         replayer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await replayer
@@ -112,6 +154,8 @@ async def run(settings: WorkerSettings) -> dict[str, int]:
         await influx.aclose()
         await pipeline.close()
     log.info("stopped: %s", json.dumps(pipeline.counters, sort_keys=True))
+    if fatal is not None:
+        raise fatal
     return pipeline.counters
 
 
@@ -119,8 +163,8 @@ def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[[], object]) 
     loop.call_soon_threadsafe(callback)
 
 
-async def _drain(pipeline: Pipeline, link: MqttLink, flushing: asyncio.Task[None] | None) -> None:
+async def _drain(pipeline: Pipeline, take: Callable[[], list[Incoming]], flushing: asyncio.Task[None] | None) -> None:
     if flushing is not None:
         await flushing
-    pipeline.process(link.take(), force=True)
+    pipeline.process(take(), force=True)
     await pipeline.flush()

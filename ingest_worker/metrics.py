@@ -30,3 +30,10 @@ WRITE_LATENCY = Histogram("hats_write_seconds", "InfluxDB write latency", regist
 EVENT_AGE = Histogram("hats_event_age_seconds", "Receipt time minus the state's own timestamp", registry=REGISTRY,
                       buckets=(0.01, 0.1, 0.5, 1, 5, 30, 60, 300, 3_600, 86_400))
 MQTT_CONNECTED = Gauge("hats_mqtt_connected", "1 while connected to the broker", registry=REGISTRY)
+HA_CONNECTED = Gauge("hats_ha_connected", "1 while subscribed to Home Assistant's WebSocket API", registry=REGISTRY)
+HA_RECONNECTS = Counter("hats_ha_reconnects", "WebSocket connections to Home Assistant lost or refused",
+                        registry=REGISTRY)
+HA_HISTORY_ROWS = Counter("hats_ha_history_rows", "States fetched from Home Assistant's recorder to fill gaps",
+                          registry=REGISTRY)
+HA_GAP_FILL_SECONDS = Gauge("hats_ha_gap_fill_seconds", "Duration of the latest gap fill (history since the "
+                            "resume point, then the recorder's uncommitted tail)", registry=REGISTRY)

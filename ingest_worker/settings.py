@@ -4,6 +4,7 @@ a message naming the environment variable and how to fix it. Defaults are justif
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -12,7 +13,16 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from ingest_worker.contract import TENANT_PATTERN
 
 ENV_PREFIX = "HATS_"
-SOURCES = ("statestream", "eventstream", "discovery", "status")
+SOURCES = ("statestream", "eventstream", "discovery", "status", "websocket")
+DEFAULT_SOURCES = ("statestream", "eventstream", "discovery", "status")
+MQTT_SOURCES = frozenset({"statestream", "eventstream", "discovery", "status"})
+# Settings only some sources need: (field, the sources that need it, why), checked after the others.
+REQUIRED_BY_SOURCES = (
+    ("mqtt_username", MQTT_SOURCES, "the MQTT sources read the broker"),
+    ("mqtt_password", MQTT_SOURCES, "the MQTT sources read the broker"),
+    ("ha_url", frozenset({"websocket"}), "the websocket source connects to Home Assistant"),
+    ("ha_token", frozenset({"websocket"}), "the websocket source authenticates with a long-lived access token"),
+)
 
 
 class ConfigError(Exception):
@@ -24,7 +34,8 @@ class WorkerSettings(BaseSettings):
 
     tenant: str = Field("home", description="Tenant whose topics this worker reads (InfluxDB hats_<tenant>)")
     topic_prefix: str = Field("", description="Prefix of every topic of this tenant, e.g. hats/acme/ ('' = none)")
-    sources: str = Field(",".join(SOURCES), description="Comma-separated sources to read: " + ", ".join(SOURCES))
+    sources: str = Field(",".join(DEFAULT_SOURCES),
+                         description="Comma-separated sources to read: " + ", ".join(SOURCES))
     statestream_base: str = Field("homeassistant/statestream", description="mqtt_statestream base_topic")
     eventstream_topic: str = Field("homeassistant/events", description="mqtt_eventstream publish_topic")
     discovery_prefix: str = Field("homeassistant", description="MQTT discovery prefix")
@@ -32,12 +43,20 @@ class WorkerSettings(BaseSettings):
 
     mqtt_host: str = Field("127.0.0.1", description="MQTT broker host")
     mqtt_port: int = Field(1883, ge=1, le=65535, description="MQTT broker port")
-    mqtt_username: str = Field(description="MQTT account (read-only on the broker)")
-    mqtt_password: SecretStr = Field(description="MQTT password")
+    # Required when an MQTT source is chosen (load_settings checks; a websocket-only worker needs no broker).
+    mqtt_username: str = Field("", description="MQTT account (read-only on the broker)")
+    mqtt_password: SecretStr = Field(SecretStr(""), description="MQTT password")
     mqtt_client_id: str = Field("hats-ingest", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$",
                                 description="Fixed client id: the broker keeps its QoS 1 session across restarts")
     mqtt_share_group: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,64}$",
                                          description="Replicas with the same group split the load ($share/...)")
+
+    # Required when the websocket source is chosen.
+    ha_url: str = Field("", description="Home Assistant base URL, e.g. http://homeassistant.local:8123")
+    ha_token: SecretStr = Field(SecretStr(""), description="Home Assistant long-lived access token")
+    ha_recorder_commit_s: float = Field(5.0, ge=0, le=600,
+                                        description="HA recorder commit_interval: a reconnect's gap is filled "
+                                                    "again this long (+1 s) after subscribing")
 
     influx_url: str = Field(description="InfluxDB base URL (v1 API: /write, /query)")
     influx_username: str = Field(description="InfluxDB account with WRITE on hats_<tenant>")
@@ -72,6 +91,13 @@ class WorkerSettings(BaseSettings):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
 
+    @field_validator("ha_url")
+    @classmethod
+    def _ha_url(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://", "ws://", "wss://")):
+            raise ValueError("must start with http://, https://, ws:// or wss:// (Home Assistant's base URL)")
+        return value.rstrip("/").removesuffix("/api/websocket")
+
     @field_validator("sources")
     @classmethod
     def _sources(cls, value: str) -> str:
@@ -91,20 +117,52 @@ class WorkerSettings(BaseSettings):
     def source_names(self) -> tuple[str, ...]:
         return tuple(self.sources.split(","))
 
+    def mqtt_sources(self) -> tuple[str, ...]:
+        return tuple(name for name in self.source_names() if name in MQTT_SOURCES)
+
     def topic(self, name: str) -> str:
         return self.topic_prefix + name
 
 
+def _missing_for_sources(settings: WorkerSettings | None) -> list[str]:
+    """The settings the chosen sources need that are empty (read from the environment when the others
+    failed too, so one start names every problem)."""
+    if settings is not None:
+        chosen = set(settings.source_names())
+    else:
+        raw = next((v for k, v in os.environ.items() if k.upper() == ENV_PREFIX + "SOURCES"), None)
+        chosen = {s.strip() for s in (raw if raw is not None else ",".join(DEFAULT_SOURCES)).split(",")}
+    problems = []
+    for field, needed_by, why in REQUIRED_BY_SOURCES:
+        if not chosen & needed_by:
+            continue
+        name = ENV_PREFIX + field.upper()
+        if settings is not None:
+            value = getattr(settings, field)
+            empty = not (value.get_secret_value() if isinstance(value, SecretStr) else value)
+        else:
+            empty = not next((v for k, v in os.environ.items() if k.upper() == name), "")
+        if empty:
+            which = ", ".join(sorted(chosen & needed_by))
+            problems.append(f"  {name} is not set ({why}: HATS_SOURCES includes {which})")
+    return problems
+
+
 def load_settings() -> WorkerSettings:
+    settings: WorkerSettings | None = None
+    problems: list[str] = []
     try:
-        return WorkerSettings()  # fields come from the environment
+        settings = WorkerSettings()  # fields come from the environment
     except ValidationError as exc:
-        problems = []
         for error in exc.errors():
             name = ENV_PREFIX + str(error["loc"][0]).upper()
             hint = "is not set" if error["type"] == "missing" else f"is invalid: {error['msg']}"
             problems.append(f"  {name} {hint}")
+    known = {line.split()[0] for line in problems}
+    problems += [line for line in _missing_for_sources(settings) if line.split()[0] not in known]
+    if problems or settings is None:
         raise ConfigError(
             "ingest_worker: cannot start, settings need fixing:\n" + "\n".join(problems)
             + "\nSet them in the environment (for the local stack: `. .hats/env`); the README lists them all."
-        ) from None
+        )
+    return settings

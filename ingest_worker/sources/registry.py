@@ -12,6 +12,7 @@ from ingest_worker.sources.discovery import DiscoverySource
 from ingest_worker.sources.eventstream import EventstreamSource
 from ingest_worker.sources.statestream import StatestreamSource
 from ingest_worker.sources.status import StatusSource
+from ingest_worker.sources.websocket import DeviceLookup, WebsocketSource
 
 # Never split by a shared subscription: discovery and status are retained topics every replica must see
 # whole, and a statestream state must meet its attribute topics (unit, device_class) in one worker. So
@@ -20,9 +21,12 @@ from ingest_worker.sources.status import StatusSource
 UNSHARED_SOURCES = frozenset({"discovery", "status", "statestream"})
 
 
-def build_sources(settings: WorkerSettings) -> list[Source]:
+def build_sources(settings: WorkerSettings, device_of: DeviceLookup | None = None) -> list[Source]:
+    """`device_of` is the WebSocket source's registry lookup (the dead-letter replay has none)."""
     chosen = settings.source_names()
     sources: list[Source] = []
+    if "websocket" in chosen:  # owns the `websocket:` items the HA link queues, never an MQTT topic it subscribed
+        sources.append(WebsocketSource(device_of))
     if "status" in chosen:
         sources.append(StatusSource(settings.topic(settings.status_topic)))
     if "eventstream" in chosen:
