@@ -1,8 +1,9 @@
 """`hats run`: the platform with demo data, end to end, in one command.
 
 Stack up → ingest worker → a simulated fleet replays a few hours of history (then keeps publishing
-live) → every replayed message is waited for in InfluxDB → Dagster UI → the complete hours are
-materialised into the warehouse, so the UI and the analyst views have something to show at once.
+live) → every replayed message is waited for in InfluxDB → the complete hours are materialised into the
+warehouse (before the Dagster daemon starts, so its sensors find them rolled up) → Dagster UI, so the UI
+and the analyst views have something to show at once.
 """
 
 from __future__ import annotations
@@ -100,7 +101,15 @@ def run(profile: Profile, backfill_hours: int | None) -> None:
     stack.progress(f"all {expected} values are in InfluxDB {database}")
     _start(procs["simulator"], [PYTHON, "-m", "ha_simulator", "--devices", str(DEMO_DEVICES)], child_env)
 
-    print("hats run: 4/5 Dagster UI", file=sys.stderr)
+    # Before the Dagster daemon starts: its late-data sensor would otherwise find the replayed hours never
+    # rolled up and ask for each one as its own run, beside this single-run backfill of them all.
+    print(f"hats run: 4/5 rolling up the last {backfill_hours - 1} complete hours, loading their days",
+          file=sys.stderr)
+    with profile.path("logs", "first_runs.log").open("ab") as run_log:
+        subprocess.run([PYTHON, "-m", "devstack.first_runs", str(backfill_hours - 1)], env={**os.environ, **child_env},
+                       cwd=PROJECT_ROOT, check=True, stderr=run_log)
+
+    print("hats run: 5/5 Dagster UI", file=sys.stderr)
     port = profile.ports["dagster"]
     ui = f"http://{LOOPBACK}:{port}"
     if not procs["dagster"].running():
@@ -108,12 +117,6 @@ def run(profile: Profile, backfill_hours: int | None) -> None:
     _start(procs["dagster"], [str(Path(PYTHON).parent / "dagster"), "dev", "-w", "workspace.yaml",
                               "-h", LOOPBACK, "-p", str(port)], child_env)
     wait_until(lambda: _http_ok(f"{ui}/server_info"), "the Dagster UI", timeout=120, log=procs["dagster"].log)
-
-    print(f"hats run: 5/5 rolling up the last {backfill_hours - 1} complete hours, loading their days",
-          file=sys.stderr)
-    with profile.path("logs", "first_runs.log").open("ab") as run_log:
-        subprocess.run([PYTHON, "-m", "devstack.first_runs", str(backfill_hours - 1)], env={**os.environ, **child_env},
-                       cwd=PROJECT_ROOT, check=True, stderr=run_log)
     print(
         f"\nhats is running ({time.monotonic() - started:.0f} s).\n"
         f"  Dagster UI:      {ui}\n"

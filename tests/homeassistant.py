@@ -11,6 +11,7 @@ import dagster as dg
 
 from ha_simulator.publish import Publisher, Target
 from hats_assets.defs.common.resources import InfluxDBResource, PostgresResource
+from hats_assets.defs.retention.assets import RetentionSettings
 from tests.conftest import Tenant
 
 
@@ -40,6 +41,7 @@ def asset_resources(tenant: Tenant) -> dict[str, object]:
         "influxdb": InfluxDBResource(url=env["HATS_INFLUX_URL"], username=env["HATS_INFLUX_DAGSTER_USERNAME"],
                                      password=env["HATS_INFLUX_DAGSTER_PASSWORD"], tenant=tenant.name),
         "postgres": PostgresResource(dsn=env["HATS_DAGSTER_DSN"]),
+        "retention_settings": RetentionSettings(),  # the defaults: raw points kept 30 days
     }
 
 

@@ -84,6 +84,8 @@ def test_schedules_and_sensor() -> None:
     assert sensor.job_name == "rollup_hourly_job"
     assert sensor.minimum_interval_seconds == 60
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    # How far back it rolls up never-rolled hours is raw retention's setting, the same resource retention reads.
+    assert sensor.required_resource_keys == {"postgres", "influxdb", "retention_settings"}
 
     automation = defs.resolve_sensor_def("warehouse_late_data_reload")
     assert isinstance(automation, dg.AutomationConditionSensorDefinition)
