@@ -27,7 +27,9 @@ TABLES_0002 = {"core.tenants", "core.devices", "core.entities", "ops.dead_letter
                "analytics.entity_hourly"}
 TABLES_0004 = (TABLES_0002 - {"analytics.entity_hourly"}) | {
     "ops.ingest_hours", "ops.rollup_watermarks", "analytics.hourly_rollup", "analytics.daily_rollup"}
-TABLES_HEAD = TABLES_0004 | {"ops.dq_results"}
+TABLES_0006 = TABLES_0004 | {"ops.dq_results"}
+TABLES_HEAD = TABLES_0006 | {"core.areas", "ops.websocket_resume"}
+AREA_VIEWS = ("analytics.entity_hourly", "analytics.entity_daily", "analytics.device_last_seen")
 SEQUENCES_0002 = {"ops.dead_letters_id_seq", "ops.retention_audit_id_seq"}
 SEQUENCES_0004 = SEQUENCES_0002 | {"ops.ingest_version"}
 SEQUENCES_HEAD = SEQUENCES_0004 | {"ops.dq_results_id_seq"}
@@ -94,7 +96,7 @@ def test_upgrade_downgrade_upgrade(fresh_database: str, stack_env: dict[str, str
     with psycopg.connect(fresh_database) as conn:
         assert conn.execute("SELECT uuid_generate_v4() IS NOT NULL, gen_random_uuid() IS NOT NULL, "
                             "'A'::citext = 'a'").fetchone() == (True, True, True)
-        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0006",)]
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0007",)]
 
     migrate(fresh_database, "base", downgrade=True)
     at_base = _catalogue(fresh_database)
@@ -127,9 +129,38 @@ def _view_and_indexes(dsn: str) -> tuple[bool, set[str]]:
     return "citext" in str(definition[0]), names
 
 
+def _area_columns(dsn: str) -> set[str]:
+    """The analyst views that have an `area` column (0007), and the core tables with `area_id`."""
+    with psycopg.connect(dsn) as conn:
+        return {f"{r[0]}.{r[1]}" for r in conn.execute(
+            "SELECT table_schema, table_name FROM information_schema.columns "
+            "WHERE (table_schema, column_name) IN (('analytics', 'area'), ('core', 'area_id'))")}
+
+
+def _view_comments(dsn: str) -> dict[str, object]:
+    with psycopg.connect(dsn) as conn:
+        rows = {view: conn.execute("SELECT obj_description(%s::regclass, 'pg_class')", (view,)).fetchone()
+                for view in AREA_VIEWS}
+    return {view: row[0] if row else None for view, row in rows.items()}
+
+
 def test_each_step_downgrades_cleanly(fresh_database: str) -> None:
     migrate(fresh_database)
     at_head = _catalogue(fresh_database)
+    assert _area_columns(fresh_database) == {*AREA_VIEWS, "core.areas", "core.devices", "core.entities"}
+    comments = _view_comments(fresh_database)
+    assert all(comments.values())
+
+    # 0007 → 0006: the area columns, core.areas and the resume table go; the views keep grants and comments.
+    migrate(fresh_database, "0006", downgrade=True)
+    at_0006 = _catalogue(fresh_database)
+    assert at_0006["tables"] == TABLES_0006
+    assert {k: v for k, v in at_0006.items() if k != "tables"} == {k: v for k, v in at_head.items() if k != "tables"}
+    assert _area_columns(fresh_database) == set()
+    assert _view_comments(fresh_database) == comments
+    migrate(fresh_database)
+    assert _catalogue(fresh_database) == at_head
+    migrate(fresh_database, "0006", downgrade=True)
 
     # 0006 → 0005: only the data-quality view goes; 0005 → 0004: only ops.dq_results goes.
     migrate(fresh_database, "0005", downgrade=True)
@@ -140,7 +171,7 @@ def test_each_step_downgrades_cleanly(fresh_database: str) -> None:
     assert (at_0004["tables"], at_0004["sequences"]) == (TABLES_0004, SEQUENCES_0004)
     different = {"tables", "sequences", "views", "analyst"}
     same = {k: v for k, v in at_0004.items() if k not in different}
-    assert same == {k: v for k, v in at_head.items() if k not in different}
+    assert same == {k: v for k, v in at_0006.items() if k not in different}
     assert at_0004["views"] == at_0005["views"]
 
     # 0004 → 0003: the views' joins go back to citext, the indexes 0004 added go.
@@ -182,8 +213,12 @@ def test_each_step_downgrades_cleanly(fresh_database: str) -> None:
 def test_analyst_privileges_hold_in_a_migrated_database(fresh_database: str, stack_env: dict[str, str]) -> None:
     migrate(fresh_database)
     with psycopg.connect(fresh_database) as conn:
-        conn.execute("INSERT INTO core.entities (tenant_id, entity_id, domain, measurement, friendly_name, "
-                     "unit_canonical, source) VALUES ('home', 'sensor.probe', 'sensor', 'temperature', 'Probe', "
+        conn.execute("INSERT INTO core.areas (tenant_id, area_id, name) VALUES ('home', 'kitchen', 'Kitchen'), "
+                     "('home', 'hall', 'Hall')")
+        conn.execute("INSERT INTO core.devices (tenant_id, device_id, name, area_id) VALUES ('home', 'd1', 'Probe "
+                     "device', 'kitchen')")
+        conn.execute("INSERT INTO core.entities (tenant_id, entity_id, device_id, domain, measurement, friendly_name, "
+                     "unit_canonical, source) VALUES ('home', 'sensor.probe', 'd1', 'sensor', 'temperature', 'Probe', "
                      "'°C', 'statestream')")
         # As the loader does: hats_dagster adds a month partition and loads an hour, creates a table of its own.
         conn.execute("SET ROLE hats_dagster")
@@ -197,13 +232,19 @@ def test_analyst_privileges_hold_in_a_migrated_database(fresh_database: str, sta
         for view in sorted(VIEWS):
             conn.execute(f"SELECT count(*) FROM {view}")
         # The view joins core.entities, which the analyst cannot read: it runs with its owner's rights.
-        assert conn.execute("SELECT entity_id, friendly_name, unit, measurement, hour, mean, coverage_pct "
+        assert conn.execute("SELECT entity_id, friendly_name, unit, measurement, hour, mean, coverage_pct, area "
                             "FROM analytics.entity_hourly").fetchall() == [
             ("sensor.probe", "Probe", "°C", "temperature", datetime(2026, 11, 26, 10, tzinfo=UTC), 21.5,
-             Decimal("50.00"))]
+             Decimal("50.00"), "Kitchen")]
+        # Areas: an entity follows its device's area unless it has its own (as in Home Assistant).
+        assert conn.execute("SELECT device_id, area FROM analytics.device_last_seen").fetchall() == [("d1", "Kitchen")]
+        with psycopg.connect(fresh_database, autocommit=True) as owner:
+            owner.execute("UPDATE core.entities SET area_id = 'hall' WHERE entity_id = 'sensor.probe'")
+        assert conn.execute("SELECT area FROM analytics.entity_hourly").fetchall() == [("Hall",)]
+        conn.rollback()
         for relation in ("analytics.hourly_rollup", "analytics.daily_rollup", "analytics.hourly_rollup_p2026_11",
-                         "analytics.dagster_scratch", "core.entities", "ops.ingest_hours", "ops.rollup_watermarks",
-                         "alembic_version"):
+                         "analytics.dagster_scratch", "core.entities", "core.areas", "ops.ingest_hours",
+                         "ops.rollup_watermarks", "ops.websocket_resume", "alembic_version"):
             with pytest.raises(errors.InsufficientPrivilege):
                 conn.execute(f"SELECT count(*) FROM {relation}")
             conn.rollback()
