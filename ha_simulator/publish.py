@@ -52,7 +52,9 @@ class Sink(Protocol):
 class Publisher:
     """A paho client on its own network thread; `publish` blocks only when too many are unacknowledged."""
 
-    def __init__(self, target: Target, client_id: str) -> None:
+    def __init__(self, target: Target, client_id: str, qos: int = 1) -> None:
+        """`qos` 0 publishes as Home Assistant's mqtt_eventstream and most device firmwares do by default."""
+        self._qos = qos
         self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
         self._client.username_pw_set(target.username, target.password)
         self._client.max_inflight_messages_set(MAX_INFLIGHT)
@@ -78,7 +80,8 @@ class Publisher:
                 self._room.notify()
 
     def publish(self, payload: bytes, topic: str | None = None, retain: bool = False) -> None:
-        """Publish at QoS 1 on `topic` (default: the target's topic); raises if the broker is gone."""
+        """Publish on `topic` (default: the target's topic) at the publisher's QoS (paho reports a QoS 0
+        message once it is written to the socket); raises if the broker is gone."""
         if self.sent - self._acked >= MAX_UNACKED:  # the lock only when the window is full: it is the hot path
             with self._room:
                 self._waiting = True
@@ -89,7 +92,7 @@ class Publisher:
                                            "is it overloaded or gone?")
                 finally:
                     self._waiting = False
-        info = self._client.publish(self._topic if topic is None else topic, payload, qos=1, retain=retain)
+        info = self._client.publish(self._topic if topic is None else topic, payload, qos=self._qos, retain=retain)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             raise ConnectionError(f"publish failed: {mqtt.error_string(info.rc)}")
         self.sent += 1

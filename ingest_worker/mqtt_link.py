@@ -73,6 +73,8 @@ class MqttLink:
         self._client.on_subscribe = self._on_subscribe
         self._awaiting_subacks: set[int] = set()
         self._subscribing: dict[int, str] = {}  # SUBSCRIBE packet id → the filter it asked for
+        # When the broker last confirmed every subscription (monotonic); None while it has not.
+        self.subscribed_at: float | None = None
         self._refused: set[str] = set()  # filters the broker answered with a failure code
         self._lock = threading.Lock()
         self._inbox: list[Incoming] = []
@@ -253,6 +255,7 @@ class MqttLink:
         self._connected.set()
         # The persistent session keeps subscriptions, but a broker that lost its state would not.
         self._subscribed.clear()
+        self.subscribed_at = None
         self._awaiting_subacks = set()
         self._subscribing = {}
         self._refused = set()
@@ -280,6 +283,7 @@ class MqttLink:
                 self._refused.discard(topic_filter)
         self._awaiting_subacks.discard(mid)
         if not self._awaiting_subacks and not self._subscribed.is_set():
+            self.subscribed_at = time.monotonic()
             self._subscribed.set()
             if self._refused:
                 log.error("subscriptions answered by the broker; refused: %s", ", ".join(sorted(self._refused)))

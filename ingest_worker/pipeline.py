@@ -44,6 +44,10 @@ REPLAY_TOPIC = "(outbox replay)"
 EVENT_AGE_SAMPLE_EVERY = 16
 SeriesKey = tuple[str, str | None, str | None, str | None, str | None, str | None]
 DUPLICATE_STATE = "duplicate_state"
+# After (re)subscribing, a message no source owns yet waits this long for the retained discovery config
+# that will explain it (the broker replays retained configs right after its SUBACK, within milliseconds).
+SETTLE_S = 2.0
+MAX_PARKED = 200_000  # beyond it an unowned message is a dead letter at once, as it is once settled
 
 
 def _str(value: object) -> str | None:
@@ -82,6 +86,7 @@ class Pipeline:
         self._hours: Hours = {}  # points of `_lines` per UTC hour of their timestamps
         self._letters: list[DeadLetter] = []
         self._acks: list[Incoming] = []
+        self._parked: list[Incoming] = []  # unowned while the subscriptions settle (see `_settling`)
         self._oldest = 0.0
         self._series: dict[SeriesKey, tuple[Series, str]] = {}
         self._last_lines: dict[str, str] = {}  # the line last written per entity: a copy of it is a duplicate
@@ -98,21 +103,14 @@ class Pipeline:
         """Parse a hand-off batch (possibly empty: held states may have become complete meanwhile)."""
         if items and not self._acks and not self._lines and not self._letters:
             self._oldest = time.monotonic()
-        for item in items:
-            self.counters["received"] += 1
-            try:
-                self._handle(item)
-            except Rejected as rejected:
-                self._reject(item.topic, item.payload, item.received_ns, rejected.reason, rejected.detail)
-            except Exception as exc:  # a parser bug must cost one message (kept, with its reason), not the worker
-                log.exception("unexpected error on topic %s", item.topic[:200])
-                self._reject(item.topic, item.payload, item.received_ns, Reason.INTERNAL_ERROR,
-                             f"{type(exc).__name__}: {str(exc)[:500]}")
+        if self._parked and (force or not self._settling()):
+            parked, self._parked = self._parked, []
+            self._process_items(parked, settled=True)
+        self._process_items(items, settled=force)
         for source in self._sources:
             for state in source.flush(force):
                 origin = state.origin or (f"{source.name}:{state.entity_id}", state.state.encode(), time.time_ns())
                 self._emit(state, Origin(*origin))
-        self._acks.extend(items)
         metrics.UNACKED.set(len(self._acks))
         # Prometheus is updated once per hand-off batch: a labelled inc per message costs more than a parse.
         for name, count in self._received_by_source.items():
@@ -121,6 +119,32 @@ class Pipeline:
         for (name, why), count in self._ignored.items():
             metrics.IGNORED.labels(name, why).inc(count)
         self._ignored.clear()
+
+    def _settling(self) -> bool:
+        """Whether the broker may still be replaying retained discovery configs after (re)subscribing:
+        the messages it had queued for the persistent session arrive *before* them, on state topics a
+        fresh process has not learned yet."""
+        if self._link is None:
+            return False
+        since = self._link.subscribed_at
+        return since is None or time.monotonic() - since < SETTLE_S
+
+    def _process_items(self, items: Sequence[Incoming], settled: bool) -> None:
+        settling = not settled and bool(items) and self._settling()  # once per batch: this is the hot path
+        for item in items:
+            if settling and self._route(item.topic) is None and len(self._parked) < MAX_PARKED:
+                self._parked.append(item)  # handled (and acknowledged) once the configs are in
+                continue
+            self.counters["received"] += 1
+            self._acks.append(item)
+            try:
+                self._handle(item)
+            except Rejected as rejected:
+                self._reject(item.topic, item.payload, item.received_ns, rejected.reason, rejected.detail)
+            except Exception as exc:  # a parser bug must cost one message (kept, with its reason), not the worker
+                log.exception("unexpected error on topic %s", item.topic[:200])
+                self._reject(item.topic, item.payload, item.received_ns, Reason.INTERNAL_ERROR,
+                             f"{type(exc).__name__}: {str(exc)[:500]}")
 
     def _handle(self, item: Incoming) -> None:
         source = self._route(item.topic)
