@@ -131,12 +131,16 @@ class WorkerProcess:
         return parsed
 
 
+READY_LINE = "subscriptions confirmed by the broker"
+
+
 @pytest.fixture
-def start_worker(tmp_path: Path) -> Iterator[Callable[[dict[str, str]], WorkerProcess]]:
-    """Start `python -m ingest_worker` for real; wait until it has subscribed."""
+def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start `python -m ingest_worker` for real; wait until it logs `ready_line` (default: it has subscribed
+    to the broker; a WebSocket-only worker logs "subscribed to Home Assistant"; None: do not wait)."""
     started: list[WorkerProcess] = []
 
-    def start(env: dict[str, str]) -> WorkerProcess:
+    def start(env: dict[str, str], ready_line: str | None = READY_LINE) -> WorkerProcess:
         log = tmp_path / f"worker-{len(started)}.log"
         port = free_port()
         defaults = {"HATS_HTTP_PORT": str(port), "HATS_OUTBOX_DIR": str(tmp_path / "outbox")}
@@ -145,8 +149,9 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[[dict[str, str]], WorkerPr
                                     stdout=out, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT)
         worker = WorkerProcess(proc, log, f"http://127.0.0.1:{env.get('HATS_HTTP_PORT', port)}")
         started.append(worker)
-        wait_for(lambda: "subscriptions confirmed by the broker" in worker.output() or proc.poll() is not None,
-                 "the worker's subscriptions")
+        if ready_line is not None:
+            wait_for(lambda: ready_line in worker.output() or proc.poll() is not None,
+                     f"the worker's log line {ready_line!r}")
         assert proc.poll() is None, f"the worker exited early:\n{worker.output()}"
         return worker
 
