@@ -97,6 +97,10 @@ def down(profile: Profile) -> None:
     for proc in app_processes(profile):
         if proc.stop():
             progress(f"stopped {proc.name}")
+    # Test sessions stop their Home Assistant peers; one whose session was killed is stopped here.
+    for pidfile in sorted(profile.path("homeassistant").glob("*/slot-*/config/hass.pid")):
+        if Managed("Home Assistant", pidfile, pidfile.with_name("hass.out")).stop():
+            progress(f"stopped Home Assistant in {pidfile.parent}")
     for name, stop in (("Mosquitto", mosquitto.stop), ("InfluxDB", influxdb.stop), ("PostgreSQL", postgres.stop)):
         if stop(profile):
             progress(f"stopped {name}")
