@@ -88,7 +88,7 @@ def start_peer(version: str, profile: Profile, stack_env: dict[str, str], progre
     try:
         peer.start()
     except BaseException:
-        peer.stop()
+        peer.close()
         raise
     return peer
 
@@ -98,7 +98,7 @@ def home_assistant(request: pytest.FixtureRequest, profile: Profile, stack_env: 
     """A provisioned Home Assistant of each supported version, publishing statestream and eventstream."""
     peer = start_peer(request.param, profile, stack_env, _progress(request.config))
     yield peer
-    peer.stop()
+    peer.close()
 
 
 def tenant_for(peer: HomeAssistantPeer, tenant: Tenant) -> Tenant:

@@ -147,7 +147,10 @@ def find_python(version: str, requires: SpecifierSet) -> tuple[str, str]:
     best: tuple[tuple[int, ...], str, str] | None = None
     for candidate in _candidates():
         tried.append(candidate)
-        probe = subprocess.run([candidate, "-c", _PROBE], capture_output=True, text=True, check=False)
+        try:
+            probe = subprocess.run([candidate, "-c", _PROBE], capture_output=True, text=True, check=False)
+        except OSError:
+            continue
         if probe.returncode != 0:
             continue
         found = probe.stdout.strip()

@@ -115,8 +115,13 @@ class HomeAssistantPeer:
         self._wait_running()
 
     def stop(self) -> None:
+        """Stop Home Assistant (SIGTERM, SIGKILL after a bound); `restart()` brings it back."""
         if self._process is not None:
             self._process.stop()
+
+    def close(self) -> None:
+        """Stop it and give up the slot (the end of a session)."""
+        self.stop()
         if self._lock is not None:
             self._lock.close()
             self._lock = None

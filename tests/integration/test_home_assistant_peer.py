@@ -24,6 +24,7 @@ from tests.mqtt import session
 pytestmark = pytest.mark.integration
 
 TEMPERATURE = config.NUMBERS[0]
+PUBLISHED_ATTRIBUTES = ("unit_of_measurement", "device_class", "state_class", "friendly_name")
 
 
 def test_home_assistant_is_provisioned_with_its_token_and_mqtt_entry(home_assistant: HaPeer) -> None:
@@ -35,6 +36,10 @@ def test_home_assistant_is_provisioned_with_its_token_and_mqtt_entry(home_assist
     assert httpx.get(f"{home_assistant.url}/api/config", timeout=10).status_code == 401
     entries = home_assistant.api.get("/api/config/config_entries/entry", {"domain": "mqtt"})
     assert [entry["state"] for entry in entries] == ["loaded"]
+    assert home_assistant.ws_call("get_config")["version"] == home_assistant.version
+    statistics = home_assistant.statistics_during_period([config.NUMBERS[0].sensor_entity],
+                                                         datetime.now(UTC) - timedelta(hours=1), period="5minute")
+    assert isinstance(statistics, dict)  # compiled every 5 min: empty until then, but the call is answered
     for number in config.NUMBERS:
         state = home_assistant.state(number.sensor_entity)
         assert state is not None, number.sensor_entity
@@ -65,8 +70,8 @@ def test_a_changed_value_reaches_the_broker_and_the_history(home_assistant: HaPe
         listener.subscribe(events)
         start = datetime.now(UTC)
         home_assistant.set_number(TEMPERATURE.input_entity, value)
-        listener.wait(lambda: _live(listener.received, f"{entity}/state")
-                      and _live(listener.received, f"{entity}/friendly_name")
+        topics = [f"{entity}/{name}" for name in ("state", "last_updated", "last_changed", *PUBLISHED_ATTRIBUTES)]
+        listener.wait(lambda: all(_live(listener.received, topic) for topic in topics)
                       and _changed(listener.received, events, TEMPERATURE.sensor_entity), "statestream and eventstream")
         received = list(listener.received)
 
