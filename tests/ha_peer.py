@@ -4,6 +4,8 @@
 test that uses it once per version, with one instance alive at a time. It installs on first use
 (minutes, with progress lines; cached in /opt/hats afterwards). Each session publishes under a fresh
 `hats/<id>/homeassistant/...` namespace; `ha_tenant` is a test tenant whose worker reads exactly that.
+Its MQTT birth message (`homeassistant/status`) and discovery subscription (`homeassistant/#`) stay at
+the broker's root, as the MQTT entry was created once for every session.
 """
 
 from __future__ import annotations

@@ -84,7 +84,7 @@ def ensure(version: str, domains: Iterable[str], progress: Progress) -> Installa
         HA_HOME.mkdir(parents=True, exist_ok=True)
     except PermissionError:
         raise InstallError(f"cannot create {HA_HOME}: run as root or set HATS_HA_HOME to a writable folder") from None
-    with _locked(HA_HOME / f"homeassistant-{version}.lock"):
+    with _locked(HA_HOME / f"homeassistant-{version}.lock", progress):
         if (found := installed(version, wanted)) is not None:
             return found  # another session finished it while we waited
         started = time.monotonic()
@@ -117,8 +117,10 @@ def _install(version: str, domains: list[str], progress: Progress) -> Installati
     progress(f"pip install {len(requirements)} requirements of {len(loaded)} integrations")
     if requirements:
         _run([*pip, *requirements])
-    (venv / MARKER).write_text(json.dumps({"version": version, "python": python, "domains": domains,
-                                           "loaded": loaded, "requirements": requirements}, indent=2))
+    partial = venv / f"{MARKER}.partial"
+    partial.write_text(json.dumps({"version": version, "python": python, "domains": domains,
+                                   "loaded": loaded, "requirements": requirements}, indent=2))
+    partial.replace(venv / MARKER)
     return Installation(version, venv, python)
 
 
@@ -221,9 +223,13 @@ def _run(argv: list[str]) -> str:
 
 
 @contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def _locked(path: Path, progress: Progress) -> Iterator[None]:
     with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            progress(f"waiting for another session installing into {path.with_suffix('')}")
+            fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
         finally:
