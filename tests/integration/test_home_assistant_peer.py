@@ -112,3 +112,27 @@ def test_a_state_posted_over_rest_is_published_for_a_fresh_entity(home_assistant
         received = {m.topic.rsplit("/", 1)[1]: m.payload for m in listener.received}
     assert received["state"] == b"1234.5"
     assert json.loads(received["unit_of_measurement"]) == "W"
+
+
+def test_the_helpers_drive_availability_a_unit_change_and_a_meter_reset(home_assistant: HaPeer) -> None:
+    flaky, variable = config.NUMBERS[-2], config.NUMBERS[-1]
+    meter = next(n for n in config.NUMBERS if n.key == "energy_kwh")
+
+    def attribute(entity_id: str, name: str) -> object:
+        return ((home_assistant.state(entity_id) or {}).get("attributes") or {}).get(name)
+    try:
+        home_assistant.call_service("input_boolean", "turn_off", {"entity_id": config.FLAKY_AVAILABLE})
+        home_assistant.call_service("input_select", "select_option",
+                                    {"entity_id": config.UNIT_INPUT, "option": config.UNIT_OPTIONS[1]})
+        home_assistant.set_number(meter.input_entity, 0)
+        wait_for(lambda: (home_assistant.state(flaky.sensor_entity) or {}).get("state") == "unavailable",
+                 f"{flaky.sensor_entity} unavailable")
+        wait_for(lambda: attribute(variable.sensor_entity, "unit_of_measurement") == config.UNIT_OPTIONS[1],
+                 f"{variable.sensor_entity} in {config.UNIT_OPTIONS[1]}")
+        wait_for(lambda: (home_assistant.state(meter.sensor_entity) or {}).get("state") == "0.0",
+                 f"{meter.sensor_entity} reset to 0")
+    finally:  # the instance is shared by the session: put the helpers back
+        home_assistant.call_service("input_boolean", "turn_on", {"entity_id": config.FLAKY_AVAILABLE})
+        home_assistant.call_service("input_select", "select_option",
+                                    {"entity_id": config.UNIT_INPUT, "option": config.UNIT_OPTIONS[0]})
+        home_assistant.set_number(meter.input_entity, meter.initial)
