@@ -125,7 +125,7 @@ async def run(settings: WorkerSettings) -> dict[str, int]:
             if flushing is not None and flushing.done():
                 flushing.result()  # a failed flush stops the worker (its batch stays unacknowledged)
                 flushing = None
-            if pipeline.full() or pipeline.due():
+            if pipeline.full() or pipeline.due() or registry.has_pending:
                 if flushing is not None:
                     await flushing
                 flushing = asyncio.create_task(pipeline.flush(), name="flush")

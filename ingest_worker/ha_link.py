@@ -43,6 +43,7 @@ import itertools
 import json
 import logging
 import random
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -75,6 +76,9 @@ HISTORY_INBOX_LOW = 20_000  # a history chunk is requested only when the pipelin
 REGISTRY_DEBOUNCE_S = 2.0
 # Frames larger than this are parsed on a thread so /healthz and the pipeline keep running.
 THREAD_PARSE_BYTES = 1 << 20
+# Home Assistant's own valid_entity_id: one id outside it makes history_during_period refuse the whole call.
+HA_ENTITY_ID = re.compile(r"^(?!.+__)(?!_)[\da-z_]+(?<!_)\.(?!_)[\da-z_]+(?<!_)$")
+MAX_KNOWN_ENTITIES = 100_000
 REGISTRY_EVENTS = {"area_registry_updated": "areas", "device_registry_updated": "devices",
                    "entity_registry_updated": "entities"}
 REGISTRY_LISTS = {"areas": "config/area_registry/list", "devices": "config/device_registry/list",
@@ -114,6 +118,13 @@ class _Connection:
 
 def _item(topic: str, payload: bytes) -> Incoming:
     return Incoming(topic, payload, 0, 0, 0, time.time_ns())
+
+
+def _live_entity(message: Mapping[str, object]) -> str | None:
+    event = message.get("event")
+    data = event.get("data") if isinstance(event, dict) else None
+    entity_id = data.get("entity_id") if isinstance(data, dict) else None
+    return entity_id if isinstance(entity_id, str) else None
 
 
 def _live_us(message: Mapping[str, object]) -> int | None:
@@ -357,6 +368,7 @@ class HaLink:
         if kind == "event":
             if call_id == conn.state_sub:
                 item, stamp = _item(ws_source.EVENT_TOPIC, payload()), _live_us(message)
+                self._know(_live_entity(message))
                 if conn.holding:
                     conn.held.append((item, stamp))
                 else:
@@ -365,6 +377,11 @@ class HaLink:
                 self._schedule_refresh(conn, conn.registry_subs[call_id])
             return
         self._queue(_item(ws_source.PREFIX + kind[:64], payload()), None)
+
+    def _know(self, entity_id: object) -> None:
+        known = self._resume.known_entities
+        if isinstance(entity_id, str) and entity_id not in known and len(known) < MAX_KNOWN_ENTITIES:
+            known.add(entity_id)
 
     def _queue(self, item: Incoming, stamp_us: int | None) -> None:
         self._inbox.append(item)
@@ -424,6 +441,8 @@ class HaLink:
             raise ConnectionLost(f"get_states answered {str(states)[:200]}")
         point = self._resume.committed_us
         rows = 0
+        for state in states:
+            self._know(state.get("entity_id") if isinstance(state, dict) else None)
         if point is None:
             # First connection of this tenant: the current states, not the recorder's whole history.
             for state in states:
@@ -435,8 +454,9 @@ class HaLink:
             start = point - OVERLAP_US
             current = {str(s["entity_id"]): _state_us(s) for s in states
                        if isinstance(s, dict) and isinstance(s.get("entity_id"), str)}
-            ids = sorted({e for e, stamp in current.items() if stamp is None or stamp > start}
-                         | (set(self._registry.entity_ids) - set(current)))
+            absent = (set(self._registry.entity_ids) | self._resume.known_entities) - set(current)
+            ids = sorted(e for e in {e for e, stamp in current.items() if stamp is None or stamp > start} | absent
+                         if HA_ENTITY_ID.fullmatch(e))
             rows, newest = await self._history(conn, ids, start)
             self._release(conn)
             # The recorder commits every commit_interval: what changed just before the subscription may

@@ -18,7 +18,7 @@ with that topic and its exact JSON like any MQTT message:
 
 Float epoch seconds become nanoseconds exactly: Home Assistant stores `datetime.timestamp()` of a
 microsecond-precise time, so the float is within 0.12 µs of a whole microsecond and rounding to the
-microsecond recovers it (`int(ts * 1e9)` would not: 1709294400.123456 gives …123455999). The same state
+microsecond recovers it (`int(ts * 1e9)` would not: 1709294400.123455 gives …123454976). The same state
 through the live stream (ISO string) and through the history (float) thus gets the same point time, and
 InfluxDB stores a duplicate once.
 """

@@ -135,6 +135,11 @@ class RegistryStore:
         self._retry: set[str] = set()
 
     @property
+    def has_pending(self) -> bool:
+        """Changes wait for a flush (the worker flushes for them even without points)."""
+        return bool(self._pending_areas or self._pending_devices or self._pending_entities)
+
+    @property
     def entity_ids(self) -> tuple[str, ...]:
         return tuple(self._entities)
 

@@ -41,6 +41,9 @@ class ResumePoint:
     def __init__(self, tenant: str) -> None:
         self.tenant = tenant
         self.committed_us: int | None = None  # the stored point (None: this tenant never connected)
+        # Entities this tenant has had: a gap fill also asks for those Home Assistant no longer has (an
+        # entity removed, or one set through the REST API, which a restart does not bring back).
+        self.known_entities: set[str] = set()
         self._newest_taken_us: int | None = None
         self._closed = False
 
@@ -49,6 +52,8 @@ class ResumePoint:
         row = await cur.fetchone()
         if row is not None and isinstance(row[0], datetime):
             self.committed_us = datetime_to_us(row[0])
+        cur = await conn.execute("SELECT entity_id FROM core.entities WHERE tenant_id = %s", (self.tenant,))
+        self.known_entities = {str(entity[0]) for entity in await cur.fetchall()}
 
     # -- the link's side ----------------------------------------------------------------------------
     def taken(self, newest_us: int | None, close: bool = False) -> None:
