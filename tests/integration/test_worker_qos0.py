@@ -87,8 +87,11 @@ def test_qos0_published_while_the_worker_restarts_is_queued_and_written(tenant: 
     # The worker subscribes the learned state topic after the config arrived; a QoS 0 reading published
     # before that has no subscriber and is gone, so warm up until one lands.
     warm_up = iter(range(10_000, 20_000))
-    wait_for(lambda: publish_device_readings(tenant, next(warm_up), 1, "warm-up") or device_readings(tenant) > 0,
-             "the device's first reading", interval=0.5)
+
+    def warmed_up() -> bool:
+        publish_device_readings(tenant, next(warm_up), 1, "warm-up")
+        return device_readings(tenant) > 0
+    wait_for(warmed_up, "the device's first reading", interval=0.5)
     assert worker.stop() == 0  # drains: every reading it received is written
     before = device_readings(tenant)
 
