@@ -9,19 +9,23 @@ topics in its own order. Hence:
 * Attributes live in a per-entity cache that outlives flushes (HA republishes them with every state,
   so a cache miss heals on the next change). A `/state` message is held as pending, not emitted.
 * `flush()` (called by the pipeline on every tick) emits the pending states that are *complete*, in
-  arrival order, each with the attributes cached then. Complete means: the entity's burst is over —
-  nothing arrived for it for `QUIET_S` —, some attribute of it is known and, for an entity seen
-  publishing timestamps, its `last_updated` has arrived; or a newer state of the entity arrived (HA
-  publishes one change's burst before the next state); or it has waited `HOLD_S`. Releasing a state as
+  arrival order. Complete means: the entity's burst is over — nothing arrived for it for `QUIET_S` —,
+  some attribute of it is known and, for an entity seen publishing timestamps, its `last_updated` has
+  arrived; or it has waited `HOLD_S`. Releasing a state as
   soon as *any* attribute was cached described it before its unit and device_class arrived: 9 of 11
   numeric entities of a real HA 2024.3 capture had their first state in measurement `state`, and a unit
   change would convert the first new state with the old unit. Completeness never depends on where the
   network happened to cut a read, which is what a flush per hand-off batch did (8–37 % of states lost
   their timestamp in an integration test).
-* A `last_updated` applies to the entity's most recent pending state (the one it follows, as HA
-  publishes it). One that arrives with no pending state (a retained replay that put it first) waits up
-  to `HOLD_S` for the next state of that entity, never longer: stamping a later state with an earlier
-  change's time would make InfluxDB overwrite that earlier point. A state without one gets receipt time.
+* Bursts of one entity interleave: HA publishes each state change from its own task, so two changes
+  milliseconds apart arrive as `state₁ state₂ last_updated₁ last_updated₂ unit₁ unit₂ …` (seen with a
+  real HA 2024.3 for a value change followed by a unit change). So a `last_updated`, and each attribute,
+  belongs to the entity's oldest pending state that has not received one yet (first in, first out, as HA
+  publishes every attribute with every change), and a state is emitted with its own attributes over the
+  cached ones. One `last_updated` that arrives with no pending state (a retained replay that put it
+  first) waits up to `HOLD_S` for the next state of that entity, never longer: stamping a later state
+  with an earlier change's time would make InfluxDB overwrite that earlier point. A state without one
+  gets receipt time.
 * `last_changed` is accepted and ignored (the contract stamps points with last_updated).
 * Each emitted state carries its `/state` message as `origin`, so a later rejection dead-letters the
   message that was really received.
@@ -76,9 +80,9 @@ class _Pending:
     state: str
     held_at: float
     origin: tuple[str, bytes, int]
-    touched_at: float  # the last message of its burst (state, timestamp or attribute) was processed then
+    touched_at: float  # the last message of its entity (state, timestamp or attribute) was processed then
     last_updated: str | None = None
-    superseded: bool = False
+    own: dict[str, object] = field(default_factory=dict)  # the attributes of its own burst
 
 
 @dataclass(slots=True)
@@ -111,7 +115,7 @@ class StatestreamSource:
         self._cache: OrderedDict[str, _Attributes] = OrderedDict()
         self._cache_bytes = 0
         self._pending: deque[_Pending] = deque()
-        self._latest: dict[str, _Pending] = {}
+        self._open: dict[str, list[_Pending]] = {}  # per entity, its pending states in arrival order
         self._loose_last_updated: dict[str, tuple[str, float]] = {}
 
     def filters(self) -> tuple[str, ...]:
@@ -141,8 +145,7 @@ class StatestreamSource:
         for pending in self._pending:
             if force or self._complete(pending, now):
                 ready.append(pending)
-                if self._latest.get(pending.entity_id) is pending:
-                    del self._latest[pending.entity_id]
+                self._close(pending)
             else:
                 waiting.append(pending)
         self._pending = waiting
@@ -152,14 +155,32 @@ class StatestreamSource:
         return tuple(self._emit(pending) for pending in ready)
 
     def _complete(self, pending: _Pending, now: float) -> bool:
-        if pending.superseded or now - pending.held_at >= self._hold_s:
+        if now - pending.held_at >= self._hold_s:
             return True
         if now - pending.touched_at < self._quiet_s:
             return False  # its burst (timestamps, then the attributes one by one) may still be arriving
         cached = self._cache.get(pending.entity_id)
-        if cached is None or not cached.values:
+        if not pending.own and (cached is None or not cached.values):
             return False  # nothing describes it yet: its measurement is unknown
-        return pending.last_updated is not None or not cached.stamps
+        return pending.last_updated is not None or cached is None or not cached.stamps
+
+    def _close(self, pending: _Pending) -> None:
+        """`pending` leaves its entity's open states (it is emitted)."""
+        states = self._open.get(pending.entity_id)
+        if states is None:
+            return
+        states.remove(pending)
+        if not states:
+            del self._open[pending.entity_id]
+
+    def _touch(self, entity_id: str) -> list[_Pending]:
+        """The entity's open states, each marked as having heard from its entity now."""
+        states = self._open.get(entity_id, [])
+        if states:
+            now = self._clock()
+            for pending in states:
+                pending.touched_at = now
+        return states
 
     def take_rejections(self) -> list[Rejected]:
         return []  # a statestream message is one field of one entity: it fails whole, by raising
@@ -193,20 +214,17 @@ class StatestreamSource:
 
     def _hold(self, entity_id: str, state: str, origin: tuple[str, bytes, int]) -> Outcome:
         loose = self._loose_last_updated.pop(entity_id, None)
-        previous = self._latest.get(entity_id)
-        if previous is not None:
-            previous.superseded = True
+        self._touch(entity_id)
         now = self._clock()
         pending = _Pending(entity_id, state, now, origin, now, loose[0] if loose else None)
         self._pending.append(pending)
-        self._latest[entity_id] = pending
+        self._open.setdefault(entity_id, []).append(pending)
         if entity_id in self._cache:
             self._cache.move_to_end(entity_id)
         if len(self._pending) <= self._max_pending_states:
             return Outcome()  # held: flush() emits it
         oldest = self._pending.popleft()
-        if self._latest.get(oldest.entity_id) is oldest:
-            del self._latest[oldest.entity_id]
+        self._close(oldest)
         return Outcome(states=(self._emit(oldest),))
 
     def _last_updated(self, entity_id: str, text: str) -> Outcome:
@@ -216,19 +234,15 @@ class StatestreamSource:
             cached = self._cache[entity_id] = _Attributes()
             self._evict(keep=entity_id)
         cached.stamps = True
-        pending = self._latest.get(entity_id)
+        pending = next((p for p in self._touch(entity_id) if p.last_updated is None), None)
         if pending is not None:
-            pending.touched_at = self._clock()
-        if pending is not None and pending.last_updated is None:
             pending.last_updated = text
         else:
             self._loose_last_updated[entity_id] = (text, self._clock())
         return Outcome(ignored="last_updated")
 
     def _attribute(self, entity_id: str, name: str, payload: bytes) -> Outcome:
-        pending = self._latest.get(entity_id)
-        if pending is not None:
-            pending.touched_at = self._clock()
+        states = self._touch(entity_id)
         cached = self._cache.get(entity_id)
         if len(payload) > MAX_ATTRIBUTE_VALUE_BYTES:
             if cached is not None and name in cached.values:  # a stale smaller value would be wrong now
@@ -247,6 +261,9 @@ class StatestreamSource:
             self._forget(cached, name)
         size = len(name) + len(payload)
         cached.values[name] = value
+        owner = next((p for p in states if name not in p.own), None)
+        if owner is not None:
+            owner.own[name] = value  # bounded like the cache: only what the cache admitted
         cached.sizes[name] = size
         cached.size += size
         self._cache_bytes += size
@@ -267,8 +284,9 @@ class StatestreamSource:
             self._cache_bytes -= self._cache.pop(oldest).size
 
     def _emit(self, pending: _Pending) -> EntityState:
-        return EntityState(entity_id=pending.entity_id, state=pending.state,
-                           attributes=self.attributes(pending.entity_id),
+        attributes = self.attributes(pending.entity_id)
+        attributes.update(pending.own)
+        return EntityState(entity_id=pending.entity_id, state=pending.state, attributes=attributes,
                            last_updated=pending.last_updated, source=SOURCE, origin=pending.origin)
 
 

@@ -140,14 +140,16 @@ def test_two_states_of_one_entity_in_a_batch_are_both_emitted_in_order_with_thei
     assert first.attributes == second.attributes == LIVING_ROOM_ATTRIBUTES
 
 
-def test_a_timestamp_stamps_the_latest_pending_state_only() -> None:
+def test_a_timestamp_stamps_the_oldest_pending_state_without_one() -> None:
+    """HA publishes each change from its own task: `state₁ state₂ last_updated₁` — the first stamp is the
+    first state's."""
     source = StatestreamSource(BASE)
     source.handle(topic("state"), b"21.5")
     source.handle(topic("state"), b"21.6")
-    source.handle(topic("last_updated"), T2.encode())
+    source.handle(topic("last_updated"), T1.encode())
     first, second = source.flush(force=True)
-    assert (first.state, first.last_updated) == ("21.5", None)
-    assert (second.state, second.last_updated) == ("21.6", T2)
+    assert (first.state, first.last_updated) == ("21.5", T1)
+    assert (second.state, second.last_updated) == ("21.6", None)
 
 
 def test_states_of_different_entities_keep_arrival_order_and_their_own_attributes() -> None:
@@ -350,17 +352,38 @@ def test_a_state_whose_timestamp_never_comes_is_emitted_after_the_hold() -> None
     assert (state.state, state.last_updated) == ("22.0", None)
 
 
-def test_a_new_state_completes_the_previous_one_of_the_same_entity() -> None:
+def test_interleaved_bursts_of_one_entity_keep_their_own_times_and_units() -> None:
+    """As a real HA 2024.3 published a value change followed 36 ms later by a unit change: the two
+    changes' messages interleave. Each state takes the first timestamp and attributes no older pending
+    state of the entity has taken."""
     clock = FakeClock()
     source = StatestreamSource(BASE, clock=clock)
-    publish_state_change(source, b"21.5")
-    source.flush(force=True)
-    source.handle(topic("state"), b"1")
-    source.handle(topic("state"), b"2")
-    assert [s.state for s in source.flush()] == ["1"]  # superseded: nothing more will come for it
-    source.handle(topic("last_updated"), T2.encode())
+    entity = "sensor/variable_power"
+    for field, payload in (("state", b"1.25"), ("state", b"1.25"), ("last_updated", T1.encode()),
+                           ("last_updated", T2.encode()), ("last_changed", T1.encode()),
+                           ("last_changed", T1.encode()), ("unit_of_measurement", b'"kW"'),
+                           ("unit_of_measurement", b'"W"'), ("device_class", b'"power"'),
+                           ("device_class", b'"power"')):
+        source.handle(topic(field, entity), payload)
     clock.now += QUIET_S
-    assert [(s.state, s.last_updated) for s in source.flush()] == [("2", T2)]
+    first, second = source.flush()
+    assert (first.last_updated, first.attributes["unit_of_measurement"]) == (T1, "kW")
+    assert (second.last_updated, second.attributes["unit_of_measurement"]) == (T2, "W")
+    assert [normalise(s, received_ns=1).value for s in (first, second)] == [1250.0, 1.25]
+
+
+def test_a_busy_entity_is_emitted_after_the_hold_with_each_state_its_own_burst() -> None:
+    clock = FakeClock()
+    source = StatestreamSource(BASE, clock=clock, hold_s=1.0)
+    emitted: list[EntityState] = []
+    for i in range(12):  # a change every 0.1 s: never quiet for QUIET_S
+        publish_state_change(source, f"{20 + i}".encode(), f"2026-11-26T10:00:{i:02d}.000000+00:00")
+        emitted += source.flush()
+        clock.now += 0.1
+    assert [s.state for s in emitted] == [f"{20 + i}" for i in range(len(emitted))]
+    assert 1 <= len(emitted) <= 3  # the first ones, once held for a second
+    emitted += source.flush(force=True)
+    assert [s.last_updated for s in emitted] == [f"2026-11-26T10:00:{i:02d}.000000+00:00" for i in range(12)]
 
 
 def test_a_first_state_waits_for_its_unit() -> None:
