@@ -83,6 +83,11 @@ class Tenant:
 
 @pytest.fixture
 def tenant(profile: Profile, stack_env: dict[str, str], secrets: dict[str, str]) -> Tenant:
+    return new_tenant(profile, stack_env, secrets)
+
+
+def new_tenant(profile: Profile, stack_env: dict[str, str], secrets: dict[str, str]) -> Tenant:
+    """A fresh tenant: its own InfluxDB database, `core.tenants` row, topic prefix and client id."""
     name = f"t{uuid.uuid4().hex[:12]}"
     database = f"hats_{name}"
     influxdb.ensure_tenant_database(profile, secrets, database, raw_days=30, rollup_days=730)

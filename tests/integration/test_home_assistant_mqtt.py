@@ -18,11 +18,22 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import dagster as dg
+import httpx
+import psycopg
 import pytest
 
 from devstack.home_assistant import config
-from tests.conftest import Tenant, WorkerProcess, wait_for
+from devstack.profile import Profile
+from hats_assets.defs.quality.rollup_checks import rollup_checks
+from hats_assets.defs.quality.warehouse_checks import warehouse_rows_match_rollups
+from hats_assets.defs.rollups.assets import rollups
+from hats_assets.defs.warehouse.assets import daily_rollup, hourly_rollup
+from ingest_worker.contract import Point
+from ingest_worker.lineprotocol import encode
+from tests.conftest import Tenant, WorkerProcess, new_tenant, wait_for
 from tests.ha_peer import HaPeer
+from tests.homeassistant import asset_resources
 
 pytestmark = pytest.mark.integration
 
@@ -197,3 +208,75 @@ def test_every_recorded_state_change_is_one_point_in_one_series(mode: str, home_
     assert counters["dead_lettered"] == 0
     if mode == "both":
         assert counters["ignored"] > 0  # the second copies, counted as duplicate_state
+
+
+# -- the rollups and the warehouse over what a real Home Assistant sent --------------------------------------
+# Home Assistant stamps every state with the present and no REST call can backdate one, while only complete
+# hours are partitions. So the raw points the worker wrote from the real HA (every series, tag and value as
+# written) are copied into a second tenant exactly SHIFT earlier, with the entities' `core` rows, and that
+# tenant's past hour is rolled up, checked and loaded as the schedule would.
+SHIFT = timedelta(hours=3)
+NS_PER_HOUR = 3_600_000_000_000
+
+
+def copy_shifted(source: Tenant, target: Tenant) -> set[int]:
+    """Every raw point of `source` into `target`, SHIFT earlier; returns the hours (ns) the copies fill."""
+    lines, hours = [], set()
+    for series in source.influx("SELECT value, state FROM raw./.*/ GROUP BY *"):
+        tags = tuple(sorted((k, v) for k, v in (series.get("tags") or {}).items() if v))
+        for time, value, state in series["values"]:
+            moved = time - SHIFT // timedelta(microseconds=1) * 1_000
+            lines.append(encode(Point(series["name"], tags, moved, value=value, state=state)))
+            hours.add(moved // NS_PER_HOUR * NS_PER_HOUR)
+    response = httpx.post(f"{target.env['HATS_INFLUX_URL']}/write", params={"db": target.database, "rp": "raw"},
+                          content="\n".join(lines).encode(),
+                          auth=(target.env["HATS_INFLUX_USERNAME"], target.env["HATS_INFLUX_PASSWORD"]), timeout=30)
+    assert response.status_code == 204, response.text
+    with psycopg.connect(source.env["HATS_PG_DSN"], autocommit=True) as conn:
+        columns = [row[0] for row in conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = 'core' "
+            "AND table_name = 'entities' AND column_name <> 'tenant_id' ORDER BY ordinal_position")]
+        listed = ", ".join(columns)
+        conn.execute(f"INSERT INTO core.entities (tenant_id, {listed}) SELECT %s, {listed} FROM core.entities "
+                     "WHERE tenant_id = %s", (target.name, source.name))
+    return hours
+
+
+@pytest.mark.parametrize("mode", ["both"])
+def test_what_home_assistant_sent_passes_the_rollup_checks_and_loads_the_warehouse(
+        mode: str, home_assistant: HaPeer, ha_tenant: Tenant, start_worker: Start, profile: Profile,
+        stack_env: dict[str, str], secrets: dict[str, str]) -> None:
+    worker = start_worker({**ha_tenant.env, "HATS_SOURCES": MODES[mode]})
+    start = datetime.now(UTC)
+    changes = Changes(home_assistant)
+    make_changes(changes)
+    last = f"sensor.{changes.fresh}_washer"
+    wait_for(lambda: len([r for r in written(ha_tenant, last) if r["time"] >= ns(start.isoformat())]) == 3,
+             "the last entity's three changes in InfluxDB")
+    assert worker.stop() == 0
+
+    past = new_tenant(profile, stack_env, secrets)
+    hours = copy_shifted(ha_tenant, past)
+    resources = asset_resources(past)
+    current = (start - SHIFT).replace(minute=0, second=0, microsecond=0)
+    partitions = sorted(datetime.fromtimestamp(h / 1e9, UTC) for h in hours if h >= ns(current.isoformat()))
+    for hour in partitions:
+        result = dg.materialize([rollups, *rollup_checks], partition_key=hour.strftime("%Y-%m-%d-%H:%M"),
+                                resources=resources, raise_on_error=False)
+        assert result.success
+        evaluations = result.get_asset_check_evaluations()
+        failed = [(e.check_name, e.metadata) for e in evaluations
+                  if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR]
+        assert not failed, f"blocking checks failed on {hour:%H:%M} of real HA data: {failed}"
+        assert {e.check_name for e in evaluations} >= {"one_series_per_entity", "raw_points_all_rolled_up",
+                                                       "plausible_ranges"}
+    for day in sorted({hour.strftime("%Y-%m-%d") for hour in partitions}):
+        loaded = dg.materialize([hourly_rollup, daily_rollup, warehouse_rows_match_rollups], partition_key=day,
+                                resources=resources)
+        assert all(e.passed for e in loaded.get_asset_check_evaluations())
+    with psycopg.connect(stack_env["HATS_PG_DSN"]) as conn:
+        entities = {row[0] for row in conn.execute(
+            "SELECT DISTINCT entity_id FROM analytics.hourly_rollup WHERE tenant_id = %s", (past.name,))}
+    text = {last, config.MODE}  # states that are words have no numeric rollup
+    assert changes.entities - text <= entities  # every numeric entity HA changed reached the warehouse
+    assert not text & entities
