@@ -17,9 +17,12 @@ pipeline for every source. Per connection:
    The start-time rows (`lu` equal to the window's start: HA's synthetic state at the start, not a
    change) are not written.
 4. The held live events are released, then, once the recorder has committed what was changed before
-   the subscription (`HATS_HA_RECORDER_COMMIT_S` + 1 s after it, HA's `commit_interval`), the history is
-   read once more from the newest row of step 3: the same "fetch again after the recorder synced" that
-   HA's own `history/stream` does. Only then is the gap closed and the resume point may advance.
+   the subscription, the history is read once more from the newest row of step 3: the same "fetch again
+   after the recorder synced" that HA's own `history/stream` does. Committed means: at least
+   `HATS_HA_RECORDER_COMMIT_S` + 1 s (HA's `commit_interval`) after subscribing, and the first live
+   change is in the recorder's database (it writes in order; a loaded HA's recorder lags by seconds),
+   or, with no live change, `recorder/info` reports an empty backlog. Only then is the gap closed and
+   the resume point may advance.
 
 Why `subscribe_events` and not `subscribe_entities`: it sends each change as the full `new_state` — all
 attributes (unit, device_class, state_class, friendly_name decide a point's series) and `last_updated`
@@ -29,7 +32,8 @@ it differs from `lc`, float epoch times. Using it means mirroring every entity's
 and replaying diffs exactly; a missed or misapplied diff silently changes a unit. Its bandwidth advantage
 matters to browsers, not to a worker on the same network.
 
-Keepalive: HA's `ping` every `PING_INTERVAL_S`; no `pong` within `PONG_TIMEOUT_S` closes the connection.
+Keepalive: HA's `ping` every `PING_INTERVAL_S`; no `pong` within `PONG_TIMEOUT_S` and nothing else
+received for `SILENT_S` closes the connection (an overloaded HA answers late but keeps sending).
 Reconnects back off exponentially with jitter. Backpressure: past `MAX_INBOX` queued items the link
 stops reading; HA then drops a client that cannot keep up, and the next connection fills the gap from the
 resume point — nothing is acknowledged to HA, so nothing is lost by being dropped.
@@ -67,6 +71,11 @@ AUTH_TIMEOUT_S = 10.0
 REQUEST_TIMEOUT_S = 120.0  # a history chunk of a busy hour takes seconds to query and serialise
 PING_INTERVAL_S = 20.0
 PONG_TIMEOUT_S = 10.0
+# A late pong while frames keep arriving means a busy Home Assistant, not a dead connection.
+SILENT_S = 30.0
+# How long the tail read waits for the recorder to catch up (a loaded HA's recorder lags by seconds).
+RECORDER_WAIT_S = 600.0
+RECORDER_POLL_S = 0.5
 HISTORY_IDS_PER_CALL = 50
 HISTORY_WINDOW_S = 3_600
 # The fill starts this long before the resume point: duplicates are harmless, a clock step is not.
@@ -114,6 +123,8 @@ class _Connection:
     registry_subs: dict[int, str] = field(default_factory=dict)
     holding: bool = True
     held: list[tuple[Incoming, int | None]] = field(default_factory=list)
+    first_live: tuple[str, int] | None = None  # the first state change after subscribing: a recorder probe
+    last_received: float = field(default_factory=time.monotonic)
 
 
 def _item(topic: str, payload: bytes) -> Incoming:
@@ -323,6 +334,7 @@ class HaLink:
                 await self._drained.wait()  # the pipeline is behind: let HA's queue take the wait
                 continue
             message = await conn.ws.receive()
+            conn.last_received = time.monotonic()
             if message.type == aiohttp.WSMsgType.TEXT:
                 text: str = message.data
                 self._frame(conn, text, await self._parse(text))
@@ -368,7 +380,10 @@ class HaLink:
         if kind == "event":
             if call_id == conn.state_sub:
                 item, stamp = _item(ws_source.EVENT_TOPIC, payload()), _live_us(message)
-                self._know(_live_entity(message))
+                entity_id = _live_entity(message)
+                self._know(entity_id)
+                if conn.first_live is None and entity_id is not None and stamp is not None:
+                    conn.first_live = (entity_id, stamp)
                 if conn.holding:
                     conn.held.append((item, stamp))
                 else:
@@ -392,7 +407,12 @@ class HaLink:
     async def _keepalive(self, conn: _Connection) -> None:
         while True:
             await asyncio.sleep(PING_INTERVAL_S)
-            await self._call(conn, {"type": "ping"}, wait_s=PONG_TIMEOUT_S)
+            try:
+                await self._call(conn, {"type": "ping"}, wait_s=PONG_TIMEOUT_S)
+            except ConnectionLost:
+                if conn.ws.closed or time.monotonic() - conn.last_received > SILENT_S:
+                    raise
+                log.info("Home Assistant is slow to answer pings but still sending; keeping the connection")
 
     # -- registries ----------------------------------------------------------------------------------
     async def _load_registry(self, conn: _Connection, kind: str) -> None:
@@ -459,11 +479,9 @@ class HaLink:
                          if HA_ENTITY_ID.fullmatch(e))
             rows, newest = await self._history(conn, ids, start)
             self._release(conn)
-            # The recorder commits every commit_interval: what changed just before the subscription may
-            # not have been in its database for the first read. Read again from the newest row once it is.
-            settle = subscribed_at + self._settings.recorder_commit_s + 1.0 - time.monotonic()
-            if settle > 0:
-                await asyncio.sleep(settle)
+            # What changed just before the subscription may not have been in the recorder's database for
+            # the first read (commit interval, backlog): read again from the newest row once it is.
+            await self._recorder_caught_up(conn, subscribed_at)
             tail, _ = await self._history(conn, ids, max(start, (newest or start) - OVERLAP_US))
             rows += tail
             log.info("gap since %s filled: %d state(s) of %d entities from the recorder in %.1f s",
@@ -472,6 +490,35 @@ class HaLink:
         self._on_batch()
         self.fills += 1
         metrics.HA_GAP_FILL_SECONDS.set(time.monotonic() - started)
+
+    async def _recorder_caught_up(self, conn: _Connection, subscribed_at: float) -> None:
+        """Until the recorder has committed every state changed before the subscription. It writes in
+        order, so once the first live change is in its database, everything before it is; with no live
+        change yet, its queue must be empty (`recorder/info` backlog 0). Then its commit interval."""
+        commit_s = self._settings.recorder_commit_s + 1.0
+        await asyncio.sleep(max(0.0, subscribed_at + commit_s - time.monotonic()))
+        deadline = time.monotonic() + RECORDER_WAIT_S
+        while time.monotonic() < deadline:
+            if conn.first_live is not None:
+                if await self._recorded(conn, *conn.first_live):
+                    return
+            else:
+                info = (await self._call(conn, {"type": "recorder/info"})).get("result")
+                if isinstance(info, dict) and info.get("backlog") == 0:
+                    await asyncio.sleep(commit_s)  # emptied now: what it held is committed within this
+                    return
+            await asyncio.sleep(RECORDER_POLL_S)
+        log.warning("Home Assistant's recorder has not caught up in %.0f s; the gap is filled with what it "
+                    "has committed", RECORDER_WAIT_S)
+
+    async def _recorded(self, conn: _Connection, entity_id: str, stamp_us: int) -> bool:
+        answer = await self._call(conn, {
+            "type": "history/history_during_period", "start_time": _iso(stamp_us - 1), "end_time": _iso(stamp_us + 1),
+            "entity_ids": [entity_id], "include_start_time_state": False, "significant_changes_only": False,
+            "minimal_response": False, "no_attributes": True})
+        result = answer.get("result")
+        rows = result.get(entity_id) if isinstance(result, dict) else None
+        return isinstance(rows, list) and any(_row_us(row) == stamp_us for row in rows)
 
     def _release(self, conn: _Connection) -> None:
         held, conn.held, conn.holding = conn.held, [], False
