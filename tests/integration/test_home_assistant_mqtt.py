@@ -169,6 +169,43 @@ def make_changes(changes: Changes) -> None:
                     option=config.UNIT_OPTIONS[0])
 
 
+def reference_points(peer: HaPeer, changes: Changes, start: datetime) -> dict[str, list[tuple[int, str, float | str]]]:
+    """What HA's history says each changed entity must have in InfluxDB since `start`."""
+    end = datetime.now(UTC) + timedelta(seconds=1)
+    last = f"sensor.{changes.fresh}_washer"
+    wait_for(lambda: len(recorded(peer, [last], start, end)[last]) == 3, "HA's history of the changes")
+    reference = recorded(peer, changes.entities, start, end)
+    assert all(reference.values()), f"entities without recorded changes: {[e for e, s in reference.items() if not s]}"
+    return {entity: [expected_point(entity, state) for state in states] for entity, states in reference.items()}
+
+
+def in_window(tenant: Tenant, entity: str, start: datetime) -> list[dict[str, Any]]:
+    return [row for row in written(tenant, entity) if row["time"] >= ns(start.isoformat())]
+
+
+def wait_for_points(tenant: Tenant, expected: dict[str, list[tuple[int, str, float | str]]], start: datetime) -> None:
+    wait_for(lambda: all(len(in_window(tenant, e, start)) >= len(points) for e, points in expected.items()),
+             f"every recorded change of {len(expected)} entities in InfluxDB", interval=0.5)
+
+
+def differences(tenant: Tenant, expected: dict[str, list[tuple[int, str, float | str]]], start: datetime) -> list[str]:
+    """Where InfluxDB differs from HA's history: points not exactly once, other values, a second series."""
+    problems = []
+    for entity, points in sorted(expected.items()):
+        measurements = sorted({row["measurement"] for row in written(tenant, entity)})
+        if measurements != [points[0][1]]:
+            problems.append(f"{entity}: measurements {measurements}, expected only {points[0][1]!r}")
+        got = [(row["time"], row["state"] if row["value"] is None else row["value"])
+               for row in in_window(tenant, entity, start)]
+        want = [(time, value) for time, _, value in points]
+        if [time for time, _ in got] != [time for time, _ in want]:
+            problems.append(f"{entity}: {len(got)} point(s) at {[t for t, _ in got]}, HA recorded {len(want)} "
+                            f"at {[t for t, _ in want]}")
+        elif not all(same(g, w) for (_, g), (_, w) in zip(got, want, strict=True)):
+            problems.append(f"{entity}: values {[v for _, v in got]}, expected {[v for _, v in want]}")
+    return problems
+
+
 @pytest.mark.parametrize("mode", list(MODES))
 def test_every_recorded_state_change_is_one_point_in_one_series(mode: str, home_assistant: HaPeer,
                                                                  ha_tenant: Tenant, start_worker: Start) -> None:
@@ -176,38 +213,32 @@ def test_every_recorded_state_change_is_one_point_in_one_series(mode: str, home_
     start = datetime.now(UTC)
     changes = Changes(home_assistant)
     make_changes(changes)
-    end = datetime.now(UTC) + timedelta(seconds=1)
-    last = f"sensor.{changes.fresh}_washer"
-    wait_for(lambda: len(recorded(home_assistant, [last], start, end)[last]) == 3, "HA's history of the changes")
-    reference = recorded(home_assistant, changes.entities, start, end)
-    assert all(reference.values()), f"entities without recorded changes: {[e for e, s in reference.items() if not s]}"
-    expected = {entity: [expected_point(entity, state) for state in states] for entity, states in reference.items()}
-
-    def in_window(entity: str) -> list[dict[str, Any]]:
-        return [row for row in written(ha_tenant, entity) if row["time"] >= ns(start.isoformat())]
-    wait_for(lambda: all(len(in_window(e)) >= len(points) for e, points in expected.items()),
-             f"every recorded change of {len(expected)} entities in InfluxDB", interval=0.5)
+    expected = reference_points(home_assistant, changes, start)
+    wait_for_points(ha_tenant, expected, start)
     assert worker.stop() == 0  # drained: nothing more can arrive
-
-    problems = []
-    for entity, points in sorted(expected.items()):
-        every = written(ha_tenant, entity)
-        measurements = sorted({row["measurement"] for row in every})
-        if measurements != [points[0][1]]:
-            problems.append(f"{entity}: measurements {measurements}, expected only {points[0][1]!r}")
-        got = [(row["time"], row["state"] if row["value"] is None else row["value"]) for row in in_window(entity)]
-        want = [(time, value) for time, _, value in points]
-        if [time for time, _ in got] != [time for time, _ in want]:
-            problems.append(f"{entity}: {len(got)} point(s) at {[t for t, _ in got]}, HA recorded {len(want)} "
-                            f"at {[t for t, _ in want]}")
-        elif not all(same(g, w) for (_, g), (_, w) in zip(got, want, strict=True)):
-            problems.append(f"{entity}: values {[v for _, v in got]}, expected {[v for _, v in want]}")
+    problems = differences(ha_tenant, expected, start)
     assert not problems, (f"{len(problems)} of {len(expected)} entities differ from HA's history:\n"
                           + "\n".join(problems))
     counters = worker.counters()
     assert counters["dead_lettered"] == 0
     if mode == "both":
         assert counters["ignored"] > 0  # the second copies, counted as duplicate_state
+
+
+def test_eventstream_changes_made_while_the_worker_is_stopped_all_land(home_assistant: HaPeer, ha_tenant: Tenant,
+                                                                       start_worker: Start) -> None:
+    """HA publishes eventstream at QoS 0; the broker queues it for the stopped worker's session."""
+    env = {**ha_tenant.env, "HATS_SOURCES": "eventstream"}
+    assert start_worker(env).stop() == 0  # the persistent session exists, its worker is gone
+    start = datetime.now(UTC)
+    changes = Changes(home_assistant)
+    make_changes(changes)
+    expected = reference_points(home_assistant, changes, start)
+    worker = start_worker(env)
+    wait_for_points(ha_tenant, expected, start)
+    assert worker.stop() == 0
+    problems = differences(ha_tenant, expected, start)
+    assert not problems, "changes made while the worker was stopped:\n" + "\n".join(problems)
 
 
 # -- the rollups and the warehouse over what a real Home Assistant sent --------------------------------------
