@@ -32,6 +32,13 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port the kernel just had free on `host` (for a process started right after)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
 def wait_until(probe: Callable[[], bool], what: str, timeout: float = READY_TIMEOUT_S,
                log: Path | None = None) -> None:
     deadline = time.monotonic() + timeout

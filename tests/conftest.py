@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ import psycopg
 import pytest
 
 from devstack import influxdb, stack
+from devstack.procs import free_port
 from devstack.profile import PROJECT_ROOT, Profile, load_profile
 
 DEADLINE_S = 60.0
@@ -97,12 +97,6 @@ def new_tenant(profile: Profile, stack_env: dict[str, str], secrets: dict[str, s
     env = {**stack_env, "HATS_TENANT": name, "HATS_TOPIC_PREFIX": prefix, "HATS_MQTT_CLIENT_ID": f"hats-test-{name}",
            "HATS_LOG_FORMAT": "text"}
     return Tenant(name, database, prefix + "homeassistant/events", env)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

@@ -12,7 +12,6 @@ from __future__ import annotations
 import fcntl
 import itertools
 import queue
-import socket
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from devstack.home_assistant.api import HomeAssistantApi, HomeAssistantApiError
 from devstack.home_assistant.install import Progress
 from devstack.home_assistant.process import HassProcess
 from devstack.home_assistant.provision import Broker
+from devstack.procs import free_port
 
 RUNNING_TIMEOUT_S = 60.0
 VERIFY_TIMEOUT_S = 30.0
@@ -34,12 +34,6 @@ POLL_INTERVAL_S = 0.2
 MAX_SLOTS = 16
 PROBE_NUMBER = config.NUMBERS[0]
 SETTLING_STATES = ("not_loaded", "setup_in_progress")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

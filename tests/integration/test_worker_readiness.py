@@ -13,8 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from devstack.procs import free_port
 from ha_simulator.publish import Publisher, Target
-from tests.conftest import Tenant, WorkerProcess, free_port, wait_for
+from tests.conftest import Tenant, WorkerProcess, wait_for
 from tests.dynsec_broker import Account, DynsecBroker, dynsec_broker
 from tests.integration.test_worker_durability import event, points
 
