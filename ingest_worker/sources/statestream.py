@@ -142,12 +142,16 @@ class StatestreamSource:
         now = self._clock()
         ready: list[_Pending] = []
         waiting: deque[_Pending] = deque()
-        for pending in self._pending:
+        # Held in arrival order, and none is complete before it was held QUIET_S: the scan stops at the
+        # first state younger than that, so a tick costs the old states only, not every pending one.
+        while self._pending and (force or now - self._pending[0].held_at >= self._quiet_s):
+            pending = self._pending.popleft()
             if force or self._complete(pending, now):
                 ready.append(pending)
                 self._close(pending)
             else:
                 waiting.append(pending)
+        waiting.extend(self._pending)
         self._pending = waiting
         for entity_id, (_, at) in list(self._loose_last_updated.items()):
             if force or now - at >= self._hold_s:
