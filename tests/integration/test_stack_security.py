@@ -61,13 +61,14 @@ def test_influxdb_requires_auth_and_the_writer_cannot_read(stack_env: dict[str, 
 # The analysts' whole interface (migrations/versions/0003, 0006) and the columns each one shows.
 ANALYST_VIEWS = {
     "entity_hourly": ["tenant_id", "entity_id", "friendly_name", "device_id", "measurement", "unit", "kind", "hour",
-                      "mean", "min", "max", "count", "last", "consumption", "resets", "coverage_pct", "last_seen"],
+                      "mean", "min", "max", "count", "last", "consumption", "resets", "coverage_pct", "last_seen",
+                      "area"],
     "entity_daily": ["tenant_id", "entity_id", "friendly_name", "device_id", "measurement", "unit", "kind", "day",
-                     "mean", "min", "max", "count", "last", "consumption", "coverage_pct", "last_seen"],
+                     "mean", "min", "max", "count", "last", "consumption", "coverage_pct", "last_seen", "area"],
     "energy_daily": ["tenant_id", "entity_id", "friendly_name", "device_id", "day", "kwh", "meter_resets",
                      "readings"],
     "device_last_seen": ["tenant_id", "device_id", "name", "manufacturer", "model", "last_seen", "battery_pct",
-                         "battery_at", "availability_pct_7d"],
+                         "battery_at", "availability_pct_7d", "area"],
     "data_quality_daily": ["tenant_id", "entity_id", "measurement", "day", "coverage_pct", "points",
                            "out_of_range_hours", "gaps", "incomplete_hours", "meter_dips"],
 }
