@@ -16,16 +16,6 @@ VALID = {
 }
 
 
-@pytest.fixture
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
-    import os
-
-    for key in list(os.environ):
-        if key.startswith("HATS_"):
-            monkeypatch.delenv(key)
-    return monkeypatch
-
-
 def test_valid_settings_load(clean_env: pytest.MonkeyPatch) -> None:
     for key, value in VALID.items():
         clean_env.setenv(key, value)

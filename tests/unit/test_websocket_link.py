@@ -147,16 +147,6 @@ def test_registries_parse_and_feed_device_lookups() -> None:
     assert registry.snapshot() is None  # the same list again changes nothing
 
 
-@pytest.fixture
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
-    import os
-
-    for key in list(os.environ):
-        if key.startswith("HATS_"):
-            monkeypatch.delenv(key)
-    return monkeypatch
-
-
 def test_websocket_needs_url_and_token_each_named(clean_env: pytest.MonkeyPatch) -> None:
     for key, value in VALID.items():
         clean_env.setenv(key, value)
