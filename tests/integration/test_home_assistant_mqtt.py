@@ -167,6 +167,11 @@ def make_changes(changes: Changes) -> None:
     changes.number(variable, 1.25)
     changes.service(variable.sensor_entity, "input_select", "select_option", entity_id=config.UNIT_INPUT,
                     option=config.UNIT_OPTIONS[0])
+    # The instance serves the whole session: the door, the switch and the mode are put back (two more changes).
+    changes.service(config.DOOR, "input_boolean", "toggle", entity_id=config.DOOR_INPUT)
+    changes.service(config.SWITCH, "switch", "toggle", entity_id=config.SWITCH)
+    changes.service(config.MODE, "input_select", "select_option", entity_id=config.MODE_INPUT,
+                    option=config.MODE_OPTIONS[0])
 
 
 def reference_points(peer: HaPeer, changes: Changes, start: datetime) -> dict[str, list[tuple[int, str, float | str]]]:
