@@ -39,8 +39,9 @@ class EntityRow:
     source: str
 
 
-def _text(value: object) -> str | None:
-    """A text column's value: PostgreSQL text cannot hold NUL, and a name is not worth a dead letter."""
+def column_text(value: object) -> str | None:
+    """A text column's value: PostgreSQL text cannot hold NUL or a lone surrogate, and a name is not worth a
+    dead letter (the one cleaning of names for `core`, whichever source or registry they come from)."""
     if not isinstance(value, str) or not value:
         return None
     return value.replace("\x00", "")[:MAX_TEXT_CHARS].encode("utf-8", "replace").decode("utf-8")
@@ -92,12 +93,12 @@ class MetadataStore:
 
     def note(self, state: EntityState, measurement: str) -> None:
         attrs = state.attributes
-        device_class, unit = _text(attrs.get("device_class")), _text(attrs.get("unit_of_measurement"))
+        device_class, unit = column_text(attrs.get("device_class")), column_text(attrs.get("unit_of_measurement"))
         conversion = conversion_for(None if is_percent_class(device_class) else unit)
         canonical = (conversion.unit or unit) if unit else None  # humidity/battery keep their % as is
         row = EntityRow(state.entity_id, state.device_id, state.entity_id.split(".", 1)[0], measurement,
-                        device_class, _text(attrs.get("state_class")), unit, canonical,
-                        conversion.name, _text(attrs.get("friendly_name")), state.source)
+                        device_class, column_text(attrs.get("state_class")), unit, canonical,
+                        conversion.name, column_text(attrs.get("friendly_name")), state.source)
         if self._known.get(state.entity_id) != row:
             self._known[state.entity_id] = row
             self._pending_entities[state.entity_id] = row
@@ -105,8 +106,8 @@ class MetadataStore:
         if device is not None and self._devices.get(device.device_id) != device:
             self._devices[device.device_id] = device
             self._pending_devices[device.device_id] = DeviceInfo(
-                device.device_id, _text(device.name), _text(device.manufacturer), _text(device.model),
-                tuple(t for t in (_text(i) for i in device.identifiers) if t))
+                device.device_id, column_text(device.name), column_text(device.manufacturer), column_text(device.model),
+                tuple(t for t in (column_text(i) for i in device.identifiers) if t))
 
     async def flush(self, cur: psycopg.AsyncCursor[tuple[object, ...]]) -> None:
         # What this transaction carries: `note` may add more while it awaits (the next batch is parsed

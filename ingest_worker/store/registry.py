@@ -24,9 +24,10 @@ from typing import TypeVar
 
 import psycopg
 
+from ingest_worker.store.metadata import column_text
+
 log = logging.getLogger(__name__)
 
-MAX_TEXT_CHARS = 255
 MAX_IDENTIFIERS = 16
 K = TypeVar("K")
 V = TypeVar("V")
@@ -64,13 +65,6 @@ class Pending:
     entities: tuple[RegistryEntity, ...]
 
 
-def _text(value: object) -> str | None:
-    """A text column's value: no NUL (PostgreSQL text cannot hold it), at most MAX_TEXT_CHARS."""
-    if not isinstance(value, str) or not value:
-        return None
-    return value.replace("\x00", "")[:MAX_TEXT_CHARS]
-
-
 def _entries(result: object, what: str) -> list[Mapping[str, object]]:
     if not isinstance(result, list):
         log.warning("%s: expected a list, got %s; ignored", what, type(result).__name__)
@@ -84,9 +78,9 @@ def _entries(result: object, what: str) -> list[Mapping[str, object]]:
 def parse_areas(result: object) -> list[Area]:
     areas = []
     for entry in _entries(result, "config/area_registry/list"):
-        area_id = _text(entry.get("area_id"))
+        area_id = column_text(entry.get("area_id"))
         if area_id is not None:
-            areas.append(Area(area_id, _text(entry.get("name")) or area_id, _text(entry.get("floor_id"))))
+            areas.append(Area(area_id, column_text(entry.get("name")) or area_id, column_text(entry.get("floor_id"))))
     return areas
 
 
@@ -94,7 +88,7 @@ def _identifiers(value: object) -> tuple[str, ...]:
     found: list[str] = []
     for pair in value if isinstance(value, list) else []:
         if isinstance(pair, list) and len(pair) == 2 and all(isinstance(p, str) for p in pair):
-            text = _text(f"{pair[0]}:{pair[1]}")
+            text = column_text(f"{pair[0]}:{pair[1]}")
             if text:
                 found.append(text)
     return tuple(found[:MAX_IDENTIFIERS])
@@ -103,21 +97,22 @@ def _identifiers(value: object) -> tuple[str, ...]:
 def parse_devices(result: object) -> list[Device]:
     devices = []
     for entry in _entries(result, "config/device_registry/list"):
-        device_id = _text(entry.get("id"))
+        device_id = column_text(entry.get("id"))
         if device_id is not None:
-            devices.append(Device(device_id, _text(entry.get("name_by_user")) or _text(entry.get("name")),
-                                  _text(entry.get("manufacturer")), _text(entry.get("model")),
-                                  _text(entry.get("area_id")), _identifiers(entry.get("identifiers"))))
+            devices.append(Device(device_id, column_text(entry.get("name_by_user")) or column_text(entry.get("name")),
+                                  column_text(entry.get("manufacturer")), column_text(entry.get("model")),
+                                  column_text(entry.get("area_id")), _identifiers(entry.get("identifiers"))))
     return devices
 
 
 def parse_entities(result: object) -> list[RegistryEntity]:
     entities = []
     for entry in _entries(result, "config/entity_registry/list"):
-        entity_id = _text(entry.get("entity_id"))
+        entity_id = column_text(entry.get("entity_id"))
         if entity_id is not None:
-            entities.append(RegistryEntity(entity_id, _text(entry.get("device_id")), _text(entry.get("area_id")),
-                                           _text(entry.get("name")) or _text(entry.get("original_name"))))
+            entities.append(RegistryEntity(entity_id, column_text(entry.get("device_id")),
+                                           column_text(entry.get("area_id")),
+                                           column_text(entry.get("name")) or column_text(entry.get("original_name"))))
     return entities
 
 

@@ -184,3 +184,14 @@ def test_bad_ha_url_is_named(clean_env: pytest.MonkeyPatch) -> None:
     clean_env.setenv("HATS_HA_TOKEN", "secret")
     with pytest.raises(ConfigError, match="HATS_HA_URL is invalid"):
         load_settings()
+
+
+def test_registry_names_are_cleaned_like_every_other_name_for_core() -> None:
+    """A NUL or a lone surrogate (valid in JSON, not in PostgreSQL text) would fail the flush's transaction."""
+    (area,) = parse_areas([{"area_id": "kitchen", "name": "Kit\u0000chen \ud800", "floor_id": None}])
+    (device,) = parse_devices([{"id": "d1", "name": "Plug \udfff", "manufacturer": "Acme"}])
+    (entity,) = parse_entities([{"entity_id": "sensor.x", "name": "x" * 300}])
+    assert area.name.encode("utf-8") == b"Kitchen ?"
+    assert device.name is not None
+    assert device.name.encode("utf-8") == b"Plug ?"
+    assert entity.name == "x" * 255
