@@ -40,3 +40,22 @@ def database_for(tenant: str) -> str:
     if not TENANT_PATTERN.match(tenant):
         raise ValueError(f"tenant {tenant!r} must match {TENANT_PATTERN.pattern}")
     return f"hats_{tenant}"
+
+
+# Home Assistant's long-term statistics, imported (`hats import`): rows of the rollup contract
+# (hats_assets/defs/rollups/contract.py: tags entity_id and quantity, the same field names) in their own
+# measurements of the `rollup` policy, `imported_<kind>_<window>` for kinds gauge/counter and windows 1h
+# (`statistics`) and 5m (`statistics_short_term`). Rollup runs never delete them; where our own rollup of
+# an hour exists the warehouse takes ours. Fields: gauges `mean`, `min`, `max`; meters `consumption` (the
+# change of HA's `sum` over the window, canonical unit), `last` (HA's `state`), `sum`, `resets` (integer:
+# 1 when `last_reset` moved within the window); both `count` (integer 0: no raw points) and
+# `available_s` (the window's length: HA's statistics do not record unavailable time).
+IMPORTED_PREFIX = "imported_"
+IMPORTED_WINDOWS = ("1h", "5m")
+IMPORTED_KINDS = ("gauge", "counter")
+
+
+def imported_measurement(kind: str, window: str) -> str:
+    if kind not in IMPORTED_KINDS or window not in IMPORTED_WINDOWS:
+        raise ValueError(f"no imported statistics measurement for kind {kind!r} and window {window!r}")
+    return f"{IMPORTED_PREFIX}{kind}_{window}"

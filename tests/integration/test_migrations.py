@@ -28,11 +28,13 @@ TABLES_0002 = {"core.tenants", "core.devices", "core.entities", "ops.dead_letter
 TABLES_0004 = (TABLES_0002 - {"analytics.entity_hourly"}) | {
     "ops.ingest_hours", "ops.rollup_watermarks", "analytics.hourly_rollup", "analytics.daily_rollup"}
 TABLES_0006 = TABLES_0004 | {"ops.dq_results"}
-TABLES_HEAD = TABLES_0006 | {"core.areas", "ops.websocket_resume"}
+TABLES_0007 = TABLES_0006 | {"core.areas", "ops.websocket_resume"}
+TABLES_HEAD = TABLES_0007 | {"ops.imports", "ops.import_progress"}
 AREA_VIEWS = ("analytics.entity_hourly", "analytics.entity_daily", "analytics.device_last_seen")
 SEQUENCES_0002 = {"ops.dead_letters_id_seq", "ops.retention_audit_id_seq"}
 SEQUENCES_0004 = SEQUENCES_0002 | {"ops.ingest_version"}
-SEQUENCES_HEAD = SEQUENCES_0004 | {"ops.dq_results_id_seq"}
+SEQUENCES_0007 = SEQUENCES_0004 | {"ops.dq_results_id_seq"}
+SEQUENCES_HEAD = SEQUENCES_0007 | {"ops.imports_import_id_seq"}
 
 
 @pytest.fixture
@@ -96,7 +98,7 @@ def test_upgrade_downgrade_upgrade(fresh_database: str, stack_env: dict[str, str
     with psycopg.connect(fresh_database) as conn:
         assert conn.execute("SELECT uuid_generate_v4() IS NOT NULL, gen_random_uuid() IS NOT NULL, "
                             "'A'::citext = 'a'").fetchone() == (True, True, True)
-        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0007",)]
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0008",)]
 
     migrate(fresh_database, "base", downgrade=True)
     at_base = _catalogue(fresh_database)
@@ -151,15 +153,26 @@ def test_each_step_downgrades_cleanly(fresh_database: str) -> None:
     comments = _view_comments(fresh_database)
     assert all(comments.values())
 
+    # 0008 → 0007: the import tables, their sequence and the tenants' time zone go.
+    migrate(fresh_database, "0007", downgrade=True)
+    at_0007 = _catalogue(fresh_database)
+    assert (at_0007["tables"], at_0007["sequences"]) == (TABLES_0007, SEQUENCES_0007)
+    with psycopg.connect(fresh_database) as conn:
+        assert conn.execute("SELECT count(*) FROM information_schema.columns WHERE table_schema = 'core' "
+                            "AND table_name = 'tenants' AND column_name LIKE 'time_zone%'").fetchone() == (0,)
+    migrate(fresh_database)
+    assert _catalogue(fresh_database) == at_head
+    migrate(fresh_database, "0007", downgrade=True)
+
     # 0007 → 0006: the area columns, core.areas and the resume table go; the views keep grants and comments.
     migrate(fresh_database, "0006", downgrade=True)
     at_0006 = _catalogue(fresh_database)
     assert at_0006["tables"] == TABLES_0006
-    assert {k: v for k, v in at_0006.items() if k != "tables"} == {k: v for k, v in at_head.items() if k != "tables"}
+    assert {k: v for k, v in at_0006.items() if k != "tables"} == {k: v for k, v in at_0007.items() if k != "tables"}
     assert _area_columns(fresh_database) == set()
     assert _view_comments(fresh_database) == comments
-    migrate(fresh_database)
-    assert _catalogue(fresh_database) == at_head
+    migrate(fresh_database, "0007")
+    assert _catalogue(fresh_database) == at_0007
     migrate(fresh_database, "0006", downgrade=True)
 
     # 0006 → 0005: only the data-quality view goes; 0005 → 0004: only ops.dq_results goes.
