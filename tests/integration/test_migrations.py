@@ -22,14 +22,18 @@ SCHEMAS = "('core', 'ops', 'analytics')"
 ROLES = {"hats_ingest", "hats_dagster", "hats_analyst"}
 VIEWS_0005 = {"analytics.entity_hourly", "analytics.entity_daily", "analytics.energy_daily",
               "analytics.device_last_seen"}
-VIEWS = VIEWS_0005 | {"analytics.data_quality_daily"}
+VIEWS_0008 = VIEWS_0005 | {"analytics.data_quality_daily"}
+VIEWS = VIEWS_0008 | {"analytics.entity_daily_utc", "analytics.energy_daily_utc", "analytics.energy_weekly",
+                      "analytics.energy_monthly"}
 TABLES_0002 = {"core.tenants", "core.devices", "core.entities", "ops.dead_letters", "ops.retention_audit",
                "analytics.entity_hourly"}
 TABLES_0004 = (TABLES_0002 - {"analytics.entity_hourly"}) | {
     "ops.ingest_hours", "ops.rollup_watermarks", "analytics.hourly_rollup", "analytics.daily_rollup"}
 TABLES_0006 = TABLES_0004 | {"ops.dq_results"}
 TABLES_0007 = TABLES_0006 | {"core.areas", "ops.websocket_resume"}
-TABLES_HEAD = TABLES_0007 | {"ops.imports", "ops.import_progress"}
+TABLES_0008 = TABLES_0007 | {"ops.imports", "ops.import_progress"}
+TABLES_HEAD = TABLES_0008 | {"analytics.local_daily_rollup"}
+PARTITIONED_0008 = {"analytics.hourly_rollup:hats_dagster", "analytics.daily_rollup:hats_dagster"}
 AREA_VIEWS = ("analytics.entity_hourly", "analytics.entity_daily", "analytics.device_last_seen")
 SEQUENCES_0002 = {"ops.dead_letters_id_seq", "ops.retention_audit_id_seq"}
 SEQUENCES_0004 = SEQUENCES_0002 | {"ops.ingest_version"}
@@ -88,7 +92,7 @@ def test_upgrade_downgrade_upgrade(fresh_database: str, stack_env: dict[str, str
     at_head = _catalogue(fresh_database)
     assert at_head["schemas"] == {"core", "ops", "analytics"}
     assert at_head["tables"] == TABLES_HEAD
-    assert at_head["partitioned"] == {"analytics.hourly_rollup:hats_dagster", "analytics.daily_rollup:hats_dagster"}
+    assert at_head["partitioned"] == PARTITIONED_0008 | {"analytics.local_daily_rollup:hats_dagster"}
     assert at_head["views"] == VIEWS
     assert at_head["sequences"] == SEQUENCES_HEAD
     assert at_head["analyst"] == {(view, "SELECT") for view in VIEWS}
@@ -98,7 +102,7 @@ def test_upgrade_downgrade_upgrade(fresh_database: str, stack_env: dict[str, str
     with psycopg.connect(fresh_database) as conn:
         assert conn.execute("SELECT uuid_generate_v4() IS NOT NULL, gen_random_uuid() IS NOT NULL, "
                             "'A'::citext = 'a'").fetchone() == (True, True, True)
-        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0008",)]
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0009",)]
 
     migrate(fresh_database, "base", downgrade=True)
     at_base = _catalogue(fresh_database)
@@ -139,6 +143,16 @@ def _area_columns(dsn: str) -> set[str]:
             "WHERE (table_schema, column_name) IN (('analytics', 'area'), ('core', 'area_id'))")}
 
 
+def _origin_and_day_columns(dsn: str) -> set[str]:
+    """Which columns of 0009 exist: hourly_rollup.origin, daily_rollup.imported_hours and the views' day names."""
+    with psycopg.connect(dsn) as conn:
+        return {f"{r[0]}.{r[1]}" for r in conn.execute(
+            "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = 'analytics' "
+            "AND column_name IN ('origin', 'imported_hours', 'day', 'local_day', 'utc_day') "
+            "AND table_name IN ('hourly_rollup', 'daily_rollup', 'entity_hourly', 'entity_daily', 'energy_daily', "
+            "'entity_daily_utc', 'energy_daily_utc')")}
+
+
 def _view_comments(dsn: str) -> dict[str, object]:
     with psycopg.connect(dsn) as conn:
         rows = {view: conn.execute("SELECT obj_description(%s::regclass, 'pg_class')", (view,)).fetchone()
@@ -149,9 +163,29 @@ def _view_comments(dsn: str) -> dict[str, object]:
 def test_each_step_downgrades_cleanly(fresh_database: str) -> None:
     migrate(fresh_database)
     at_head = _catalogue(fresh_database)
+    assert _area_columns(fresh_database) == {*AREA_VIEWS, "analytics.entity_daily_utc", "analytics.energy_daily",
+                                             "analytics.energy_daily_utc", "analytics.energy_weekly",
+                                             "analytics.energy_monthly", "core.areas", "core.devices",
+                                             "core.entities"}
+    assert _origin_and_day_columns(fresh_database) == {
+        "hourly_rollup.origin", "entity_hourly.origin", "daily_rollup.imported_hours", "daily_rollup.day",
+        "entity_daily_utc.utc_day", "entity_daily_utc.imported_hours", "energy_daily_utc.utc_day",
+        "energy_daily_utc.imported_hours", "entity_daily.local_day", "entity_daily.imported_hours",
+        "energy_daily.local_day", "energy_daily.imported_hours"}
+
+    # 0009 → 0008: the local days, origin and imported_hours go; entity_daily/energy_daily are UTC days again.
+    migrate(fresh_database, "0008", downgrade=True)
+    at_0008 = _catalogue(fresh_database)
+    assert (at_0008["tables"], at_0008["partitioned"]) == (TABLES_0008, PARTITIONED_0008)
+    assert (at_0008["views"], at_0008["analyst"]) == (VIEWS_0008, {(view, "SELECT") for view in VIEWS_0008})
+    assert _origin_and_day_columns(fresh_database) == {"daily_rollup.day", "entity_daily.day", "energy_daily.day"}
     assert _area_columns(fresh_database) == {*AREA_VIEWS, "core.areas", "core.devices", "core.entities"}
     comments = _view_comments(fresh_database)
     assert all(comments.values())
+    migrate(fresh_database)
+    assert _catalogue(fresh_database) == at_head
+    migrate(fresh_database, "0008", downgrade=True)
+    assert _catalogue(fresh_database) == at_0008
 
     # 0008 → 0007: the import tables, their sequence and the tenants' time zone go.
     migrate(fresh_database, "0007", downgrade=True)
@@ -256,7 +290,8 @@ def test_analyst_privileges_hold_in_a_migrated_database(fresh_database: str, sta
         assert conn.execute("SELECT area FROM analytics.entity_hourly").fetchall() == [("Hall",)]
         conn.rollback()
         for relation in ("analytics.hourly_rollup", "analytics.daily_rollup", "analytics.hourly_rollup_p2026_11",
-                         "analytics.dagster_scratch", "core.entities", "core.areas", "ops.ingest_hours",
+                         "analytics.dagster_scratch",
+                         "analytics.local_daily_rollup", "core.entities", "core.areas", "ops.ingest_hours",
                          "ops.rollup_watermarks", "ops.websocket_resume", "alembic_version"):
             with pytest.raises(errors.InsufficientPrivilege):
                 conn.execute(f"SELECT count(*) FROM {relation}")

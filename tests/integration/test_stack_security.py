@@ -58,15 +58,28 @@ def test_influxdb_requires_auth_and_the_writer_cannot_read(stack_env: dict[str, 
     assert "error" not in _influx(stack_env, "SELECT * FROM raw.acl_probe", dagster).json()["results"][0]
 
 
-# The analysts' whole interface (migrations/versions/0003, 0006) and the columns each one shows.
+# The analysts' whole interface (migrations/versions/0003, 0006, 0009) and the columns each one shows.
+LOCAL_DAY = ["local_day", "time_zone", "day_hours", "hours_loaded", "complete", "imported_hours"]
+ENERGY_PERIOD = ["period_hours", "hours_loaded", "complete", "imported_hours", "kwh", "meter_resets", "readings",
+                 "area"]
 ANALYST_VIEWS = {
     "entity_hourly": ["tenant_id", "entity_id", "friendly_name", "device_id", "measurement", "unit", "kind", "hour",
                       "mean", "min", "max", "count", "last", "consumption", "resets", "coverage_pct", "last_seen",
-                      "area"],
-    "entity_daily": ["tenant_id", "entity_id", "friendly_name", "device_id", "measurement", "unit", "kind", "day",
-                     "mean", "min", "max", "count", "last", "consumption", "coverage_pct", "last_seen", "area"],
-    "energy_daily": ["tenant_id", "entity_id", "friendly_name", "device_id", "day", "kwh", "meter_resets",
-                     "readings"],
+                      "area", "origin"],
+    "entity_daily": ["tenant_id", "entity_id", "friendly_name", "device_id", "measurement", "unit", "kind",
+                     *LOCAL_DAY, "mean", "min", "max", "count", "last", "consumption", "coverage_pct", "last_seen",
+                     "area"],
+    "energy_daily": ["tenant_id", "entity_id", "friendly_name", "device_id", *LOCAL_DAY, "kwh", "meter_resets",
+                     "readings", "area"],
+    "energy_weekly": ["tenant_id", "entity_id", "friendly_name", "device_id", "week_start", "week", "time_zone",
+                      *ENERGY_PERIOD],
+    "energy_monthly": ["tenant_id", "entity_id", "friendly_name", "device_id", "month_start", "month", "time_zone",
+                       *ENERGY_PERIOD],
+    "entity_daily_utc": ["tenant_id", "entity_id", "friendly_name", "device_id", "measurement", "unit", "kind",
+                         "utc_day", "mean", "min", "max", "count", "last", "consumption", "coverage_pct",
+                         "last_seen", "imported_hours", "area"],
+    "energy_daily_utc": ["tenant_id", "entity_id", "friendly_name", "device_id", "utc_day", "kwh", "meter_resets",
+                         "readings", "imported_hours", "area"],
     "device_last_seen": ["tenant_id", "device_id", "name", "manufacturer", "model", "last_seen", "battery_pct",
                          "battery_at", "availability_pct_7d", "area"],
     "data_quality_daily": ["tenant_id", "entity_id", "measurement", "day", "coverage_pct", "points",
@@ -79,6 +92,7 @@ TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFEREN
     # reading anything but the views
     "SELECT count(*) FROM analytics.hourly_rollup",
     "SELECT count(*) FROM analytics.daily_rollup",
+    "SELECT count(*) FROM analytics.local_daily_rollup",
     "SELECT count(*) FROM core.entities",
     "SELECT count(*) FROM core.devices",
     "SELECT count(*) FROM core.tenants",
@@ -96,6 +110,7 @@ TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFEREN
     "DELETE FROM analytics.hourly_rollup",
     "UPDATE analytics.daily_rollup SET mean = 0",
     "TRUNCATE analytics.daily_rollup",
+    "DELETE FROM analytics.local_daily_rollup",
     "INSERT INTO core.tenants (tenant_id, name) VALUES ('x', 'x')",
     "INSERT INTO ops.ingest_hours (tenant_id, hour, points) VALUES ('x', now(), 1)",
     "INSERT INTO ops.rollup_watermarks (tenant_id, hour, version, points) VALUES ('x', now(), 1, 1)",
@@ -122,6 +137,8 @@ def test_analyst_is_refused_everything_but_reading_the_views(stack_env: dict[str
     "VALUES ('x', 'sensor.x', 'x', now(), 1)",
     "UPDATE analytics.entity_daily SET mean = 0",
     "DELETE FROM analytics.energy_daily",
+    "DELETE FROM analytics.energy_weekly",
+    "UPDATE analytics.energy_daily_utc SET kwh = 0",
     "DELETE FROM analytics.device_last_seen",
 ])
 def test_analyst_cannot_write_through_the_views(stack_env: dict[str, str], statement: str) -> None:
