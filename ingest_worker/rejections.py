@@ -29,6 +29,9 @@ class Reason(StrEnum):
     SERIES_BUDGET = "series_budget"
     NON_NUMERIC = "non_numeric_value"
     TAG_TOO_LONG = "tag_too_long"
+    # An imported statistic (Home Assistant's long-term statistics) in a unit that does not convert to
+    # its quantity's canonical unit: none of its rows is written.
+    UNCONVERTIBLE_UNIT = "unconvertible_unit"
     INTERNAL_ERROR = "internal_error"
 
 
