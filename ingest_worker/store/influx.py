@@ -47,9 +47,11 @@ def decode_body(body: bytes) -> list[str]:
 
 
 class InfluxWriter:
-    def __init__(self, url: str, database: str, username: str, password: str, timeout_s: float) -> None:
+    def __init__(self, url: str, database: str, username: str, password: str, timeout_s: float,
+                 rp: str = RAW_RP) -> None:
+        """`rp`: the retention policy written to (`raw`; the statistics import writes `rollup`)."""
         self._client = httpx.AsyncClient(base_url=url, auth=(username, password), timeout=timeout_s)
-        self._params = {"db": database, "rp": RAW_RP, "precision": "ns"}
+        self._params = {"db": database, "rp": rp, "precision": "ns"}
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -67,6 +69,12 @@ class InfluxWriter:
             return [LineError(lines[0], text)]
         middle = len(lines) // 2
         return [*await self.write(lines[:middle], retry=retry), *await self.write(lines[middle:], retry=retry)]
+
+    async def post(self, lines: Sequence[str], *, retry: bool) -> tuple[int, str]:
+        """One request for the whole batch, InfluxDB's status and answer as they are: for a caller that
+        reads a partial write itself (the statistics import counts points beyond the policy's duration,
+        which InfluxDB drops while writing the rest of the batch)."""
+        return await self._post(encode_body(lines), retry=retry)
 
     async def _post(self, body: bytes, *, retry: bool) -> tuple[int, str]:
         headers = {"Content-Encoding": "gzip", "Content-Type": "text/plain; charset=utf-8"}
