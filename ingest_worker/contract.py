@@ -48,8 +48,11 @@ def database_for(tenant: str) -> str:
 # (`statistics`) and 5m (`statistics_short_term`). Rollup runs never delete them; where our own rollup of
 # an hour exists the warehouse takes ours. Fields: gauges `mean`, `min`, `max`; meters `consumption` (the
 # change of HA's `sum` over the window, canonical unit), `last` (HA's `state`), `sum`, `resets` (integer:
-# 1 when `last_reset` moved within the window); both `count` (integer 0: no raw points) and
-# `available_s` (the window's length: HA's statistics do not record unavailable time).
+# 1 when `last_reset` moved within the window, or when `state` dropped while `sum` did not: HA's recorder
+# keeps no last_reset for a `total_increasing` meter's new cycle); both `count` (integer 0: no raw points)
+# and `available_s` (the window's length: HA's statistics do not record unavailable time). A field HA left
+# NULL is absent. External statistics (`<integration>:<id>`, no entity) are not imported: the warehouse
+# keys every row by entity. Tag `quantity`: the entity's measurement in core.entities, else the worker's.
 IMPORTED_PREFIX = "imported_"
 IMPORTED_WINDOWS = ("1h", "5m")
 IMPORTED_KINDS = ("gauge", "counter")
