@@ -44,6 +44,14 @@ def series_key(measurement: str, tags: tuple[tuple[str, str], ...]) -> str:
     return ",".join(parts)
 
 
+def string_field(text: str, what: str = "string field") -> str:
+    """A string field value, quoted and escaped (a newline in it would end the line: refused)."""
+    if "\n" in text or "\r" in text:
+        raise Rejected(Reason.UNWRITABLE, f"newline in {what} {text[:40]!r}")
+    _utf8(text, what)
+    return f'"{text.translate(_STRING)}"'
+
+
 def encode(point: Point, head: str | None = None) -> str:
     """One line; `head` is `series_key(point.measurement, point.tags)` when the caller has it cached."""
     if head is None:
@@ -53,10 +61,7 @@ def encode(point: Point, head: str | None = None) -> str:
             raise Rejected(Reason.NON_FINITE, f"{point.value!r} cannot be written to InfluxDB")
         field = f"{VALUE_FIELD}={float(point.value)!r}"
     elif point.state is not None:
-        if "\n" in point.state or "\r" in point.state:
-            raise Rejected(Reason.UNWRITABLE, f"newline in state {point.state[:40]!r}")
-        _utf8(point.state, "state")
-        field = f'{STATE_FIELD}="{point.state.translate(_STRING)}"'
+        field = f"{STATE_FIELD}={string_field(point.state, 'state')}"
     else:
         raise Rejected(Reason.SCHEMA, "a point needs a value or a state")
     return f"{head} {field} {point.time_ns}"

@@ -23,6 +23,7 @@ LINEAGE: dict[str, set[str]] = {
     "rollup_1m": {"raw_points", "core_metadata"},
     "rollup_5m": {"rollup_1m"},
     "rollup_1h": {"rollup_5m"},
+    "rollup_states_1h": {"raw_points", "core_metadata"},
     "hourly_rollup": {"rollup_1h"},
     "daily_rollup": {"hourly_rollup"},
     "entity_hourly": {"hourly_rollup", "core_metadata"},
@@ -32,7 +33,7 @@ LINEAGE: dict[str, set[str]] = {
     # Retention sits downstream of everything it protects.
     "retention": {"raw_points", "rollup_1h", "hourly_rollup", "daily_rollup"},
 }
-ROLLUPS = {"rollup_1m", "rollup_5m", "rollup_1h"}
+ROLLUPS = {"rollup_1m", "rollup_5m", "rollup_1h", "rollup_states_1h"}
 WAREHOUSE = {"hourly_rollup", "daily_rollup"}
 VIEWS = {"entity_hourly", "entity_daily", "energy_daily", "device_last_seen"}
 GROUPS = {"ha_mqtt_feed": "raw", "raw_points": "raw", "core_metadata": "raw",

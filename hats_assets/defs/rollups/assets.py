@@ -3,8 +3,10 @@
 One step computes all three (``compute.py``): the 1 min rows need the raw points, and the 5 min and
 1 h rows are exact re-aggregations of them already in memory. They stay three assets with lineage
 ``rollup_1m → rollup_5m → rollup_1h`` so the UI shows each window's own metadata, and they are always
-materialised together (``can_subset=False``). Every run first deletes its window in all three, so a
-re-run replaces exactly that window. Hourly partitions with a single-run backfill policy: a backfill
+materialised together (``can_subset=False``). The same read of the raw points also gives the time in
+each state per hour of two-state and text-state entities (``rollup_states_1h``, ``state_durations.py``):
+a fourth asset of the same step, so the raw data is never read twice. Every run first deletes its window
+in all four, so a re-run replaces exactly that window. Hourly partitions with a single-run backfill policy: a backfill
 of any range is one run that reads the raw data a day at a time.
 """
 
@@ -21,8 +23,8 @@ import dagster as dg
 
 from hats_assets.defs.common.resources import WRITE_CHUNK_LINES, InfluxDBResource, PostgresResource, window_params
 from hats_assets.defs.core.assets import counter_entities
-from hats_assets.defs.rollups.compute import WINDOWS, RollupStats, compute, lines
-from hats_assets.defs.rollups.contract import KINDS, measurement
+from hats_assets.defs.rollups.compute import WINDOWS, RollupStats, compute, lines, state_lines
+from hats_assets.defs.rollups.contract import KINDS, STATE_MEASUREMENT, measurement
 from hats_assets.defs.rollups.raw_reader import RAW_CHUNK, read_window_for_run
 from hats_assets.partitions import chunks, context_window, epoch_ns, hourly_partitions
 from ingest_worker.contract import ROLLUP_RP
@@ -45,6 +47,10 @@ DESCRIPTIONS = {
                  "(mean weighted by available time, min of mins, max of maxes, summed counts and consumption).",
     "rollup_1h": "Per entity and UTC hour (rollup.gauge_1h / counter_1h): exact re-aggregation of the 5 min rows; "
                  "the source of the PostgreSQL warehouse.",
+    "rollup_states_1h": "Per entity, UTC hour and state (rollup.state_1h) of two-state entities (on/off, open/"
+                        "closed…) and text-state entities (enum sensors, input_select, climate modes): time held "
+                        "(exact ns) and entries into the state (a change from another state; unavailable/unknown "
+                        "count as states). At most 10 states an hour per entity, the rest as '(other)'.",
 }
 
 
@@ -69,7 +75,7 @@ def _write(influxdb: InfluxDBResource, encoded: Iterator[str]) -> int:
 
 @dg.multi_asset(
     specs=[_spec("rollup_1m", ["raw_points", "core_metadata"]), _spec("rollup_5m", ["rollup_1m"]),
-           _spec("rollup_1h", ["rollup_5m"])],
+           _spec("rollup_1h", ["rollup_5m"]), _spec("rollup_states_1h", ["raw_points", "core_metadata"])],
     partitions_def=hourly_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     can_subset=False,
@@ -97,6 +103,9 @@ def rollups(
                 influxdb.query(DELETE_WINDOW.format(measurement=f'"{measurement(kind, name)}"'),
                                window_params(chunk_start, chunk_end))
             _write(influxdb, lines(result, name))
+        influxdb.query(DELETE_WINDOW.format(measurement=f'"{STATE_MEASUREMENT}"'),
+                       window_params(chunk_start, chunk_end))
+        _write(influxdb, state_lines(result))
         with postgres.connect() as conn, conn.cursor() as cur:
             # Every hour gets a watermark, data or not: a first point arriving later is late data too.
             seen = {hour: (version, n) for hour, version, n in watermarks}
@@ -133,6 +142,8 @@ def rollups(
     for name in ("5m", "1h"):
         yield dg.MaterializeResult(asset_key=f"rollup_{name}",
                                    metadata={**common, "rows_written": total.rows.get(name, 0)})
+    yield dg.MaterializeResult(asset_key="rollup_states_1h", metadata={
+        **common, "series_named_states": len(total.named), "rows_written": total.state_rows})
 
 
 def _checks_follow(context: dg.AssetExecutionContext) -> bool:

@@ -9,6 +9,16 @@ quantity re-aggregate in ONE InfluxQL statement. Fields:
   means exact: sum of mean x available_s over sum of available_s), ``last_seen_s`` (epoch s of the
   last point; absent when the window had none);
 * counters: ``consumption``, ``count``, ``resets`` (integers), ``last``, ``available_s``, ``last_seen_s``.
+
+Time in each state (``state_durations.py``): measurement ``state_1h``, per entity, UTC hour and state of
+two-state entities (raw measurements ``binary``/``availability``, 1/0 named with the domain's own words:
+on/off, open/closed for covers, online/offline) and of entities with text states (enum sensors,
+input_select, climate modes…). Tags ``entity_id``, ``quantity`` (as above) and ``rank`` (``0``… the
+state's place in the hour by time held, so an entity has at most ``MAX_STATES_PER_HOUR + 1`` series
+whatever texts it sends: a state name as a tag would add a series per new text forever). Fields:
+``state`` (string: its name; ``unavailable``/``unknown`` are states here, so an hour's durations sum to
+the time it was covered; beyond ``MAX_STATES_PER_HOUR`` states the rest are one ``(other)`` row),
+``duration_ns`` and ``entries`` (integers: exact time held, changes into the state).
 """
 
 from __future__ import annotations
@@ -26,6 +36,19 @@ TAG_KEYS: Final = ("entity_id", "quantity")
 GAUGE_FIELDS: Final = ("mean", "min", "max", "count", "last", "available_s", "last_seen_s")
 COUNTER_FIELDS: Final = ("consumption", "count", "resets", "last", "available_s", "last_seen_s")
 INTEGER_FIELDS: Final = frozenset({"count", "resets"})
+
+STATE_MEASUREMENT: Final = "state_1h"
+STATE_TAG_KEYS: Final = ("entity_id", "quantity", "rank")
+STATE_FIELDS: Final = ("state", "duration_ns", "entries")
+# Raw measurements whose points are 1/0 (ingest_worker/normalise.py: TWO_STATE_MEASUREMENTS, BINARY_STATES).
+TWO_STATE_QUANTITIES: Final = frozenset({"binary", "availability"})
+# The words a two-state point (0, 1) is named with, by entity domain; any other domain says off/on.
+BINARY_WORDS: Final = {"cover": ("closed", "open"), "homeassistant": ("offline", "online")}
+DEFAULT_BINARY_WORDS: Final = ("off", "on")
+# A free-text sensor (a timestamp, a message) must not make one row per distinct text: per entity and
+# hour the states longest held are kept and the rest summed into OTHER_STATE.
+MAX_STATES_PER_HOUR: Final = 10
+OTHER_STATE: Final = "(other)"
 
 
 def measurement(kind: Kind, window: str) -> str:

@@ -10,6 +10,11 @@ the numeric points (``value``, decoded straight into numpy: ``InfluxDBResource.q
 are read as ``READ_SLICES`` time slices side by side; the few ``state`` rows (unavailable, unknown,
 text) and the carries are small queries in the same pool. A state row is a NaN point: not available
 as a number from then on.
+
+The same read also yields the named-state series the state durations need (``state_durations.py``):
+two-state quantities (``binary``, ``availability``) and any series with a text state other than
+unavailable/unknown in the window or carried into it (enum sensors, input_select, climate modes). An
+entity of numbers only (a gauge, a meter) is not one.
 """
 
 from __future__ import annotations
@@ -24,7 +29,10 @@ from typing import Any, Final
 import numpy as np
 
 from hats_assets.defs.common.resources import InfluxDBResource, window_params
+from hats_assets.defs.rollups.contract import TWO_STATE_QUANTITIES
 from hats_assets.defs.rollups.maths import Carry, FloatArray, IntArray
+from hats_assets.defs.rollups.state_durations import ObjectArray, state_names
+from ingest_worker.contract import AVAILABILITY_STATES
 
 HERE: Final = Path(__file__).parent
 WINDOW_QUERY: Final = (HERE / "raw_window.influxql").read_text()
@@ -51,10 +59,22 @@ class RawSeries:
 
 
 @dataclass(frozen=True, slots=True)
+class StateSeries:
+    """One named-state series: its points' state names inside the window and the state carried in."""
+
+    measurement: str
+    entity_id: str
+    times_ns: IntArray
+    states: ObjectArray
+    carry: str | None  # the state held at the window's start; None when the series had no earlier point
+
+
+@dataclass(frozen=True, slots=True)
 class RawWindow:
     series: list[RawSeries]
     points_read: int
     duplicates_dropped: int
+    states: list[StateSeries]
 
 
 def _key(series: dict[str, Any]) -> SeriesKey:
@@ -81,6 +101,31 @@ def _carries(answer: list[dict[str, Any]]) -> dict[SeriesKey, tuple[int, float]]
     return out
 
 
+def _carried_texts(answer: list[dict[str, Any]]) -> dict[SeriesKey, str]:
+    """The ``state`` text of each carried-in point that has one (``carry_last.influxql``'s third column)."""
+    return {_key(series): str(series["values"][0][2]) for series in answer if series["values"][0][2] is not None}
+
+
+def _named(key: SeriesKey, texts: dict[int, str], carried_text: str | None) -> bool:
+    """Whether a series' states are worth naming: a two-state quantity, or a text state that is not
+    mere unavailability in the window or carried into it."""
+    return (key[0] in TWO_STATE_QUANTITIES
+            or any(text not in AVAILABILITY_STATES for text in texts.values())
+            or (carried_text is not None and carried_text not in AVAILABILITY_STATES))
+
+
+def _state_series(key: SeriesKey, times: IntArray, values: FloatArray, texts: dict[int, str],
+                  carry: Carry, carried_text: str | None) -> StateSeries:
+    """Name every (deduplicated) point: a NaN value is the text written at that instant."""
+    point_texts = [texts[int(t)] if np.isnan(v) else None for t, v in zip(times.tolist(), values.tolist(),
+                                                                          strict=True)]
+    carried: str | None = None
+    if carry is not None:
+        carried = carried_text if carried_text is not None else str(
+            state_names(key[0], key[1], [carry[1]], [None])[0])
+    return StateSeries(key[0], key[1], times, state_names(key[0], key[1], values, point_texts), carried)
+
+
 def _numeric(carry: Carry) -> bool:
     return carry is not None and not np.isnan(carry[1])
 
@@ -105,12 +150,16 @@ def read_window(influxdb: InfluxDBResource, start: datetime, end: datetime) -> R
         for part in slices:
             for name, tags, times, values in part.result():
                 pieces.setdefault((name, tags["entity_id"]), []).append((times, values))
+        texts: dict[SeriesKey, dict[int, str]] = {}
         for series in states.result():
             times = np.array([row[0] for row in series["values"]], dtype=np.int64)
             pieces.setdefault(_key(series), []).append((times, np.full(times.size, np.nan)))
-        last, reading = _carries(carry_last.result()), _carries(carry_reading.result())
+            texts.setdefault(_key(series), {}).update((int(row[0]), str(row[1])) for row in series["values"])
+        answer = carry_last.result()
+        last, reading, carried_texts = _carries(answer), _carries(carry_reading.result()), _carried_texts(answer)
 
     out: list[RawSeries] = []
+    named: list[StateSeries] = []
     points = duplicates = 0
     for key, parts in pieces.items():
         times = np.concatenate([t for t, _ in parts])
@@ -121,11 +170,17 @@ def read_window(influxdb: InfluxDBResource, start: datetime, end: datetime) -> R
         carry, carried_reading = last.get(key), reading.get(key)
         if bool(np.any(~np.isnan(values))) or _numeric(carry) or carried_reading is not None:
             out.append(RawSeries(key[0], key[1], times, values, carry, carried_reading))
+        if _named(key, texts.get(key, {}), carried_texts.get(key)):
+            named.append(_state_series(key, times, values, texts.get(key, {}), carry, carried_texts.get(key)))
     empty_t, empty_v = np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
     for key, carry in last.items():
-        if key not in pieces and _numeric(carry):
+        if key in pieces:
+            continue
+        if _numeric(carry):
             out.append(RawSeries(key[0], key[1], empty_t, empty_v, carry, reading.get(key)))
-    return RawWindow(series=out, points_read=points, duplicates_dropped=duplicates)
+        if _named(key, {}, carried_texts.get(key)):
+            named.append(_state_series(key, empty_t, empty_v, {}, carry, carried_texts.get(key)))
+    return RawWindow(series=out, points_read=points, duplicates_dropped=duplicates, states=named)
 
 
 _LAST_READ: dict[tuple[str, str, datetime, datetime], RawWindow] = {}
