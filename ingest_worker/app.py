@@ -20,18 +20,14 @@ from collections.abc import Callable
 import psycopg
 
 from ingest_worker import metrics
-from ingest_worker.contract import database_for
+from ingest_worker.door import open_pipeline
 from ingest_worker.ha_link import HaLink, HaLinkSettings, HomeAssistantAuthError
 from ingest_worker.health import HealthServer
 from ingest_worker.mqtt_link import Incoming, LinkSettings, MqttLink
-from ingest_worker.outbox import Outbox
 from ingest_worker.pipeline import Pipeline
 from ingest_worker.settings import WorkerSettings
 from ingest_worker.sources.registry import build_sources, subscription_filters
-from ingest_worker.store.durable import DurableWriter
 from ingest_worker.store.hooks import FlushHook
-from ingest_worker.store.influx import InfluxWriter
-from ingest_worker.store.metadata import MetadataStore
 from ingest_worker.store.registry import RegistryStore
 from ingest_worker.store.resume import ResumePoint
 
@@ -46,16 +42,11 @@ async def run(settings: WorkerSettings) -> dict[str, int]:
     registry = RegistryStore(settings.tenant)
     sources = build_sources(settings, registry.device_of)
     conn = await psycopg.AsyncConnection.connect(settings.ingest_dsn.get_secret_value(), autocommit=True)
-    metadata = MetadataStore(settings.tenant, settings.series_budget)
-    await metadata.load(conn)
     resume = ResumePoint(settings.tenant)
     hooks: list[FlushHook] = []
     if "websocket" in settings.source_names():
         await resume.load(conn)
         hooks = [resume, registry]
-    outbox = Outbox(settings.outbox_dir / settings.mqtt_client_id, settings.outbox_max_bytes)
-    influx = InfluxWriter(settings.influx_url, database_for(settings.tenant), settings.influx_username,
-                          settings.influx_password.get_secret_value(), settings.influx_timeout_s)
     wakeup = asyncio.Event()
     link = MqttLink(
         LinkSettings(settings.mqtt_host, settings.mqtt_port, settings.mqtt_username,
@@ -65,10 +56,9 @@ async def run(settings: WorkerSettings) -> dict[str, int]:
     ) if settings.mqtt_sources() else None
     ha = HaLink(HaLinkSettings(settings.ha_url, settings.ha_token.get_secret_value(), settings.ha_recorder_commit_s),
                 resume, registry, on_batch=wakeup.set) if hooks else None
-    writer = DurableWriter(influx, outbox)
-    pipeline = Pipeline(settings.tenant, sources, writer, metadata, conn, settings.ingest_dsn.get_secret_value(),
-                        link, settings.max_payload_bytes,
-                        settings.batch_max_points, settings.batch_max_age_s, hooks)
+    # The same wiring as every offline producer's (door.py); the worker's outbox is its client id's.
+    wiring = await open_pipeline(settings, conn, sources, settings.outbox_dir / settings.mqtt_client_id, link, hooks)
+    writer, influx, pipeline = wiring.writer, wiring.influx, wiring.pipeline
     last_tick = time.monotonic()
 
     def take() -> list[Incoming]:
@@ -110,7 +100,7 @@ async def run(settings: WorkerSettings) -> dict[str, int]:
     replayer = asyncio.create_task(writer.replay_forever(pipeline.replayed), name="outbox-replay")
     # One flush in flight while the next batch is parsed: CPU work overlaps the InfluxDB round trip.
     # Batches complete in order, so acknowledgements never overtake an earlier batch's write.
-    flushing: asyncio.Task[None] | None = None
+    flushing: asyncio.Task[object] | None = None
     try:
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
@@ -163,7 +153,7 @@ def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[[], object]) 
     loop.call_soon_threadsafe(callback)
 
 
-async def _drain(pipeline: Pipeline, take: Callable[[], list[Incoming]], flushing: asyncio.Task[None] | None) -> None:
+async def _drain(pipeline: Pipeline, take: Callable[[], list[Incoming]], flushing: asyncio.Task[object] | None) -> None:
     if flushing is not None:
         await flushing
     pipeline.process(take(), force=True)

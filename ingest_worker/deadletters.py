@@ -1,10 +1,18 @@
 """`python -m ingest_worker.deadletters`: list, count and replay dead letters after a fix.
 
-Replay runs each stored message through today's parsers (so a fixed bug or a raised limit lets it
-through), writes what now passes to InfluxDB and stamps `replayed_at`; what still fails stays, with
-the reason it fails now. Messages whose meaning depends on earlier retained messages (a discovery
-device's state needs its config; a statestream state's unit comes from its attribute topics) are
-replayed with the context found among the dead letters being replayed, in arrival order.
+Replay is not a pipeline of its own: each stored message re-enters through the door (`door.py`) as the
+topic and payload it was stored with, at its exact receipt time (microseconds from `received_at`), so
+today's parsers, the series budget, the entities' known descriptions (`core.entities`: a statestream
+state replayed without its attribute topics gets its unit), `ops.ingest_hours` and the dead-letter store
+treat it exactly as the live worker would. Messages whose meaning depends on earlier messages (a
+discovery device's state needs its config) are replayed in arrival order, a chunk at a time.
+
+Every replayed dead letter is stamped `replayed_at` in the flush that makes its outcome durable: the
+point it now makes, or a NEW dead letter with the reason it fails today (same topic, payload and
+`received_at`), which supersedes it. So a failure is never lost, the old row keeps the old reason for the
+record, and `count`/`list` show what still waits, with today's reasons. (Superseding, not updating in
+place: the worker's role may insert dead letters and set `replayed_at`, nothing else.) `--dry-run` parses
+and counts but writes and stamps nothing (InfluxDB is not asked, so its refusals do not show).
 """
 
 from __future__ import annotations
@@ -13,20 +21,29 @@ import argparse
 import asyncio
 import sys
 from collections import Counter
-from datetime import UTC, datetime
+from collections.abc import Sequence
+from datetime import datetime
 from typing import cast
 
 import psycopg
 
-from ingest_worker.contract import database_for
-from ingest_worker.lineprotocol import encode
-from ingest_worker.normalise import normalise
-from ingest_worker.rejections import Reason, Rejected
+from ingest_worker.door import Door, DoorError, offline_item
 from ingest_worker.settings import ConfigError, WorkerSettings, load_settings
+from ingest_worker.sources.base import Source
+from ingest_worker.sources.recorder import RecorderSource
 from ingest_worker.sources.registry import build_sources
-from ingest_worker.store.influx import InfluxWriter
+from ingest_worker.sources.websocket import WebsocketSource
+from ingest_worker.store.deadletters import DeadLetter
+from ingest_worker.store.resume import datetime_to_us
 
 PREVIEW_BYTES = 120
+PRODUCER = "deadletters"
+STAMP = "UPDATE ops.dead_letters SET replayed_at = now() WHERE id = ANY(%s)"
+# Rows of one replay in id order, up to the newest that existed when it began (the dead letters the replay
+# itself writes come after, and wait for the next replay).
+PAGE = ("SELECT id, topic, payload, received_at FROM ops.dead_letters WHERE tenant_id = %s "
+        "AND replayed_at IS NULL AND (%s::text IS NULL OR reason = %s) AND id > %s AND id <= %s "
+        "ORDER BY id LIMIT %s")
 
 
 def _connect(settings: WorkerSettings) -> psycopg.Connection[tuple[object, ...]]:
@@ -49,52 +66,82 @@ def listing(settings: WorkerSettings, reason: str | None, limit: int) -> list[tu
             "ORDER BY id DESC LIMIT %s", (settings.tenant, reason, reason, limit)).fetchall()
 
 
-async def replay(settings: WorkerSettings, reason: str | None, dry_run: bool) -> Counter[str]:
-    """Re-run stored messages through the parsers; returns counts of replayed / still-failing reasons."""
+def replay_sources(settings: WorkerSettings) -> list[Source]:
+    """The worker's sources plus the ones that own no MQTT topic (their `websocket:`/`recorder:` prefixes
+    cannot capture another source's traffic), so a letter from any producer can be replayed."""
     sources = build_sources(settings)
+    names = {source.name for source in sources}
+    if "websocket" not in names:
+        sources.insert(0, WebsocketSource())
+    sources.insert(0, RecorderSource())
+    return sources
+
+
+class Stamps:
+    """FlushHook: the ids of the dead letters whose re-entry the starting flush makes durable."""
+
+    def __init__(self) -> None:
+        self._ids: list[int] = []
+
+    def cover(self, ids: Sequence[int]) -> None:
+        self._ids = list(ids)
+
+    def snapshot(self) -> list[int] | None:
+        ids, self._ids = self._ids, []
+        return ids or None
+
+    async def store(self, cur: psycopg.AsyncCursor[tuple[object, ...]], snapshot: object) -> None:
+        assert isinstance(snapshot, list)
+        await cur.execute(STAMP, (snapshot,))
+
+
+def _key(topic: str, payload: bytes, received_at: datetime) -> tuple[str, bytes, int]:
+    return topic, payload, datetime_to_us(received_at)
+
+
+async def replay(settings: WorkerSettings, reason: str | None, dry_run: bool) -> Counter[str]:
+    """Re-enter stored messages through the door; counts of replayed / still-failing (by today's reason)."""
     outcome: Counter[str] = Counter()
-    with _connect(settings) as conn:
-        rows = conn.execute(
-            "SELECT id, topic, payload, received_at FROM ops.dead_letters WHERE tenant_id = %s "
-            "AND replayed_at IS NULL AND (%s::text IS NULL OR reason = %s) ORDER BY id",
-            (settings.tenant, reason, reason)).fetchall()
-        lines: list[str] = []
-        parsed: list[tuple[int, list[str]]] = []
-        for row_id, topic, payload, received_at in rows:
-            topic, payload = cast(str, topic), bytes(cast(bytes, payload))
-            received_ns = int(cast(datetime, received_at).timestamp() * 1e9)
-            try:
-                if len(payload) > settings.max_payload_bytes:
-                    raise Rejected(Reason.PAYLOAD_TOO_LARGE, "still over HATS_MAX_PAYLOAD_BYTES")
-                source = next((s for s in sources if s.matches(topic)), None)
-                if source is None:
-                    raise Rejected(Reason.SCHEMA, "no configured source owns this topic")
-                states = [*source.handle(topic, payload).states, *source.flush(force=True)]
-                row_lines = [encode(normalise(state, received_ns)) for state in states]
-            except Rejected as rejected:
-                outcome[f"still failing: {rejected.reason}"] += 1
-                continue
-            lines.extend(row_lines)
-            parsed.append((cast(int, row_id), row_lines))
-        if dry_run or not parsed:
-            outcome["would replay" if dry_run else "replayed"] = len(parsed)
-            return outcome
-        writer = InfluxWriter(settings.influx_url, database_for(settings.tenant), settings.influx_username,
-                              settings.influx_password.get_secret_value(), settings.influx_timeout_s)
-        try:
-            rejected_lines = await writer.write(lines, retry=True)
-        finally:
-            await writer.aclose()
-        refused = {error.line for error in rejected_lines}
-        # A message counts as replayed only when every point it makes is in InfluxDB now.
-        replayed = [row_id for row_id, row_lines in parsed if not refused.intersection(row_lines)]
-        outcome["replayed"] = len(replayed)
-        outcome["points written"] = len(lines) - len(rejected_lines)
-        if len(replayed) < len(parsed):
-            outcome["still failing: influx_rejected"] += len(parsed) - len(replayed)
-        conn.execute("UPDATE ops.dead_letters SET replayed_at = %s WHERE id = ANY(%s)",
-                     (datetime.now(UTC), replayed))
+    stamps = Stamps()
+    async with Door(settings, PRODUCER, replay_sources(settings), hooks=[stamps], dry_run=dry_run) as door:
+        cur = await door.conn.execute("SELECT coalesce(max(id), 0) FROM ops.dead_letters")
+        newest = cast(int, (await cur.fetchone() or (0,))[0])
+        after, rows_seen, failed = 0, 0, 0
+        while True:
+            cur = await door.conn.execute(PAGE, (settings.tenant, reason, reason, after, newest,
+                                                 settings.batch_max_points))
+            rows = await cur.fetchall()
+            if not rows:
+                break
+            ids = [cast(int, row[0]) for row in rows]
+            after = ids[-1]
+            keys = [_key(cast(str, topic), bytes(cast(bytes, payload)), cast(datetime, received_at))
+                    for _id, topic, payload, received_at in rows]
+            items = [offline_item(topic, payload, micros * 1_000) for topic, payload, micros in keys]
+            letters = await door.push(items, marked=lambda ids=ids: stamps.cover(ids))  # type: ignore[misc]
+            failing = _reasons_by_row(letters)
+            for key in keys:
+                if key in failing:
+                    failed += 1
+                    outcome[f"still failing: {failing[key]}"] += 1
+            rows_seen += len(rows)
+        await door.finish(lambda line: print(f"deadletters: {line}", file=sys.stderr))
+    passed = rows_seen - failed
+    if dry_run:
+        outcome["would replay"] = passed
+    else:
+        outcome["replayed"] = passed
+        if door.counters["written"]:
+            outcome["points written"] = door.counters["written"]
     return outcome
+
+
+def _reasons_by_row(letters: Sequence[DeadLetter]) -> dict[tuple[str, bytes, int], str]:
+    """The first reason each replayed message fails with today (a message may make several letters)."""
+    reasons: dict[tuple[str, bytes, int], str] = {}
+    for letter in letters:
+        reasons.setdefault(_key(letter.topic, letter.payload, letter.received_at), letter.reason)
+    return reasons
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,7 +168,11 @@ def main(argv: list[str] | None = None) -> int:
             preview = bytes(cast(bytes, payload))[:PREVIEW_BYTES]
             print(f"#{row_id} {received_at:%Y-%m-%d %H:%M:%S} {why} {where}\n    {detail}\n    {preview!r}")
     else:
-        result = asyncio.run(replay(settings, args.reason, args.dry_run))
+        try:
+            result = asyncio.run(replay(settings, args.reason, args.dry_run))
+        except DoorError as exc:
+            print(f"deadletters: {exc}", file=sys.stderr)
+            return 1
         for what, n in sorted(result.items()):
             print(f"{n:>8}  {what}")
     return 0

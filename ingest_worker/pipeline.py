@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 import psycopg
 
@@ -32,6 +32,7 @@ from ingest_worker.store.hooks import FlushHook
 from ingest_worker.store.influx import LineError
 from ingest_worker.store.ingest_hours import NS_PER_HOUR, Hours
 from ingest_worker.store.metadata import MetadataStore
+from ingest_worker.store.resume import us_to_datetime
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,9 @@ class Origin:
 
 
 def _received_at(received_ns: int) -> datetime:
-    return datetime.fromtimestamp(received_ns / 1e9, UTC)
+    """Exact to the microsecond (a float division is not): a replayed dead letter that fails again keeps
+    the receipt time it was stored with."""
+    return us_to_datetime(received_ns // 1_000)
 
 
 class Pipeline:
@@ -156,7 +159,7 @@ class Pipeline:
             raise Rejected(Reason.PAYLOAD_TOO_LARGE, f"{len(item.payload)} bytes, over {self._max_payload}")
         if source is None:
             raise Rejected(Reason.SCHEMA, f"no configured source owns topic {item.topic[:200]!r}")
-        outcome = source.handle(item.topic, item.payload)
+        outcome = source.handle(item.topic, item.payload, item.received_ns)
         if self._link is not None:
             for topic_filter in outcome.subscribe:
                 self._link.add_subscription(topic_filter)
@@ -232,6 +235,13 @@ class Pipeline:
         metrics.DEAD_LETTERED.labels(reason).inc()
         self._letters.append(DeadLetter(_received_at(received_ns), self._tenant, topic, payload, reason, detail))
 
+    def discard(self) -> tuple[int, list[DeadLetter]]:
+        """Drop the batch instead of flushing it (a dry run): the number of points it held and the dead
+        letters it would have stored."""
+        dropped, letters = len(self._lines), self._letters
+        self._lines, self._origins, self._hours, self._letters, self._acks = [], [], {}, [], []
+        return dropped, letters
+
     # -- durable part -----------------------------------------------------------------------------
     def full(self) -> bool:
         return len(self._lines) >= self._max_points
@@ -243,7 +253,9 @@ class Pipeline:
     def oldest_age_s(self) -> float:
         return time.monotonic() - self._oldest if self._acks else 0.0
 
-    async def flush(self) -> None:
+    async def flush(self) -> list[DeadLetter]:
+        """Make the batch durable and acknowledge it; returns the dead letters it stored (InfluxDB's
+        refusals included), so an offline producer can tell which of its items failed."""
         lines, origins, self._lines, self._origins = self._lines, self._origins, [], []
         hours, self._hours = self._hours, {}
         acks, self._acks = self._acks, []
@@ -264,6 +276,7 @@ class Pipeline:
         if self._link is not None:
             self._link.ack(acks)
         metrics.UNACKED.set(0)
+        return letters
 
     async def _store_ops(self, letters: Sequence[DeadLetter], hours: Hours,
                          marks: Sequence[tuple[FlushHook, object]] = ()) -> None:

@@ -51,8 +51,9 @@ class Source(Protocol):
         """Whether this source owns the topic (checked in order; the first owner handles it)."""
         ...
 
-    def handle(self, topic: str, payload: bytes) -> Outcome:
-        """Parse one message; raise `Rejected` when it is invalid."""
+    def handle(self, topic: str, payload: bytes, received_ns: int | None = None) -> Outcome:
+        """Parse one message; raise `Rejected` when it is invalid. `received_ns` is when it was received
+        (a replayed one: when it first was), for a state held back that carries no time of its own."""
         ...
 
     def flush(self, force: bool = False) -> tuple[EntityState, ...]:

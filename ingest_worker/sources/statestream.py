@@ -125,10 +125,10 @@ class StatestreamSource:
         start = len(self._base) + 1
         return topic.startswith(self._base + "/") and topic.count("/", start) == 2
 
-    def handle(self, topic: str, payload: bytes) -> Outcome:
+    def handle(self, topic: str, payload: bytes, received_ns: int | None = None) -> Outcome:
         entity_id, leaf = self._split(topic)
         if leaf == STATE_LEAF:
-            return self._hold(entity_id, _state_text(_decode(payload)), (topic, payload, time.time_ns()))
+            return self._hold(entity_id, _state_text(_decode(payload)), (topic, payload, received_ns or time.time_ns()))
         if leaf == LAST_UPDATED_LEAF:
             return self._last_updated(entity_id, _unquote(_decode(payload)))
         if leaf == LAST_CHANGED_LEAF:

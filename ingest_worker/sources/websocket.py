@@ -133,8 +133,10 @@ def parse_event(payload: bytes, device_of: DeviceLookup | None = None) -> Entity
     return state_from_dict(new_state, "new_state", device_of, entity_id if isinstance(entity_id, str) else None)
 
 
-def parse_history_row(entity_id: str, payload: bytes, device_of: DeviceLookup | None = None) -> EntityState:
-    """One compressed row of `history/history_during_period` for `entity_id`."""
+def parse_history_row(entity_id: str, payload: bytes, device_of: DeviceLookup | None = None,
+                      source: str = SOURCE) -> EntityState:
+    """One compressed row of `history/history_during_period` for `entity_id` (also the recorder import's
+    rows, `sources/recorder.py`, as `source`)."""
     row = _object(payload, "history row")
     state = row.get(STATE)
     if not isinstance(state, str):
@@ -147,7 +149,7 @@ def parse_history_row(entity_id: str, payload: bytes, device_of: DeviceLookup | 
         raise Rejected(Reason.BAD_TIMESTAMP, f"history row of {entity_id[:80]} has neither {LAST_UPDATED!r} "
                                              f"nor {LAST_CHANGED!r}")
     return EntityState(entity_id=entity_id, state=state, attributes=_attributes(row.get(ATTRIBUTES), "row attributes"),
-                       last_updated=iso_from_us(micros), source=SOURCE,
+                       last_updated=iso_from_us(micros), source=source,
                        device_id=device_of(entity_id) if device_of else None)
 
 
@@ -169,7 +171,7 @@ class WebsocketSource:
     def matches(self, topic: str) -> bool:
         return topic.startswith(PREFIX)
 
-    def handle(self, topic: str, payload: bytes) -> Outcome:
+    def handle(self, topic: str, payload: bytes, received_ns: int | None = None) -> Outcome:
         if topic == EVENT_TOPIC:
             parsed = parse_event(payload, self._device_of)
             return Outcome(ignored=parsed) if isinstance(parsed, str) else Outcome(states=(parsed,))

@@ -51,6 +51,10 @@ class DurableWriter:
     def degraded(self) -> bool:
         return self._degraded
 
+    @property
+    def pending_records(self) -> int:
+        return self._outbox.pending_records
+
     def _update_gauges(self) -> None:
         metrics.OUTBOX_RECORDS.set(self._outbox.pending_records)
         metrics.OUTBOX_BYTES.set(self._outbox.pending_bytes)
