@@ -23,8 +23,9 @@ ROLES = {"hats_ingest", "hats_dagster", "hats_analyst"}
 VIEWS_0005 = {"analytics.entity_hourly", "analytics.entity_daily", "analytics.energy_daily",
               "analytics.device_last_seen"}
 VIEWS_0008 = VIEWS_0005 | {"analytics.data_quality_daily"}
-VIEWS = VIEWS_0008 | {"analytics.entity_daily_utc", "analytics.energy_daily_utc", "analytics.energy_weekly",
-                      "analytics.energy_monthly"}
+VIEWS_0009 = VIEWS_0008 | {"analytics.entity_daily_utc", "analytics.energy_daily_utc", "analytics.energy_weekly",
+                           "analytics.energy_monthly"}
+VIEWS = VIEWS_0009 | {"analytics.state_daily"}
 TABLES_0002 = {"core.tenants", "core.devices", "core.entities", "ops.dead_letters", "ops.retention_audit",
                "analytics.entity_hourly"}
 TABLES_0004 = (TABLES_0002 - {"analytics.entity_hourly"}) | {
@@ -32,8 +33,12 @@ TABLES_0004 = (TABLES_0002 - {"analytics.entity_hourly"}) | {
 TABLES_0006 = TABLES_0004 | {"ops.dq_results"}
 TABLES_0007 = TABLES_0006 | {"core.areas", "ops.websocket_resume"}
 TABLES_0008 = TABLES_0007 | {"ops.imports", "ops.import_progress"}
-TABLES_HEAD = TABLES_0008 | {"analytics.local_daily_rollup"}
+TABLES_0009 = TABLES_0008 | {"analytics.local_daily_rollup"}
+TABLES_HEAD = TABLES_0009 | {"analytics.state_hourly", "analytics.state_local_daily"}
 PARTITIONED_0008 = {"analytics.hourly_rollup:hats_dagster", "analytics.daily_rollup:hats_dagster"}
+PARTITIONED_0009 = PARTITIONED_0008 | {"analytics.local_daily_rollup:hats_dagster"}
+PARTITIONED_HEAD = PARTITIONED_0009 | {"analytics.state_hourly:hats_dagster",
+                                       "analytics.state_local_daily:hats_dagster"}
 AREA_VIEWS = ("analytics.entity_hourly", "analytics.entity_daily", "analytics.device_last_seen")
 SEQUENCES_0002 = {"ops.dead_letters_id_seq", "ops.retention_audit_id_seq"}
 SEQUENCES_0004 = SEQUENCES_0002 | {"ops.ingest_version"}
@@ -92,7 +97,7 @@ def test_upgrade_downgrade_upgrade(fresh_database: str, stack_env: dict[str, str
     at_head = _catalogue(fresh_database)
     assert at_head["schemas"] == {"core", "ops", "analytics"}
     assert at_head["tables"] == TABLES_HEAD
-    assert at_head["partitioned"] == PARTITIONED_0008 | {"analytics.local_daily_rollup:hats_dagster"}
+    assert at_head["partitioned"] == PARTITIONED_HEAD
     assert at_head["views"] == VIEWS
     assert at_head["sequences"] == SEQUENCES_HEAD
     assert at_head["analyst"] == {(view, "SELECT") for view in VIEWS}
@@ -102,7 +107,7 @@ def test_upgrade_downgrade_upgrade(fresh_database: str, stack_env: dict[str, str
     with psycopg.connect(fresh_database) as conn:
         assert conn.execute("SELECT uuid_generate_v4() IS NOT NULL, gen_random_uuid() IS NOT NULL, "
                             "'A'::citext = 'a'").fetchone() == (True, True, True)
-        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0009",)]
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0010",)]
 
     migrate(fresh_database, "base", downgrade=True)
     at_base = _catalogue(fresh_database)
@@ -165,13 +170,23 @@ def test_each_step_downgrades_cleanly(fresh_database: str) -> None:
     at_head = _catalogue(fresh_database)
     assert _area_columns(fresh_database) == {*AREA_VIEWS, "analytics.entity_daily_utc", "analytics.energy_daily",
                                              "analytics.energy_daily_utc", "analytics.energy_weekly",
-                                             "analytics.energy_monthly", "core.areas", "core.devices",
-                                             "core.entities"}
+                                             "analytics.energy_monthly", "analytics.state_daily", "core.areas",
+                                             "core.devices", "core.entities"}
     assert _origin_and_day_columns(fresh_database) == {
         "hourly_rollup.origin", "entity_hourly.origin", "daily_rollup.imported_hours", "daily_rollup.day",
         "entity_daily_utc.utc_day", "entity_daily_utc.imported_hours", "energy_daily_utc.utc_day",
         "energy_daily_utc.imported_hours", "entity_daily.local_day", "entity_daily.imported_hours",
         "energy_daily.local_day", "energy_daily.imported_hours"}
+
+    # 0010 → 0009: the state durations (two tables, one view) go, nothing else.
+    migrate(fresh_database, "0009", downgrade=True)
+    at_0009 = _catalogue(fresh_database)
+    assert {k: v for k, v in at_0009.items() if k not in ("tables", "partitioned", "views", "analyst")} == {
+        k: v for k, v in at_head.items() if k not in ("tables", "partitioned", "views", "analyst")}
+    assert (at_0009["tables"], at_0009["partitioned"]) == (TABLES_0009, PARTITIONED_0009)
+    assert (at_0009["views"], at_0009["analyst"]) == (VIEWS_0009, {(view, "SELECT") for view in VIEWS_0009})
+    migrate(fresh_database)
+    assert _catalogue(fresh_database) == at_head
 
     # 0009 → 0008: the local days, origin and imported_hours go; entity_daily/energy_daily are UTC days again.
     migrate(fresh_database, "0008", downgrade=True)
@@ -291,7 +306,8 @@ def test_analyst_privileges_hold_in_a_migrated_database(fresh_database: str, sta
         conn.rollback()
         for relation in ("analytics.hourly_rollup", "analytics.daily_rollup", "analytics.hourly_rollup_p2026_11",
                          "analytics.dagster_scratch",
-                         "analytics.local_daily_rollup", "core.entities", "core.areas", "ops.ingest_hours",
+                         "analytics.local_daily_rollup", "analytics.state_hourly", "analytics.state_local_daily",
+                         "core.entities", "core.areas", "ops.ingest_hours",
                          "ops.rollup_watermarks", "ops.websocket_resume", "alembic_version"):
             with pytest.raises(errors.InsufficientPrivilege):
                 conn.execute(f"SELECT count(*) FROM {relation}")
