@@ -9,9 +9,10 @@ pipeline for every source. Per connection:
    `ip_ban_enabled`). Then `supported_features` `{"coalesce_messages": 1}`: frames may be JSON arrays.
 2. `subscribe_events` for `state_changed` (plus the three `*_registry_updated` events), live events held
    back from here on.
-3. The registries, `get_states`, and the gap since the resume point from
-   `history/history_during_period` (`significant_changes_only: false`, `minimal_response: false`,
-   `no_attributes: false`, `include_start_time_state: true`), for the entities whose current state is
+3. The registries, the home's time zone (`get_config`, to core.tenants), `get_states`, and the gap
+   since the resume point from `history/history_during_period` (`significant_changes_only: false`,
+   `minimal_response: false`, `no_attributes: false`, `include_start_time_state: true`), for the
+   entities whose current state is
    newer than the point plus registry entries without a state, in chunks of `HISTORY_IDS_PER_CALL` ids
    and `HISTORY_WINDOW_S` windows (windows overlap by 1 µs: HA's window is `start < last_updated < end`).
    The start-time rows (`lu` equal to the window's start: HA's synthetic state at the start, not a
@@ -55,20 +56,28 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from ingest_worker import metrics
+from ingest_worker.ha_client import (
+    CONNECT_TIMEOUT_S,
+    REQUEST_TIMEOUT_S,
+    ConnectionLost,
+    HaLinkSettings,
+    HomeAssistantAuthError,
+    authenticate,
+    call,
+    parse,
+)
 from ingest_worker.mqtt_link import Incoming
 from ingest_worker.normalise import parse_time_ns
 from ingest_worker.rejections import Rejected
 from ingest_worker.sources import websocket as ws_source
 from ingest_worker.store.registry import RegistryStore, parse_areas, parse_devices, parse_entities
 from ingest_worker.store.resume import ResumePoint, us_to_datetime
+from ingest_worker.store.time_zone import home_time_zone
 
 log = logging.getLogger(__name__)
 
 RECONNECT_INITIAL_S = 0.5
 RECONNECT_MAX_S = 30.0
-CONNECT_TIMEOUT_S = 10.0
-AUTH_TIMEOUT_S = 10.0
-REQUEST_TIMEOUT_S = 120.0  # a history chunk of a busy hour takes seconds to query and serialise
 PING_INTERVAL_S = 20.0
 PONG_TIMEOUT_S = 10.0
 # A late pong while frames keep arriving means a busy Home Assistant, not a dead connection.
@@ -83,8 +92,6 @@ OVERLAP_US = 2_000_000
 MAX_INBOX = 100_000
 HISTORY_INBOX_LOW = 20_000  # a history chunk is requested only when the pipeline has caught up to this
 REGISTRY_DEBOUNCE_S = 2.0
-# Frames larger than this are parsed on a thread so /healthz and the pipeline keep running.
-THREAD_PARSE_BYTES = 1 << 20
 # Home Assistant's own valid_entity_id: one id outside it makes history_during_period refuse the whole call.
 HA_ENTITY_ID = re.compile(r"^(?!.+__)(?!_)[\da-z_]+(?<!_)\.(?!_)[\da-z_]+(?<!_)$")
 MAX_KNOWN_ENTITIES = 100_000
@@ -94,24 +101,7 @@ REGISTRY_LISTS = {"areas": "config/area_registry/list", "devices": "config/devic
                   "entities": "config/entity_registry/list"}
 
 
-class HomeAssistantAuthError(Exception):
-    """Home Assistant refused the token: a setting to fix, not an outage to wait out."""
-
-
-class ConnectionLost(Exception):
-    """The connection ended or Home Assistant answered something the link cannot go on from."""
-
-
-@dataclass(frozen=True)
-class HaLinkSettings:
-    url: str
-    token: str
-    recorder_commit_s: float = 5.0
-
-    @property
-    def ws_url(self) -> str:
-        base = self.url.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
-        return base + "/api/websocket"
+__all__ = ["ConnectionLost", "HaLink", "HaLinkSettings", "HomeAssistantAuthError"]
 
 
 @dataclass
@@ -263,31 +253,7 @@ class HaLink:
                         future.set_exception(ConnectionLost("connection closed"))
 
     async def _authenticate(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        hello = await self._receive_one(ws)
-        if hello.get("type") != "auth_required":
-            raise ConnectionLost(f"expected auth_required, got {str(hello)[:200]}")
-        self.ha_version = str(hello.get("ha_version"))
-        await ws.send_str(json.dumps({"type": "auth", "access_token": self._settings.token}))
-        answer = await self._receive_one(ws)
-        if answer.get("type") == "auth_invalid":
-            raise HomeAssistantAuthError(
-                f"Home Assistant at {self._settings.url} refused the access token ({answer.get('message')}): "
-                "set HATS_HA_TOKEN to a valid long-lived access token (HA: your profile → Security → "
-                "Long-lived access tokens)")
-        if answer.get("type") != "auth_ok":
-            raise ConnectionLost(f"expected auth_ok, got {str(answer)[:200]}")
-
-    async def _receive_one(self, ws: aiohttp.ClientWebSocketResponse) -> dict[str, object]:
-        message = await ws.receive(timeout=AUTH_TIMEOUT_S)
-        if message.type != aiohttp.WSMsgType.TEXT:
-            raise ConnectionLost(f"during authentication: {message.type.name} {str(message.data)[:200]}")
-        try:
-            parsed = json.loads(message.data)
-        except ValueError:
-            raise ConnectionLost(f"during authentication, not JSON: {str(message.data)[:200]}") from None
-        if not isinstance(parsed, dict):
-            raise ConnectionLost(f"during authentication, not an object: {str(message.data)[:200]}")
-        return parsed
+        self.ha_version = await authenticate(ws, self._settings)
 
     async def _subscribe(self, conn: _Connection) -> None:
         conn.state_sub = next(conn.ids)  # known before the result: events may follow it in the same frame
@@ -311,20 +277,7 @@ class HaLink:
     async def _call(self, conn: _Connection, payload: dict[str, object], call_id: int | None = None,
                     wait_s: float = REQUEST_TIMEOUT_S) -> dict[str, object]:
         """Send one command and wait for its answer; an error answer is raised as ConnectionLost."""
-        call_id = next(conn.ids) if call_id is None else call_id
-        future: asyncio.Future[dict[str, object]] = asyncio.get_running_loop().create_future()
-        conn.pending[call_id] = future
-        await conn.ws.send_str(json.dumps({"id": call_id, **payload}))
-        try:
-            answer = await asyncio.wait_for(future, wait_s)
-        except TimeoutError:
-            raise ConnectionLost(f"no answer to {payload['type']} within {wait_s:.0f} s") from None
-        finally:
-            conn.pending.pop(call_id, None)
-        if answer.get("type") == "result" and not answer.get("success"):
-            error = answer.get("error")
-            raise ConnectionLost(f"Home Assistant refused {payload['type']}: {error}")
-        return answer
+        return await call(conn.ws, conn.ids, conn.pending, payload, call_id, wait_s)
 
     # -- reading -------------------------------------------------------------------------------------
     async def _read(self, conn: _Connection) -> None:
@@ -348,9 +301,7 @@ class HaLink:
     @staticmethod
     async def _parse(text: str) -> object:
         try:
-            if len(text) > THREAD_PARSE_BYTES:
-                return await asyncio.to_thread(json.loads, text)
-            return json.loads(text)
+            return await parse(text)
         except (ValueError, RecursionError):
             return _NOT_JSON
 
@@ -432,6 +383,20 @@ class HaLink:
             self._registry.replace_entities(parse_entities(result))
         self._on_batch()  # the next flush writes what changed
 
+    async def _load_time_zone(self, conn: _Connection) -> None:
+        """The home's time zone (`get_config`), for core.tenants with the next flush."""
+        try:
+            answer = await self._call(conn, {"type": "get_config"})
+        except ConnectionLost as exc:
+            if conn.ws.closed:
+                raise
+            log.warning("could not read Home Assistant's configuration (time zone): %s", exc)
+            return
+        zone = home_time_zone(answer.get("result"))
+        if zone is not None:
+            self._registry.set_time_zone(zone)
+            self._on_batch()
+
     def _schedule_refresh(self, conn: _Connection, kind: str) -> None:
         if kind in self._refreshing:
             return
@@ -455,6 +420,7 @@ class HaLink:
         subscribed_at = started
         for kind in REGISTRY_LISTS:
             await self._load_registry(conn, kind)
+        await self._load_time_zone(conn)
         answer = await self._call(conn, {"type": "get_states"})
         states = answer.get("result")
         if not isinstance(states, list):

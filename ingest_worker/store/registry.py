@@ -12,6 +12,8 @@ writes what changed with the next flush (a `FlushHook`, in the flush's transacti
   in Home Assistant) and `registry_name` (the user's name, else the integration's). Only rows the
   pipeline has created are updated: a registry entry carries no measurement. An entry whose row does
   not exist yet is written again once the source has emitted a state of that entity.
+* `core.tenants.time_zone`: the home's zone from `get_config` (`store/time_zone.py`), read with the
+  registries on every connection.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import TypeVar
 import psycopg
 
 from ingest_worker.store.metadata import column_text
+from ingest_worker.store.time_zone import store_home_time_zone
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +66,7 @@ class Pending:
     areas: tuple[Area, ...]
     devices: tuple[Device, ...]
     entities: tuple[RegistryEntity, ...]
+    time_zone: str | None = None
 
 
 def _entries(result: object, what: str) -> list[Mapping[str, object]]:
@@ -128,11 +132,14 @@ class RegistryStore:
         # Entries whose core.entities row did not exist when written, and those of them seen since.
         self._unmatched: set[str] = set()
         self._retry: set[str] = set()
+        self._time_zone: str | None = None
+        self._pending_time_zone: str | None = None
 
     @property
     def has_pending(self) -> bool:
         """Changes wait for a flush (the worker flushes for them even without points)."""
-        return bool(self._pending_areas or self._pending_devices or self._pending_entities)
+        return bool(self._pending_areas or self._pending_devices or self._pending_entities
+                    or self._pending_time_zone)
 
     @property
     def entity_ids(self) -> tuple[str, ...]:
@@ -158,6 +165,11 @@ class RegistryStore:
     def replace_entities(self, entities: Iterable[RegistryEntity]) -> None:
         self._entities = self._replace(self._entities, {e.entity_id: e for e in entities}, self._pending_entities)
 
+    def set_time_zone(self, zone: str) -> None:
+        """Home Assistant's validated time zone (written with the next flush once per connection's value)."""
+        if zone != self._time_zone:
+            self._time_zone = self._pending_time_zone = zone
+
     @staticmethod
     def _replace(current: dict[K, V], new: dict[K, V], pending: dict[K, V]) -> dict[K, V]:
         for key, value in new.items():
@@ -172,15 +184,18 @@ class RegistryStore:
             if entry is not None:
                 self._pending_entities.setdefault(entity_id, entry)
         self._retry.clear()
-        if not (self._pending_areas or self._pending_devices or self._pending_entities):
+        if not self.has_pending:
             return None
         pending = Pending(tuple(self._pending_areas.values()), tuple(self._pending_devices.values()),
-                          tuple(self._pending_entities.values()))
+                          tuple(self._pending_entities.values()), self._pending_time_zone)
         self._pending_areas, self._pending_devices, self._pending_entities = {}, {}, {}
+        self._pending_time_zone = None
         return pending
 
     async def store(self, cur: psycopg.AsyncCursor[tuple[object, ...]], snapshot: object) -> None:
         assert isinstance(snapshot, Pending)
+        if snapshot.time_zone is not None:
+            await store_home_time_zone(cur, self.tenant, snapshot.time_zone)
         if snapshot.areas:
             await cur.executemany(
                 "INSERT INTO core.areas (tenant_id, area_id, name, floor_id) VALUES (%s, %s, %s, %s) "
