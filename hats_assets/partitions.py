@@ -1,16 +1,76 @@
-"""Partitions, defined once: UTC hours for the rollups, UTC days for the warehouse."""
+"""Partitions, defined once: UTC hours for the rollups, UTC days for the warehouse.
+
+They start on the first UTC day the tenant has data (``first_data_day``), resolved when the code location
+loads: the earliest hour the worker ingested (``ops.ingest_hours``), rolled up (``ops.rollup_watermarks``)
+or an import brought (``ops.imports``: states from ``first_at``, statistics from ``hours_from``); with no
+data yet, today. ``HATS_PARTITIONS_START`` (YYYY-MM-DD) overrides it. An import reaching further back
+needs the code location reloaded for the older partitions to exist: the import sensor asks the Dagster
+webserver for that (``hats_assets/defs/imports/reload.py``).
+"""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+import os
+from collections.abc import Mapping
+from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
+import psycopg
 
-PARTITIONS_START = "2026-01-01-00:00"
+PARTITIONS_START_ENV = "HATS_PARTITIONS_START"
+DSN_ENV = "HATS_DAGSTER_DSN"
+TENANT_ENV = "HATS_TENANT"
+CONNECT_TIMEOUT_S = 10
+FIRST_DATA_SQL = """
+SELECT least((SELECT min(hour) FROM ops.ingest_hours WHERE tenant_id = %(tenant)s),
+             (SELECT min(hour) FROM ops.rollup_watermarks WHERE tenant_id = %(tenant)s),
+             (SELECT min(least(first_at, hours_from)) FROM ops.imports WHERE tenant_id = %(tenant)s))
+"""
+
+
+class PartitionsStartError(RuntimeError):
+    """The partitions' first day cannot be known: the code location must not load with a guessed one."""
+
+
+def first_data_day(dsn: str, tenant: str, today: date) -> date:
+    """The first UTC day with data of ``tenant`` (``today`` with none yet)."""
+    try:
+        with psycopg.connect(dsn, connect_timeout=CONNECT_TIMEOUT_S) as conn:
+            row = conn.execute(FIRST_DATA_SQL, {"tenant": tenant}).fetchone()
+    except psycopg.Error as exc:
+        raise PartitionsStartError(
+            f"cannot read the first day with data from PostgreSQL ({DSN_ENV}): {exc}; the partitions would start "
+            f"on a wrong day. Start PostgreSQL or set {PARTITIONS_START_ENV}=YYYY-MM-DD") from exc
+    first = row[0] if row else None
+    return min(today, first.astimezone(UTC).date()) if first is not None else today
+
+
+def partitions_start(environ: Mapping[str, str], today: date | None = None) -> date:
+    """``HATS_PARTITIONS_START`` if set (a date not after today), else the tenant's first day with data."""
+    today = today or datetime.now(UTC).date()
+    explicit = environ.get(PARTITIONS_START_ENV, "").strip()
+    if explicit:
+        try:
+            start = date.fromisoformat(explicit)
+        except ValueError as exc:
+            raise PartitionsStartError(f"{PARTITIONS_START_ENV}={explicit!r} is not a date (YYYY-MM-DD)") from exc
+        if start > today:
+            raise PartitionsStartError(f"{PARTITIONS_START_ENV}={explicit} is after today ({today}): the partitions "
+                                       "would not include the day the data arrives")
+        return start
+    missing = [name for name in (DSN_ENV, TENANT_ENV) if not environ.get(name)]
+    if missing:
+        raise PartitionsStartError(f"{' and '.join(missing)} not set: the partitions start on the first day with "
+                                   f"data, read from PostgreSQL; set them, or {PARTITIONS_START_ENV}=YYYY-MM-DD")
+    return first_data_day(environ[DSN_ENV], environ[TENANT_ENV], today)
+
+
+FIRST_DAY = partitions_start(os.environ)
+PARTITIONS_START = f"{FIRST_DAY:%Y-%m-%d}-00:00"  # the first hourly partition key
 hourly_partitions = dg.HourlyPartitionsDefinition(start_date=PARTITIONS_START, timezone="UTC")
 # end_offset=1: today is a partition too, loaded hourly as its hours are rolled up, so the warehouse
 # is never more than an hour behind; it is final once the day is over.
-daily_partitions = dg.DailyPartitionsDefinition(start_date=PARTITIONS_START[:10], timezone="UTC", end_offset=1)
+daily_partitions = dg.DailyPartitionsDefinition(start_date=f"{FIRST_DAY:%Y-%m-%d}", timezone="UTC", end_offset=1)
 
 
 def hour_window(partition_key: str) -> tuple[datetime, datetime]:

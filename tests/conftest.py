@@ -28,6 +28,11 @@ from devstack.procs import free_port
 from devstack.profile import PROJECT_ROOT, Profile, load_profile
 
 DEADLINE_S = 60.0
+# The code location's partitions start on the tenant's first day with data, read from PostgreSQL when
+# hats_assets loads (hats_assets/partitions.py); tests load it once for many fresh tenants and without
+# PostgreSQL in unit tests, so they fix the start (tests/integration/test_partitions_start.py tests the lookup).
+TEST_PARTITIONS_START = "2026-01-01"
+os.environ.setdefault("HATS_PARTITIONS_START", TEST_PARTITIONS_START)
 
 
 def wait_for(condition: Callable[[], Any], what: str, timeout: float = DEADLINE_S, interval: float = 0.1) -> Any:

@@ -13,31 +13,43 @@ import pytest
 
 from devstack.profile import PROJECT_ROOT
 from hats_assets.definitions import defs
+from tests.conftest import TEST_PARTITIONS_START
 
 # Every asset and its parents, as the data flows: MQTT feed → raw points / core metadata → 1 min → 5 min
 # → 1 h rollups → hourly → daily warehouse tables → the analysts' views (which also join core metadata).
 LINEAGE: dict[str, set[str]] = {
     "ha_mqtt_feed": set(),
+    "ha_history_import": set(),  # `hats import` runs, observed by ha_history_import_sensor
     "raw_points": {"ha_mqtt_feed"},
     "core_metadata": {"ha_mqtt_feed"},
     "rollup_1m": {"raw_points", "core_metadata"},
     "rollup_5m": {"rollup_1m"},
     "rollup_1h": {"rollup_5m"},
     "rollup_states_1h": {"raw_points", "core_metadata"},
-    "hourly_rollup": {"rollup_1h"},
+    "state_hourly": {"rollup_states_1h"},
+    "state_local_daily": {"state_hourly"},
+    "state_daily": {"state_local_daily", "core_metadata"},
+    "hourly_rollup": {"rollup_1h", "ha_history_import"},
     "daily_rollup": {"hourly_rollup"},
+    "local_daily_rollup": {"hourly_rollup"},
     "entity_hourly": {"hourly_rollup", "core_metadata"},
-    "entity_daily": {"daily_rollup", "core_metadata"},
-    "energy_daily": {"daily_rollup", "core_metadata"},
+    "entity_daily": {"local_daily_rollup", "core_metadata"},
+    "energy_daily": {"local_daily_rollup", "core_metadata"},
+    "energy_weekly": {"local_daily_rollup", "core_metadata"},
+    "energy_monthly": {"local_daily_rollup", "core_metadata"},
+    "entity_daily_utc": {"daily_rollup", "core_metadata"},
+    "energy_daily_utc": {"daily_rollup", "core_metadata"},
     "device_last_seen": {"hourly_rollup", "daily_rollup", "core_metadata"},
     # Retention sits downstream of everything it protects.
-    "retention": {"raw_points", "rollup_1h", "hourly_rollup", "daily_rollup"},
+    "retention": {"raw_points", "rollup_1h", "hourly_rollup", "daily_rollup", "local_daily_rollup"},
 }
 ROLLUPS = {"rollup_1m", "rollup_5m", "rollup_1h", "rollup_states_1h"}
-WAREHOUSE = {"hourly_rollup", "daily_rollup"}
-VIEWS = {"entity_hourly", "entity_daily", "energy_daily", "device_last_seen"}
-GROUPS = {"ha_mqtt_feed": "raw", "raw_points": "raw", "core_metadata": "raw",
-          **dict.fromkeys(ROLLUPS, "rollups"), **dict.fromkeys(WAREHOUSE, "warehouse"),
+WAREHOUSE = {"hourly_rollup", "daily_rollup", "local_daily_rollup"}
+STATES = {"state_hourly", "state_local_daily"}  # the warehouse's time in each state, its own job
+VIEWS = {"entity_hourly", "entity_daily", "energy_daily", "energy_weekly", "energy_monthly", "entity_daily_utc",
+         "energy_daily_utc", "device_last_seen", "state_daily"}
+GROUPS = {"ha_mqtt_feed": "raw", "ha_history_import": "raw", "raw_points": "raw", "core_metadata": "raw",
+          **dict.fromkeys(ROLLUPS, "rollups"), **dict.fromkeys(WAREHOUSE | STATES, "warehouse"),
           **dict.fromkeys(VIEWS, "analyst_views"), "retention": "retention"}
 LATE_DATA_LABEL = "reload a loaded day when its upstream partitions were updated (late data)"
 
@@ -50,20 +62,24 @@ def test_definitions_load_and_validate() -> None:
     dg.Definitions.validate_loadable(defs)
     repository = defs.get_repository_def()
     assert {name for name in repository.job_names if not name.startswith("__")} == {
-        "observe_raw_points", "rollup_hourly_job", "warehouse_daily_job", "retention_job", "feed_checks_job"}
+        "observe_raw_points", "rollup_hourly_job", "warehouse_daily_job", "warehouse_states_job", "retention_job",
+        "feed_checks_job"}
     assert {schedule.name for schedule in repository.schedule_defs} == {
         "observe_raw_points_schedule", "rollup_hourly_job_schedule", "warehouse_daily_job_schedule",
-        "retention_job_schedule", "feed_checks_job_schedule"}
+        "warehouse_states_job_schedule", "retention_job_schedule", "feed_checks_job_schedule"}
     # Both ours: Dagster's automatic automation-condition sensor would start STOPPED, so the warehouse
     # reload has its own, running by default, and no default one is added.
-    assert {sensor.name for sensor in repository.sensor_defs} == {"late_data_sensor", "warehouse_late_data_reload"}
+    assert {sensor.name for sensor in repository.sensor_defs} == {"late_data_sensor", "warehouse_late_data_reload",
+                                                                  "warehouse_states_late_data_reload",
+                                                                  "ha_history_import_sensor"}
 
 
 def test_jobs_select_their_layer() -> None:
     selected = {name: {key.to_user_string() for key in defs.resolve_job_def(name).asset_layer.executable_asset_keys}
-                for name in ("observe_raw_points", "rollup_hourly_job", "warehouse_daily_job")}
+                for name in ("observe_raw_points", "rollup_hourly_job", "warehouse_daily_job",
+                             "warehouse_states_job")}
     assert selected == {"observe_raw_points": {"raw_points"}, "rollup_hourly_job": ROLLUPS,
-                        "warehouse_daily_job": WAREHOUSE}
+                        "warehouse_daily_job": WAREHOUSE, "warehouse_states_job": STATES}
     assert isinstance(defs.resolve_job_def("rollup_hourly_job").partitions_def, dg.HourlyPartitionsDefinition)
     assert isinstance(defs.resolve_job_def("warehouse_daily_job").partitions_def, dg.DailyPartitionsDefinition)
 
@@ -71,13 +87,14 @@ def test_jobs_select_their_layer() -> None:
 def test_schedules_and_sensor() -> None:
     schedules = {name: defs.resolve_schedule_def(name) for name in (
         "observe_raw_points_schedule", "rollup_hourly_job_schedule", "warehouse_daily_job_schedule",
-        "retention_job_schedule", "feed_checks_job_schedule")}
+        "retention_job_schedule", "feed_checks_job_schedule", "warehouse_states_job_schedule")}
     assert {name: (s.job_name, s.cron_schedule, s.execution_timezone) for name, s in schedules.items()} == {
         "observe_raw_points_schedule": ("observe_raw_points", "*/5 * * * *", None),
         "rollup_hourly_job_schedule": ("rollup_hourly_job", "5 * * * *", "UTC"),
         "warehouse_daily_job_schedule": ("warehouse_daily_job", "15 * * * *", "UTC"),
         "retention_job_schedule": ("retention_job", "30 3 * * *", "UTC"),
         "feed_checks_job_schedule": ("feed_checks_job", "20 * * * *", "UTC"),
+        "warehouse_states_job_schedule": ("warehouse_states_job", "15 * * * *", "UTC"),
     }
     assert {s.default_status for s in schedules.values()} == {dg.DefaultScheduleStatus.RUNNING}
 
@@ -87,6 +104,11 @@ def test_schedules_and_sensor() -> None:
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
     # How far back it rolls up never-rolled hours is raw retention's setting, the same resource retention reads.
     assert sensor.required_resource_keys == {"postgres", "influxdb", "retention_settings"}
+
+    imports = defs.resolve_sensor_def("ha_history_import_sensor")
+    assert imports.job_name == "warehouse_daily_job"
+    assert imports.default_status == dg.DefaultSensorStatus.RUNNING
+    assert imports.required_resource_keys == {"postgres", "influxdb"}
 
     automation = defs.resolve_sensor_def("warehouse_late_data_reload")
     assert isinstance(automation, dg.AutomationConditionSensorDefinition)
@@ -104,10 +126,11 @@ def test_lineage_edges_follow_the_data_path() -> None:
 def test_what_dagster_computes_observes_or_only_shows() -> None:
     graph = defs.resolve_asset_graph()
     nodes = {key.to_user_string(): graph.get(key) for key in graph.get_all_asset_keys()}
-    assert {name for name, node in nodes.items() if node.is_materializable} == ROLLUPS | WAREHOUSE | {"retention"}
+    assert {name for name, node in nodes.items() if node.is_materializable} == ROLLUPS | WAREHOUSE | STATES | {
+        "retention"}
     assert {name for name, node in nodes.items() if node.is_observable} == {"raw_points", "core_metadata"}
     assert {name for name, node in nodes.items() if node.is_external and not node.is_observable} == (
-        {"ha_mqtt_feed"} | VIEWS)
+        {"ha_mqtt_feed", "ha_history_import"} | VIEWS)
     assert {name: node.group_name for name, node in nodes.items()} == GROUPS
 
 
@@ -116,28 +139,28 @@ def test_partitions_hourly_for_rollups_daily_for_the_warehouse() -> None:
         partitions = _node(name).partitions_def
         assert isinstance(partitions, dg.HourlyPartitionsDefinition), name
         assert partitions.timezone == "UTC"
-        assert partitions.get_first_partition_key() == "2026-01-01-00:00"
-    for name in WAREHOUSE:
+        assert partitions.get_first_partition_key() == f"{TEST_PARTITIONS_START}-00:00"
+    for name in WAREHOUSE | STATES:
         partitions = _node(name).partitions_def
         assert isinstance(partitions, dg.DailyPartitionsDefinition), name
         assert partitions.timezone == "UTC"
-        assert partitions.get_first_partition_key() == "2026-01-01"
-    for name in LINEAGE.keys() - ROLLUPS - WAREHOUSE:  # incl. retention: one run covers every store
+        assert partitions.get_first_partition_key() == TEST_PARTITIONS_START
+    for name in LINEAGE.keys() - ROLLUPS - WAREHOUSE - STATES:  # incl. retention: one run covers every store
         assert _node(name).partitions_def is None, name
 
 
 def test_backfills_of_any_range_are_a_single_run() -> None:
     policies = {name: _node(name).backfill_policy for name in LINEAGE}
-    assert {name for name, policy in policies.items() if policy is not None} == ROLLUPS | WAREHOUSE
-    for name in ROLLUPS | WAREHOUSE:
+    assert {name for name, policy in policies.items() if policy is not None} == ROLLUPS | WAREHOUSE | STATES
+    for name in ROLLUPS | WAREHOUSE | STATES:
         assert policies[name] == dg.BackfillPolicy.single_run(), name
         assert policies[name].max_partitions_per_run is None, name
 
 
 def test_warehouse_days_reload_on_late_data() -> None:
     conditions = {name: _node(name).automation_condition for name in LINEAGE}
-    assert {name for name, condition in conditions.items() if condition is not None} == WAREHOUSE
-    for name in WAREHOUSE:
+    assert {name for name, condition in conditions.items() if condition is not None} == WAREHOUSE | STATES
+    for name in WAREHOUSE | STATES:
         condition = conditions[name]
         assert condition is not None
         assert condition.get_label() == LATE_DATA_LABEL, name
@@ -167,7 +190,8 @@ def test_worker_imports_no_heavy_or_downstream_package() -> None:
 def test_great_expectations_is_not_imported_when_definitions_load() -> None:
     probe = "import json, sys, hats_assets.definitions; print(json.dumps('great_expectations' in sys.modules))"
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=PROJECT_ROOT,
-                            env={"PATH": "/usr/bin:/bin", "HATS_TENANT": "home"})
+                            env={"PATH": "/usr/bin:/bin", "HATS_TENANT": "home",
+                                 "HATS_PARTITIONS_START": TEST_PARTITIONS_START})
     assert json.loads(result.stdout) is False
 
 

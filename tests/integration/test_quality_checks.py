@@ -106,7 +106,8 @@ def test_failing_checks_name_the_rows_and_keep_the_day_out_of_the_warehouse(tena
     lost = dg.materialize(warehouse, resources=resources, raise_on_error=False, tags={"dagster/partition": DAY},
                           selection=dg.AssetSelection.checks(warehouse_rows_match_rollups))
     assert checks(lost)["warehouse_rows_match_rollups"].metadata["mismatched_entities"].value == [
-        {"entity_id": "sensor.meter", "rollup_rows": 1, "warehouse_rows": 0, "distinct_rows": 0}]
+        {"entity_id": "sensor.meter", "rollup_rows": 1, "imported_rows": 0, "warehouse_computed_rows": 0,
+         "warehouse_imported_rows": 0, "distinct_rows": 0}]
     blocking = {spec.name for check in rollup_checks for spec in check.check_specs if spec.blocking}
     assert blocking == {"plausible_ranges", "raw_points_all_rolled_up", "one_series_per_entity"}
     assert plausible_ranges in rollup_checks

@@ -27,7 +27,7 @@ from hats_assets.definitions import defs
 from hats_assets.defs.rollups.assets import TRIGGER_TAG, rollups
 from hats_assets.defs.rollups.contract import WINDOWS_NS
 from hats_assets.defs.rollups.schedules import late_data_sensor
-from hats_assets.defs.warehouse.assets import daily_rollup, hourly_rollup
+from hats_assets.defs.warehouse.assets import daily_rollup, hourly_rollup, local_daily_rollup
 from tests.conftest import Tenant, WorkerProcess, wait_for
 from tests.homeassistant import asset_resources, metadata_of, publish, state_changed
 from tests.rollup_reference import NS, Event, counter_reference, gauge_reference
@@ -38,7 +38,7 @@ REL = 1e-9
 DAY = (datetime.now(UTC) - timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
 DAY_KEY = DAY.strftime("%Y-%m-%d")
 ROLLUPS = [rollups]
-WAREHOUSE = [hourly_rollup, daily_rollup]
+WAREHOUSE = [hourly_rollup, daily_rollup, local_daily_rollup]
 RANGE_TAGS = {"dagster/asset_partition_range_start": f"{DAY_KEY}-00:00",
               "dagster/asset_partition_range_end": f"{DAY_KEY}-23:00"}
 
@@ -254,8 +254,17 @@ def test_a_day_rolls_up_exactly_and_late_data_re_rolls_its_hours(
             assert float(got[8]) == pytest.approx(want[8], abs=0.005)
 
     day_s = 86_400 * NS
-    daily = analyst(tenant, "SELECT entity_id, mean, min, max, count, coverage_pct, consumption "
-                            "FROM analytics.entity_daily WHERE tenant_id = %(tenant)s ORDER BY entity_id")
+    # The tenant's zone is UTC (the default): its local days are the UTC days, in both views.
+    columns = "entity_id, mean, min, max, count, coverage_pct, consumption"
+    daily = analyst(tenant, f"SELECT {columns} FROM analytics.entity_daily WHERE tenant_id = %(tenant)s "
+                            "ORDER BY entity_id")
+    assert analyst(tenant, f"SELECT {columns} FROM analytics.entity_daily_utc WHERE tenant_id = %(tenant)s "
+                           "ORDER BY entity_id") == daily
+    hours_of = {e: sum(1 for r in hourly if r[0] == e) for e in fleet.events}
+    assert analyst(tenant, "SELECT entity_id, local_day, time_zone, day_hours, hours_loaded, complete, "
+                           "imported_hours FROM analytics.entity_daily WHERE tenant_id = %(tenant)s "
+                           "ORDER BY entity_id") == [
+        (e, DAY.date(), "UTC", 24, hours_of[e], hours_of[e] == 24, 0) for e in sorted(fleet.events)]
     assert [r[0] for r in daily] == sorted(fleet.events)
     for entity, mean, low, high, count, coverage, consumption in daily:
         day: Any = reference(fleet, entity, day_s).iloc[0]
@@ -265,7 +274,7 @@ def test_a_day_rolls_up_exactly_and_late_data_re_rolls_its_hours(
             assert float(coverage) == pytest.approx(100 * day["available_s"] / 86_400, abs=0.005)
         else:
             assert consumption == pytest.approx(day["consumption"], rel=REL)
-    energy = analyst(tenant, "SELECT entity_id, day, kwh, meter_resets FROM analytics.energy_daily "
+    energy = analyst(tenant, "SELECT entity_id, local_day, kwh, meter_resets FROM analytics.energy_daily "
                              "WHERE tenant_id = %(tenant)s ORDER BY entity_id")
     assert [(e, d, r) for e, d, _, r in energy] == [("sensor.grid_energy", DAY.date(), 1),
                                                     ("sensor.solar_energy", DAY.date(), 0)]

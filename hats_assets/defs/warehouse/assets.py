@@ -1,9 +1,11 @@
-"""The PostgreSQL warehouse: hourly and daily per-entity rollups and the views analysts query.
+"""The PostgreSQL warehouse: hourly, UTC-daily and local-daily per-entity rollups and the analysts' views.
 
 Daily partitions: each run replaces exactly its UTC day(s) in one transaction. ``hourly_rollup`` copies
-the InfluxDB 1 h rollup; ``daily_rollup`` re-aggregates those hours inside PostgreSQL (exact, see
-``daily_from_hourly.sql``). The views are Alembic's (migrations/versions/0003): they appear here as
-external assets so the lineage runs from the MQTT feed to what analysts read.
+the InfluxDB 1 h rollup, and Home Assistant's imported statistics for the hours we have no rollup of;
+``daily_rollup`` re-aggregates those hours inside PostgreSQL (exact, see ``daily_from_hourly.sql``) per
+UTC day, ``local_daily_rollup`` per local calendar day of the home (``local_days.sql``). The views are
+Alembic's (migrations/versions/0003, 0009): they appear here as external assets so the lineage runs from
+the MQTT feed to what analysts read.
 """
 
 import time
@@ -19,23 +21,30 @@ from hats_assets.defs.common.resources import InfluxDBResource, PostgresResource
 from hats_assets.defs.quality.results import failed_hours
 from hats_assets.defs.rollups.contract import COUNTER_FIELDS, GAUGE_FIELDS, KINDS, Kind, measurement
 from hats_assets.partitions import chunks, context_window, daily_partitions
+from ingest_worker.contract import imported_measurement
 
 HERE = Path(__file__).parent
 ROLLUP_1H_QUERY = (HERE / "rollup_1h.influxql").read_text()
 DELETE_PERIOD = (HERE / "delete_period.sql").read_text()
 DAILY_FROM_HOURLY = (HERE / "daily_from_hourly.sql").read_text()
+LOCAL_DAYS_RANGE = (HERE / "local_days_range.sql").read_text()
+LOCAL_DAYS = (HERE / "local_days.sql").read_text()
+TENANT_ZONE = "SELECT time_zone FROM core.tenants WHERE tenant_id = %(tenant)s"
 HOURLY_COLUMNS = ("tenant_id", "entity_id", "quantity", "kind", "hour", "mean", "min", "max", "count", "last",
-                  "available_s", "value_s", "consumption", "resets", "last_seen")
+                  "available_s", "value_s", "consumption", "resets", "last_seen", "origin")
+COMPUTED, IMPORTED = "computed", "imported"
 # Late data re-rolls hours; the days they belong to are re-loaded when that happens within this window.
 RELOAD_LOOKBACK = timedelta(days=31)
 OWNERS = ["team:data-platform"]
+# The imports' own loads are ha_history_import_sensor's requests: an observation of an import is no late data.
+IMPORT_ASSET = dg.AssetSelection.assets("ha_history_import")
 WAREHOUSE_TAGS = {"layer": "warehouse"}
 
 reload_on_late_data = (
     dg.AutomationCondition.in_latest_time_window(RELOAD_LOOKBACK)
     & ~dg.AutomationCondition.missing()  # first loads are the schedule's; this only reloads
-    & dg.AutomationCondition.any_deps_updated().since_last_handled()
-    & ~dg.AutomationCondition.any_deps_missing()
+    & dg.AutomationCondition.any_deps_updated().ignore(IMPORT_ASSET).since_last_handled()
+    & ~dg.AutomationCondition.any_deps_missing().ignore(IMPORT_ASSET)
     & ~dg.AutomationCondition.any_deps_in_progress()
     & ~dg.AutomationCondition.in_progress()
 ).with_label("reload a loaded day when its upstream partitions were updated (late data)")
@@ -66,8 +75,12 @@ def _delete(table: str, period: str) -> sql.Composed:
     return sql.SQL(DELETE_PERIOD).format(table=sql.Identifier(table), period=sql.Identifier(period))
 
 
-def _hourly_rows(influxdb: InfluxDBResource, kind: Kind, start: datetime, end: datetime) -> list[tuple[Any, ...]]:
-    query = ROLLUP_1H_QUERY.format(measurement=f'"{measurement(kind, "1h")}"')
+def _hourly_rows(influxdb: InfluxDBResource, kind: Kind, start: datetime, end: datetime,
+                 origin: str = COMPUTED) -> list[tuple[Any, ...]]:
+    """The 1 h rows of one kind: our rollup (``computed``) or Home Assistant's statistics (``imported``,
+    the same fields; no ``last_seen_s``, ``count`` 0: they hold no raw points)."""
+    name = measurement(kind, "1h") if origin == COMPUTED else imported_measurement(kind, "1h")
+    query = ROLLUP_1H_QUERY.format(measurement=f'"{name}"')
     rows: list[tuple[Any, ...]] = []
     fields = GAUGE_FIELDS if kind == "gauge" else COUNTER_FIELDS
     for series in influxdb.query(query, window_params(start, end)):
@@ -81,15 +94,27 @@ def _hourly_rows(influxdb: InfluxDBResource, kind: Kind, start: datetime, end: d
                 got.get("mean"), got.get("min"), got.get("max"), got["count"], got["last"], got["available_s"],
                 None if mean is None else mean * got["available_s"],  # value_s: what makes days exact sums
                 got.get("consumption"), got.get("resets"),
-                datetime.fromtimestamp(seen, tz=UTC) if seen is not None else None,
+                datetime.fromtimestamp(seen, tz=UTC) if seen is not None else None, origin,
             ))
     return rows
+
+
+def merged_hourly_rows(influxdb: InfluxDBResource, start: datetime, end: datetime) -> list[tuple[Any, ...]]:
+    """Our rollups of ``[start, end)`` and, for each (entity, hour) we have none of, the imported row.
+
+    Ours win: they come from every raw point with its availability, HA's statistics only from its
+    5-minute samples. An imported hour is where we had no data (before the worker ran, an outage)."""
+    computed = [row for kind in KINDS for row in _hourly_rows(influxdb, kind, start, end)]
+    covered = {(row[1], row[4]) for row in computed}
+    imported = [row for kind in KINDS for row in _hourly_rows(influxdb, kind, start, end, IMPORTED)
+                if (row[1], row[4]) not in covered]
+    return computed + imported
 
 
 @dg.asset(
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
-    deps=["rollup_1h"],
+    deps=["rollup_1h", "ha_history_import"],
     automation_condition=reload_on_late_data,
     group_name="warehouse",
     kinds={"postgres"},
@@ -100,7 +125,8 @@ def hourly_rollup(
     context: dg.AssetExecutionContext, influxdb: InfluxDBResource, postgres: PostgresResource
 ) -> dg.MaterializeResult:
     """analytics.hourly_rollup: the 1 h rollups of every entity for the UTC day, in PostgreSQL for SQL
-    users (partitioned by month). Read through the analytics.entity_hourly view."""
+    users (partitioned by month); hours we have no rollup of come from Home Assistant's imported
+    statistics (origin 'imported'). Read through the analytics.entity_hourly view."""
     began = time.monotonic()
     start, end = context_window(context)
     failed = failed_hours(postgres, influxdb.tenant, start, end)
@@ -111,7 +137,7 @@ def hourly_rollup(
                         "or re-run those rollup partitions, then this day loads",
             metadata={"failed_hours": dg.MetadataValue.json([[f"{h:%Y-%m-%d-%H:00}", c, n] for h, c, n in failed])},
         )
-    inserted = replaced = 0
+    inserted = replaced = imported = 0
     partitions: set[str] = set()
     entities: set[str] = set()
     with postgres.connect() as conn, conn.cursor() as cur:
@@ -123,20 +149,21 @@ def hourly_rollup(
             cur.execute(_delete("hourly_rollup", "hour"), {"tenant": influxdb.tenant, "start": day_start,
                                                            "end": day_end})
             replaced += cur.rowcount
-            for kind in KINDS:
-                rows = _hourly_rows(influxdb, kind, day_start, day_end)
-                with cur.copy(sql.SQL("COPY analytics.hourly_rollup ({}) FROM STDIN").format(
-                        sql.SQL(", ").join(map(sql.Identifier, HOURLY_COLUMNS)))) as copy:
-                    for row in rows:
-                        copy.write_row(row)
-                inserted += len(rows)
-                entities.update(row[1] for row in rows)
-    context.log.info("%s → %s: %d hourly rows of %d entities (%d replaced)", start, end, inserted, len(entities),
-                     replaced)
+            rows = merged_hourly_rows(influxdb, day_start, day_end)
+            with cur.copy(sql.SQL("COPY analytics.hourly_rollup ({}) FROM STDIN").format(
+                    sql.SQL(", ").join(map(sql.Identifier, HOURLY_COLUMNS)))) as copy:
+                for row in rows:
+                    copy.write_row(row)
+            inserted += len(rows)
+            imported += sum(row[-1] == IMPORTED for row in rows)
+            entities.update(row[1] for row in rows)
+    context.log.info("%s → %s: %d hourly rows (%d imported) of %d entities (%d replaced)", start, end, inserted,
+                     imported, len(entities), replaced)
     return dg.MaterializeResult(metadata={
         "window_start": dg.MetadataValue.timestamp(start),
         "window_end": dg.MetadataValue.timestamp(end),
         "rows_upserted": inserted,
+        "rows_imported": imported,
         "rows_replaced": replaced,
         "entities": len(entities),
         "pg_partitions": ", ".join(sorted(f"analytics.{p}" for p in partitions)),
@@ -158,7 +185,7 @@ def daily_rollup(context: dg.AssetExecutionContext, postgres: PostgresResource,
                  influxdb: InfluxDBResource) -> dg.MaterializeResult:
     """analytics.daily_rollup: per entity and UTC day, re-aggregated exactly from the day's hours
     (time-weighted mean, min, max, count, last, available time; consumption for meters). Read through
-    analytics.entity_daily and analytics.energy_daily."""
+    analytics.entity_daily_utc and analytics.energy_daily_utc."""
     began = time.monotonic()
     start, end = context_window(context)
     inserted = replaced = 0
@@ -181,32 +208,113 @@ def daily_rollup(context: dg.AssetExecutionContext, postgres: PostgresResource,
     })
 
 
+def _months(first: date, last: date) -> list[date]:
+    """The first day of each month from ``first``'s to ``last``'s."""
+    months, month = [], date(first.year, first.month, 1)
+    while month <= last:
+        months.append(month)
+        month = date(month.year + (month.month == 12), month.month % 12 + 1, 1)
+    return months
+
+
+def tenant_time_zone(cur: psycopg.Cursor[Any], tenant: str) -> str:
+    """The home's IANA zone (core.tenants.time_zone, checked against PostgreSQL's zone names by 0008),
+    read at run time so a zone set by an import or an operator counts from the next run on."""
+    row = cur.execute(TENANT_ZONE, {"tenant": tenant}).fetchone()
+    if row is None:
+        raise dg.Failure(description=f"tenant {tenant!r} is not in core.tenants (HATS_TENANT): no time zone to "
+                                     "count its local days in")
+    return str(row[0])
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    deps=[hourly_rollup],
+    automation_condition=reload_on_late_data,
+    group_name="warehouse",
+    kinds={"postgres"},
+    owners=OWNERS,
+    tags=WAREHOUSE_TAGS,
+)
+def local_daily_rollup(context: dg.AssetExecutionContext, postgres: PostgresResource,
+                       influxdb: InfluxDBResource) -> dg.MaterializeResult:
+    """analytics.local_daily_rollup: per entity and LOCAL calendar day of the home (core.tenants.time_zone),
+    re-aggregated exactly from analytics.hourly_rollup, with the day's length (23/24/25 h) and the hours
+    loaded. A run for UTC day D re-computes every local day that has an hour in D, in the zone the tenant
+    has now (rows carry their zone: after a zone change, re-running a range re-computes it). Read through
+    analytics.entity_daily, energy_daily, energy_weekly and energy_monthly."""
+    began = time.monotonic()
+    start, end = context_window(context)
+    with postgres.connect() as conn, conn.cursor() as cur:
+        # One lock per tenant: runs of adjacent UTC days share the local day between them.
+        cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"local_daily_rollup:{influxdb.tenant}",))
+        zone = tenant_time_zone(cur, influxdb.tenant)
+        first_day, last_day, hours_from, hours_to = cur.execute(
+            LOCAL_DAYS_RANGE, {"zone": zone, "start": start, "end": end}).fetchone() or ()
+        for month in _months(first_day, last_day):
+            cur.execute(month_partition("local_daily_rollup", month)[0])
+        cur.execute(_delete("local_daily_rollup", "local_day"),
+                    {"tenant": influxdb.tenant, "start": first_day, "end": last_day + timedelta(days=1)})
+        replaced = cur.rowcount
+        cur.execute(LOCAL_DAYS, {"tenant": influxdb.tenant, "zone": zone, "first_day": first_day,
+                                 "last_day": last_day, "hours_from": hours_from, "hours_to": hours_to})
+        inserted = cur.rowcount
+        incomplete = cur.execute(
+            "SELECT count(*) FROM analytics.local_daily_rollup WHERE tenant_id = %s AND local_day BETWEEN %s AND %s "
+            "AND hours_loaded < day_hours", (influxdb.tenant, first_day, last_day)).fetchone()
+    context.log.info("%s → %s: local days %s … %s in %s, %d rows (%d replaced)", start, end, first_day, last_day,
+                     zone, inserted, replaced)
+    return dg.MaterializeResult(metadata={
+        "window_start": dg.MetadataValue.timestamp(start),
+        "window_end": dg.MetadataValue.timestamp(end),
+        "time_zone": zone,
+        "local_days": f"{first_day} … {last_day}",
+        "rows_upserted": inserted,
+        "rows_replaced": replaced,
+        "incomplete_rows": int(incomplete[0]) if incomplete else 0,
+        "duration_s": round(time.monotonic() - began, 3),
+    })
+
+
 def _view(name: str, deps: list[Any], description: str) -> dg.AssetSpec:
     return dg.AssetSpec(name, deps=deps, description=description, group_name="analyst_views",
                         kinds={"postgres", "view"}, owners=OWNERS, tags={"layer": "serve"},
-                        metadata={"relation": f"analytics.{name}", "owned_by": "alembic (migrations/versions/0003)"})
+                        metadata={"relation": f"analytics.{name}",
+                                  "owned_by": "alembic (migrations/versions/0003, 0009)"})
 
 
 analyst_views = [
     _view("entity_hourly", [hourly_rollup, "core_metadata"],
           "Per entity and UTC hour: time-weighted mean (unavailable time excluded), min, max, count, last, "
           "consumption for meters, coverage % — with friendly name, device and unit."),
-    _view("entity_daily", [daily_rollup, "core_metadata"],
-          "Per entity and UTC day: time-weighted mean, min, max, count, last, coverage % of the day."),
-    _view("energy_daily", [daily_rollup, "core_metadata"],
-          "kWh per energy meter and UTC day, meter resets handled like Home Assistant's statistics."),
+    _view("entity_daily", [local_daily_rollup, "core_metadata"],
+          "Per entity and local day of the home (local_day, time_zone): time-weighted mean, min, max, count, "
+          "last, coverage % of the day, day_hours (23/24/25), hours_loaded, complete, imported_hours."),
+    _view("energy_daily", [local_daily_rollup, "core_metadata"],
+          "kWh per energy meter and local day of the home, counted like Home Assistant's energy dashboard; "
+          "whether the day is complete."),
+    _view("energy_weekly", [local_daily_rollup, "core_metadata"],
+          "kWh per energy meter and local ISO week (from Monday in the home's zone), with completeness."),
+    _view("energy_monthly", [local_daily_rollup, "core_metadata"],
+          "kWh per energy meter and local calendar month of the home, with completeness."),
+    _view("entity_daily_utc", [daily_rollup, "core_metadata"],
+          "Per entity and UTC day (utc_day): time-weighted mean, min, max, count, last, coverage % of the day."),
+    _view("energy_daily_utc", [daily_rollup, "core_metadata"],
+          "kWh per energy meter and UTC day (utc_day), meter resets handled like Home Assistant's statistics."),
     _view("device_last_seen", [hourly_rollup, daily_rollup, "core_metadata"],
           "Per device: when it last sent a point, its latest battery %, availability % over 7 full days."),
 ]
 
 warehouse_job = dg.define_asset_job(
-    "warehouse_daily_job", selection=[hourly_rollup, daily_rollup],
-    description="Load one UTC day of 1 h rollups into PostgreSQL and re-aggregate it into the daily table.",
+    "warehouse_daily_job", selection=[hourly_rollup, daily_rollup, local_daily_rollup],
+    description="Load one UTC day of 1 h rollups into PostgreSQL and re-aggregate it into the UTC and local "
+                "daily tables.",
     executor_def=dg.in_process_executor,
 )
 # Dagster's automatic automation-condition sensor starts STOPPED; this one runs the reload by default.
 warehouse_reload_sensor = dg.AutomationConditionSensorDefinition(
-    "warehouse_late_data_reload", target=[hourly_rollup, daily_rollup],
+    "warehouse_late_data_reload", target=[hourly_rollup, daily_rollup, local_daily_rollup],
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Reloads a warehouse day whose rollup hours were re-materialised (late data).",
 )
