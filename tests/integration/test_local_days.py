@@ -201,7 +201,7 @@ def test_local_days_across_both_dst_changes(tenant: Tenant, instance: dg.Dagster
         assert value == row["mean" if entity == THERMOMETER else "consumption"]
 
     # Local days: every day with an hour in the loaded UTC days (the ranges' edge days are partial).
-    expected = {}
+    expected: dict[tuple[str, date], Row] = {}
     for first, last in RANGES:
         expected |= expected_local_days(computed, imported, ZONE, first, last + timedelta(days=1))
     assert local_hours(ZONE, date(2026, 3, 23), date(2026, 3, 30)) == 167
@@ -217,9 +217,9 @@ def test_local_days_across_both_dst_changes(tenant: Tenant, instance: dg.Dagster
     want_utc: dict[date, list[float]] = defaultdict(lambda: [0.0, 0])
     for (entity, hour) in computed.keys() | imported.keys():
         if entity == METER:
-            mine = (entity, hour) in computed
-            want_utc[hour.date()][0] += (computed if mine else imported)[(entity, hour)]["consumption"]
-            want_utc[hour.date()][1] += not mine
+            ours = (entity, hour) in computed
+            want_utc[hour.date()][0] += (computed if ours else imported)[(entity, hour)]["consumption"]
+            want_utc[hour.date()][1] += not ours
     assert utc == [(day, pytest.approx(kwh, rel=1e-12), n) for day, (kwh, n) in sorted(want_utc.items())]
 
     # Weeks (ISO, from the local Monday) and months of local days: sums of the days, and how long they are.
