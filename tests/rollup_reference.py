@@ -76,3 +76,53 @@ def counter_reference(events: Sequence[Event], start_ns: int, end_ns: int, windo
             row["last"] = v
             row["last_seen_s"] = t / NS
     return pd.DataFrame([{"window_start": w, **row} for w, row in sorted(totals.items())])
+
+
+StateRows = dict[tuple[int, str], tuple[int, int]]  # (window start, state) → (duration ns, entries)
+
+
+def state_reference(events: Sequence[tuple[int, str]], start_ns: int, end_ns: int, window_ns: int,
+                    carry: str | None = None, max_states: int | None = None, other: str = "(other)") -> StateRows:
+    """Time in each state and entries into it per window, from intervals walked one at a time.
+
+    A state holds from its point to the next; nothing is covered before the first known state; an entry
+    is a point whose state differs from the one held just before it (``carry`` for the first). With
+    ``max_states``, each window keeps the states held longest (ties by name) and sums the rest as ``other``.
+    """
+    held, since = carry, start_ns
+    intervals: list[tuple[int, int, str]] = []
+    entries: dict[tuple[int, str], int] = {}
+    for t, state in sorted(events):
+        if held is not None:
+            intervals.append((since, t, held))
+            if state != held:
+                key = (start_ns + (t - start_ns) // window_ns * window_ns, state)
+                entries[key] = entries.get(key, 0) + 1
+        held, since = state, t
+    if held is not None:
+        intervals.append((since, end_ns, held))
+    totals: dict[tuple[int, str], list[int]] = {}
+    for a, b, state in intervals:
+        window = start_ns + (a - start_ns) // window_ns * window_ns
+        while a < b:
+            cut = min(b, window + window_ns)
+            totals.setdefault((window, state), [0, 0])[0] += cut - a
+            a, window = cut, window + window_ns
+    for key, n in entries.items():
+        totals.setdefault(key, [0, 0])[1] += n
+    rows = {key: (d, n) for key, (d, n) in totals.items() if d > 0}
+    return rows if max_states is None else bound_reference(rows, max_states, other)
+
+
+def bound_reference(rows: StateRows, max_states: int, other: str = "(other)") -> StateRows:
+    """Per window: the ``max_states`` longest-held states (ties by name; an ``other`` row already there is
+    never one of them), the rest summed into ``other``."""
+    out: StateRows = {}
+    for window in sorted({w for w, _ in rows}):
+        ranked = sorted(((s, v) for (w, s), v in rows.items() if w == window and s != other),
+                        key=lambda item: (-item[1][0], item[0]))
+        rest = ranked[max_states:] + [(other, v) for (w, s), v in rows.items() if w == window and s == other]
+        out.update({(window, s): v for s, v in ranked[:max_states]})
+        if rest:
+            out[(window, other)] = (sum(d for _, (d, _) in rest), sum(n for _, (_, n) in rest))
+    return out

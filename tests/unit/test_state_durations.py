@@ -1,13 +1,12 @@
 """Time in each state and entries into it, against a reference that walks the states one by one.
 
-The reference steps through every window second by second of a piecewise timeline written the plain
-way (a list of (start, end, state) intervals); durations are integers, so agreement is exact.
+The reference (``tests/rollup_reference.py``) walks a plain list of (start, end, state) intervals one at
+a time; durations are integers, so agreement is exact.
 """
 
 from __future__ import annotations
 
 import random
-from collections import defaultdict
 
 import numpy as np
 import pytest
@@ -22,40 +21,12 @@ from hats_assets.defs.rollups.contract import (
 from hats_assets.defs.rollups.maths import NS_PER_S, WINDOW_1H_NS
 from hats_assets.defs.rollups.state_durations import state_names, state_windows
 from ingest_worker.normalise import BINARY_DOMAINS, BINARY_STATES, TWO_STATE_MEASUREMENTS
+from tests.rollup_reference import StateRows, bound_reference, state_reference
 
 H = WINDOW_1H_NS
 T0 = 1_764_547_200 * NS_PER_S  # 2025-12-01 00:00 UTC, aligned to the hour
 
-Rows = dict[tuple[int, str], tuple[int, int]]
-
-
-def reference(events: list[tuple[int, str]], start: int, end: int, window: int, carry: str | None) -> Rows:
-    """(window start, state) → (duration ns, entries), from intervals walked one at a time."""
-    held: str | None = carry
-    intervals: list[tuple[int, int, str]] = []
-    entries: dict[tuple[int, str], int] = defaultdict(int)
-    since = start
-    for t, state in events:
-        if held is not None:
-            intervals.append((since, t, held))
-            if state != held:
-                entries[(start + (t - start) // window * window, state)] += 1
-        held, since = state, t
-    if held is not None:
-        intervals.append((since, end, held))
-    out: dict[tuple[int, str], list[int]] = defaultdict(lambda: [0, 0])
-    for a, b, state in intervals:
-        w = start + (a - start) // window * window
-        while a < b:
-            cut = min(b, w + window)
-            out[(w, state)][0] += cut - a
-            a, w = cut, w + window
-    for key, n in entries.items():
-        out[key][1] += n
-    return {key: (d, n) for key, (d, n) in out.items() if d > 0}
-
-
-def as_rows(frame: object) -> Rows:
+def as_rows(frame: object) -> StateRows:
     import pandas as pd
 
     assert isinstance(frame, pd.DataFrame)
@@ -95,12 +66,9 @@ def test_a_free_text_entity_is_bounded_with_the_rest_as_other() -> None:
     frame = state_windows(times, texts, T0, T0 + H, H, carry="boot", max_states=MAX_STATES_PER_HOUR)
     assert len(frame) == MAX_STATES_PER_HOUR + 1
     assert frame["state"].iloc[-1] == OTHER_STATE
-    want = reference(list(zip(times, texts, strict=True)), T0, T0 + H, H, "boot")
+    want = state_reference(list(zip(times, texts, strict=True)), T0, T0 + H, H, "boot")
+    assert as_rows(frame) == bound_reference(want, MAX_STATES_PER_HOUR, OTHER_STATE)
     ordered = sorted(want.items(), key=lambda kv: (-kv[1][0], kv[0][1]))
-    kept = dict(ordered[:MAX_STATES_PER_HOUR])
-    rest = ordered[MAX_STATES_PER_HOUR:]
-    kept[(T0, OTHER_STATE)] = (sum(d for _, (d, _) in rest), sum(n for _, (_, n) in rest))
-    assert as_rows(frame) == kept
     assert frame["state"].tolist()[:MAX_STATES_PER_HOUR] == [k[1] for k, _ in ordered[:MAX_STATES_PER_HOUR]]
     assert int(frame["duration_ns"].sum()) == H
 
@@ -115,7 +83,10 @@ def test_random_series_agree_exactly_with_the_reference(seed: int) -> None:
     states = [rng.choice(words) for _ in times]
     carry = rng.choice([None, *words])
     frame = state_windows(times, states, T0, end, H, carry=carry, max_states=len(words))
-    assert as_rows(frame) == reference(list(zip(times, states, strict=True)), T0, end, H, carry)
+    assert as_rows(frame) == state_reference(list(zip(times, states, strict=True)), T0, end, H, carry)
+    # Bounded harder than there are words: the same as bounding the reference.
+    tight = state_windows(times, states, T0, end, H, carry=carry, max_states=2)
+    assert as_rows(tight) == state_reference(list(zip(times, states, strict=True)), T0, end, H, carry, 2, OTHER_STATE)
     # Covered time per window is the window, except before the first known state.
     for w, total in frame.groupby("window_start")["duration_ns"].sum().items():
         first = times[0] if times else end

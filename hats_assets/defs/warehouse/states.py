@@ -1,0 +1,181 @@
+"""Time in each state in PostgreSQL: per UTC hour, per LOCAL day of the home, and the analysts' view.
+
+``state_hourly`` copies the InfluxDB rollup ``state_1h`` (``rollups/state_durations.py``) for a UTC day,
+``state_local_daily`` re-aggregates the hours into local days (``state_local_days.sql``) as
+``local_daily_rollup`` does for the numbers: an hour counts for the local date of its start, and a run
+for UTC day D re-computes every local day with an hour in D. Durations travel as integer nanoseconds and
+land as exact decimal seconds, so a day is the exact sum of its hours. Same daily partitions, failed-check
+gate and late-data reload as the sibling warehouse assets (``assets.py``); the view is Alembic's (0010).
+"""
+
+import time
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from psycopg import sql
+
+from hats_assets.defs.common.resources import InfluxDBResource, PostgresResource, window_params
+from hats_assets.defs.quality.results import failed_hours
+from hats_assets.defs.rollups.contract import MAX_STATES_PER_HOUR, OTHER_STATE, STATE_MEASUREMENT
+from hats_assets.defs.warehouse.assets import (
+    LOCAL_DAYS_RANGE,
+    OWNERS,
+    ROLLUP_1H_QUERY,
+    WAREHOUSE_MINUTE_OF_HOUR,
+    WAREHOUSE_TAGS,
+    _delete,
+    _lock_day,
+    _months,
+    month_partition,
+    reload_on_late_data,
+    tenant_time_zone,
+)
+from hats_assets.partitions import chunks, context_window, daily_partitions
+
+HERE = Path(__file__).parent
+STATE_LOCAL_DAYS = (HERE / "state_local_days.sql").read_text()
+STATE_HOURLY_COLUMNS = ("tenant_id", "entity_id", "quantity", "hour", "state", "duration_s", "entries")
+NS_DIGITS = -9  # duration_ns → seconds, exactly
+
+
+def _state_rows(influxdb: InfluxDBResource, start: datetime, end: datetime) -> list[tuple[Any, ...]]:
+    rows: list[tuple[Any, ...]] = []
+    for series in influxdb.query(ROLLUP_1H_QUERY.format(measurement=f'"{STATE_MEASUREMENT}"'),
+                                 window_params(start, end)):
+        position = {name: i for i, name in enumerate(series["columns"])}
+        for values in series["values"]:
+            rows.append((
+                influxdb.tenant, series["tags"]["entity_id"], series["tags"]["quantity"],
+                datetime.fromtimestamp(values[0] // 1_000_000_000, tz=UTC), values[position["state"]],
+                Decimal(int(values[position["duration_ns"]])).scaleb(NS_DIGITS), int(values[position["entries"]]),
+            ))
+    return rows
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    deps=["rollup_states_1h"],
+    automation_condition=reload_on_late_data,
+    group_name="warehouse",
+    kinds={"postgres"},
+    owners=OWNERS,
+    tags=WAREHOUSE_TAGS,
+)
+def state_hourly(
+    context: dg.AssetExecutionContext, influxdb: InfluxDBResource, postgres: PostgresResource
+) -> dg.MaterializeResult:
+    """analytics.state_hourly: per entity, UTC hour and state of two-state and text-state entities (a door,
+    a switch, an HVAC mode, an enum sensor), the seconds held and the entries into it, for the UTC day."""
+    began = time.monotonic()
+    start, end = context_window(context)
+    failed = failed_hours(postgres, influxdb.tenant, start, end)
+    if failed:
+        listed = ", ".join(f"{hour:%Y-%m-%d-%H:00} {check}" for hour, check, _ in failed[:24])
+        raise dg.Failure(description=f"not loading: rollup hours failed blocking data-quality checks ({listed}); "
+                                     "fix the data or re-run those rollup partitions, then this day loads")
+    inserted = replaced = 0
+    entities: set[str] = set()
+    with postgres.connect() as conn, conn.cursor() as cur:
+        for day_start, day_end in chunks(start, end, timedelta(days=1)):
+            _lock_day(cur, "state_hourly", influxdb.tenant, day_start)
+            cur.execute(month_partition("state_hourly", day_start)[0])
+            cur.execute(_delete("state_hourly", "hour"), {"tenant": influxdb.tenant, "start": day_start,
+                                                          "end": day_end})
+            replaced += cur.rowcount
+            rows = _state_rows(influxdb, day_start, day_end)
+            with cur.copy(sql.SQL("COPY analytics.state_hourly ({}) FROM STDIN").format(
+                    sql.SQL(", ").join(map(sql.Identifier, STATE_HOURLY_COLUMNS)))) as copy:
+                for row in rows:
+                    copy.write_row(row)
+            inserted += len(rows)
+            entities.update(row[1] for row in rows)
+    context.log.info("%s → %s: %d state rows of %d entities (%d replaced)", start, end, inserted, len(entities),
+                     replaced)
+    return dg.MaterializeResult(metadata={
+        "window_start": dg.MetadataValue.timestamp(start),
+        "window_end": dg.MetadataValue.timestamp(end),
+        "rows_upserted": inserted,
+        "rows_replaced": replaced,
+        "entities": len(entities),
+        "duration_s": round(time.monotonic() - began, 3),
+    })
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    deps=[state_hourly],
+    automation_condition=reload_on_late_data,
+    group_name="warehouse",
+    kinds={"postgres"},
+    owners=OWNERS,
+    tags=WAREHOUSE_TAGS,
+)
+def state_local_daily(context: dg.AssetExecutionContext, postgres: PostgresResource,
+                      influxdb: InfluxDBResource) -> dg.MaterializeResult:
+    """analytics.state_local_daily: time in each state per entity and LOCAL day of the home, with the day's
+    length and the hours loaded ("door open 2 h 13 min, 14 openings"). Read through analytics.state_daily."""
+    began = time.monotonic()
+    start, end = context_window(context)
+    with postgres.connect() as conn, conn.cursor() as cur:
+        # One lock per tenant: runs of adjacent UTC days share the local day between them.
+        cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"state_local_daily:{influxdb.tenant}",))
+        zone = tenant_time_zone(cur, influxdb.tenant)
+        first_day, last_day, hours_from, hours_to = cur.execute(
+            LOCAL_DAYS_RANGE, {"zone": zone, "start": start, "end": end}).fetchone() or ()
+        for month in _months(first_day, last_day):
+            cur.execute(month_partition("state_local_daily", month)[0])
+        cur.execute(_delete("state_local_daily", "local_day"),
+                    {"tenant": influxdb.tenant, "start": first_day, "end": last_day + timedelta(days=1)})
+        replaced = cur.rowcount
+        cur.execute(STATE_LOCAL_DAYS, {"tenant": influxdb.tenant, "zone": zone, "first_day": first_day,
+                                       "last_day": last_day, "hours_from": hours_from, "hours_to": hours_to,
+                                       "max_states": MAX_STATES_PER_HOUR, "other": OTHER_STATE})
+        inserted = cur.rowcount
+    context.log.info("%s → %s: local days %s … %s in %s, %d state rows (%d replaced)", start, end, first_day,
+                     last_day, zone, inserted, replaced)
+    return dg.MaterializeResult(metadata={
+        "window_start": dg.MetadataValue.timestamp(start),
+        "window_end": dg.MetadataValue.timestamp(end),
+        "time_zone": zone,
+        "local_days": f"{first_day} … {last_day}",
+        "rows_upserted": inserted,
+        "rows_replaced": replaced,
+        "duration_s": round(time.monotonic() - began, 3),
+    })
+
+
+state_daily_view = dg.AssetSpec(
+    "state_daily", deps=[state_local_daily, "core_metadata"], group_name="analyst_views",
+    kinds={"postgres", "view"}, owners=OWNERS, tags={"layer": "serve"},
+    metadata={"relation": "analytics.state_daily", "owned_by": "alembic (migrations/versions/0010)"},
+    description="Per entity, local day of the home and state: time in the state (seconds and interval), entries "
+                "into it, share of the day, whether the day is complete — with friendly name, device and area.",
+)
+
+state_job = dg.define_asset_job(
+    "warehouse_states_job", selection=[state_hourly, state_local_daily],
+    description="Load one UTC day of hourly state durations into PostgreSQL and re-aggregate the local days "
+                "it touches.",
+    executor_def=dg.in_process_executor,
+)
+state_reload_sensor = dg.AutomationConditionSensorDefinition(
+    "warehouse_states_late_data_reload", target=[state_hourly, state_local_daily],
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Reloads a day of state durations whose rollup hours were re-materialised (late data).",
+)
+
+
+@dg.schedule(
+    name="warehouse_states_job_schedule", job=state_job, cron_schedule=f"{WAREHOUSE_MINUTE_OF_HOUR} * * * *",
+    execution_timezone="UTC", default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Hourly with the warehouse, (re)load the UTC day holding the hour that just ended.",
+)
+def state_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+    hour = context.scheduled_execution_time.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    day = (hour - timedelta(hours=1)).strftime("%Y-%m-%d")
+    return dg.RunRequest(run_key=f"{day}@{hour:%H}", partition_key=day)
