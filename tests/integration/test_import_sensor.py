@@ -55,7 +55,7 @@ def tick(instance: dg.DagsterInstance, resources: dict[str, object], cursor: str
                                                    cursor=cursor))
     assert isinstance(result, dg.SensorResult)
     for event in result.asset_events:  # what the daemon does with a tick's runless events
-        instance.report_runless_asset_event(event)  # type: ignore[arg-type]
+        instance.report_runless_asset_event(event)
     return result
 
 
