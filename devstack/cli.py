@@ -1,4 +1,5 @@
-"""`hats`: the local stack and demo from one command line (`hats up|down|status|run|env`)."""
+"""`hats`: the local stack and demo from one command line (`hats up|down|status|run|env`), and `hats import`
+of a Home Assistant recorder's history (the worker's settings from the environment; ingest_worker/importers/run.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import sys
 from devstack import stack
 from devstack.procs import StackError
 from devstack.profile import StackConfigError, load_profile
+from ingest_worker.importers import run as importer
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,7 +26,11 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--backfill-hours", type=int, default=None,
                      help="hours of history the simulator replays "
                           "(default: since 00:00 UTC yesterday, so the warehouse has a complete day)")
+    history = sub.add_parser("import", help="import a Home Assistant recorder's history (states and statistics)")
+    importer.add_arguments(history)
     args = parser.parse_args(argv)
+    if args.command == "import":
+        return importer.main(args)
     try:
         profile = load_profile(args.profile)
         if args.command == "up":

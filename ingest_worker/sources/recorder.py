@@ -8,8 +8,8 @@ conversion, reads it: a state reaching us live, through the history API or from 
 one point time, and InfluxDB stores a copy once. A bad row is a dead letter with its topic and this
 payload like any message, and `python -m ingest_worker.deadletters replay` can replay it.
 
-A row with an empty state and no attributes is the recorder's record of an entity being removed
-(`States.from_event` with `new_state` None): counted as ignored, as the live sources count removals.
+A row whose state is NULL is the recorder's record of an entity being removed (`recorder/core.py` sets
+`dbstate.state = None` when `new_state` is None): counted as ignored, as the live sources count removals.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from ingest_worker.sources.websocket import ATTRIBUTES, LAST_CHANGED, LAST_UPDAT
 SOURCE = "recorder"
 PREFIX = "recorder:"
 STATE_TOPIC = PREFIX + "state:"
-REMOVED = b'{"s":""'  # how `row_payload` begins for a removal (no attributes follow)
+REMOVED = b'{"s":null'  # how `row_payload` begins for a removal
 
 
 def state_topic(entity_id: str) -> str:
@@ -59,7 +59,7 @@ class RecorderSource:
     def handle(self, topic: str, payload: bytes, received_ns: int | None = None) -> Outcome:
         if not topic.startswith(STATE_TOPIC):
             return Outcome(ignored="topic")
-        if payload.startswith(REMOVED) and f'"{ATTRIBUTES}":'.encode() not in payload:
+        if payload.startswith(REMOVED):
             return Outcome(ignored="entity_removed")
         state: EntityState = parse_history_row(topic[len(STATE_TOPIC):], payload, source=SOURCE)
         return Outcome(states=(state,))
