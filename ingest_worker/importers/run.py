@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TextIO, cast
+from typing import TYPE_CHECKING, TextIO, cast
 
 import psycopg
 
@@ -31,11 +31,12 @@ from ingest_worker.contract import ROLLUP_RP, TENANT_PATTERN, database_for
 from ingest_worker.door import Door, DoorError
 from ingest_worker.importers.recorder_db import Recorder, RecorderError, open_recorder
 from ingest_worker.importers.states import StatesProgress, StatesReport, import_states, raw_retention_days
-from ingest_worker.importers.statistics import StatisticsReport, import_statistics
-from ingest_worker.importers.statistics_db import RecorderStatistics
 from ingest_worker.settings import ConfigError, WorkerSettings, load_settings
 from ingest_worker.sources.recorder import RecorderSource
 from ingest_worker.store.influx import InfluxUnavailable, InfluxWriter
+
+if TYPE_CHECKING:
+    from ingest_worker.importers.statistics import StatisticsReport
 
 PRODUCER = "import"
 PROGRESS_EVERY_S = 1.0
@@ -171,6 +172,10 @@ async def _run(settings: WorkerSettings, options: Options, recorder: Recorder, d
                             progress.states, stopping)
         await door.finish(progress.say)
     if options.statistics and not stopping():
+        # Imported here: the statistics import is its own module, loaded only by runs that use it.
+        from ingest_worker.importers.statistics import import_statistics
+        from ingest_worker.importers.statistics_db import RecorderStatistics
+
         influx = InfluxWriter(settings.influx_url, database_for(settings.tenant), settings.influx_username,
                               settings.influx_password.get_secret_value(), settings.influx_timeout_s, rp=ROLLUP_RP)
         try:
