@@ -3,7 +3,9 @@
 ``maths.py`` cuts a step function with numpy ``union1d``/``bincount``/``reduceat``; this reference
 builds the same step function with pandas ``merge_asof`` (value in force at each cut) and plain
 ``groupby`` sums, and runs meters through a per-reading loop written from Home Assistant's
-``sensor/recorder.py``. Both see the same raw points; agreement to 1e-9 relative is the test.
+``sensor/recorder.py`` (their available time by a loop over the intervals). Both see the same raw
+points; agreement to 1e-9 relative is the test for sums of floats, equality for counts and instants
+(``last_seen_s`` is the float nearest to the point's integer nanoseconds: Python's ``int / int``).
 """
 
 from __future__ import annotations
@@ -40,13 +42,30 @@ def gauge_reference(events: Sequence[Event], start_ns: int, end_ns: int, window_
             "count": len(points),
             "last": float(part["v"].iloc[-1]),
             "available_s": float(part["duration"].sum()) / NS,
-            "last_seen_s": float(points["t"].max()) / NS if len(points) else math.nan,
+            "last_seen_s": int(points["t"].max()) / NS if len(points) else math.nan,
         })
     return pd.DataFrame(rows)
 
 
+def available_reference(events: Sequence[Event], start_ns: int, end_ns: int, window_ns: int) -> dict[int, float]:
+    """Seconds per window during which the series held a value (a point that is not NaN, until the next)."""
+    ordered = sorted(events)
+    totals: dict[int, int] = {}
+    for (t, v), following in zip(ordered, [*ordered[1:], (end_ns, math.nan)], strict=True):
+        a, b = max(t, start_ns), min(following[0], end_ns)
+        if math.isnan(v):
+            continue
+        while a < b:
+            window = start_ns + (a - start_ns) // window_ns * window_ns
+            cut = min(b, window + window_ns)
+            totals[window] = totals.get(window, 0) + cut - a
+            a = cut
+    return {window: total / NS for window, total in totals.items()}
+
+
 def counter_reference(events: Sequence[Event], start_ns: int, end_ns: int, window_ns: int) -> pd.DataFrame:
-    """Per window with readings: consumption, count, resets, last, last_seen_s.
+    """Per window with readings: consumption, count, resets, last, available_s (the meter's available
+    time in the whole window, readings or not), last_seen_s.
 
     Home Assistant's rule: unavailable and negative readings are skipped; a reading below 0.9 x the
     previous one starts a new meter cycle that counts from zero; within a cycle only growth above its
@@ -75,7 +94,9 @@ def counter_reference(events: Sequence[Event], start_ns: int, end_ns: int, windo
             row["resets"] += reset
             row["last"] = v
             row["last_seen_s"] = t / NS
-    return pd.DataFrame([{"window_start": w, **row} for w, row in sorted(totals.items())])
+    available = available_reference(events, start_ns, end_ns, window_ns)
+    return pd.DataFrame([{"window_start": w, **row, "available_s": available.get(w, 0.0)}
+                         for w, row in sorted(totals.items())])
 
 
 StateRows = dict[tuple[int, str], tuple[int, int]]  # (window start, state) → (duration ns, entries)

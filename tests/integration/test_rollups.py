@@ -150,7 +150,16 @@ def influx_frame(tenant: Tenant, kind: str, window: str, start: datetime, end: d
     return frames
 
 
+# A percentage the views round to 2 decimals is within half a hundredth of the exact one (and float noise:
+# 16.665 computed two ways may round either way).
+ROUNDED_PCT = 0.005 + 1e-9
+# Compared for equality: integers, and instants (the float nearest to the point's nanoseconds).
+EXACT = frozenset({"count", "resets", "last_seen_s"})
+
+
 def assert_frames_equal(got: pd.DataFrame, want: pd.DataFrame, what: str) -> None:
+    """Every field InfluxDB holds, and no other (the ``quantity`` tag comes back as a column too)."""
+    assert set(got.columns) == {*want.columns, "quantity"}, what
     assert got["window_start"].tolist() == want["window_start"].tolist(), what
     for column in want.columns:
         if column == "window_start":
@@ -158,6 +167,8 @@ def assert_frames_equal(got: pd.DataFrame, want: pd.DataFrame, what: str) -> Non
         for index, (g, w) in enumerate(zip(got[column].tolist(), want[column].tolist(), strict=True)):
             if isinstance(w, float) and math.isnan(w):
                 assert g is None or (isinstance(g, float) and math.isnan(g)), (what, column, index)
+            elif column in EXACT:
+                assert g == w, (what, column, index, g, w)
             else:
                 assert g == pytest.approx(w, rel=REL, abs=1e-9), (what, column, index, g, w)
 
@@ -188,6 +199,12 @@ def write_direct_duplicates(tenant: Tenant, fleet: Fleet) -> int:
                           auth=(tenant.env["HATS_INFLUX_USERNAME"], tenant.env["HATS_INFLUX_PASSWORD"]))
     assert response.status_code == 204, response.text
     return len(lines)
+
+
+def _instant(epoch_s: float) -> datetime:
+    """The millisecond instant a ``last_seen_s`` float stands for (the test's points are ms-precise), as
+    PostgreSQL's microsecond timestamptz holds it."""
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=round(epoch_s * 1000))
 
 
 def raw_count(tenant: Tenant) -> int:
@@ -226,6 +243,10 @@ def test_a_day_rolls_up_exactly_and_late_data_re_rolls_its_hours(
     assert meta["series_gauges"].value == 6
     assert meta["series_meters"].value == 2
     assert meta["meter_resets"].value == 1
+    available_s = sum(gauge_reference(events, ns(DAY), ns(DAY + timedelta(days=1)), 86_400 * NS)["available_s"].sum()
+                      for events in fleet.events.values())
+    assert meta["coverage_pct"].value == round(100 * available_s / (86_400 * len(fleet.events)), 2)
+    assert metadata_of(result, "rollup_states_1h")["series_named_states"].value == 1  # the door
     assert_rollups_match(tenant, fleet, DAY, DAY + timedelta(days=1))
 
     # Re-running an hour replaces exactly its windows: nothing duplicated, nothing lost.
@@ -234,24 +255,27 @@ def test_a_day_rolls_up_exactly_and_late_data_re_rolls_its_hours(
 
     # The warehouse, read by the analyst through the views.
     assert dg.materialize(WAREHOUSE, instance=instance, resources=resources, partition_key=DAY_KEY).success
-    hourly = analyst(tenant, "SELECT entity_id, hour, mean, min, max, count, last, consumption, coverage_pct "
-                             "FROM analytics.entity_hourly WHERE tenant_id = %(tenant)s ORDER BY entity_id, hour")
+    hourly = analyst(tenant, "SELECT entity_id, hour, mean, min, max, count, last, consumption, coverage_pct, "
+                             "resets, last_seen FROM analytics.entity_hourly WHERE tenant_id = %(tenant)s "
+                             "ORDER BY entity_id, hour")
     expected_hourly: list[tuple[Any, ...]] = []
     for entity in sorted(fleet.events):
         for row in reference(fleet, entity, WINDOWS_NS["1h"]).to_dict("records"):
             hour = datetime.fromtimestamp(row["window_start"] / NS, tz=UTC)
+            coverage = 100 * row["available_s"] / 3600
+            seen = None if math.isnan(row["last_seen_s"]) else _instant(row["last_seen_s"])
             if fleet.kind[entity] == "counter":
-                expected_hourly.append((entity, hour, None, None, None, row["count"], row["last"], row["consumption"]))
+                expected_hourly.append((entity, hour, None, None, None, row["count"], row["last"], row["consumption"],
+                                        coverage, row["resets"], seen))
             else:
                 expected_hourly.append((entity, hour, row["mean"], row["min"], row["max"], row["count"], row["last"],
-                                        None, round(100 * row["available_s"] / 3600, 2)))
+                                        None, coverage, None, seen))
     assert [r[:2] for r in hourly] == [r[:2] for r in expected_hourly]
     for got, want in zip(hourly, expected_hourly, strict=True):
-        assert got[5] == want[5]
+        assert (got[5], got[9], got[10]) == (want[5], want[9], want[10]), (got, want)
         for g, w in zip(got[2:8], want[2:8], strict=True):
             assert g == w if w is None else g == pytest.approx(w, rel=REL, abs=1e-9), (got, want)
-        if fleet.kind[got[0]] == "gauge":
-            assert float(got[8]) == pytest.approx(want[8], abs=0.005)
+        assert float(got[8]) == pytest.approx(want[8], abs=ROUNDED_PCT), (got, want)
 
     day_s = 86_400 * NS
     # The tenant's zone is UTC (the default): its local days are the UTC days, in both views.
@@ -269,9 +293,13 @@ def test_a_day_rolls_up_exactly_and_late_data_re_rolls_its_hours(
     for entity, mean, low, high, count, coverage, consumption in daily:
         day: Any = reference(fleet, entity, day_s).iloc[0]
         assert count == day["count"]
+        # A meter's rows are its hours with readings (an hour it only held its value has none, so Home
+        # Assistant's imported statistics can fill an outage): its day covers those hours' available time.
+        hours: Any = reference(fleet, entity, WINDOWS_NS["1h"])
+        available = day["available_s"] if fleet.kind[entity] == "gauge" else hours["available_s"].sum()
+        assert float(coverage) == pytest.approx(100 * available / 86_400, abs=ROUNDED_PCT)
         if fleet.kind[entity] == "gauge":
             assert (mean, low, high) == pytest.approx((day["mean"], day["min"], day["max"]), rel=REL)
-            assert float(coverage) == pytest.approx(100 * day["available_s"] / 86_400, abs=0.005)
         else:
             assert consumption == pytest.approx(day["consumption"], rel=REL)
     energy = analyst(tenant, "SELECT entity_id, local_day, kwh, meter_resets FROM analytics.energy_daily "
@@ -292,10 +320,10 @@ def test_a_day_rolls_up_exactly_and_late_data_re_rolls_its_hours(
     living = reference(fleet, "sensor.living_temp", day_s).iloc[0]
     battery = reference(fleet, "sensor.quiet_battery", day_s).iloc[0]
     assert device[0] == "dev-living"
-    assert device[1].timestamp() == pytest.approx(living["last_seen_s"], abs=1e-6)
+    assert device[1] == _instant(living["last_seen_s"])
     assert device[2] == 87.0
     available = (living["available_s"] + battery["available_s"]) / (2 * 7 * 86_400)
-    assert float(device[3]) == pytest.approx(100 * available, abs=0.005)
+    assert float(device[3]) == pytest.approx(100 * available, abs=ROUNDED_PCT)
 
     # Late data: the worker writes points for 11:xx after that hour was rolled up.
     evaluate = dg.evaluate_automation_conditions(defs=defs, instance=instance)
