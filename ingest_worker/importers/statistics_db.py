@@ -1,0 +1,89 @@
+"""The statistics of a recorder database (SQLite, PostgreSQL or MySQL, schema ≥ 38), for `statistics.py`.
+
+Both schemas we meet are read the same way: `statistics` and `statistics_short_term` have `id`,
+`metadata_id`, `start_ts` (float epoch s, indexed), `mean`, `min`, `max`, `last_reset_ts`, `state`, `sum`
+(schema 50, HA 2025.4, adds `mean_weight`, which only circular means use for HA's own day/week
+reductions: not read); `statistics_meta` has `statistic_id`, `source`, `unit_of_measurement`,
+`has_mean`, `has_sum`, and from schema 49 `mean_type` (0 none, 1 arithmetic, 2 circular), which replaces
+`has_mean` (HA then sets it NULL). Pages follow the keyset (`start_ts`, `id`) — the order HA writes
+hours in, served by the `start_ts` index whose ties are in `id` (rowid) order.
+
+`fetch` runs one statement with `?` placeholders and returns all rows (`recorder_db.Recorder.qmark`, on
+SQLite, PostgreSQL or MySQL alike); pages are bounded (`PAGE_ROWS`), so memory is too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import cast
+
+from ingest_worker.importers.statistics import PAGE_ROWS, STREAMS, Key, Page
+from ingest_worker.importers.statistics_rows import Row, StatisticMeta
+from ingest_worker.store.import_progress import Position
+
+Fetch = Callable[[str, Sequence[object]], Sequence[Sequence[object]]]
+MEAN_TYPE_SCHEMA = 49  # statistics_meta.mean_type from this schema version on
+COLUMNS = "start_ts, mean, min, max, last_reset_ts, state, sum"
+FIRST_PAGE = (f"SELECT id, metadata_id, {COLUMNS} FROM {{table}} WHERE start_ts IS NOT NULL "
+              "ORDER BY start_ts, id LIMIT ?")
+NEXT_PAGE = (f"SELECT id, metadata_id, {COLUMNS} FROM {{table}} WHERE start_ts > ? OR (start_ts = ? AND id > ?) "
+             "ORDER BY start_ts, id LIMIT ?")
+PREVIOUS = f"SELECT {COLUMNS} FROM {{table}} WHERE metadata_id = ? AND start_ts < ? ORDER BY start_ts DESC LIMIT 1"
+METAS = "SELECT id, statistic_id, source, unit_of_measurement, has_mean, has_sum{mean_type} FROM statistics_meta"
+
+
+def _float(value: object) -> float | None:
+    return None if value is None else float(cast(float, value))
+
+
+def _row(values: Sequence[object]) -> Row:
+    start_ts, mean, low, high, last_reset_ts, state, total = values
+    return (float(cast(float, start_ts)), _float(mean), _float(low), _float(high), _float(last_reset_ts),
+            _float(state), _float(total))
+
+
+class RecorderStatistics:
+    """A `StatisticsReader` over an open recorder database."""
+
+    def __init__(self, fetch: Fetch, schema_version: int, page_rows: int = PAGE_ROWS) -> None:
+        self._fetch = fetch
+        self._schema = schema_version
+        self._page_rows = page_rows
+
+    async def metas(self) -> Sequence[StatisticMeta]:
+        with_mean_type = self._schema >= MEAN_TYPE_SCHEMA
+        rows = self._fetch(METAS.format(mean_type=", mean_type" if with_mean_type else ""), ())
+        metas = []
+        for row in rows:
+            key, statistic_id, source, unit, has_mean, has_sum = row[:6]
+            mean = bool(row[6]) if with_mean_type else bool(has_mean)
+            metas.append(StatisticMeta(int(cast(int, key)), str(statistic_id), None if unit is None else str(unit),
+                                       mean, bool(has_sum), None if source is None else str(source)))
+        return metas
+
+    async def pages(self, stream: str, after: Position | None) -> AsyncIterator[Page]:
+        table = _table(stream)
+        while True:
+            if after is None:
+                rows = self._fetch(FIRST_PAGE.format(table=table), (self._page_rows,))
+            else:
+                rows = self._fetch(NEXT_PAGE.format(table=table),
+                                   (after.last_ts, after.last_ts, after.last_id, self._page_rows))
+            if not rows:
+                return
+            page: list[tuple[Key, Row]] = [(int(cast(int, r[1])), _row(r[2:])) for r in rows]
+            last = rows[-1]
+            after = Position(float(cast(float, last[2])), int(cast(int, last[0])))
+            yield Page(page, after)
+            if len(rows) < self._page_rows:
+                return
+
+    async def previous(self, stream: str, key: Key, before_ts: float) -> Row | None:
+        rows = self._fetch(PREVIOUS.format(table=_table(stream)), (key, before_ts))
+        return _row(rows[0]) if rows else None
+
+
+def _table(stream: str) -> str:
+    if stream not in STREAMS:
+        raise ValueError(f"no statistics stream {stream!r}")
+    return stream  # the recorder's table is named like the stream
