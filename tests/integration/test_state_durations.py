@@ -20,12 +20,17 @@ import dagster as dg
 import psycopg
 import pytest
 
+from devstack.home_assistant import config
+from devstack.profile import Profile
 from hats_assets.definitions import defs
 from hats_assets.defs.rollups.assets import rollups
 from hats_assets.defs.rollups.contract import MAX_STATES_PER_HOUR, OTHER_STATE
 from hats_assets.defs.warehouse.states import state_hourly, state_local_daily
-from tests.conftest import Tenant, WorkerProcess, wait_for
+from tests.conftest import Tenant, WorkerProcess, new_tenant, wait_for
+from tests.ha_peer import HaPeer
 from tests.homeassistant import asset_resources, metadata_of, publish, state_changed
+from tests.integration.test_home_assistant_mqtt import SHIFT, copy_shifted, recorded, written
+from tests.integration.test_home_assistant_mqtt import ns as iso_ns
 from tests.rollup_reference import NS, StateRows, bound_reference, state_reference
 
 pytestmark = pytest.mark.integration
@@ -224,3 +229,72 @@ def test_time_in_each_state_per_hour_and_local_day_exactly(
     assert sorted(str(k) for k in evaluate.get_requested_partitions(dg.AssetKey("state_hourly"))) == [
         f"{MIDNIGHT:%Y-%m-%d}"]
     assert worker.stop() == 0
+
+
+# -- a real Home Assistant's door, switch and mode, against its own history API -----------------------------
+HA_ENTITIES = (config.DOOR, config.SWITCH, config.MODE)
+
+
+def make_ha_changes(peer: HaPeer) -> None:
+    """Open and shut the door twice, step the mode twice, switch the heater on and off; ``restore_ha``
+    then puts the mode back (a third change of it)."""
+    for _ in range(2):
+        peer.call_service("input_boolean", "turn_on", {"entity_id": config.DOOR_INPUT})
+        peer.call_service("input_select", "select_next", {"entity_id": config.MODE_INPUT})
+        peer.call_service("input_boolean", "turn_off", {"entity_id": config.DOOR_INPUT})
+    peer.call_service("switch", "turn_on", {"entity_id": config.SWITCH})
+    peer.call_service("switch", "turn_off", {"entity_id": config.SWITCH})
+
+
+def restore_ha(peer: HaPeer) -> None:
+    """The instance serves the whole session: the door shut, the heater off, the mode back to its first."""
+    peer.call_service("input_boolean", "turn_off", {"entity_id": config.DOOR_INPUT})
+    peer.call_service("switch", "turn_off", {"entity_id": config.SWITCH})
+    peer.call_service("input_select", "select_option", {"entity_id": config.MODE_INPUT,
+                                                        "option": config.MODE_OPTIONS[0]})
+
+
+def test_a_real_home_assistants_states_match_its_history(
+    home_assistant: HaPeer, ha_tenant: Tenant, start_worker: Callable[[dict[str, str]], WorkerProcess],
+    profile: Profile, stack_env: dict[str, str], secrets: dict[str, str], instance: dg.DagsterInstance
+) -> None:
+    worker = start_worker({**ha_tenant.env, "HATS_SOURCES": "eventstream"})
+    start = datetime.now(UTC)
+    try:
+        make_ha_changes(home_assistant)
+    finally:
+        restore_ha(home_assistant)  # also when a call failed half-way
+    end = datetime.now(UTC) + timedelta(seconds=1)
+    # HA's own history is the reference: 4 door changes, 2 of the heater, 3 of the mode.
+    counts = {config.DOOR: 4, config.SWITCH: 2, config.MODE: 3}
+    def complete_history() -> dict[str, list[dict[str, Any]]] | None:
+        history = recorded(home_assistant, HA_ENTITIES, start, end)
+        return history if all(len(history[e]) == n for e, n in counts.items()) else None
+
+    history = wait_for(complete_history, "HA's history of the changes")
+    since = iso_ns(start.isoformat())
+    wait_for(lambda: all(len([r for r in written(ha_tenant, e) if r["time"] >= since]) == n
+                         for e, n in counts.items()), "every change in InfluxDB", interval=0.5)
+    assert worker.stop() == 0
+
+    past = new_tenant(profile, stack_env, secrets)  # HA cannot backdate: the points go SHIFT back
+    copy_shifted(ha_tenant, past)
+    shift_ns = SHIFT // timedelta(microseconds=1) * 1_000
+    events = {e: [(iso_ns(s["last_updated"]) - shift_ns, s["state"]) for s in states] for e, states in history.items()}
+    first = min(t for points in events.values() for t, _ in points) // H * H
+    last = max(t for points in events.values() for t, _ in points) // H * H
+    hour_keys = {"dagster/asset_partition_range_start": f"{datetime.fromtimestamp(first // NS, UTC):%Y-%m-%d-%H}:00",
+                 "dagster/asset_partition_range_end": f"{datetime.fromtimestamp(last // NS, UTC):%Y-%m-%d-%H}:00"}
+    resources = asset_resources(past)
+    assert dg.materialize([rollups], instance=instance, resources=resources, tags=hour_keys).success
+    query = (f'SELECT * FROM "rollup"."state_1h" WHERE time >= {first} AND time < {last + H} '
+             'GROUP BY "entity_id"')
+    got = {s["tags"]["entity_id"]: {(r[0], r[s["columns"].index("state")]): (
+        r[s["columns"].index("duration_ns")], r[s["columns"].index("entries")]) for r in s["values"]}
+        for s in past.influx(query)}
+    for entity in HA_ENTITIES:  # the first change is the first point ever: not an entry
+        assert got[entity] == state_reference(events[entity], first, last + H, H, None, MAX_STATES_PER_HOUR,
+                                              OTHER_STATE), entity
+    door_opened = sum(n for (_, state), (_, n) in got[config.DOOR].items() if state == "on")
+    assert door_opened == 1  # opened twice; the first opening is where its history begins
+    assert {state for _, state in got[config.MODE]} <= set(config.MODE_OPTIONS)
