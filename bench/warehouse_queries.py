@@ -38,7 +38,12 @@ sys.path.insert(0, str(ROOT))
 
 from devstack import stack  # noqa: E402
 from devstack.profile import load_profile  # noqa: E402
-from hats_assets.defs.warehouse.assets import DAILY_FROM_HOURLY, HOURLY_COLUMNS, month_partition  # noqa: E402
+from hats_assets.defs.warehouse.assets import (  # noqa: E402
+    COMPUTED,
+    DAILY_FROM_HOURLY,
+    HOURLY_COLUMNS,
+    month_partition,
+)
 
 TENANT = "bench_wh"
 BENCH_COMMENT = f"created by bench/warehouse_queries.py for tenant {TENANT}; it drops this partition when empty"
@@ -46,6 +51,7 @@ TARGET_P95_MS = 20.0
 SLOW_INFO_MS = 100.0
 PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 HOUR_US = 3_600_000_000
+ORIGIN = COMPUTED.encode()  # analytics.hourly_rollup.origin (0009): these rows stand for our rollups
 COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + (0).to_bytes(4, "big") + (0).to_bytes(4, "big")
 COPY_TRAILER = (-1).to_bytes(2, "big", signed=True)
 
@@ -175,7 +181,8 @@ class Group:
                 ("quantity", f"S{len(self.quantity.encode())}"), ("kind", f"S{len(self.kind)}"), ("hour", ">i8"),
                 ("mean", f8 if gauge else None), ("min", f8 if gauge else None), ("max", f8 if gauge else None),
                 ("count", ">i8"), ("last", f8), ("available_s", f8), ("value_s", f8 if gauge else None),
-                ("consumption", None if gauge else f8), ("resets", None if gauge else ">i4"), ("last_seen", ">i8")):
+                ("consumption", None if gauge else f8), ("resets", None if gauge else ">i4"), ("last_seen", ">i8"),
+                ("origin", f"S{len(ORIGIN)}")):
             spec += _field(name, dtype)
         assert [name.removesuffix("_len") for name, _ in spec if name.endswith("_len")] == list(HOURLY_COLUMNS)
         self.dtype = np.dtype(spec)
@@ -201,6 +208,7 @@ class Group:
         rec["entity_id"] = np.array([e.entity_id.encode() for e in self.entities])[:, None]
         rec["quantity"] = self.quantity.encode()
         rec["kind"] = self.kind.encode()
+        rec["origin"] = ORIGIN
         first = int((start - PG_EPOCH).total_seconds()) * 1_000_000
         hour_us = first + np.arange(hours, dtype=np.int64) * HOUR_US
         rec["hour"] = hour_us[None, :]
@@ -490,14 +498,16 @@ class Bench:
             return {month_partition("hourly_rollup", m)[1] for m in months_between(params[2].date(), params[3].date())}
 
         return [
-            Query("a. all entities, one day (entity_daily)",
-                  "SELECT * FROM analytics.entity_daily WHERE tenant_id = %s AND day = %s", one_day, daily_of, True),
+            # UTC days (the views on daily_rollup, which this bench builds; migration 0009 renamed them).
+            Query("a. all entities, one day (entity_daily_utc)",
+                  "SELECT * FROM analytics.entity_daily_utc WHERE tenant_id = %s AND utc_day = %s", one_day, daily_of,
+                  True),
             Query("b. one entity, 30 days hourly (entity_hourly)",
                   "SELECT hour, mean, min, max FROM analytics.entity_hourly WHERE tenant_id = %s AND entity_id = %s "
                   "AND hour >= %s AND hour < %s ORDER BY hour", one_entity, hourly_of, True),
-            Query("c. energy per day, one month (energy_daily)",
-                  "SELECT entity_id, day, kwh FROM analytics.energy_daily WHERE tenant_id = %s AND day >= %s "
-                  "AND day < %s", one_month, daily_of, True),
+            Query("c. energy per day, one month (energy_daily_utc)",
+                  "SELECT entity_id, utc_day, kwh FROM analytics.energy_daily_utc WHERE tenant_id = %s "
+                  "AND utc_day >= %s AND utc_day < %s", one_month, daily_of, True),
             Query("d. device_last_seen, whole tenant (informational)",
                   "SELECT * FROM analytics.device_last_seen WHERE tenant_id = %s", lambda rng: (TENANT,), None, False),
         ]
