@@ -58,7 +58,7 @@ def test_influxdb_requires_auth_and_the_writer_cannot_read(stack_env: dict[str, 
     assert "error" not in _influx(stack_env, "SELECT * FROM raw.acl_probe", dagster).json()["results"][0]
 
 
-# The analysts' whole interface (migrations/versions/0003, 0006, 0009) and the columns each one shows.
+# The analysts' whole interface (migrations/versions/0003, 0006, 0009, 0010) and the columns each one shows.
 LOCAL_DAY = ["local_day", "time_zone", "day_hours", "hours_loaded", "complete", "imported_hours"]
 ENERGY_PERIOD = ["period_hours", "hours_loaded", "complete", "imported_hours", "kwh", "meter_resets", "readings",
                  "area"]
@@ -84,6 +84,9 @@ ANALYST_VIEWS = {
                          "battery_at", "availability_pct_7d", "area"],
     "data_quality_daily": ["tenant_id", "entity_id", "measurement", "day", "coverage_pct", "points",
                            "out_of_range_hours", "gaps", "incomplete_hours", "meter_dips"],
+    "state_daily": ["tenant_id", "entity_id", "friendly_name", "device_id", "measurement", "local_day", "time_zone",
+                    "day_hours", "hours_loaded", "complete", "state", "duration_s", "duration", "entries",
+                    "share_pct", "area"],
 }
 TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
 
