@@ -119,13 +119,20 @@ def state_windows(
     duration = np.bincount(inverse[:n_pieces], weights=(piece_end - piece_start)[covered].astype(np.float64),
                            minlength=unique_keys.size).astype(np.int64)
     entries = np.bincount(inverse[n_pieces:], minlength=unique_keys.size).astype(np.int64)
-    frame = pd.DataFrame({
-        "window_start": start_ns + (unique_keys // width) * window_ns,
-        "state": np.asarray(uniques, dtype=object)[unique_keys % width - 1],
-        "duration_ns": duration,
-        "entries": entries,
-    })
-    return bound_states(frame, max_states)
+    window_start = start_ns + (unique_keys // width) * window_ns
+    code = unique_keys % width - 1
+    # Order within each window: longest first, ties by name (the names' sort order, as integers): numpy
+    # lexsort, since a pandas sort and groupby per series cost more than all the arithmetic above.
+    name_rank = np.empty(len(uniques), dtype=np.int64)
+    name_rank[np.argsort(np.asarray(uniques, dtype=str), kind="stable")] = np.arange(len(uniques))
+    order = np.lexsort((name_rank[code], -duration, window_start))
+    window_start, code, duration, entries = window_start[order], code[order], duration[order], entries[order]
+    frame = pd.DataFrame({"window_start": window_start, "state": np.asarray(uniques, dtype=object)[code],
+                          "duration_ns": duration, "entries": entries})
+    first_of_window = np.searchsorted(window_start, window_start, side="left")
+    if bool(np.any(np.arange(window_start.size) - first_of_window >= max_states)):
+        return bound_states(frame, max_states)
+    return frame
 
 
 _DTYPES: Final = ("int64", "object", "int64", "int64")
