@@ -41,7 +41,8 @@ LINEAGE: dict[str, set[str]] = {
     "energy_daily_utc": {"daily_rollup", "core_metadata"},
     "device_last_seen": {"hourly_rollup", "daily_rollup", "core_metadata"},
     # Retention sits downstream of everything it protects.
-    "retention": {"raw_points", "rollup_1h", "hourly_rollup", "daily_rollup", "local_daily_rollup"},
+    "retention": {"raw_points", "rollup_1h", "hourly_rollup", "daily_rollup", "local_daily_rollup", "state_hourly",
+                  "state_local_daily"},
 }
 ROLLUPS = {"rollup_1m", "rollup_5m", "rollup_1h", "rollup_states_1h"}
 WAREHOUSE = {"hourly_rollup", "daily_rollup", "local_daily_rollup"}

@@ -32,7 +32,7 @@ HERE = Path(__file__).parent
 UNVERIFIED_SQL = (HERE / "unverified_hours.sql").read_text()
 PARTITIONS_SQL = (HERE / "partitions.sql").read_text()
 AUDIT_SQL = (HERE / "audit_insert.sql").read_text()
-WAREHOUSE_TABLES = ["hourly_rollup", "daily_rollup", "local_daily_rollup"]
+WAREHOUSE_TABLES = ["hourly_rollup", "daily_rollup", "local_daily_rollup", "state_hourly", "state_local_daily"]
 DAYS_PER_MONTH = 365.25 / 12
 UNVERIFIED_LISTED = 48
 CHECK_NAME = "raw_kept_for_unverified_rollups"
@@ -145,7 +145,8 @@ def _ops_purges(cur: Any, tenant: str, ops_cutoff: datetime, raw_cutoff: datetim
 
 
 @dg.asset(
-    deps=["raw_points", "rollup_1h", "hourly_rollup", "daily_rollup", "local_daily_rollup"],
+    deps=["raw_points", "rollup_1h", "hourly_rollup", "daily_rollup", "local_daily_rollup", "state_hourly",
+          "state_local_daily"],
     check_specs=[dg.AssetCheckSpec(CHECK_NAME, asset="retention",
                                    description="Raw retention did not have to be extended over raw hours whose "
                                                "rollups are missing or stale (rollups keep up)")],
