@@ -6,7 +6,7 @@ Both schemas we meet are read the same way: `statistics` and `statistics_short_t
 reductions: not read); `statistics_meta` has `statistic_id`, `source`, `unit_of_measurement`,
 `has_mean`, `has_sum`, and from schema 49 `mean_type` (0 none, 1 arithmetic, 2 circular), which replaces
 `has_mean` (HA then sets it NULL). Pages follow the keyset (`start_ts`, `id`) — the order HA writes
-hours in, served by the `start_ts` index whose ties are in `id` (rowid) order.
+hours in, served as a range of the `start_ts` index, whose ties are in `id` (rowid) order.
 
 `fetch` runs one statement with `?` placeholders and returns all rows (`recorder_db.Recorder.qmark`, on
 SQLite, PostgreSQL or MySQL alike); pages are bounded (`PAGE_ROWS`), so memory is too.
@@ -26,7 +26,9 @@ MEAN_TYPE_SCHEMA = 49  # statistics_meta.mean_type from this schema version on
 COLUMNS = "start_ts, mean, min, max, last_reset_ts, state, sum"
 FIRST_PAGE = (f"SELECT id, metadata_id, {COLUMNS} FROM {{table}} WHERE start_ts IS NOT NULL "
               "ORDER BY start_ts, id LIMIT ?")
-NEXT_PAGE = (f"SELECT id, metadata_id, {COLUMNS} FROM {{table}} WHERE start_ts > ? OR (start_ts = ? AND id > ?) "
+# A range on start_ts (`>=`, the tie excluded), not `start_ts > ? OR (…)`: SQLite scans the whole index
+# from its start for the OR form (0.7 s a page halfway through 4.38 M rows, against 0.03 s).
+NEXT_PAGE = (f"SELECT id, metadata_id, {COLUMNS} FROM {{table}} WHERE start_ts >= ? AND NOT (start_ts = ? AND id <= ?) "
              "ORDER BY start_ts, id LIMIT ?")
 PREVIOUS = f"SELECT {COLUMNS} FROM {{table}} WHERE metadata_id = ? AND start_ts < ? ORDER BY start_ts DESC LIMIT 1"
 METAS = "SELECT id, statistic_id, source, unit_of_measurement, has_mean, has_sum{mean_type} FROM statistics_meta"
