@@ -25,7 +25,7 @@ from hats_assets.defs.common.resources import InfluxDBResource
 from hats_assets.defs.quality.warehouse_checks import warehouse_rows_match_rollups
 from hats_assets.defs.warehouse.assets import daily_rollup, hourly_rollup, local_daily_rollup
 from tests.conftest import Tenant
-from tests.homeassistant import asset_resources
+from tests.homeassistant import asset_resources, metadata_of
 
 pytestmark = pytest.mark.integration
 
@@ -242,12 +242,13 @@ def test_local_days_across_both_dst_changes(tenant: Tenant, instance: dg.Dagster
     load(instance, resources, date(2026, 3, 29), date(2026, 3, 29), [local_daily_rollup])
     assert analyst(tenant, "SELECT * FROM analytics.entity_daily WHERE tenant_id = %(tenant)s ORDER BY 2, 8") == before
 
-    # The zone is read at run time: after a change, re-running the ranges re-computes them in the new zone
-    # (a half-hour zone: a day is the UTC hours starting on that local date, 00:30 to 00:30 local).
+    # The zone is read at run time: after a change, the next run (of any day) re-computes every local day
+    # counted in the old zone (a half-hour zone: a day is the UTC hours starting on that local date).
     with psycopg.connect(tenant.env["HATS_PG_DSN"], autocommit=True) as conn:
         conn.execute("UPDATE core.tenants SET time_zone = 'Asia/Kolkata' WHERE tenant_id = %s", (tenant.name,))
+    rerun = load(instance, resources, date(2026, 11, 1), date(2026, 11, 1), [local_daily_rollup])
+    assert metadata_of(rerun, "local_daily_rollup")["recomputed_from_zone"].value == ZONE
     expected = {}
     for first, last in RANGES:
-        load(instance, resources, first, last, [local_daily_rollup])
         expected |= expected_local_days(computed, imported, "Asia/Kolkata", first, last + timedelta(days=1))
     assert_local_days(tenant, expected, "Asia/Kolkata")

@@ -30,6 +30,8 @@ DAILY_FROM_HOURLY = (HERE / "daily_from_hourly.sql").read_text()
 LOCAL_DAYS_RANGE = (HERE / "local_days_range.sql").read_text()
 LOCAL_DAYS = (HERE / "local_days.sql").read_text()
 TENANT_ZONE = "SELECT time_zone FROM core.tenants WHERE tenant_id = %(tenant)s"
+OTHER_ZONE_DAYS = ("SELECT min(local_day), max(local_day), string_agg(DISTINCT time_zone, ', ') "
+                   "FROM analytics.local_daily_rollup WHERE tenant_id = %(tenant)s AND time_zone <> %(zone)s")
 HOURLY_COLUMNS = ("tenant_id", "entity_id", "quantity", "kind", "hour", "mean", "min", "max", "count", "last",
                   "available_s", "value_s", "consumption", "resets", "last_seen", "origin")
 COMPUTED, IMPORTED = "computed", "imported"
@@ -242,16 +244,26 @@ def local_daily_rollup(context: dg.AssetExecutionContext, postgres: PostgresReso
     """analytics.local_daily_rollup: per entity and LOCAL calendar day of the home (core.tenants.time_zone),
     re-aggregated exactly from analytics.hourly_rollup, with the day's length (23/24/25 h) and the hours
     loaded. A run for UTC day D re-computes every local day that has an hour in D, in the zone the tenant
-    has now (rows carry their zone: after a zone change, re-running a range re-computes it). Read through
-    analytics.entity_daily, energy_daily, energy_weekly and energy_monthly."""
+    has now; after a zone change the first run also re-computes every day still counted in another zone
+    (once: a year of 1,000 entities is one INSERT … SELECT over its hours), so no two zones are mixed.
+    Read through analytics.entity_daily, energy_daily, energy_weekly and energy_monthly."""
     began = time.monotonic()
     start, end = context_window(context)
     with postgres.connect() as conn, conn.cursor() as cur:
         # One lock per tenant: runs of adjacent UTC days share the local day between them.
         cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"local_daily_rollup:{influxdb.tenant}",))
         zone = tenant_time_zone(cur, influxdb.tenant)
+        window = (start, end)
+        other_first, other_last, other_zones = cur.execute(
+            OTHER_ZONE_DAYS, {"tenant": influxdb.tenant, "zone": zone}).fetchone() or (None, None, None)
+        if other_first is not None:
+            # Local days of any zone lie within a day of their UTC date: this window holds all their hours.
+            window = (min(start, datetime.combine(other_first, datetime.min.time(), UTC) - timedelta(days=1)),
+                      max(end, datetime.combine(other_last, datetime.min.time(), UTC) + timedelta(days=2)))
+            context.log.info("time zone now %s: re-computing the local days %s … %s counted in %s", zone,
+                             other_first, other_last, other_zones)
         first_day, last_day, hours_from, hours_to = cur.execute(
-            LOCAL_DAYS_RANGE, {"zone": zone, "start": start, "end": end}).fetchone() or ()
+            LOCAL_DAYS_RANGE, {"zone": zone, "start": window[0], "end": window[1]}).fetchone() or ()
         for month in _months(first_day, last_day):
             cur.execute(month_partition("local_daily_rollup", month)[0])
         cur.execute(_delete("local_daily_rollup", "local_day"),
@@ -270,6 +282,7 @@ def local_daily_rollup(context: dg.AssetExecutionContext, postgres: PostgresReso
         "window_end": dg.MetadataValue.timestamp(end),
         "time_zone": zone,
         "local_days": f"{first_day} … {last_day}",
+        "recomputed_from_zone": other_zones or "",
         "rows_upserted": inserted,
         "rows_replaced": replaced,
         "incomplete_rows": int(incomplete[0]) if incomplete else 0,
