@@ -212,6 +212,10 @@ def test_time_in_each_state_per_hour_and_local_day_exactly(
     assert {r[9] for r in door_day} == {True}
     assert sum(r[3] for r in door_day) == 3600 * day_hours(first_local)
     assert {r[2]: r[5] for r in door_day}["on"] == 2  # two openings after midnight: 01:30 and 03:00 local
+    # 16 texts that day (hello, message 0…14): bounded again per day, not only per hour.
+    texts_day = [r for r in daily if r[0] == "sensor.last_message" and r[1] == first_local]
+    assert len(texts_day) == MAX_STATES_PER_HOUR + 1
+    assert OTHER_STATE in {r[2] for r in texts_day}
 
     # A re-load replaces, never duplicates; late data re-rolled asks for the day again.
     evaluate = dg.evaluate_automation_conditions(defs=defs, instance=instance)
