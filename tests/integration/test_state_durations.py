@@ -17,6 +17,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import dagster as dg
+import httpx
 import psycopg
 import pytest
 
@@ -302,3 +303,34 @@ def test_a_real_home_assistants_states_match_its_history(
     door_opened = sum(n for (_, state), (_, n) in got[config.DOOR].items() if state == "on")
     assert door_opened == 1  # opened twice; the first opening is where its history begins
     assert {state for _, state in got[config.MODE]} <= set(config.MODE_OPTIONS)
+
+
+@pytest.mark.parametrize(("local_day", "hours"), [("2026-03-29", 23), ("2026-10-25", 25)])
+def test_a_local_day_with_a_clock_change_has_its_own_length(
+    tenant: Tenant, instance: dg.DagsterInstance, local_day: str, hours: int
+) -> None:
+    """Rows of state_1h (as a rollup run writes them) for every hour of a DST day in Amsterdam: the local
+    day has 23 or 25 hours, all loaded, and sums them (raw points that old are past the raw policy)."""
+    with psycopg.connect(tenant.env["HATS_PG_DSN"], autocommit=True) as conn:
+        conn.execute("UPDATE core.tenants SET time_zone = 'Europe/Amsterdam' WHERE tenant_id = %s", (tenant.name,))
+    day = datetime.fromisoformat(local_day).date()
+    start = datetime.combine(day, time(), ZONE).astimezone(UTC)
+    end = datetime.combine(day + timedelta(days=1), time(), ZONE).astimezone(UTC)
+    starts = [ns(start) + i * H for i in range(round((end - start) / timedelta(hours=1)))]
+    assert len(starts) == hours
+    lines = [f'state_1h,entity_id=switch.heater,quantity=binary,rank={rank} state="{state}",'
+             f"duration_ns={seconds * NS}i,entries=1i {hour}"
+             for hour in starts for rank, (state, seconds) in enumerate((("on", 2400), ("off", 1200)))]
+    response = httpx.post(f"{tenant.env['HATS_INFLUX_URL']}/write", params={"db": tenant.database, "rp": "rollup"},
+                          content="\n".join(lines).encode(),
+                          auth=(tenant.env["HATS_INFLUX_USERNAME"], tenant.env["HATS_INFLUX_PASSWORD"]), timeout=30)
+    assert response.status_code == 204, response.text
+    utc_days = {"dagster/asset_partition_range_start": f"{start:%Y-%m-%d}",
+                "dagster/asset_partition_range_end": f"{end - timedelta(hours=1):%Y-%m-%d}"}
+    assert dg.materialize(STATE_ASSETS, instance=instance, resources=asset_resources(tenant), tags=utc_days).success
+    with psycopg.connect(tenant.env["HATS_ANALYST_DSN"]) as conn:
+        rows = conn.execute("SELECT local_day, state, duration_s, entries, day_hours, hours_loaded, complete, "
+                            "share_pct FROM analytics.state_daily WHERE tenant_id = %s ORDER BY state",
+                            (tenant.name,)).fetchall()
+    assert rows == [(day, "off", Decimal(1200 * hours), hours, hours, hours, True, Decimal("33.33")),
+                    (day, "on", Decimal(2400 * hours), hours, hours, hours, True, Decimal("66.67"))]
