@@ -42,8 +42,8 @@ from hats_assets.defs.warehouse.assets import (  # noqa: E402
     COMPUTED,
     DAILY_FROM_HOURLY,
     HOURLY_COLUMNS,
-    month_partition,
 )
+from hats_assets.defs.warehouse.tables import month_partition  # noqa: E402
 
 TENANT = "bench_wh"
 BENCH_COMMENT = f"created by bench/warehouse_queries.py for tenant {TENANT}; it drops this partition when empty"

@@ -15,7 +15,7 @@ import pytest
 from hats_assets.defs.common.resources import InfluxDBResource
 from hats_assets.defs.retention.assets import CHECK_NAME, RetentionSettings, retention
 from hats_assets.defs.retention.plan import months_before
-from hats_assets.defs.warehouse.assets import month_partition
+from hats_assets.defs.warehouse.tables import month_partition
 from tests.conftest import Tenant
 from tests.homeassistant import asset_resources
 

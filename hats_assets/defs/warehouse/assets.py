@@ -9,72 +9,41 @@ the MQTT feed to what analysts read.
 """
 
 import time
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import psycopg
-from psycopg import sql
 
 from hats_assets.defs.common.resources import InfluxDBResource, PostgresResource, window_params
-from hats_assets.defs.quality.results import failed_hours
 from hats_assets.defs.rollups.contract import COUNTER_FIELDS, GAUGE_FIELDS, KINDS, Kind, measurement
+from hats_assets.defs.warehouse.tables import (
+    OWNERS,
+    WAREHOUSE_MINUTE_OF_HOUR,
+    WAREHOUSE_TAGS,
+    clear_local_days,
+    delete_period,
+    lock_day,
+    lock_tenant,
+    month_partition,
+    previous_hour_day,
+    refuse_failed_hours,
+    reload_on_late_data,
+    replace_hours,
+    tenant_time_zone,
+)
 from hats_assets.partitions import chunks, context_window, daily_partitions
 from ingest_worker.contract import imported_measurement
 
 HERE = Path(__file__).parent
 ROLLUP_1H_QUERY = (HERE / "rollup_1h.influxql").read_text()
-DELETE_PERIOD = (HERE / "delete_period.sql").read_text()
 DAILY_FROM_HOURLY = (HERE / "daily_from_hourly.sql").read_text()
-LOCAL_DAYS_RANGE = (HERE / "local_days_range.sql").read_text()
 LOCAL_DAYS = (HERE / "local_days.sql").read_text()
-TENANT_ZONE = "SELECT time_zone FROM core.tenants WHERE tenant_id = %(tenant)s"
 OTHER_ZONE_DAYS = ("SELECT min(local_day), max(local_day), string_agg(DISTINCT time_zone, ', ') "
                    "FROM analytics.local_daily_rollup WHERE tenant_id = %(tenant)s AND time_zone <> %(zone)s")
 HOURLY_COLUMNS = ("tenant_id", "entity_id", "quantity", "kind", "hour", "mean", "min", "max", "count", "last",
                   "available_s", "value_s", "consumption", "resets", "last_seen", "origin")
 COMPUTED, IMPORTED = "computed", "imported"
-# Late data re-rolls hours; the days they belong to are re-loaded when that happens within this window.
-RELOAD_LOOKBACK = timedelta(days=31)
-OWNERS = ["team:data-platform"]
-# The imports' own loads are ha_history_import_sensor's requests: an observation of an import is no late data.
-IMPORT_ASSET = dg.AssetSelection.assets("ha_history_import")
-WAREHOUSE_TAGS = {"layer": "warehouse"}
-
-reload_on_late_data = (
-    dg.AutomationCondition.in_latest_time_window(RELOAD_LOOKBACK)
-    & ~dg.AutomationCondition.missing()  # first loads are the schedule's; this only reloads
-    & dg.AutomationCondition.any_deps_updated().ignore(IMPORT_ASSET).since_last_handled()
-    & ~dg.AutomationCondition.any_deps_missing().ignore(IMPORT_ASSET)
-    & ~dg.AutomationCondition.any_deps_in_progress()
-    & ~dg.AutomationCondition.in_progress()
-).with_label("reload a loaded day when its upstream partitions were updated (late data)")
-
-
-def month_partition(parent: str, moment: datetime | date) -> tuple[sql.Composed, str]:
-    """DDL for the month partition of ``analytics.<parent>`` holding ``moment`` (range by month)."""
-    start_day = date(moment.year, moment.month, 1)
-    end_day = date(start_day.year + (start_day.month == 12), start_day.month % 12 + 1, 1)
-    bounds: tuple[Any, Any] = (start_day, end_day)
-    if isinstance(moment, datetime):
-        bounds = (datetime(start_day.year, start_day.month, 1, tzinfo=UTC),
-                  datetime(end_day.year, end_day.month, 1, tzinfo=UTC))
-    name = f"{parent}_p{start_day:%Y_%m}"
-    ddl = sql.SQL("CREATE TABLE IF NOT EXISTS analytics.{} PARTITION OF analytics.{} "
-                  "FOR VALUES FROM ({}) TO ({})").format(
-        sql.Identifier(name), sql.Identifier(parent), sql.Literal(bounds[0]), sql.Literal(bounds[1]))
-    return ddl, name
-
-
-def _lock_day(cur: psycopg.Cursor[Any], table: str, tenant: str, day: datetime) -> None:
-    """Serialise two loads of the same day (the schedule and a late-data reload may overlap): without it
-    the second DELETE cannot see the first's uncommitted rows and its insert fails on the primary key."""
-    cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{table}:{tenant}:{day:%Y-%m-%d}",))
-
-
-def _delete(table: str, period: str) -> sql.Composed:
-    return sql.SQL(DELETE_PERIOD).format(table=sql.Identifier(table), period=sql.Identifier(period))
 
 
 def _hourly_rows(influxdb: InfluxDBResource, kind: Kind, start: datetime, end: datetime,
@@ -131,31 +100,17 @@ def hourly_rollup(
     statistics (origin 'imported'). Read through the analytics.entity_hourly view."""
     began = time.monotonic()
     start, end = context_window(context)
-    failed = failed_hours(postgres, influxdb.tenant, start, end)
-    if failed:
-        listed = ", ".join(f"{hour:%Y-%m-%d-%H:00} {check}" for hour, check, _ in failed[:24])
-        raise dg.Failure(
-            description=f"not loading: rollup hours failed blocking data-quality checks ({listed}); fix the data "
-                        "or re-run those rollup partitions, then this day loads",
-            metadata={"failed_hours": dg.MetadataValue.json([[f"{h:%Y-%m-%d-%H:00}", c, n] for h, c, n in failed])},
-        )
+    refuse_failed_hours(postgres, influxdb.tenant, start, end)
     inserted = replaced = imported = 0
     partitions: set[str] = set()
     entities: set[str] = set()
     with postgres.connect() as conn, conn.cursor() as cur:
         for day_start, day_end in chunks(start, end, timedelta(days=1)):
-            _lock_day(cur, "hourly_rollup", influxdb.tenant, day_start)
-            ddl, partition = month_partition("hourly_rollup", day_start)
-            cur.execute(ddl)
-            partitions.add(partition)
-            cur.execute(_delete("hourly_rollup", "hour"), {"tenant": influxdb.tenant, "start": day_start,
-                                                           "end": day_end})
-            replaced += cur.rowcount
             rows = merged_hourly_rows(influxdb, day_start, day_end)
-            with cur.copy(sql.SQL("COPY analytics.hourly_rollup ({}) FROM STDIN").format(
-                    sql.SQL(", ").join(map(sql.Identifier, HOURLY_COLUMNS)))) as copy:
-                for row in rows:
-                    copy.write_row(row)
+            day_replaced, partition = replace_hours(cur, "hourly_rollup", influxdb.tenant, day_start, day_end,
+                                                    HOURLY_COLUMNS, rows)
+            replaced += day_replaced
+            partitions.add(partition)
             inserted += len(rows)
             imported += sum(row[-1] == IMPORTED for row in rows)
             entities.update(row[1] for row in rows)
@@ -193,11 +148,12 @@ def daily_rollup(context: dg.AssetExecutionContext, postgres: PostgresResource,
     inserted = replaced = 0
     with postgres.connect() as conn, conn.cursor() as cur:
         for day_start, day_end in chunks(start, end, timedelta(days=1)):
-            _lock_day(cur, "daily_rollup", influxdb.tenant, day_start)
+            lock_day(cur, "daily_rollup", influxdb.tenant, day_start)
             ddl, _ = month_partition("daily_rollup", day_start.date())
             cur.execute(ddl)
             params = {"tenant": influxdb.tenant, "start": day_start, "end": day_end}
-            cur.execute(_delete("daily_rollup", "day"), {**params, "start": day_start.date(), "end": day_end.date()})
+            cur.execute(delete_period("daily_rollup", "day"),
+                        {**params, "start": day_start.date(), "end": day_end.date()})
             replaced += cur.rowcount
             cur.execute(DAILY_FROM_HOURLY, params)
             inserted += cur.rowcount
@@ -208,25 +164,6 @@ def daily_rollup(context: dg.AssetExecutionContext, postgres: PostgresResource,
         "rows_replaced": replaced,
         "duration_s": round(time.monotonic() - began, 3),
     })
-
-
-def _months(first: date, last: date) -> list[date]:
-    """The first day of each month from ``first``'s to ``last``'s."""
-    months, month = [], date(first.year, first.month, 1)
-    while month <= last:
-        months.append(month)
-        month = date(month.year + (month.month == 12), month.month % 12 + 1, 1)
-    return months
-
-
-def tenant_time_zone(cur: psycopg.Cursor[Any], tenant: str) -> str:
-    """The home's IANA zone (core.tenants.time_zone, checked against PostgreSQL's zone names by 0008),
-    read at run time so a zone set by an import or an operator counts from the next run on."""
-    row = cur.execute(TENANT_ZONE, {"tenant": tenant}).fetchone()
-    if row is None:
-        raise dg.Failure(description=f"tenant {tenant!r} is not in core.tenants (HATS_TENANT): no time zone to "
-                                     "count its local days in")
-    return str(row[0])
 
 
 @dg.asset(
@@ -250,8 +187,7 @@ def local_daily_rollup(context: dg.AssetExecutionContext, postgres: PostgresReso
     began = time.monotonic()
     start, end = context_window(context)
     with postgres.connect() as conn, conn.cursor() as cur:
-        # One lock per tenant: runs of adjacent UTC days share the local day between them.
-        cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"local_daily_rollup:{influxdb.tenant}",))
+        lock_tenant(cur, "local_daily_rollup", influxdb.tenant)
         zone = tenant_time_zone(cur, influxdb.tenant)
         window = (start, end)
         other_first, other_last, other_zones = cur.execute(
@@ -262,15 +198,9 @@ def local_daily_rollup(context: dg.AssetExecutionContext, postgres: PostgresReso
                       max(end, datetime.combine(other_last, datetime.min.time(), UTC) + timedelta(days=2)))
             context.log.info("time zone now %s: re-computing the local days %s … %s counted in %s", zone,
                              other_first, other_last, other_zones)
-        first_day, last_day, hours_from, hours_to = cur.execute(
-            LOCAL_DAYS_RANGE, {"zone": zone, "start": window[0], "end": window[1]}).fetchone() or ()
-        for month in _months(first_day, last_day):
-            cur.execute(month_partition("local_daily_rollup", month)[0])
-        cur.execute(_delete("local_daily_rollup", "local_day"),
-                    {"tenant": influxdb.tenant, "start": first_day, "end": last_day + timedelta(days=1)})
-        replaced = cur.rowcount
-        cur.execute(LOCAL_DAYS, {"tenant": influxdb.tenant, "zone": zone, "first_day": first_day,
-                                 "last_day": last_day, "hours_from": hours_from, "hours_to": hours_to})
+        days = clear_local_days(cur, "local_daily_rollup", influxdb.tenant, zone, *window)
+        first_day, last_day, replaced = days.first_day, days.last_day, days.replaced
+        cur.execute(LOCAL_DAYS, days.params(influxdb.tenant, zone))
         inserted = cur.rowcount
         incomplete = cur.execute(
             "SELECT count(*) FROM analytics.local_daily_rollup WHERE tenant_id = %s AND local_day BETWEEN %s AND %s "
@@ -331,7 +261,6 @@ warehouse_reload_sensor = dg.AutomationConditionSensorDefinition(
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Reloads a warehouse day whose rollup hours were re-materialised (late data).",
 )
-WAREHOUSE_MINUTE_OF_HOUR = 15  # after the rollup schedule's :05 run of the same hour
 
 
 @dg.schedule(
@@ -342,6 +271,4 @@ WAREHOUSE_MINUTE_OF_HOUR = 15  # after the rollup schedule's :05 run of the same
                 "follow within the hour, and the 00:15 run makes yesterday final.",
 )
 def warehouse_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-    hour = context.scheduled_execution_time.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-    day = (hour - timedelta(hours=1)).strftime("%Y-%m-%d")
-    return dg.RunRequest(run_key=f"{day}@{hour:%H}", partition_key=day)
+    return previous_hour_day(context)

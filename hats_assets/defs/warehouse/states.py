@@ -15,22 +15,20 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-from psycopg import sql
 
 from hats_assets.defs.common.resources import InfluxDBResource, PostgresResource, window_params
-from hats_assets.defs.quality.results import failed_hours
 from hats_assets.defs.rollups.contract import MAX_STATES_PER_HOUR, OTHER_STATE, STATE_MEASUREMENT
-from hats_assets.defs.warehouse.assets import (
-    LOCAL_DAYS_RANGE,
+from hats_assets.defs.warehouse.assets import ROLLUP_1H_QUERY
+from hats_assets.defs.warehouse.tables import (
     OWNERS,
-    ROLLUP_1H_QUERY,
     WAREHOUSE_MINUTE_OF_HOUR,
     WAREHOUSE_TAGS,
-    _delete,
-    _lock_day,
-    _months,
-    month_partition,
+    clear_local_days,
+    lock_tenant,
+    previous_hour_day,
+    refuse_failed_hours,
     reload_on_late_data,
+    replace_hours,
     tenant_time_zone,
 )
 from hats_assets.partitions import chunks, context_window, daily_partitions
@@ -72,25 +70,14 @@ def state_hourly(
     a switch, an HVAC mode, an enum sensor), the seconds held and the entries into it, for the UTC day."""
     began = time.monotonic()
     start, end = context_window(context)
-    failed = failed_hours(postgres, influxdb.tenant, start, end)
-    if failed:
-        listed = ", ".join(f"{hour:%Y-%m-%d-%H:00} {check}" for hour, check, _ in failed[:24])
-        raise dg.Failure(description=f"not loading: rollup hours failed blocking data-quality checks ({listed}); "
-                                     "fix the data or re-run those rollup partitions, then this day loads")
+    refuse_failed_hours(postgres, influxdb.tenant, start, end)
     inserted = replaced = 0
     entities: set[str] = set()
     with postgres.connect() as conn, conn.cursor() as cur:
         for day_start, day_end in chunks(start, end, timedelta(days=1)):
-            _lock_day(cur, "state_hourly", influxdb.tenant, day_start)
-            cur.execute(month_partition("state_hourly", day_start)[0])
-            cur.execute(_delete("state_hourly", "hour"), {"tenant": influxdb.tenant, "start": day_start,
-                                                          "end": day_end})
-            replaced += cur.rowcount
             rows = _state_rows(influxdb, day_start, day_end)
-            with cur.copy(sql.SQL("COPY analytics.state_hourly ({}) FROM STDIN").format(
-                    sql.SQL(", ").join(map(sql.Identifier, STATE_HOURLY_COLUMNS)))) as copy:
-                for row in rows:
-                    copy.write_row(row)
+            replaced += replace_hours(cur, "state_hourly", influxdb.tenant, day_start, day_end,
+                                      STATE_HOURLY_COLUMNS, rows)[0]
             inserted += len(rows)
             entities.update(row[1] for row in rows)
     context.log.info("%s → %s: %d state rows of %d entities (%d replaced)", start, end, inserted, len(entities),
@@ -122,18 +109,11 @@ def state_local_daily(context: dg.AssetExecutionContext, postgres: PostgresResou
     began = time.monotonic()
     start, end = context_window(context)
     with postgres.connect() as conn, conn.cursor() as cur:
-        # One lock per tenant: runs of adjacent UTC days share the local day between them.
-        cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"state_local_daily:{influxdb.tenant}",))
+        lock_tenant(cur, "state_local_daily", influxdb.tenant)
         zone = tenant_time_zone(cur, influxdb.tenant)
-        first_day, last_day, hours_from, hours_to = cur.execute(
-            LOCAL_DAYS_RANGE, {"zone": zone, "start": start, "end": end}).fetchone() or ()
-        for month in _months(first_day, last_day):
-            cur.execute(month_partition("state_local_daily", month)[0])
-        cur.execute(_delete("state_local_daily", "local_day"),
-                    {"tenant": influxdb.tenant, "start": first_day, "end": last_day + timedelta(days=1)})
-        replaced = cur.rowcount
-        cur.execute(STATE_LOCAL_DAYS, {"tenant": influxdb.tenant, "zone": zone, "first_day": first_day,
-                                       "last_day": last_day, "hours_from": hours_from, "hours_to": hours_to,
+        days = clear_local_days(cur, "state_local_daily", influxdb.tenant, zone, start, end)
+        first_day, last_day, replaced = days.first_day, days.last_day, days.replaced
+        cur.execute(STATE_LOCAL_DAYS, {**days.params(influxdb.tenant, zone),
                                        "max_states": MAX_STATES_PER_HOUR, "other": OTHER_STATE})
         inserted = cur.rowcount
     context.log.info("%s → %s: local days %s … %s in %s, %d state rows (%d replaced)", start, end, first_day,
@@ -176,6 +156,4 @@ state_reload_sensor = dg.AutomationConditionSensorDefinition(
     description="Hourly with the warehouse, (re)load the UTC day holding the hour that just ended.",
 )
 def state_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-    hour = context.scheduled_execution_time.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-    day = (hour - timedelta(hours=1)).strftime("%Y-%m-%d")
-    return dg.RunRequest(run_key=f"{day}@{hour:%H}", partition_key=day)
+    return previous_hour_day(context)

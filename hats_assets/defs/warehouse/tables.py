@@ -1,0 +1,159 @@
+"""How a warehouse run replaces its period, shared by every table the warehouse loads.
+
+Each load (the numbers in ``assets.py``, the state durations in ``states.py``) follows one discipline:
+refuse a day whose rollup hours failed a blocking check; per UTC day, take the day's advisory lock,
+create the month partition, delete exactly the tenant's period and write it again, all in the run's one
+transaction — so a re-run replaces, never duplicates, and an interrupted run leaves the old rows. The
+local-day tables replace every local day (in the tenant's zone) that has an hour in the run's UTC window.
+Kept here once so the tables cannot drift apart in how they are replaced.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import psycopg
+from psycopg import sql
+
+from hats_assets.defs.common.resources import PostgresResource
+from hats_assets.defs.quality.results import failed_hours
+
+HERE = Path(__file__).parent
+DELETE_PERIOD = (HERE / "delete_period.sql").read_text()
+LOCAL_DAYS_RANGE = (HERE / "local_days_range.sql").read_text()
+TENANT_ZONE = "SELECT time_zone FROM core.tenants WHERE tenant_id = %(tenant)s"
+OWNERS = ["team:data-platform"]
+WAREHOUSE_TAGS = {"layer": "warehouse"}
+# Late data re-rolls hours; the days they belong to are re-loaded when that happens within this window.
+RELOAD_LOOKBACK = timedelta(days=31)
+# The imports' own loads are ha_history_import_sensor's requests: an observation of an import is no late data.
+IMPORT_ASSET = dg.AssetSelection.assets("ha_history_import")
+WAREHOUSE_MINUTE_OF_HOUR = 15  # after the rollup schedule's :05 run of the same hour
+
+reload_on_late_data = (
+    dg.AutomationCondition.in_latest_time_window(RELOAD_LOOKBACK)
+    & ~dg.AutomationCondition.missing()  # first loads are the schedule's; this only reloads
+    & dg.AutomationCondition.any_deps_updated().ignore(IMPORT_ASSET).since_last_handled()
+    & ~dg.AutomationCondition.any_deps_missing().ignore(IMPORT_ASSET)
+    & ~dg.AutomationCondition.any_deps_in_progress()
+    & ~dg.AutomationCondition.in_progress()
+).with_label("reload a loaded day when its upstream partitions were updated (late data)")
+
+
+def month_partition(parent: str, moment: datetime | date) -> tuple[sql.Composed, str]:
+    """DDL for the month partition of ``analytics.<parent>`` holding ``moment`` (range by month)."""
+    start_day = date(moment.year, moment.month, 1)
+    end_day = date(start_day.year + (start_day.month == 12), start_day.month % 12 + 1, 1)
+    bounds: tuple[Any, Any] = (start_day, end_day)
+    if isinstance(moment, datetime):
+        bounds = (datetime(start_day.year, start_day.month, 1, tzinfo=UTC),
+                  datetime(end_day.year, end_day.month, 1, tzinfo=UTC))
+    name = f"{parent}_p{start_day:%Y_%m}"
+    ddl = sql.SQL("CREATE TABLE IF NOT EXISTS analytics.{} PARTITION OF analytics.{} "
+                  "FOR VALUES FROM ({}) TO ({})").format(
+        sql.Identifier(name), sql.Identifier(parent), sql.Literal(bounds[0]), sql.Literal(bounds[1]))
+    return ddl, name
+
+
+def months(first: date, last: date) -> list[date]:
+    """The first day of each month from ``first``'s to ``last``'s."""
+    out, month = [], date(first.year, first.month, 1)
+    while month <= last:
+        out.append(month)
+        month = date(month.year + (month.month == 12), month.month % 12 + 1, 1)
+    return out
+
+
+def lock_day(cur: psycopg.Cursor[Any], table: str, tenant: str, day: datetime) -> None:
+    """Serialise two loads of the same day (the schedule and a late-data reload may overlap): without it
+    the second DELETE cannot see the first's uncommitted rows and its insert fails on the primary key."""
+    cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{table}:{tenant}:{day:%Y-%m-%d}",))
+
+
+def lock_tenant(cur: psycopg.Cursor[Any], table: str, tenant: str) -> None:
+    """One lock per tenant for a local-day table: runs of adjacent UTC days share the local day between them."""
+    cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{table}:{tenant}",))
+
+
+def delete_period(table: str, period: str) -> sql.Composed:
+    return sql.SQL(DELETE_PERIOD).format(table=sql.Identifier(table), period=sql.Identifier(period))
+
+
+def refuse_failed_hours(postgres: PostgresResource, tenant: str, start: datetime, end: datetime) -> None:
+    """A day whose rollup hours failed a blocking data-quality check is not loaded: the analysts keep the
+    last good rows, and the failure says which hours and what to do."""
+    failed = failed_hours(postgres, tenant, start, end)
+    if failed:
+        listed = ", ".join(f"{hour:%Y-%m-%d-%H:00} {check}" for hour, check, _ in failed[:24])
+        raise dg.Failure(
+            description=f"not loading: rollup hours failed blocking data-quality checks ({listed}); fix the data "
+                        "or re-run those rollup partitions, then this day loads",
+            metadata={"failed_hours": dg.MetadataValue.json([[f"{h:%Y-%m-%d-%H:00}", c, n] for h, c, n in failed])},
+        )
+
+
+def replace_hours(cur: psycopg.Cursor[Any], table: str, tenant: str, day_start: datetime, day_end: datetime,
+                  columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> tuple[int, str]:
+    """Replace ``analytics.<table>``'s hours of one UTC day (column ``hour``) with ``rows``; returns the
+    number of rows replaced and the month partition written."""
+    lock_day(cur, table, tenant, day_start)
+    ddl, partition = month_partition(table, day_start)
+    cur.execute(ddl)
+    cur.execute(delete_period(table, "hour"), {"tenant": tenant, "start": day_start, "end": day_end})
+    replaced = cur.rowcount
+    with cur.copy(sql.SQL("COPY analytics.{} ({}) FROM STDIN").format(
+            sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns)))) as copy:
+        for row in rows:
+            copy.write_row(row)
+    return replaced, partition
+
+
+def tenant_time_zone(cur: psycopg.Cursor[Any], tenant: str) -> str:
+    """The home's IANA zone (core.tenants.time_zone, checked against PostgreSQL's zone names by 0008),
+    read at run time so a zone set by an import or an operator counts from the next run on."""
+    row = cur.execute(TENANT_ZONE, {"tenant": tenant}).fetchone()
+    if row is None:
+        raise dg.Failure(description=f"tenant {tenant!r} is not in core.tenants (HATS_TENANT): no time zone to "
+                                     "count its local days in")
+    return str(row[0])
+
+
+@dataclass(frozen=True, slots=True)
+class LocalDays:
+    """The local days a run replaces and the UTC hours they span (``hours_to`` exclusive)."""
+
+    first_day: date
+    last_day: date
+    hours_from: datetime
+    hours_to: datetime
+    replaced: int
+
+    def params(self, tenant: str, zone: str) -> dict[str, Any]:
+        return {"tenant": tenant, "zone": zone, "first_day": self.first_day, "last_day": self.last_day,
+                "hours_from": self.hours_from, "hours_to": self.hours_to}
+
+
+def clear_local_days(cur: psycopg.Cursor[Any], table: str, tenant: str, zone: str, start: datetime,
+                     end: datetime) -> LocalDays:
+    """Delete ``analytics.<table>``'s local days (in ``zone``) holding an hour of the UTC window, after
+    making their month partitions; the caller inserts them again in the same transaction."""
+    span = cur.execute(LOCAL_DAYS_RANGE, {"zone": zone, "start": start, "end": end}).fetchone()
+    assert span is not None  # one row, always: the query selects from constants
+    first_day, last_day, hours_from, hours_to = span
+    for month in months(first_day, last_day):
+        cur.execute(month_partition(table, month)[0])
+    cur.execute(delete_period(table, "local_day"),
+                {"tenant": tenant, "start": first_day, "end": last_day + timedelta(days=1)})
+    return LocalDays(first_day, last_day, hours_from, hours_to, cur.rowcount)
+
+
+def previous_hour_day(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+    """The warehouse schedules' request: the UTC day holding the hour that just ended."""
+    hour = context.scheduled_execution_time.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    day = (hour - timedelta(hours=1)).strftime("%Y-%m-%d")
+    return dg.RunRequest(run_key=f"{day}@{hour:%H}", partition_key=day)
