@@ -48,7 +48,6 @@ import itertools
 import json
 import logging
 import random
-import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -66,12 +65,21 @@ from ingest_worker.ha_client import (
     call,
     parse,
 )
+from ingest_worker.ha_history import (
+    HISTORY_IDS_PER_CALL,
+    HISTORY_WINDOW_S,
+    history_items,
+    iso,
+    request,
+    row_us,
+    valid_ids,
+)
 from ingest_worker.mqtt_link import Incoming
 from ingest_worker.normalise import parse_time_ns
 from ingest_worker.rejections import Rejected
 from ingest_worker.sources import websocket as ws_source
 from ingest_worker.store.registry import RegistryStore, parse_areas, parse_devices, parse_entities
-from ingest_worker.store.resume import ResumePoint, us_to_datetime
+from ingest_worker.store.resume import ResumePoint
 from ingest_worker.store.time_zone import home_time_zone
 
 log = logging.getLogger(__name__)
@@ -85,15 +93,11 @@ SILENT_S = 30.0
 # How long the tail read waits for the recorder to catch up (a loaded HA's recorder lags by seconds).
 RECORDER_WAIT_S = 600.0
 RECORDER_POLL_S = 0.5
-HISTORY_IDS_PER_CALL = 50
-HISTORY_WINDOW_S = 3_600
 # The fill starts this long before the resume point: duplicates are harmless, a clock step is not.
 OVERLAP_US = 2_000_000
 MAX_INBOX = 100_000
 HISTORY_INBOX_LOW = 20_000  # a history chunk is requested only when the pipeline has caught up to this
 REGISTRY_DEBOUNCE_S = 2.0
-# Home Assistant's own valid_entity_id: one id outside it makes history_during_period refuse the whole call.
-HA_ENTITY_ID = re.compile(r"^(?!.+__)(?!_)[\da-z_]+(?<!_)\.(?!_)[\da-z_]+(?<!_)$")
 MAX_KNOWN_ENTITIES = 100_000
 REGISTRY_EVENTS = {"area_registry_updated": "areas", "device_registry_updated": "devices",
                    "entity_registry_updated": "entities"}
@@ -135,15 +139,6 @@ def _live_us(message: Mapping[str, object]) -> int | None:
     return _state_us(data.get("new_state") if isinstance(data, dict) else None)
 
 
-def _row_us(row: object) -> int | None:
-    if not isinstance(row, dict):
-        return None
-    try:
-        return ws_source.epoch_to_us(row.get(ws_source.LAST_UPDATED, row.get(ws_source.LAST_CHANGED)))
-    except Rejected:
-        return None
-
-
 def _state_us(state: object) -> int | None:
     if not isinstance(state, dict) or not isinstance(state.get("last_updated"), str):
         return None
@@ -151,10 +146,6 @@ def _state_us(state: object) -> int | None:
         return parse_time_ns(str(state["last_updated"])) // 1_000
     except Rejected:
         return None
-
-
-def _iso(micros: int) -> str:
-    return us_to_datetime(micros).isoformat()
 
 
 class HaLink:
@@ -441,8 +432,7 @@ class HaLink:
             current = {str(s["entity_id"]): _state_us(s) for s in states
                        if isinstance(s, dict) and isinstance(s.get("entity_id"), str)}
             absent = (set(self._registry.entity_ids) | self._resume.known_entities) - set(current)
-            ids = sorted(e for e in {e for e, stamp in current.items() if stamp is None or stamp > start} | absent
-                         if HA_ENTITY_ID.fullmatch(e))
+            ids = valid_ids([*(e for e, stamp in current.items() if stamp is None or stamp > start), *absent])
             rows, newest = await self._history(conn, ids, start)
             self._release(conn)
             # What changed just before the subscription may not have been in the recorder's database for
@@ -451,7 +441,7 @@ class HaLink:
             tail, _ = await self._history(conn, ids, max(start, (newest or start) - OVERLAP_US))
             rows += tail
             log.info("gap since %s filled: %d state(s) of %d entities from the recorder in %.1f s",
-                     _iso(point), rows, len(ids), time.monotonic() - started)
+                     iso(point), rows, len(ids), time.monotonic() - started)
         self._close_at_take = True
         self._on_batch()
         self.fills += 1
@@ -479,12 +469,12 @@ class HaLink:
 
     async def _recorded(self, conn: _Connection, entity_id: str, stamp_us: int) -> bool:
         answer = await self._call(conn, {
-            "type": "history/history_during_period", "start_time": _iso(stamp_us - 1), "end_time": _iso(stamp_us + 1),
+            "type": "history/history_during_period", "start_time": iso(stamp_us - 1), "end_time": iso(stamp_us + 1),
             "entity_ids": [entity_id], "include_start_time_state": False, "significant_changes_only": False,
             "minimal_response": False, "no_attributes": True})
         result = answer.get("result")
         rows = result.get(entity_id) if isinstance(result, dict) else None
-        return isinstance(rows, list) and any(_row_us(row) == stamp_us for row in rows)
+        return isinstance(rows, list) and any(row_us(row) == stamp_us for row in rows)
 
     def _release(self, conn: _Connection) -> None:
         held, conn.held, conn.holding = conn.held, [], False
@@ -507,13 +497,8 @@ class HaLink:
                 while len(self._inbox) > HISTORY_INBOX_LOW:
                     self._drained.clear()
                     await self._drained.wait()
-                command: dict[str, object] = {
-                    "type": "history/history_during_period", "start_time": _iso(window_start),
-                    "entity_ids": entity_ids[offset:offset + HISTORY_IDS_PER_CALL],
-                    "include_start_time_state": True, "significant_changes_only": False,
-                    "minimal_response": False, "no_attributes": False}
-                if window_end is not None:
-                    command["end_time"] = _iso(window_end)
+                command = request(entity_ids[offset:offset + HISTORY_IDS_PER_CALL], window_start, window_end,
+                                  include_start_time_state=True)
                 answer = await self._call(conn, command)
                 found, last = self._queue_history(answer.get("result"), window_start)
                 rows += found
@@ -523,23 +508,12 @@ class HaLink:
         return rows, newest
 
     def _queue_history(self, result: object, window_start_us: int) -> tuple[int, int | None]:
-        if not isinstance(result, dict):
-            raise ConnectionLost(f"history/history_during_period answered {str(result)[:200]}")
         rows, newest = 0, None
-        for entity_id, entity_rows in result.items():
-            topic = ws_source.history_topic(str(entity_id))
-            if not isinstance(entity_rows, list):
-                self._queue(_item(topic, json.dumps(entity_rows, ensure_ascii=False).encode()), None)
-                continue
-            for row in entity_rows:
-                stamp = _row_us(row)
-                if stamp is not None and stamp <= window_start_us:
-                    continue  # the state at the window's start (HA stamps it with the start): not a change
-                self._queue(_item(topic, json.dumps(row, ensure_ascii=False, separators=(",", ":")).encode()),
-                            stamp)
-                rows += 1
-                if stamp is not None and (newest is None or stamp > newest):
-                    newest = stamp
+        for item in history_items(result, window_start_us):
+            self._queue(_item(item.topic, item.payload), item.stamp_us)
+            rows += item.row
+            if item.stamp_us is not None and (newest is None or item.stamp_us > newest):
+                newest = item.stamp_us
         return rows, newest
 
 
