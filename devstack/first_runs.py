@@ -64,6 +64,15 @@ def main(hours: int) -> None:
     rows = _meta(loaded, "hourly_rollup")["rows_upserted"].value
     print(f"  - warehouse {days[0]} … {days[-1]}: {rows} hourly rows", flush=True)
     _report_checks(loaded)
+    states = defs.resolve_job_def("warehouse_states_job").execute_in_process(
+        instance=instance, raise_on_error=False,
+        tags={"dagster/asset_partition_range_start": days[0], "dagster/asset_partition_range_end": days[-1]},
+    )
+    if states.get_asset_materialization_events():
+        rows = _meta(states, "state_hourly")["rows_upserted"].value
+        print(f"  - time in each state {days[0]} … {days[-1]}: {rows} hourly rows", flush=True)
+    else:
+        print(f"  - time in each state {days[0]} … {days[-1]}: not loaded — see the run in the Dagster UI", flush=True)
 
 
 if __name__ == "__main__":
