@@ -11,7 +11,12 @@ writes what changed with the next flush (a `FlushHook`, in the flush's transacti
 * `core.entities`: `device_id`, the entity's own `area_id` (NULL when it follows its device's area, as
   in Home Assistant) and `registry_name` (the user's name, else the integration's). Only rows the
   pipeline has created are updated: a registry entry carries no measurement. An entry whose row does
-  not exist yet is written again once the source has emitted a state of that entity.
+  not exist yet is written again once the source has emitted a state of that entity: in the flush
+  whose metadata creates the row, after it in the same transaction, so the row never commits with its
+  device but without its registry name. That flush may be the one already under way when the state is
+  parsed (the metadata store writes what is pending when its statement runs, later than the hooks'
+  snapshot), so `store` also takes the entries seen since its snapshot; and a state parsed while the
+  UPDATE that will find no row is still in flight is retried like one parsed after it.
 * `core.tenants.time_zone`: the home's zone from `get_config` (`store/time_zone.py`), read with the
   registries on every connection.
 """
@@ -21,7 +26,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import psycopg
@@ -67,6 +72,9 @@ class Pending:
     devices: tuple[Device, ...]
     entities: tuple[RegistryEntity, ...]
     time_zone: str | None = None
+    # Entries seen since the snapshot whose rows the flush's metadata may create: fixed by the first
+    # `store` call, so a transaction PostgreSQL makes retry writes them again.
+    late: set[str] = field(default_factory=set)
 
 
 def _entries(result: object, what: str) -> list[Mapping[str, object]]:
@@ -132,6 +140,10 @@ class RegistryStore:
         # Entries whose core.entities row did not exist when written, and those of them seen since.
         self._unmatched: set[str] = set()
         self._retry: set[str] = set()
+        # The entries of the snapshot whose `store` has not run yet (it may find no row for them either),
+        # and those of them seen meanwhile: retried if it does not.
+        self._in_flight: frozenset[str] = frozenset()
+        self._seen_in_flight: set[str] = set()
         self._time_zone: str | None = None
         self._pending_time_zone: str | None = None
 
@@ -149,6 +161,8 @@ class RegistryStore:
         """The registry's device of an entity the source is about to emit (None if it has none)."""
         if entity_id in self._unmatched:
             self._retry.add(entity_id)
+        elif entity_id in self._in_flight:
+            self._seen_in_flight.add(entity_id)
         entry = self._entities.get(entity_id)
         return entry.device_id if entry is not None else None
 
@@ -164,6 +178,7 @@ class RegistryStore:
 
     def replace_entities(self, entities: Iterable[RegistryEntity]) -> None:
         self._entities = self._replace(self._entities, {e.entity_id: e for e in entities}, self._pending_entities)
+        self._unmatched &= self._entities.keys()  # no longer listed: no registry fields to write for it
 
     def set_time_zone(self, zone: str) -> None:
         """Home Assistant's validated time zone (written with the next flush once per connection's value)."""
@@ -184,12 +199,13 @@ class RegistryStore:
             if entry is not None:
                 self._pending_entities.setdefault(entity_id, entry)
         self._retry.clear()
-        if not self.has_pending:
-            return None
+        if not (self.has_pending or self._unmatched):
+            return None  # nothing to write, and no row this flush creates can be an entry's
         pending = Pending(tuple(self._pending_areas.values()), tuple(self._pending_devices.values()),
                           tuple(self._pending_entities.values()), self._pending_time_zone)
         self._pending_areas, self._pending_devices, self._pending_entities = {}, {}, {}
         self._pending_time_zone = None
+        self._in_flight = frozenset(e.entity_id for e in pending.entities)
         return pending
 
     async def store(self, cur: psycopg.AsyncCursor[tuple[object, ...]], snapshot: object) -> None:
@@ -210,8 +226,16 @@ class RegistryStore:
                 "identifiers = EXCLUDED.identifiers, area_id = EXCLUDED.area_id",
                 [(self.tenant, d.device_id, d.name, d.manufacturer, d.model, json.dumps(list(d.identifiers)),
                   d.area_id) for d in snapshot.devices])
-        if snapshot.entities:
-            entities = snapshot.entities
+        # Runs after the flush's metadata statements: rows they created for entries seen since the
+        # snapshot get their registry fields in this transaction, not one flush later (or never).
+        snapshot.late.update(self._retry)
+        entries = {e.entity_id: e for e in snapshot.entities}
+        for entity_id in snapshot.late:
+            late_entry = self._entities.get(entity_id)
+            if late_entry is not None:
+                entries.setdefault(entity_id, late_entry)
+        if entries:
+            entities = tuple(entries.values())
             await cur.execute(
                 "UPDATE core.entities e SET device_id = coalesce(v.device_id, e.device_id), area_id = v.area_id, "
                 "registry_name = v.name "
@@ -223,5 +247,9 @@ class RegistryStore:
             for entry in entities:
                 if entry.entity_id in matched:
                     self._unmatched.discard(entry.entity_id)
+                    self._retry.discard(entry.entity_id)
                 else:
-                    self._unmatched.add(entry.entity_id)
+                    self._unmatched.add(entry.entity_id)  # a late one stays in _retry: the next flush's row
+                    if entry.entity_id in self._seen_in_flight:
+                        self._retry.add(entry.entity_id)
+        self._in_flight, self._seen_in_flight = frozenset(), set()
