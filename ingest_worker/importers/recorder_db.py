@@ -178,7 +178,8 @@ def open_recorder(location: str) -> Recorder:
         recorder = _open_sqlite(path)
     else:
         raise RecorderError(f"cannot read a recorder at {redact(location)!r}: give a SQLite file "
-                            "(home-assistant_v2.db), a postgresql:// URL or a mysql:// URL")
+                            "(home-assistant_v2.db), a postgresql:// URL, a mysql:// URL or a running Home "
+                            "Assistant's address (http://host:8123)")
     try:
         recorder._identify()
     except BaseException:

@@ -1,13 +1,17 @@
-"""`hats import <path-or-url>`: a Home Assistant recorder's history into the tenant's stores, resumable.
+"""`hats import <path-or-url>`: a Home Assistant's history into the tenant's stores, resumable.
 
-The CLI (`devstack/cli.py`) only parses arguments and calls `main`. A run: open and check the recorder
-(`recorder_db.py`: nothing is written if it cannot be read, is corrupted or too old), record the run in
-`ops.imports` (`running`), import the states through the door (`states.py`: raw points, dead letters,
-ingest hours, `ops.import_progress`), wait until InfluxDB holds what the door's outbox kept, then the
-long-term statistics (`statistics.py`: imported rollup rows; it reports the UTC hours it filled), and
+The CLI (`devstack/cli.py`) only parses arguments and calls `main`. A run: open and check where the
+history is (`history.py` chooses by the location: a recorder database, `recorder_db.py`, nothing written
+if it cannot be read, is corrupted or too old; or a running Home Assistant, `history_ws.py`, nothing
+written if it cannot be reached or refuses the token), record the run in `ops.imports` (`running`), the
+home's time zone when the location knows it, import the states through the door (`states.py` or
+`history_ws.py`: raw points, dead letters, ingest hours, `ops.import_progress`), wait until InfluxDB holds
+what the door's outbox kept, then the long-term statistics (`statistics.py` with `statistics_db.py` or
+`statistics_ws.py`: imported rollup rows; it reports the UTC hours it filled), and
 close the run's row (`complete`, `failed` or, on SIGINT/SIGTERM, `interrupted` after the page in hand is
 durable). Progress goes to stderr (rows, rows/s, ETA), then one summary; every error says what to do
-next. Settings are the worker's (`WorkerSettings`: InfluxDB, `HATS_INGEST_DSN`, `HATS_TENANT`).
+next. Settings are the worker's (`WorkerSettings`: InfluxDB, `HATS_INGEST_DSN`, `HATS_TENANT`, and
+`HATS_HA_TOKEN` for a running Home Assistant).
 
 Runs of one tenant are serialised by the door's lock, so a row still `running` when a run starts belongs
 to a run that was killed: it is marked `interrupted`, and this run continues from its committed position.
@@ -29,10 +33,11 @@ import psycopg
 
 from ingest_worker.contract import ROLLUP_RP, TENANT_PATTERN, database_for
 from ingest_worker.door import Door, DoorError
-from ingest_worker.importers.recorder_db import Recorder, RecorderError, open_recorder
-from ingest_worker.importers.states import StatesProgress, StatesReport, import_states, raw_retention_days
+from ingest_worker.ha_client import ConnectionLost
+from ingest_worker.importers.history import History, open_history
+from ingest_worker.importers.recorder_db import RecorderError
+from ingest_worker.importers.states import StatesProgress, StatesReport, raw_retention_days
 from ingest_worker.settings import ConfigError, WorkerSettings, load_settings
-from ingest_worker.sources.recorder import RecorderSource
 from ingest_worker.store.influx import InfluxUnavailable, InfluxWriter
 
 if TYPE_CHECKING:
@@ -130,25 +135,24 @@ def summary(outcome: Outcome, raw_days: int, dry_run: bool) -> str:
 async def run_import(settings: WorkerSettings, options: Options, progress: Progress) -> Outcome:
     """The whole run; raises `RecorderError`/`DoorError`/`ConfigError` before anything is written."""
     raw_days = raw_retention_days()
-    recorder = open_recorder(options.location)
+    history = await open_history(options.location, settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
         dry = " — dry run" if options.dry_run else ""
-        progress.say(f"{recorder.kind} recorder {recorder.source} (schema {recorder.schema_version}, "
-                     f"{recorder.source_key}) into tenant {settings.tenant}{dry}")
-        states_progress = StatesProgress(settings.tenant, recorder.source_key)
-        async with Door(settings, PRODUCER, [RecorderSource()], hooks=[states_progress],
+        progress.say(f"{history.headline} into tenant {settings.tenant}{dry}")
+        states_progress = StatesProgress(settings.tenant, history.source_key)
+        async with Door(settings, PRODUCER, [history.door_source()], hooks=[states_progress],
                         dry_run=options.dry_run) as door:
-            import_id = None if options.dry_run else await _start(door.conn, settings.tenant, recorder)
+            import_id = None if options.dry_run else await _start(door.conn, settings.tenant, history)
             outcome = Outcome()
             try:
-                await _run(settings, options, recorder, door, states_progress, raw_days, outcome, progress,
+                await _run(settings, options, history, door, states_progress, raw_days, outcome, progress,
                            stop.is_set)
                 outcome.status = "interrupted" if stop.is_set() else "complete"
-            except (InfluxUnavailable, DoorError, RecorderError, psycopg.Error) as exc:
+            except (InfluxUnavailable, DoorError, RecorderError, ConnectionLost, psycopg.Error) as exc:
                 outcome.status, outcome.detail = "failed", f"{type(exc).__name__}: {exc}"
             except BaseException as exc:
                 outcome.status, outcome.detail = "failed", f"{type(exc).__name__}: {exc}"
@@ -161,35 +165,35 @@ async def run_import(settings: WorkerSettings, options: Options, progress: Progr
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-        recorder.close()
+        await history.aclose()
 
 
-async def _run(settings: WorkerSettings, options: Options, recorder: Recorder, door: Door,
+async def _run(settings: WorkerSettings, options: Options, history: History, door: Door,
                states_progress: StatesProgress, raw_days: int, outcome: Outcome, progress: Progress,
                stopping: Callable[[], bool]) -> None:
+    if not options.dry_run:
+        await history.import_home(door.conn, settings.tenant)
     if options.states:
-        await import_states(recorder, door, states_progress, raw_days, settings.batch_max_points, outcome.states,
-                            progress.states, stopping)
+        await history.import_states(door, states_progress, raw_days, settings.batch_max_points, outcome.states,
+                                    progress.states, stopping)
         await door.finish(progress.say)
     if options.statistics and not stopping():
         # Imported here: the statistics import is its own module, loaded only by runs that use it.
         from ingest_worker.importers.statistics import import_statistics
-        from ingest_worker.importers.statistics_db import RecorderStatistics
 
         influx = InfluxWriter(settings.influx_url, database_for(settings.tenant), settings.influx_username,
                               settings.influx_password.get_secret_value(), settings.influx_timeout_s, rp=ROLLUP_RP)
         try:
             outcome.statistics = await import_statistics(
-                door.conn, influx, settings.tenant, recorder.source_key,
-                RecorderStatistics(recorder.qmark, recorder.schema_version),
+                door.conn, influx, settings.tenant, history.source_key, history.statistics(),
                 dry_run=options.dry_run, say=progress.say)
         finally:
             await influx.aclose()
 
 
-async def _start(conn: psycopg.AsyncConnection[tuple[object, ...]], tenant: str, recorder: Recorder) -> int:
+async def _start(conn: psycopg.AsyncConnection[tuple[object, ...]], tenant: str, history: History) -> int:
     await conn.execute(ABANDONED, (tenant,))
-    cur = await conn.execute(START, (tenant, recorder.kind, recorder.source, recorder.source_key))
+    cur = await conn.execute(START, (tenant, history.kind, history.source, history.source_key))
     row = await cur.fetchone()
     assert row is not None
     return cast(int, row[0])
@@ -220,7 +224,9 @@ def settings_for(tenant: str | None) -> WorkerSettings:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """`hats import`'s arguments (the CLI adds them to its subcommand)."""
     parser.add_argument("location", help="the recorder: a SQLite file (home-assistant_v2.db, read in place, "
-                                         "also while Home Assistant runs), a postgresql:// or a mysql:// URL")
+                                         "also while Home Assistant runs), a postgresql:// or a mysql:// URL; "
+                                         "or a running Home Assistant: http://host:8123 (its WebSocket API, "
+                                         "token from HATS_HA_TOKEN)")
     parser.add_argument("--tenant", help="the tenant to import into (default: HATS_TENANT)")
     parser.add_argument("--states", action=argparse.BooleanOptionalAction, default=True,
                         help="import the recorded states as raw points (default: yes)")
