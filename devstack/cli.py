@@ -1,5 +1,6 @@
 """`hats`: the local stack and demo from one command line (`hats up|down|status|run|env`), and `hats import`
-of a Home Assistant recorder's history (the worker's settings from the environment; ingest_worker/importers/run.py)."""
+of a Home Assistant's history, from its recorder or its WebSocket API (the worker's settings from the
+environment; ingest_worker/importers/run.py)."""
 
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--backfill-hours", type=int, default=None,
                      help="hours of history the simulator replays "
                           "(default: since 00:00 UTC yesterday, so the warehouse has a complete day)")
-    history = sub.add_parser("import", help="import a Home Assistant recorder's history (states and statistics)")
+    history = sub.add_parser("import", help="import a Home Assistant's history (states and statistics) from its "
+                                              "recorder or a running Home Assistant")
     importer.add_arguments(history)
     args = parser.parse_args(argv)
     if args.command == "import":

@@ -4,7 +4,7 @@
 retried: HA's `ip_ban_enabled` bans an address that keeps trying) and `call` (one command with its id,
 its answer through the `pending` futures the connection's reader resolves) are what `ha_link.HaLink`
 uses on its long-lived, subscribed connection. `HaClient` is the same protocol for a caller that only
-sends commands and reads their results (`hats import --from-websocket`): one connection, one reader task
+sends commands and reads their results (`hats import http://host:8123`): one connection, one reader task
 that routes `result` messages (coalesced frames too) to the waiting call.
 """
 
