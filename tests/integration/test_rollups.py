@@ -11,6 +11,7 @@ new reference, and the warehouse's automation condition asks for the day again.
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from collections.abc import Callable, Iterator
@@ -214,6 +215,31 @@ def raw_count(tenant: Tenant) -> int:
     return total
 
 
+def points_counted(payloads: list[bytes]) -> int:
+    """How many points the worker writes for `payloads` published in order: one per message, except a
+    message equal to the entity's previous one (the worker's duplicate rule); this fleet has one series
+    per entity, so equal messages are equal points."""
+    last: dict[str, bytes] = {}
+    counted = 0
+    for payload in payloads:
+        entity = json.loads(payload)["event_data"]["entity_id"]
+        if last.get(entity) != payload:
+            counted += 1
+        last[entity] = payload
+    return counted
+
+
+def ingest_points(tenant: Tenant) -> int:
+    """The points the worker has counted in ops.ingest_hours. It commits them after InfluxDB took the
+    points, and they are what the rollups' watermarks and the late-data sensor read: a test that starts
+    a rollup or asks the sensor once the points are in InfluxDB races that commit."""
+    with psycopg.connect(tenant.env["HATS_PG_DSN"]) as conn:
+        row = conn.execute("SELECT coalesce(sum(points), 0) FROM ops.ingest_hours WHERE tenant_id = %s",
+                           (tenant.name,)).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
 def analyst(tenant: Tenant, query: str) -> list[tuple[Any, ...]]:
     with psycopg.connect(tenant.env["HATS_ANALYST_DSN"]) as conn:
         return conn.execute(query, {"tenant": tenant.name}).fetchall()
@@ -225,8 +251,11 @@ def test_a_day_rolls_up_exactly_and_late_data_re_rolls_its_hours(
     fleet = build_fleet()
     worker = start_worker(tenant.env)
     unique = sum(len(events) for events in fleet.events.values())
-    publish(tenant, fleet.messages + fleet.messages[::7])  # every 7th message twice: duplicates
-    wait_for(lambda: raw_count(tenant) == unique, f"{unique} raw points in InfluxDB")
+    published = fleet.messages + fleet.messages[::7]  # every 7th message twice: duplicates
+    publish(tenant, published)
+    counted = points_counted(published)
+    wait_for(lambda: raw_count(tenant) == unique and ingest_points(tenant) == counted,
+             f"{unique} raw points in InfluxDB and the worker's {counted} in ops.ingest_hours")
     duplicated = write_direct_duplicates(tenant, fleet)
     resources = asset_resources(tenant)
 
@@ -334,7 +363,8 @@ def test_a_day_rolls_up_exactly_and_late_data_re_rolls_its_hours(
     fleet.events["sensor.porch_temp"].append((ns(late_porch), 40.0))
     fleet.events["sensor.living_temp"].append((ns(late_living), 30.5))
     publish(tenant, late)
-    wait_for(lambda: raw_count(tenant) == unique + duplicated + 2, "the late points in InfluxDB")
+    wait_for(lambda: raw_count(tenant) == unique + duplicated + 2 and ingest_points(tenant) == counted + 2,
+             "the late points in InfluxDB and in ops.ingest_hours")
 
     context = dg.build_sensor_context(instance=instance, resources=resources, definitions=defs)
     sensed = late_data_sensor(context)
