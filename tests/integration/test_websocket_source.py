@@ -230,8 +230,12 @@ def test_registries_reach_core_and_the_analyst_sees_the_area(home_assistant: HaP
                         stack_env["HATS_MQTT_PUBLISHER_PASSWORD"], client_id=f"pub-{uuid.uuid4().hex[:8]}")
     with publisher as pub:
         try:
-            pub.publish(topic, json.dumps(config).encode())
-            device = wait_for(lambda: registry_device(ha, f"hats_{tenant.name}"), "HA's MQTT device")
+            def discovered() -> dict[str, Any] | None:
+                # Again until HA has it: a config published before its (debounced) discovery subscription
+                # is active reaches nobody, and retained it would outlive a crashed test for every session.
+                pub.publish(topic, json.dumps(config).encode())
+                return registry_device(ha, f"hats_{tenant.name}")
+            device = wait_for(discovered, "HA's MQTT device", interval=1.0)
             ha.ws_call("config/device_registry/update", device_id=device["id"], area_id=area["area_id"])
             entity = f"sensor.hats_{tenant.name}_temperature"
             wait_for(lambda: ha.state(entity), "the discovered entity in HA")
