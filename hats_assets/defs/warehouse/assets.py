@@ -20,19 +20,18 @@ from hats_assets.defs.rollups.contract import COUNTER_FIELDS, GAUGE_FIELDS, KIND
 from hats_assets.defs.warehouse.tables import (
     OWNERS,
     WAREHOUSE_MINUTE_OF_HOUR,
-    WAREHOUSE_TAGS,
     clear_local_days,
+    day_asset,
     delete_period,
     lock_day,
     lock_tenant,
     month_partition,
     previous_hour_day,
     refuse_failed_hours,
-    reload_on_late_data,
     replace_hours,
     tenant_time_zone,
 )
-from hats_assets.partitions import chunks, context_window, daily_partitions
+from hats_assets.partitions import chunks, context_window
 from ingest_worker.contract import imported_measurement
 
 HERE = Path(__file__).parent
@@ -82,16 +81,7 @@ def merged_hourly_rows(influxdb: InfluxDBResource, start: datetime, end: datetim
     return computed + imported
 
 
-@dg.asset(
-    partitions_def=daily_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    deps=["rollup_1h", "ha_history_import"],
-    automation_condition=reload_on_late_data,
-    group_name="warehouse",
-    kinds={"postgres"},
-    owners=OWNERS,
-    tags=WAREHOUSE_TAGS,
-)
+@day_asset(["rollup_1h", "ha_history_import"])
 def hourly_rollup(
     context: dg.AssetExecutionContext, influxdb: InfluxDBResource, postgres: PostgresResource
 ) -> dg.MaterializeResult:
@@ -128,16 +118,7 @@ def hourly_rollup(
     })
 
 
-@dg.asset(
-    partitions_def=daily_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    deps=[hourly_rollup],
-    automation_condition=reload_on_late_data,
-    group_name="warehouse",
-    kinds={"postgres"},
-    owners=OWNERS,
-    tags=WAREHOUSE_TAGS,
-)
+@day_asset([hourly_rollup])
 def daily_rollup(context: dg.AssetExecutionContext, postgres: PostgresResource,
                  influxdb: InfluxDBResource) -> dg.MaterializeResult:
     """analytics.daily_rollup: per entity and UTC day, re-aggregated exactly from the day's hours
@@ -166,16 +147,7 @@ def daily_rollup(context: dg.AssetExecutionContext, postgres: PostgresResource,
     })
 
 
-@dg.asset(
-    partitions_def=daily_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    deps=[hourly_rollup],
-    automation_condition=reload_on_late_data,
-    group_name="warehouse",
-    kinds={"postgres"},
-    owners=OWNERS,
-    tags=WAREHOUSE_TAGS,
-)
+@day_asset([hourly_rollup])
 def local_daily_rollup(context: dg.AssetExecutionContext, postgres: PostgresResource,
                        influxdb: InfluxDBResource) -> dg.MaterializeResult:
     """analytics.local_daily_rollup: per entity and LOCAL calendar day of the home (core.tenants.time_zone),

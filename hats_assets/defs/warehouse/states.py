@@ -22,16 +22,15 @@ from hats_assets.defs.warehouse.assets import ROLLUP_1H_QUERY
 from hats_assets.defs.warehouse.tables import (
     OWNERS,
     WAREHOUSE_MINUTE_OF_HOUR,
-    WAREHOUSE_TAGS,
     clear_local_days,
+    day_asset,
     lock_tenant,
     previous_hour_day,
     refuse_failed_hours,
-    reload_on_late_data,
     replace_hours,
     tenant_time_zone,
 )
-from hats_assets.partitions import chunks, context_window, daily_partitions
+from hats_assets.partitions import chunks, context_window
 
 HERE = Path(__file__).parent
 STATE_LOCAL_DAYS = (HERE / "state_local_days.sql").read_text()
@@ -53,16 +52,7 @@ def _state_rows(influxdb: InfluxDBResource, start: datetime, end: datetime) -> l
     return rows
 
 
-@dg.asset(
-    partitions_def=daily_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    deps=["rollup_states_1h"],
-    automation_condition=reload_on_late_data,
-    group_name="warehouse",
-    kinds={"postgres"},
-    owners=OWNERS,
-    tags=WAREHOUSE_TAGS,
-)
+@day_asset(["rollup_states_1h"])
 def state_hourly(
     context: dg.AssetExecutionContext, influxdb: InfluxDBResource, postgres: PostgresResource
 ) -> dg.MaterializeResult:
@@ -92,16 +82,7 @@ def state_hourly(
     })
 
 
-@dg.asset(
-    partitions_def=daily_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    deps=[state_hourly],
-    automation_condition=reload_on_late_data,
-    group_name="warehouse",
-    kinds={"postgres"},
-    owners=OWNERS,
-    tags=WAREHOUSE_TAGS,
-)
+@day_asset([state_hourly])
 def state_local_daily(context: dg.AssetExecutionContext, postgres: PostgresResource,
                       influxdb: InfluxDBResource) -> dg.MaterializeResult:
     """analytics.state_local_daily: time in each state per entity and LOCAL day of the home, with the day's

@@ -22,6 +22,7 @@ from psycopg import sql
 
 from hats_assets.defs.common.resources import PostgresResource
 from hats_assets.defs.quality.results import failed_hours
+from hats_assets.partitions import daily_partitions
 
 HERE = Path(__file__).parent
 DELETE_PERIOD = (HERE / "delete_period.sql").read_text()
@@ -43,6 +44,14 @@ reload_on_late_data = (
     & ~dg.AutomationCondition.any_deps_in_progress()
     & ~dg.AutomationCondition.in_progress()
 ).with_label("reload a loaded day when its upstream partitions were updated (late data)")
+
+
+def day_asset(deps: Sequence[Any]) -> Any:
+    """The decorator of every warehouse table: UTC daily partitions, a backfill of any range as one run,
+    the late-data reload, and the warehouse's group, kind, owners and tags."""
+    return dg.asset(partitions_def=daily_partitions, backfill_policy=dg.BackfillPolicy.single_run(), deps=deps,
+                    automation_condition=reload_on_late_data, group_name="warehouse", kinds={"postgres"},
+                    owners=OWNERS, tags=WAREHOUSE_TAGS)
 
 
 def month_partition(parent: str, moment: datetime | date) -> tuple[sql.Composed, str]:
