@@ -88,25 +88,23 @@ class Tenant:
 
 # Databases `new_tenant` made and nobody has dropped yet: InfluxDB 1.x keeps several files open per
 # database and shard, and a suite's hundreds of tenants once reached the stack's 20,000 open files and hung it.
-_MADE: list[str] = []
+_MADE: dict[str, tuple[Profile, dict[str, str]]] = {}
 
 
 def drop_tenant_database(profile: Profile, stack_env: dict[str, str], database: str) -> None:
     influxdb.query(profile, f'DROP DATABASE "{database}"', stack_env["HATS_INFLUX_ADMIN_USERNAME"],
                    stack_env["HATS_INFLUX_ADMIN_PASSWORD"])
-    if database in _MADE:
-        _MADE.remove(database)
+    _MADE.pop(database, None)
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _drop_tenant_databases(request: pytest.FixtureRequest) -> Iterator[None]:
+def _drop_tenant_databases() -> Iterator[None]:
     """At the end of the session, drop what tests made with `new_tenant` directly (the `tenant` fixture
-    drops its own after each test)."""
+    drops its own after each test). Each database keeps the stack it was made on: the session's own
+    fixtures are torn down by then, and a run of unit tests must not start the stack."""
     yield
-    if _MADE:
-        profile, stack_env = request.getfixturevalue("profile"), request.getfixturevalue("stack_env")
-        for database in list(_MADE):
-            drop_tenant_database(profile, stack_env, database)
+    for database, (profile, stack_env) in list(_MADE.items()):
+        drop_tenant_database(profile, stack_env, database)
 
 
 @pytest.fixture
@@ -121,7 +119,7 @@ def new_tenant(profile: Profile, stack_env: dict[str, str], secrets: dict[str, s
     name = f"t{uuid.uuid4().hex[:12]}"
     database = f"hats_{name}"
     influxdb.ensure_tenant_database(profile, secrets, database, raw_days=30, rollup_days=730)
-    _MADE.append(database)
+    _MADE[database] = (profile, stack_env)
     with psycopg.connect(stack_env["HATS_PG_DSN"], autocommit=True) as conn:
         conn.execute("INSERT INTO core.tenants (tenant_id, name) VALUES (%s, %s)", (name, "test tenant"))
     prefix = f"hats/{name}/"
