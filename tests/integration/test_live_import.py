@@ -14,9 +14,7 @@ the session's HA follows MQTT discovery on the shared broker, where other sessio
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
-import sys
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -24,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from devstack.profile import PROJECT_ROOT, Profile
+from devstack.profile import Profile
 from tests.conftest import Tenant, new_tenant, wait_for
 from tests.ha_peer import HaPeer
 from tests.integration.test_recorder_import import (
@@ -35,6 +33,7 @@ from tests.integration.test_recorder_import import (
     hats_import,
     hours_of,
     imports_of,
+    kill_after_first_page,
     letters_of,
     nothing_written,
     progress_of,
@@ -143,14 +142,7 @@ def test_a_live_import_killed_midway_and_run_again_ends_as_one_clean_run(
 
     other = new_tenant(profile, stack_env, secrets)
     env = {**os.environ, **other.env, "HATS_HA_TOKEN": home_assistant.token, "HATS_BATCH_MAX_POINTS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "devstack.cli", "import", home_assistant.url, "--no-statistics"],
-                            cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for(lambda: progress_of(other) or proc.poll() is not None, "the first committed page", interval=0.02)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait(timeout=30)
-    assert proc.returncode == -signal.SIGKILL
+    kill_after_first_page(home_assistant.url, env, other)
     at_kill = progress_of(other)[0][4]
     assert 0 < at_kill < total, "the kill must come before the import has finished"
     assert imports_of(other)[0][0] == "running"

@@ -153,6 +153,18 @@ def test_every_state_in_home_assistants_history_is_one_raw_point(home_assistant:
     assert imports_of(tenant)[-1][:3] == ("complete", 0, 0)
 
 
+def kill_after_first_page(location: str, env: dict[str, str], tenant: Tenant) -> None:
+    """Start `hats import` of `location`'s states and SIGKILL it once its first page is committed."""
+    proc = subprocess.Popen([sys.executable, "-m", "devstack.cli", "import", location, "--no-statistics"],
+                            cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: progress_of(tenant) or proc.poll() is not None, "the first committed page", interval=0.02)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+
+
 def test_an_import_killed_midway_and_run_again_ends_as_one_clean_run(
         home_assistant: HaPeer, tenant: Tenant, profile: Profile, stack_env: dict[str, str], secrets: dict[str, str],
         tmp_path: Path) -> None:
@@ -165,14 +177,7 @@ def test_an_import_killed_midway_and_run_again_ends_as_one_clean_run(
     total = progress_of(tenant)[0][4]
     page = str(max(1, total // KILL_PAGES))
     env = {**os.environ, **other.env, "HATS_BATCH_MAX_POINTS": page}
-    proc = subprocess.Popen([sys.executable, "-m", "devstack.cli", "import", str(copy), "--no-statistics"],
-                            cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for(lambda: progress_of(other) or proc.poll() is not None, "the first committed page", interval=0.02)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait(timeout=30)
-    assert proc.returncode == -signal.SIGKILL
+    kill_after_first_page(str(copy), env, other)
     assert 0 < progress_of(other)[0][4] < total, "the kill must come before the import has finished"
     assert imports_of(other)[0][0] == "running"
 
