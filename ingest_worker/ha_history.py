@@ -62,6 +62,15 @@ def request(entity_ids: Sequence[str], start_us: int, end_us: int | None,
     return command
 
 
+def recorded_request(entity_id: str, stamp_us: int) -> dict[str, object]:
+    """The command that answers with `entity_id`'s row stamped `stamp_us` once the recorder has it.
+
+    With the attributes: without them (`no_attributes: true`) HA first asks its state machine whether the
+    entity's `last_changed` is after the start and, for a change of attributes only, answers `{}` without
+    reading the recorder, so a probe for such a change would never see it recorded."""
+    return request([entity_id], stamp_us - 1, stamp_us + 1, include_start_time_state=False)
+
+
 def row_us(row: object) -> int | None:
     """A compressed row's last_updated in µs (`lc` when HA left `lu` out: they are equal), None if unreadable."""
     if not isinstance(row, dict):

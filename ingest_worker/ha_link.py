@@ -70,6 +70,7 @@ from ingest_worker.ha_history import (
     HISTORY_WINDOW_S,
     history_items,
     iso,
+    recorded_request,
     request,
     row_us,
     valid_ids,
@@ -468,10 +469,7 @@ class HaLink:
                     "has committed", RECORDER_WAIT_S)
 
     async def _recorded(self, conn: _Connection, entity_id: str, stamp_us: int) -> bool:
-        answer = await self._call(conn, {
-            "type": "history/history_during_period", "start_time": iso(stamp_us - 1), "end_time": iso(stamp_us + 1),
-            "entity_ids": [entity_id], "include_start_time_state": False, "significant_changes_only": False,
-            "minimal_response": False, "no_attributes": True})
+        answer = await self._call(conn, recorded_request(entity_id, stamp_us))
         result = answer.get("result")
         rows = result.get(entity_id) if isinstance(result, dict) else None
         return isinstance(rows, list) and any(row_us(row) == stamp_us for row in rows)

@@ -24,6 +24,7 @@ import psycopg
 import pytest
 
 from devstack.profile import PROJECT_ROOT
+from ingest_worker.ha_history import recorded_request, row_us
 from ingest_worker.normalise import parse_time_ns
 from tests.conftest import Tenant, WorkerProcess, wait_for
 from tests.ha_peer import HaPeer
@@ -193,6 +194,31 @@ def test_nothing_is_lost_across_a_worker_sigkill_and_a_home_assistant_restart(
     later = resume_point(tenant)
     assert later is not None
     assert later > point
+
+
+def test_the_recorder_probe_sees_a_change_of_attributes_only(home_assistant: HaPeer, tenant: Tenant) -> None:
+    """The gap fill's tail waits until the first live change is in the recorder. When that change moved
+    only attributes, a probe without them is answered `{}` from HA's state machine, forever (CI saw the
+    second gap fill wait out its deadline): the probe must ask with the attributes."""
+    entity = f"sensor.ws_{tenant.name}_probe"
+    attributes = {"unit_of_measurement": "W", "device_class": "power", "state_class": "measurement"}
+    home_assistant.set_state(entity, "7", {**attributes, "friendly_name": "before"})
+    changed = home_assistant.set_state(entity, "7", {**attributes, "friendly_name": "after"})
+    assert changed["last_changed"] != changed["last_updated"]  # the change moved attributes only
+    stamp = parse_time_ns(changed["last_updated"]) // 1_000
+    probe = recorded_request(entity, stamp)
+
+    def ask(command: dict[str, object]) -> Any:
+        payload = dict(command)
+        return home_assistant.ws_call(str(payload.pop("type")), **payload)
+
+    def recorded() -> bool:
+        rows = ask(probe).get(entity, [])
+        return any(row_us(row) == stamp for row in rows)
+
+    wait_for(recorded, "the probe to find the attribute change in the recorder")
+    without = ask({**probe, "no_attributes": True})
+    assert without == {}, without  # what the old probe got: why it must carry the attributes
 
 
 def discovery_config(tenant: Tenant) -> tuple[str, dict[str, Any]]:
