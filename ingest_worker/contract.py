@@ -7,6 +7,7 @@ bounded); `value` is always a float (no field-type conflicts), `state` holds non
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 
@@ -62,3 +63,24 @@ def imported_measurement(kind: str, window: str) -> str:
     if kind not in IMPORTED_KINDS or window not in IMPORTED_WINDOWS:
         raise ValueError(f"no imported statistics measurement for kind {kind!r} and window {window!r}")
     return f"{IMPORTED_PREFIX}{kind}_{window}"
+
+
+# Sharding of tenants across worker Deployments (registry mode, `HATS_SHARD` of `HATS_SHARDS`): the code
+# location and the chart must place a tenant exactly where the worker serves it, in every process and
+# Python version, so the shard is a hash of the id's bytes (Python's `hash` is salted per process).
+SHARD_HASH_BYTES = 8
+
+
+def shard_of(tenant_id: str, shards: int) -> int:
+    """The shard (0 ≤ shard < `shards`) that serves `tenant_id`: the first 8 bytes of its SHA-256, modulo."""
+    if shards < 1:
+        raise ValueError(f"shards must be at least 1 (got {shards})")
+    digest = hashlib.sha256(tenant_id.encode()).digest()
+    return int.from_bytes(digest[:SHARD_HASH_BYTES], "big") % shards
+
+
+def share_group_of(shard: int, shards: int) -> str:
+    """The MQTT shared-subscription group of one shard: replicas of the shard split its tenants' messages
+    (`$share/<group>/<filter>`); the count is part of the name, so a re-sharded deployment never shares
+    a group with workers that still hash by the old count."""
+    return f"hats-shard-{shard}-of-{shards}"

@@ -22,6 +22,8 @@ class Reason(StrEnum):
     INFLUX_REJECTED = "influx_rejected"
     # A topic outside the layout its source expects (segments, length, wildcards in a learned topic).
     BAD_TOPIC = "bad_topic"
+    # A discovery config naming a topic outside its home's prefix (e.g. under another home's): not subscribed.
+    FOREIGN_TOPIC = "foreign_topic"
     # A discovery value_template beyond the small subset devices use (sources/templates.py).
     UNSUPPORTED_TEMPLATE = "unsupported_value_template"
     # A bounded registry (discovered entities, entities per state topic) is full.

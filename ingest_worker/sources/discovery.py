@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 
 from ingest_worker.normalise import ENTITY_ID, DeviceInfo, EntityState
 from ingest_worker.rejections import Reason, Rejected
+from ingest_worker.routing import within
 from ingest_worker.sources.base import Outcome, parse_json
 from ingest_worker.sources.templates import NOT_JSON, ValueTemplate, compile_template, load_json
 
@@ -133,7 +134,11 @@ class DiscoverySource:
 
     name = SOURCE
 
-    def __init__(self, prefix: str = DEFAULT_PREFIX, *, max_entities: int = MAX_DISCOVERED_ENTITIES) -> None:
+    def __init__(self, prefix: str = DEFAULT_PREFIX, *, max_entities: int = MAX_DISCOVERED_ENTITIES,
+                 tenant_prefix: str = "") -> None:
+        """`tenant_prefix`: the home's topic prefix; a config may make the worker read only under it
+        (another home's state topic would write that home's states into this one). '' = everything."""
+        self._tenant_prefix = tenant_prefix
         prefix = prefix.rstrip("/")
         if not prefix or "+" in prefix or "#" in prefix:
             raise ValueError(f"discovery prefix {prefix!r} must be a non-empty topic without wildcards")
@@ -232,6 +237,9 @@ class DiscoverySource:
 
     def _entity_from(self, component: str, topic_object_id: str, config: Mapping[str, object]) -> _Entity:
         state_topic = _state_topic(config["state_topic"], self._prefix)
+        if not within(state_topic, self._tenant_prefix):
+            raise Rejected(Reason.FOREIGN_TOPIC, f"state_topic {_clip(state_topic)} lies outside this home's "
+                           f"topic prefix {self._tenant_prefix!r}: the worker reads no other home's topics")
         entity_id = f"{component}.{_object_id(config, topic_object_id)}"
         if not ENTITY_ID.fullmatch(entity_id):
             raise Rejected(Reason.BAD_ENTITY_ID, f"entity_id {entity_id[:80]!r} is not domain.object_id")

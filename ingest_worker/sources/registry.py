@@ -34,7 +34,7 @@ def build_sources(settings: WorkerSettings, device_of: DeviceLookup | None = Non
     if "statestream" in chosen:
         sources.append(StatestreamSource(settings.topic(settings.statestream_base)))
     if "discovery" in chosen:
-        sources.append(DiscoverySource(settings.topic(settings.discovery_prefix)))
+        sources.append(DiscoverySource(settings.topic(settings.discovery_prefix), tenant_prefix=settings.topic_prefix))
     return sources
 
 
