@@ -1,6 +1,6 @@
-"""`hats`: the local stack and demo from one command line (`hats up|down|status|run|env`), and `hats import`
+"""`hats`: the local stack and demo from one command line (`hats up|down|status|run|env`), `hats import`
 of a Home Assistant's history, from its recorder or its WebSocket API (the worker's settings from the
-environment; ingest_worker/importers/run.py)."""
+environment; ingest_worker/importers/run.py), and `hats tenant` to administer homes (tenancy/cli.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from devstack import stack
 from devstack.procs import StackError
 from devstack.profile import StackConfigError, load_profile
 from ingest_worker.importers import run as importer
+from tenancy import cli as tenancy_cli
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,9 +31,13 @@ def main(argv: list[str] | None = None) -> int:
     history = sub.add_parser("import", help="import a Home Assistant's history (states and statistics) from its "
                                               "recorder or a running Home Assistant")
     importer.add_arguments(history)
+    tenancy_cli.add_arguments(sub.add_parser("tenant", help="add, list, show, change, disable, enable or remove "
+                                                           "homes (settings from the environment)"))
     args = parser.parse_args(argv)
     if args.command == "import":
         return importer.main(args)
+    if args.command == "tenant":
+        return tenancy_cli.main(args)
     try:
         profile = load_profile(args.profile)
         if args.command == "up":

@@ -1,0 +1,72 @@
+"""What tenant administration connects to, validated before anything is touched.
+
+The operator's tools run as the platform's owners: PostgreSQL as the migrations' owner (it creates roles
+and writes `core.tenants`), InfluxDB as its admin (databases, retention policies, grants) and Mosquitto as
+the dynamic-security admin (the homes' accounts). A missing or invalid setting stops the command at once
+with a message naming the environment variable, before any store is touched.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "HATS_"
+
+
+class SettingsError(Exception):
+    """A setting is missing or invalid; the message names each variable and the fix."""
+
+
+class TenancySettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    pg_dsn: SecretStr = Field(description="PostgreSQL DSN of the migrations' owner (creates roles, writes core.*)")
+    influx_url: str = Field(description="InfluxDB base URL (v1 API: /query)")
+    influx_admin_username: str = Field(min_length=1, description="InfluxDB admin: databases, policies, grants")
+    influx_admin_password: SecretStr = Field(description="Its password")
+    influx_username: str = Field(min_length=1, description="The worker's InfluxDB account: granted WRITE")
+    influx_dagster_username: str = Field(min_length=1, description="Dagster's InfluxDB account: granted ALL")
+    mqtt_host: str = Field(min_length=1, description="The platform broker's host")
+    mqtt_port: int = Field(ge=1, le=65535, description="The platform broker's port")
+    broker_admin_username: str = Field(min_length=1,
+                                       description="Mosquitto dynamic-security admin: makes the homes' accounts")
+    broker_admin_password: SecretStr = Field(description="Its password")
+    tenant_secrets_dir: Path = Field(description="One folder per tenant of secret files (0600); in a cluster "
+                                                 "a Secret volume; locally .hats/<profile>/tenants")
+
+    @field_validator("influx_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @field_validator("pg_dsn", "influx_admin_password", "broker_admin_password")
+    @classmethod
+    def _secret_set(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value():
+            raise ValueError("is empty")
+        return value
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> TenancySettings:
+    """The settings from ``environ`` (default: the process environment); every problem named at once."""
+    source = os.environ if environ is None else environ
+    values = {key.removeprefix(ENV_PREFIX).lower(): value for key, value in source.items()
+              if key.startswith(ENV_PREFIX) and key.removeprefix(ENV_PREFIX).lower() in TenancySettings.model_fields}
+    try:
+        # Values are passed explicitly so that a given mapping is the only source (tests pass a stack's env).
+        return TenancySettings.model_validate(values)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            name = ENV_PREFIX + str(error["loc"][0]).upper()
+            hint = "is not set" if error["type"] == "missing" else f"is invalid: {error['msg']}"
+            problems.append(f"  {name} {hint}")
+        raise SettingsError("hats tenant: settings need fixing:\n" + "\n".join(problems)
+                            + "\nSet them in the environment (for the local stack: `. .hats/env`).") from None
