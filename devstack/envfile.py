@@ -40,6 +40,8 @@ def settings(profile: Profile, secrets: dict[str, str]) -> dict[str, str]:
         "HATS_DAGSTER_PG_URL": url("hats_dagster", "pg_dagster", postgres.DAGSTER_DB),
         "HATS_DAGSTER_PORT": str(profile.ports["dagster"]),
         "DAGSTER_HOME": str(profile.path("dagster_home")),
+        # One folder per home of secret files (tenancy/secrets.py); a Kubernetes Secret volume in a cluster.
+        "HATS_TENANT_SECRETS_DIR": str(profile.path("tenants")),
     }
 
 
