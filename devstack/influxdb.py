@@ -16,6 +16,7 @@ from pathlib import Path
 
 from devstack.procs import Managed, StackError, ensure_port_free, wait_until
 from devstack.profile import LOOPBACK, Profile
+from tenancy import influx as tenant_influx
 
 ADMIN_USER = "hats_admin"
 WRITER_USER = "hats_writer"
@@ -123,17 +124,10 @@ def _provision(profile: Profile, secrets: dict[str, str]) -> None:
 
 def ensure_tenant_database(profile: Profile, secrets: dict[str, str], database: str,
                            raw_days: int, rollup_days: int) -> None:
-    """One database per tenant with RPs `raw` (default) and `rollup`, as the data contract says."""
-    admin = (ADMIN_USER, secrets["influx_admin"])
-    query(profile, f'CREATE DATABASE "{database}"', *admin)
-    for rp, days, default in (("raw", raw_days, " DEFAULT"), ("rollup", rollup_days, "")):
-        existing = query(profile, f'SHOW RETENTION POLICIES ON "{database}"', *admin)
-        names = {row[0] for row in _rows(existing)}
-        verb = "ALTER" if rp in names else "CREATE"
-        query(profile, f'{verb} RETENTION POLICY "{rp}" ON "{database}" DURATION {days}d REPLICATION 1{default}',
-              *admin)
-    query(profile, f'GRANT WRITE ON "{database}" TO {WRITER_USER}', *admin)
-    query(profile, f'GRANT ALL ON "{database}" TO {DAGSTER_USER}', *admin)
+    """A database with RPs `raw` (default) and `rollup` and the grants, made the one way tenancy/influx.py
+    makes a tenant's (the benches name theirs directly; tenants are added with `hats tenant add`)."""
+    admin = tenant_influx.InfluxAdmin(url(profile), ADMIN_USER, secrets["influx_admin"])
+    tenant_influx.ensure_named_database(admin, database, raw_days, rollup_days, WRITER_USER, DAGSTER_USER)
 
 
 def _rows(body: dict[str, object]) -> list[list[object]]:

@@ -16,9 +16,12 @@ from devstack import envfile, influxdb, mosquitto, postgres
 from devstack.procs import Managed
 from devstack.profile import PROJECT_ROOT, Profile
 from devstack.secrets import load_or_create
+from tenancy.registry import TenantRegistry
+from tenancy.settings import load_settings
+from tenancy.spec import TenantSpec
 
-RAW_RETENTION_DAYS = 30
-ROLLUP_RETENTION_DAYS = 730
+# Migration 0001's name for the demo home, used only if its row is missing.
+DEFAULT_TENANT_NAME = "Default single-home tenant"
 
 
 def progress(message: str) -> None:
@@ -52,6 +55,14 @@ def migrate(dsn: str, revision: str = "head", downgrade: bool = False) -> None:
             os.environ["HATS_PG_DSN"] = previous
 
 
+def ensure_default_tenant(values: dict[str, str]) -> None:
+    """The demo home (its row comes from migration 0001) is a normal tenant: `hats up` runs the registry's
+    add for it, idempotently, so it has its database, retention policies, grants, analyst role, their
+    secrets and iam rows like any home added with `hats tenant add` (an existing row is kept as it is)."""
+    spec = TenantSpec(id=values["HATS_TENANT"], name=DEFAULT_TENANT_NAME)
+    TenantRegistry(load_settings(values)).add(spec, exist_ok=True)
+
+
 def up(profile: Profile) -> dict[str, str]:
     """Start every service, migrate, provision accounts and databases, write the env file."""
     fresh_state = not profile.path("secrets.json").exists()
@@ -71,8 +82,7 @@ def up(profile: Profile) -> dict[str, str]:
     with postgres.connect(postgres.superuser_dsn(profile, secrets, postgres.DAGSTER_DB)) as conn:
         conn.execute("REVOKE ALL ON DATABASE dagster FROM PUBLIC")
     values = envfile.settings(profile, secrets)
-    influxdb.ensure_tenant_database(profile, secrets, f"hats_{values['HATS_TENANT']}",
-                                    RAW_RETENTION_DAYS, ROLLUP_RETENTION_DAYS)
+    _timed(f"tenant {values['HATS_TENANT']}", lambda: ensure_default_tenant(values))
     dagster_home = Path(values["DAGSTER_HOME"])
     dagster_home.mkdir(parents=True, exist_ok=True)
     link = dagster_home / "dagster.yaml"

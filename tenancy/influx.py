@@ -85,11 +85,18 @@ class InfluxAdmin:
 def ensure_database(admin: InfluxAdmin, tenant_id: str, raw_days: int, rollup_months: int,
                     writer: str, dagster: str) -> bool:
     """Make (or bring up to date) the tenant's database; True when it did not exist before."""
-    database = database_for(tenant_id)
+    return ensure_named_database(admin, database_for(tenant_id), raw_days, rollup_days(rollup_months),
+                                 writer, dagster)
+
+
+def ensure_named_database(admin: InfluxAdmin, database: str, raw_days: int, rollup_days: int,
+                          writer: str, dagster: str) -> bool:
+    """The statements behind ``ensure_database``, for a database named directly (the benches' and the local
+    stack's helpers size the rollup policy in days)."""
     created = database not in admin.databases()
     admin.query(f"CREATE DATABASE {ident(database)}")
     existing = admin.retention_policies(database)
-    for policy, days, default in ((RAW_RP, raw_days, " DEFAULT"), (ROLLUP_RP, rollup_days(rollup_months), "")):
+    for policy, days, default in ((RAW_RP, raw_days, " DEFAULT"), (ROLLUP_RP, rollup_days, "")):
         verb = "ALTER" if policy in existing else "CREATE"
         admin.query(f"{verb} RETENTION POLICY {ident(policy)} ON {ident(database)} DURATION {days}d "
                     f"REPLICATION 1{default}")
