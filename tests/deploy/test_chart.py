@@ -1,0 +1,330 @@
+"""The Helm chart (deploy/hats), rendered offline over the default and the production values: it lints,
+every manifest is valid for a pinned Kubernetes, and the settings it sets are exactly the ones the code
+reads (the worker's WorkerSettings, the code location's variables, dagster.yaml's references)."""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+import tomllib
+from importlib.metadata import requires
+from typing import Any
+
+import helm_python as helm
+import kubernetes_validate  # type: ignore[import-untyped]
+import pytest
+import yaml  # type: ignore[import-untyped]
+from pydantic import SecretStr
+
+from devstack.profile import PROJECT_ROOT
+from ingest_worker.contract import TENANT_PATTERN
+from ingest_worker.settings import ENV_PREFIX, WorkerSettings, load_settings
+from tests.deploy.chart import (
+    CHART,
+    KUBERNETES_VERSION,
+    RELEASE,
+    VALUE_FILES,
+    Rendered,
+    container_env,
+    containers,
+    pod_spec,
+    render,
+    resolve,
+    values_of,
+)
+
+VALUES = sorted(VALUE_FILES)
+VARIABLE = re.compile(r"HATS_[A-Z0-9_]*[A-Z0-9]")
+SECRET_NAME = re.compile(r"_(PASSWORD|DSN|PG_URL|TOKEN)$")  # what a variable's name says it holds
+LOCK = tomllib.loads((PROJECT_ROOT / "uv.lock").read_text())
+PYPROJECT = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())
+
+
+@pytest.fixture(scope="module", params=VALUES)
+def rendered(request: pytest.FixtureRequest) -> Rendered:
+    return render(request.param)
+
+
+def locked(package: str) -> str:
+    [version] = [p["version"] for p in LOCK["package"] if p["name"] == package]
+    return str(version)
+
+
+def workers(rendered: Rendered) -> list[dict[str, Any]]:
+    return [s for s in rendered.of_kind("StatefulSet")
+            if s["metadata"]["labels"]["app.kubernetes.io/component"] == "worker"]
+
+
+def worker_fields() -> dict[str, str]:
+    return {ENV_PREFIX + name.upper(): name for name in WorkerSettings.model_fields}
+
+
+# --- the chart itself -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", VALUES)
+def test_lint_finds_nothing_but_the_dagster_chart_not_fetched_here(name: str) -> None:
+    """Helm's linter, strict, for the pinned Kubernetes. The one finding allowed is the dagster chart
+    missing from charts/ (`helm dependency build` fetches it; no network here), and only while it is."""
+    missing = [d["name"] for d in helm.dependency_list(CHART) if d["status"] == "missing"]
+    assert set(missing) <= {"dagster"}
+    allowed = {f"chart directory is missing these dependencies: {', '.join(missing)}"} if missing else set()
+    report = helm.lint(CHART, values_of(name), strict=True, kube_version=f"v{KUBERNETES_VERSION}")
+    assert set(report["errors"]) == allowed
+    assert {m["error"] for m in report["messages"] if m["severity"] >= 2} == allowed
+
+
+def test_every_manifest_is_valid_for_the_pinned_kubernetes(rendered: Rendered) -> None:
+    assert len(rendered.manifests) >= 8
+    for manifest in rendered.manifests:
+        kubernetes_validate.validate(manifest, KUBERNETES_VERSION, strict=True)
+
+
+def test_no_manifest_names_itself_twice(rendered: Rendered) -> None:
+    keys = [(m["kind"], m["metadata"]["name"]) for m in rendered.manifests]
+    assert len(keys) == len(set(keys))
+
+
+def test_the_chart_version_is_the_projects(rendered: Rendered) -> None:
+    with helm.Chart.load(CHART) as chart:
+        assert chart.metadata["appVersion"] == PYPROJECT["project"]["version"]
+
+
+# --- the worker -----------------------------------------------------------------------------------------
+
+def test_one_statefulset_per_shard_with_its_replicas(rendered: Rendered) -> None:
+    worker = rendered.values["worker"]
+    shards = workers(rendered)
+    assert len(shards) == worker["shards"]
+    for index, sts in enumerate(sorted(shards, key=lambda s: int(s["metadata"]["labels"]["hats/shard"]))):
+        env = container_env(pod_spec(sts)["containers"][0], rendered)
+        assert env["HATS_SHARD"].value == str(index)
+        assert env["HATS_SHARDS"].value == str(worker["shards"])
+        assert sts["spec"]["replicas"] == int(worker["replicasPerShard"].get(str(index), worker["replicas"]))
+        # the replicas of one shard split its load through one shared-subscription group
+        assert env["HATS_MQTT_SHARE_GROUP"].value.endswith(f"-shard-{index}")
+        assert env["HATS_MQTT_CLIENT_ID"].kind == "field"  # the pod's stable name: one session per replica
+    groups = [container_env(pod_spec(s)["containers"][0], rendered)["HATS_MQTT_SHARE_GROUP"].value for s in shards]
+    assert len(set(groups)) == len(groups)
+
+
+def test_every_variable_a_worker_gets_is_a_worker_setting_and_it_starts(rendered: Rendered,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each variable names a WorkerSettings field; with them (and a value for each Secret key) the
+    worker's own start-up validation passes in the last replica's pod of every shard: every required
+    setting is set and every rendered value is valid."""
+    fields = worker_fields()
+    for sts in workers(rendered):
+        [container] = pod_spec(sts)["containers"]
+        env = container_env(container, rendered)
+        assert set(env) - set(fields) == set()
+        pod = f"{sts['metadata']['name']}-{sts['spec']['replicas'] - 1}"
+        for name in [n for n in os.environ if n.upper().startswith(ENV_PREFIX)]:
+            monkeypatch.delenv(name)
+        for name, source in env.items():
+            monkeypatch.setenv(name, resolve(source, rendered, pod))
+        settings = load_settings()
+        assert settings.mqtt_client_id == pod
+        assert settings.http_host not in ("127.0.0.1", "localhost")  # the kubelet probes the pod's address
+        assert pod_spec(sts)["terminationGracePeriodSeconds"] > settings.shutdown_timeout_s
+        assert str(settings.outbox_dir) in {m["mountPath"] for m in container["volumeMounts"]}
+
+
+def test_worker_secrets_come_only_from_secrets(rendered: Rendered) -> None:
+    """Every SecretStr setting the worker gets comes from a Secret; no ConfigMap holds a secret."""
+    fields = WorkerSettings.model_fields.items()
+    secret_fields = {ENV_PREFIX + name.upper() for name, field in fields if field.annotation is SecretStr}
+    for sts in workers(rendered):
+        env = container_env(pod_spec(sts)["containers"][0], rendered)
+        assert {n for n in secret_fields if n in env} >= {"HATS_INGEST_DSN", "HATS_INFLUX_PASSWORD"}
+        assert all(env[n].kind == "secret" for n in secret_fields if n in env)
+    for config_map in rendered.of_kind("ConfigMap"):
+        assert [k for k in config_map.get("data", {}) if SECRET_NAME.search(k)] == []
+
+
+@pytest.mark.parametrize(("worker", "message"), [
+    ({"tenantMode": "single", "shards": 2}, "worker.shards: a single-tenant worker"),
+    ({"tenantMode": "many"}, 'worker.tenantMode must be registry or single (got "many")'),
+    ({"shards": 0}, "worker.shards must be at least 1"),
+])
+def test_bad_worker_values_fail_the_render_naming_the_value(worker: dict[str, Any], message: str) -> None:
+    with helm.Chart.load(CHART) as chart, pytest.raises(helm.HelmRenderError, match=re.escape(message)):
+        chart.render({"worker": worker}, name=RELEASE, namespace="hats")
+
+
+def test_a_single_tenant_worker_serves_its_home(monkeypatch: pytest.MonkeyPatch) -> None:
+    with helm.Chart.load(CHART) as chart:
+        files = chart.render({"worker": {"tenantMode": "single", "tenant": "acme"}}, name=RELEASE, namespace="hats")
+    [config] = [d for d in yaml.safe_load_all(files["hats/templates/worker-configmap.yaml"]) if d]
+    assert (config["data"]["HATS_TENANT_MODE"], config["data"]["HATS_TENANT"]) == ("single", "acme")
+    assert set(config["data"]) - set(worker_fields()) == set()
+
+
+def test_worker_probes_resources_and_hardening(rendered: Rendered) -> None:
+    for sts in workers(rendered):
+        [container] = pod_spec(sts)["containers"]
+        env = container_env(container, rendered)
+        port = int(resolve(env["HATS_HTTP_PORT"], rendered, "pod"))
+        assert [p["containerPort"] for p in container["ports"] if p["name"] == "http"] == [port]
+        assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+        assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+        assert pod_spec(sts)["automountServiceAccountToken"] is False
+
+
+def test_every_container_has_requests_limits_and_runs_as_non_root(rendered: Rendered) -> None:
+    for workload in rendered.workloads():
+        assert pod_spec(workload)["securityContext"]["runAsNonRoot"] is True
+        for container in containers(workload):
+            assert set(container["resources"]) == {"requests", "limits"}
+            for part in ("requests", "limits"):
+                assert set(container["resources"][part]) >= {"cpu", "memory"}
+            assert container["securityContext"]["allowPrivilegeEscalation"] is False
+
+
+def test_tenant_secrets_are_a_read_only_secret_volume_in_the_folder_the_worker_reads(rendered: Rendered) -> None:
+    tenants = rendered.values["tenantSecrets"]
+    for sts in workers(rendered):
+        [container] = pod_spec(sts)["containers"]
+        env = container_env(container, rendered)
+        volumes = {v["name"]: v for v in pod_spec(sts)["volumes"]}
+        directory = resolve(env["HATS_TENANT_SECRETS_DIR"], rendered, "pod")
+        assert directory == tenants["mountPath"]
+        if not tenants["existingSecret"]:
+            assert "tenant-secrets" not in volumes
+            continue
+        [mount] = [m for m in container["volumeMounts"] if m["name"] == "tenant-secrets"]
+        assert mount["readOnly"] is True
+        assert mount["mountPath"] == directory
+        secret = volumes["tenant-secrets"]["secret"]
+        assert secret["secretName"] == tenants["existingSecret"]
+        assert secret["defaultMode"] == 0o400
+        for item in secret["items"]:
+            tenant, name = item["path"].split("/")
+            assert TENANT_PATTERN.match(tenant)
+            assert item["key"] == f"{tenant}.{name}"
+        assert {i["path"].split("/")[0] for i in secret["items"]} == set(tenants["tenants"])
+
+
+def test_the_migrations_run_before_install_and_upgrade_with_their_own_secret(rendered: Rendered) -> None:
+    [job] = rendered.of_kind("Job")
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
+    [container] = pod_spec(job)["containers"]
+    assert container["command"][0] == "alembic"
+    assert container["command"][-2:] == ["upgrade", "head"]
+    env = container_env(container, rendered)
+    migrations_env = ast.literal_eval(_constant(PROJECT_ROOT / "migrations" / "env.py", "DSN_SETTING"))
+    assert set(env) == {migrations_env}
+    assert env[migrations_env].kind == "secret"
+    secrets = [s for s in rendered.of_kind("Secret") if s["metadata"]["name"] == env[migrations_env].value]
+    for secret in secrets:  # made by the chart: a hook that comes before the Job
+        weight = int(secret["metadata"]["annotations"]["helm.sh/hook-weight"])
+        assert weight < int(job["metadata"]["annotations"]["helm.sh/hook-weight"])
+
+
+# --- the code location, through the dagster chart --------------------------------------------------------
+
+def _constant(path: Any, name: str) -> str:
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
+            return ast.unparse(node.value)
+    raise AssertionError(f"{name} not found in {path}")
+
+
+def code_location_variables() -> set[str]:
+    """Every HATS_ variable hats_assets names (dg.EnvVar, os.environ reads, the retention settings'
+    table), read from its source, plus the variables dagster.yaml references."""
+    named: set[str] = set()
+    for path in (PROJECT_ROOT / "hats_assets").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and VARIABLE.fullmatch(node.value):
+                named.add(node.value)
+    return named | dagster_yaml_variables()
+
+
+def dagster_yaml_variables() -> set[str]:
+    found: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if set(node) == {"env"}:
+                found.add(node["env"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(yaml.safe_load((PROJECT_ROOT / "dagster.yaml").read_text()))
+    return found
+
+
+def user_deployment(values: dict[str, Any]) -> dict[str, Any]:
+    [deployment] = values["dagster"]["dagster-user-deployments"]["deployments"]
+    return dict(deployment)
+
+
+def test_the_code_location_reads_a_variable_the_scan_finds() -> None:
+    """The scan that the next test relies on sees what the resources bind (it is not vacuous)."""
+    assert {"HATS_INFLUX_URL", "HATS_DAGSTER_DSN", "HATS_DAGSTER_PG_URL"} <= code_location_variables()
+
+
+def test_the_user_deployment_gets_every_variable_the_code_location_reads(rendered: Rendered) -> None:
+    values = rendered.values
+    deployment = user_deployment(values)
+    secret = values["codeLocation"]["secret"]
+    as_container = {"env": deployment.get("env", []),
+                    "envFrom": [{"configMapRef": {"name": c["name"]}} for c in deployment["envConfigMaps"]]
+                    + [{"secretRef": {"name": s["name"]}} for s in deployment["envSecrets"]]}
+    env = container_env(as_container, rendered, {secret["name"]: sorted(secret["values"])})
+    assert code_location_variables() - set(env) == set()
+    assert set(env) - code_location_variables() == set()  # nothing set that the code does not read
+    assert [n for n, s in env.items() if SECRET_NAME.search(n) and s.kind != "secret"] == []
+    assert deployment["includeConfigInLaunchedRuns"]["enabled"] is True  # K8sRunLauncher's pods get them too
+    dagster_url = resolve(env["HATS_DAGSTER_URL"], rendered, "pod")
+    assert dagster_url == (f"http://{RELEASE}-{values['dagster']['dagsterWebserver']['nameOverride']}:"
+                           f"{resolve(env['HATS_DAGSTER_PORT'], rendered, 'pod')}")
+
+
+def test_the_user_deployment_runs_this_image_and_code_location(rendered: Rendered) -> None:
+    values = rendered.values
+    deployment = user_deployment(values)
+    with helm.Chart.load(CHART) as chart:
+        tag = values["image"]["tag"] or chart.metadata["appVersion"]
+    assert (deployment["image"]["repository"], deployment["image"]["tag"]) == (values["image"]["repository"], tag)
+    args = deployment["dagsterApiGrpcArgs"]
+    dagster = PYPROJECT["tool"]["dagster"]
+    assert args[args.index("--module-name") + 1] == dagster["module_name"]
+    assert args[args.index("--location-name") + 1] == dagster["code_location_name"]
+    workspace = yaml.safe_load((PROJECT_ROOT / "workspace.yaml").read_text())
+    assert workspace["load_from"][0]["python_module"]["location_name"] == dagster["code_location_name"]
+
+
+def test_dagster_runs_each_run_in_its_pod_on_external_postgresql_as_dagster_yaml_has_it(rendered: Rendered) -> None:
+    dagster = rendered.values["dagster"]
+    instance = yaml.safe_load((PROJECT_ROOT / "dagster.yaml").read_text())
+    assert dagster["runLauncher"]["type"] == "K8sRunLauncher"
+    assert "postgres" in instance["storage"]
+    assert dagster["postgresql"]["enabled"] is False
+    assert dagster["postgresql"]["postgresqlHost"] == rendered.values["external"]["postgresql"]["host"]
+    assert dagster["postgresql"]["service"]["port"] == rendered.values["external"]["postgresql"]["port"]
+    coordinator = dagster["dagsterDaemon"]["runCoordinator"]
+    assert coordinator["type"] == instance["run_coordinator"]["class"]
+    assert (coordinator["config"]["queuedRunCoordinator"]["maxConcurrentRuns"]
+            == instance["run_coordinator"]["config"]["max_concurrent_runs"])
+    assert dagster["telemetry"]["enabled"] == instance["telemetry"]["enabled"]
+    # the storage password: from the Secret the dagster chart is told to read, never generated in values
+    assert dagster["generatePostgresqlPasswordSecret"] is False
+    secret_name = dagster["global"]["postgresqlSecretName"]
+    made = [s for s in rendered.of_kind("Secret") if s["metadata"]["name"] == secret_name]
+    assert len(made) == (0 if rendered.values["dagsterStorage"]["existingSecret"] else 1)
+    assert all("postgresql-password" in s["stringData"] for s in made)
+
+
+def test_the_dagster_chart_is_pinned_with_the_dagster_library() -> None:
+    """The chart's dagster dependency, the dagster in uv.lock and the one dagster-k8s (the image's
+    run launcher) was built for are one version."""
+    with helm.Chart.load(CHART) as chart:
+        [dependency] = [d for d in chart.metadata["dependencies"] if d["name"] == "dagster"]
+    assert dependency["version"] == locked("dagster")
+    assert f"dagster=={locked('dagster')}" in (requires("dagster-k8s") or [])
+    assert PYPROJECT["dependency-groups"]["k8s"] == [f"dagster-k8s=={locked('dagster-k8s')}"]
