@@ -12,9 +12,11 @@ import secrets
 from pathlib import Path
 
 ACCOUNTS = (
+    "mqtt_broker_admin",
     "mqtt_worker",
     "mqtt_publisher",
     "mqtt_homeassistant",
+    "mqtt_bench",
     "influx_admin",
     "influx_writer",
     "influx_dagster",

@@ -143,8 +143,9 @@ def main(argv: list[str] | None = None) -> int:
         target = Target(os.environ.get("HATS_MQTT_HOST", "127.0.0.1"), int(os.environ["HATS_MQTT_PORT"]),
                         os.environ["HATS_MQTT_PUBLISHER_USERNAME"], os.environ["HATS_MQTT_PUBLISHER_PASSWORD"],
                         config.topics.events)
-        # The pid keeps two simulators with the same seed from taking each other's connection.
-        sink = Publisher(target, client_id=f"hats-simulator-{args.seed}-{os.getpid()}")
+        # The account's own name: the broker refuses a home's (or the demo's) account any other client id,
+        # so two simulators on one account take each other's connection; give each its own account.
+        sink = Publisher(target)
     handler = _StopOnSignal()
     previous = {signum: signal.signal(signum, handler) for signum in (signal.SIGTERM, signal.SIGINT)}
     try:

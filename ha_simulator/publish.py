@@ -52,10 +52,13 @@ class Sink(Protocol):
 class Publisher:
     """A paho client on its own network thread; `publish` blocks only when too many are unacknowledged."""
 
-    def __init__(self, target: Target, client_id: str, qos: int = 1) -> None:
-        """`qos` 0 publishes as Home Assistant's mqtt_eventstream and most device firmwares do by default."""
+    def __init__(self, target: Target, client_id: str | None = None, qos: int = 1) -> None:
+        """`qos` 0 publishes as Home Assistant's mqtt_eventstream and most device firmwares do by default.
+        The client id defaults to the account's name: the broker binds every account but the workers' to
+        that id (tenancy/broker.py) and refuses any other."""
         self._qos = qos
-        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
+        self._client = mqtt.Client(CallbackAPIVersion.VERSION2,
+                                   client_id=target.username if client_id is None else client_id)
         self._client.username_pw_set(target.username, target.password)
         self._client.max_inflight_messages_set(MAX_INFLIGHT)
         self._client.max_queued_messages_set(0)

@@ -5,17 +5,13 @@ can never answer a SUBACK with a failure code. Mosquitto 2's dynamic security pl
 Debian's `mosquitto` package) checks a subscription against the client's roles and refuses what they
 do not allow (`defaultACLAccess.subscribe: false`): 0x80 to an MQTT 3.1.1 client, 0x87 to MQTT 5.
 
-The plugin's JSON is written here rather than with `mosquitto_ctrl dynsec init`: a client's password is
-PBKDF2-HMAC-SHA512 over the base64-decoded salt, stored base64 with its iteration count (the format
-`mosquitto_ctrl` writes). Persistence is off: nothing of it outlives the test.
+The plugin's JSON is written here with the stack's own `hash_password` (devstack/mosquitto.py).
+Persistence is off: nothing of it outlives the test.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
-import secrets
 import shutil
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -23,12 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from devstack.mosquitto import hash_password, plugin_path
 from devstack.procs import Managed, port_open, wait_until
 from devstack.profile import LOOPBACK
-
-PLUGIN_DIR, PLUGIN_GLOB = Path("/usr/lib"), "*-linux-gnu/mosquitto_dynamic_security.so"
-PBKDF2_ITERATIONS = 101  # what mosquitto_ctrl 2.0 writes; a test broker needs no stronger hash
-SALT_BYTES = 12
 
 
 @dataclass(frozen=True)
@@ -49,23 +42,6 @@ class DynsecBroker:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-
-def plugin_path() -> str:
-    found = sorted(PLUGIN_DIR.glob(PLUGIN_GLOB))
-    if not found:
-        raise FileNotFoundError(f"Mosquitto's dynamic security plugin ({PLUGIN_DIR / PLUGIN_GLOB}) is missing; "
-                                "run `make bootstrap` (Debian's mosquitto package ships it)")
-    return str(found[0])
-
-
-def hash_password(password: str, salt: bytes | None = None,
-                  iterations: int = PBKDF2_ITERATIONS) -> dict[str, Any]:
-    """The `password`, `salt` and `iterations` fields of a dynsec client."""
-    salt = secrets.token_bytes(SALT_BYTES) if salt is None else salt
-    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations)
-    return {"password": base64.b64encode(digest).decode(), "salt": base64.b64encode(salt).decode(),
-            "iterations": iterations}
 
 
 def render_dynsec(accounts: Sequence[Account]) -> dict[str, Any]:

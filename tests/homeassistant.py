@@ -11,6 +11,7 @@ import dagster as dg
 
 from ha_simulator.publish import Publisher, Target
 from hats_assets.defs.common.resources import InfluxDBResource, PostgresResource
+from hats_assets.defs.common.tenants import TenantSelection
 from hats_assets.defs.retention.assets import RetentionSettings
 from tests.conftest import Tenant
 
@@ -26,7 +27,7 @@ def state_changed(entity_id: str, state: str, at: datetime, **attributes: object
 def publish(tenant: Tenant, payloads: list[bytes]) -> None:
     env = tenant.env
     publisher = Publisher(Target("127.0.0.1", int(env["HATS_MQTT_PORT"]), env["HATS_MQTT_PUBLISHER_USERNAME"],
-                                 env["HATS_MQTT_PUBLISHER_PASSWORD"], tenant.topic), client_id=f"pub-{tenant.name}")
+                                 env["HATS_MQTT_PUBLISHER_PASSWORD"], tenant.topic))
     try:
         for payload in payloads:
             publisher.publish(payload)
@@ -35,12 +36,14 @@ def publish(tenant: Tenant, payloads: list[bytes]) -> None:
 
 
 def asset_resources(tenant: Tenant) -> dict[str, object]:
-    """The code location's resources, bound to the test tenant instead of the environment."""
+    """The code location's resources, its runs and sensors serving the test tenant alone (the shared test
+    stack holds every other test's tenants too)."""
     env = tenant.env
     return {
         "influxdb": InfluxDBResource(url=env["HATS_INFLUX_URL"], username=env["HATS_INFLUX_DAGSTER_USERNAME"],
-                                     password=env["HATS_INFLUX_DAGSTER_PASSWORD"], tenant=tenant.name),
+                                     password=env["HATS_INFLUX_DAGSTER_PASSWORD"]),
         "postgres": PostgresResource(dsn=env["HATS_DAGSTER_DSN"]),
+        "tenant_selection": TenantSelection(tenants=[tenant.name]),
         "retention_settings": RetentionSettings(),  # the defaults: raw points kept 30 days
     }
 

@@ -22,6 +22,8 @@ class Session:
     received: list[mqtt.MQTTMessage] = field(default_factory=list)
     acks: dict[int, ReasonCode] = field(default_factory=dict)
     subacks: dict[int, list[ReasonCode]] = field(default_factory=dict)
+    # Reason codes of every disconnection the broker caused while the session was open (paho reconnects).
+    disconnects: list[ReasonCode] = field(default_factory=list)
     cond: threading.Condition = field(default_factory=threading.Condition)
 
     def wait(self, predicate: object, what: str) -> None:
@@ -41,9 +43,11 @@ class Session:
         return self.subacks[mid][0]
 
 
-def connect_code(port: int, username: str | None, password: str | None) -> ReasonCode:
-    """The CONNACK reason code the broker answers these credentials with."""
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+def connect_code(port: int, username: str | None, password: str | None, client_id: str = "",
+                 v311: bool = False) -> ReasonCode:
+    """The CONNACK reason code the broker answers these credentials (and client id) with."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
+                         protocol=mqtt.MQTTv311 if v311 else mqtt.MQTTv5)
     if username is not None:
         client.username_pw_set(username, password)
     result: list[ReasonCode] = []
@@ -97,7 +101,12 @@ def session(port: int, username: str, password: str, client_id: str = "", clean_
             s.received.append(message)
             s.cond.notify_all()
 
-    client.on_connect, client.on_publish = on_connect, on_publish
+    def on_disconnect(c: mqtt.Client, u: object, f: object, rc: ReasonCode, p: object) -> None:
+        with s.cond:
+            s.disconnects.append(rc)
+            s.cond.notify_all()
+
+    client.on_connect, client.on_publish, client.on_disconnect = on_connect, on_publish, on_disconnect
     client.on_subscribe, client.on_message = on_subscribe, on_message
     if v311:
         client.connect("127.0.0.1", port)
@@ -111,5 +120,6 @@ def session(port: int, username: str, password: str, client_id: str = "", clean_
             raise TimeoutError(f"MQTT connect as {username} failed")
         yield s
     finally:
+        client.on_disconnect = None
         client.disconnect()
         client.loop_stop()

@@ -28,7 +28,7 @@ def test_offline_subscriber_gets_every_message_after_a_broker_restart(
     with session(port, *worker, client_id=client_id, clean_start=False, v311=True) as s:
         assert s.subscribe(topic) == 1
     publisher = Publisher(Target("127.0.0.1", port, stack_env["HATS_MQTT_PUBLISHER_USERNAME"],
-                                 stack_env["HATS_MQTT_PUBLISHER_PASSWORD"], topic), client_id=f"pub-{client_id}")
+                                 stack_env["HATS_MQTT_PUBLISHER_PASSWORD"], topic))
     for i in range(MESSAGES):
         publisher.publish(str(i).encode())
     publisher.close()  # every PUBACK received: the broker owns all of them now

@@ -28,11 +28,15 @@ def test_mqtt_acl_worker_only_reads_publisher_only_writes_ha_topics(stack_env: d
     worker = (stack_env["HATS_MQTT_USERNAME"], stack_env["HATS_MQTT_PASSWORD"])
     publisher = (stack_env["HATS_MQTT_PUBLISHER_USERNAME"], stack_env["HATS_MQTT_PUBLISHER_PASSWORD"])
     topic = f"homeassistant/acl_{uuid.uuid4().hex[:8]}/state"
-    with session(port, *worker) as w, session(port, *publisher) as p:
+    # The demo's publisher is bound to its own client id (tenancy/broker.py): nobody else's.
+    with session(port, *worker) as w, session(port, *publisher, client_id=publisher[0]) as p:
         assert w.subscribe(topic).value == 1  # granted QoS 1
         assert w.publish(topic, b"forged").value == NOT_AUTHORIZED
-        p.subscribe(topic)  # Mosquitto grants the SUBACK but must never deliver: the ACL has no read
+        # The dynamic security plugin refuses the subscription outright: the account has no read.
+        assert p.subscribe(topic).value == NOT_AUTHORIZED
         assert p.publish(f"not_home_assistant/{uuid.uuid4().hex}", b"x").value == NOT_AUTHORIZED
+        # The homes' prefixes live under hats/: the demo's shared account writes none of them.
+        assert p.publish(f"hats/{uuid.uuid4().hex[:8]}/homeassistant/events", b"x").value == NOT_AUTHORIZED
         assert p.publish(topic, b"21.5").value == 0
         w.wait(lambda: len(w.received) == 1, "the publisher's message")
         assert [m.payload for m in w.received] == [b"21.5"]  # the forged one never arrived
@@ -40,6 +44,30 @@ def test_mqtt_acl_worker_only_reads_publisher_only_writes_ha_topics(stack_env: d
         # of 21.5 to the publisher's own subscription would already have arrived.
         assert p.publish(topic, b"22.0").value == 0
         assert p.received == []
+    assert connect_code(port, *publisher, client_id="hats-ingest").value == NOT_AUTHORIZED
+    assert connect_code(port, *publisher, client_id="").value == NOT_AUTHORIZED
+
+
+def test_mqtt_admin_account_only_administers(stack_env: dict[str, str]) -> None:
+    """The broker admin may use the dynamic-security control topic and nothing else; the worker may not
+    use it at all (its `#` never matches `$` topics)."""
+    port = int(stack_env["HATS_MQTT_PORT"])
+    worker = (stack_env["HATS_MQTT_USERNAME"], stack_env["HATS_MQTT_PASSWORD"])
+    admin = (stack_env["HATS_BROKER_ADMIN_USERNAME"], stack_env["HATS_BROKER_ADMIN_PASSWORD"])
+    control = "$CONTROL/dynamic-security/v1"
+    with session(port, *admin) as a, session(port, *worker) as w:
+        assert a.publish("homeassistant/admin_probe", b"x").value == NOT_AUTHORIZED
+        assert a.subscribe("homeassistant/#").value == NOT_AUTHORIZED
+        assert w.publish(control, b'{"commands": [{"command": "listClients"}]}').value == NOT_AUTHORIZED
+        assert w.subscribe(f"{control}/response").value == 1  # granted by `#`, yet nothing is delivered:
+        assert a.subscribe(f"{control}/response").value == 1
+        assert a.publish(control, b'{"commands": [{"command": "listClients"}]}').value == 0
+        a.wait(lambda: len(a.received) == 1, "the broker's answer to the admin")
+        assert b"hats_worker" in a.received[0].payload
+        # Answers go to the asking client only; the worker's subscription saw nothing (ordered delivery:
+        # its own next PUBACK would come after anything queued for it).
+        assert w.publish(control, b"{}").value == NOT_AUTHORIZED
+        assert w.received == []
 
 
 def _influx(stack_env: dict[str, str], q: str, auth: tuple[str, str] | None, db: str = "hats_home") -> httpx.Response:

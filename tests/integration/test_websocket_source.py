@@ -225,7 +225,7 @@ def discovery_config(tenant: Tenant) -> tuple[str, dict[str, Any]]:
     node = f"hats_{tenant.name}"
     return f"homeassistant/sensor/{node}/temperature/config", {
         "name": "Temperature", "unique_id": f"{node}_temperature", "object_id": f"{node}_temperature",
-        "state_topic": f"hats/{tenant.name}/probe/state", "unit_of_measurement": "°C",
+        "state_topic": f"hats/{tenant.name}/homeassistant/probe/state", "unit_of_measurement": "°C",
         "device_class": "temperature", "state_class": "measurement",
         "device": {"identifiers": [node], "name": f"Probe {tenant.name}", "manufacturer": "Acme",
                    "model": "WS-1"}}
@@ -252,8 +252,10 @@ def test_registries_reach_core_and_the_analyst_sees_the_area(home_assistant: HaP
     ha = home_assistant
     area = ha.ws_call("config/area_registry/create", name=f"Room {tenant.name}")
     topic, config = discovery_config(tenant)
-    publisher = session(int(stack_env["HATS_MQTT_PORT"]), stack_env["HATS_MQTT_PUBLISHER_USERNAME"],
-                        stack_env["HATS_MQTT_PUBLISHER_PASSWORD"], client_id=f"pub-{uuid.uuid4().hex[:8]}")
+    # The device announces itself on Home Assistant's own (unprefixed) discovery topics, which only the
+    # Home Assistant peer's account may write besides its `hats/+/homeassistant/#` (devstack/mosquitto.py).
+    publisher = session(int(stack_env["HATS_MQTT_PORT"]), stack_env["HATS_MQTT_HOMEASSISTANT_USERNAME"],
+                        stack_env["HATS_MQTT_HOMEASSISTANT_PASSWORD"], client_id=f"pub-{uuid.uuid4().hex[:8]}")
     with publisher as pub:
         try:
             def discovered() -> dict[str, Any] | None:
