@@ -127,7 +127,10 @@ def ensure_tenant_database(profile: Profile, secrets: dict[str, str], database: 
     """A database with RPs `raw` (default) and `rollup` and the grants, made the one way tenancy/influx.py
     makes a tenant's (the benches name theirs directly; tenants are added with `hats tenant add`)."""
     admin = tenant_influx.InfluxAdmin(url(profile), ADMIN_USER, secrets["influx_admin"])
-    tenant_influx.ensure_named_database(admin, database, raw_days, rollup_days, WRITER_USER, DAGSTER_USER)
+    try:
+        tenant_influx.ensure_named_database(admin, database, raw_days, rollup_days, WRITER_USER, DAGSTER_USER)
+    finally:
+        admin.close()
 
 
 def _rows(body: dict[str, object]) -> list[list[object]]:

@@ -60,7 +60,8 @@ def ensure_default_tenant(values: dict[str, str]) -> None:
     add for it, idempotently, so it has its database, retention policies, grants, analyst role, their
     secrets and iam rows like any home added with `hats tenant add` (an existing row is kept as it is)."""
     spec = TenantSpec(id=values["HATS_TENANT"], name=DEFAULT_TENANT_NAME)
-    TenantRegistry(load_settings(values)).add(spec, exist_ok=True)
+    with TenantRegistry(load_settings(values)) as registry:
+        registry.add(spec, exist_ok=True)
 
 
 def up(profile: Profile) -> dict[str, str]:

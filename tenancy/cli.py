@@ -134,8 +134,8 @@ def _run(args: argparse.Namespace, registry: TenantRegistry) -> int:
 
 def main(args: argparse.Namespace) -> int:
     try:
-        registry = TenantRegistry(load_settings())
-        return _run(args, registry)
+        with TenantRegistry(load_settings()) as registry:
+            return _run(args, registry)
     except TenantError as exc:
         print(f"hats tenant: refused: {exc}", file=sys.stderr)
         return EXIT_REFUSED

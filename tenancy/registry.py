@@ -170,6 +170,15 @@ class TenantRegistry:
         self.secrets = tenant_secrets.TenantSecrets(settings.tenant_secrets_dir)
         self._broker = broker
 
+    def close(self) -> None:
+        self.influx.close()
+
+    def __enter__(self) -> TenantRegistry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     @property
     def broker(self) -> HomeBroker:
         if self._broker is None:
