@@ -23,6 +23,7 @@ from ingest_worker import metrics
 from ingest_worker.door import open_pipeline
 from ingest_worker.ha_link import HaLink, HaLinkSettings, HomeAssistantAuthError
 from ingest_worker.health import HealthServer
+from ingest_worker.many import ManyHomes
 from ingest_worker.mqtt_link import Incoming, LinkSettings, MqttLink
 from ingest_worker.pipeline import Pipeline
 from ingest_worker.settings import WorkerSettings
@@ -38,6 +39,8 @@ STALLED_AFTER_S = 30.0
 
 
 async def run(settings: WorkerSettings) -> dict[str, int]:
+    if settings.registry_mode:
+        return await ManyHomes(settings).run()
     loop = asyncio.get_running_loop()
     registry = RegistryStore(settings.tenant)
     sources = build_sources(settings, registry.device_of)

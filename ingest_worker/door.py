@@ -26,6 +26,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
+import httpx
 import psycopg
 
 from ingest_worker.contract import database_for
@@ -34,6 +35,7 @@ from ingest_worker.outbox import Outbox
 from ingest_worker.pipeline import Pipeline
 from ingest_worker.settings import WorkerSettings
 from ingest_worker.sources.base import Source
+from ingest_worker.store.connection import OpsConnection
 from ingest_worker.store.deadletters import DeadLetter
 from ingest_worker.store.durable import DurableWriter
 from ingest_worker.store.hooks import FlushHook
@@ -63,14 +65,21 @@ class Wiring:
     pipeline: Pipeline
 
 
-async def open_pipeline(settings: WorkerSettings, conn: psycopg.AsyncConnection[tuple[object, ...]],
+async def open_pipeline(settings: WorkerSettings,
+                        conn: psycopg.AsyncConnection[tuple[object, ...]] | OpsConnection,
                         sources: Sequence[Source], outbox_dir: Path, link: MqttLink | None = None,
-                        hooks: Sequence[FlushHook] = ()) -> Wiring:
-    """The tenant's pipeline on `conn` (autocommit), with its outbox in `outbox_dir`."""
+                        hooks: Sequence[FlushHook] = (), influx_client: httpx.AsyncClient | None = None) -> Wiring:
+    """The tenant's pipeline on `conn` (autocommit; an `OpsConnection` when homes share it), with its outbox
+    in `outbox_dir`; `influx_client` when homes share one pool of InfluxDB connections."""
     metadata = MetadataStore(settings.tenant, settings.series_budget)
-    await metadata.load(conn)
+    if isinstance(conn, OpsConnection):
+        async with conn.lock:
+            await metadata.load(conn.conn)
+    else:
+        await metadata.load(conn)
     influx = InfluxWriter(settings.influx_url, database_for(settings.tenant), settings.influx_username,
-                          settings.influx_password.get_secret_value(), settings.influx_timeout_s)
+                          settings.influx_password.get_secret_value(), settings.influx_timeout_s,
+                          client=influx_client)
     writer = DurableWriter(influx, Outbox(outbox_dir, settings.outbox_max_bytes))
     pipeline = Pipeline(settings.tenant, sources, writer, metadata, conn, settings.ingest_dsn.get_secret_value(),
                         link, settings.max_payload_bytes, settings.batch_max_points, settings.batch_max_age_s, hooks)

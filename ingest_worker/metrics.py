@@ -37,3 +37,19 @@ HA_HISTORY_ROWS = Counter("hats_ha_history_rows", "States fetched from Home Assi
                           registry=REGISTRY)
 HA_GAP_FILL_SECONDS = Gauge("hats_ha_gap_fill_seconds", "Duration of the latest gap fill (history since the "
                             "resume point, then the recorder's uncommitted tail)", registry=REGISTRY)
+
+# Registry mode (many.py): one series per home of the shard, never per entity (1,000 homes × 8 is bounded).
+TENANTS = Gauge("hats_tenants_served", "Homes this worker serves (registry mode)", registry=REGISTRY)
+TENANT_FAILURES = Counter("hats_tenant_failures", "Times a home could not be started or failed while served",
+                          ["tenant"], registry=REGISTRY)
+TENANT_RECEIVED = Counter("hats_tenant_messages_received", "Messages received per home", ["tenant"],
+                          registry=REGISTRY)
+TENANT_WRITTEN = Counter("hats_tenant_points_written", "Points InfluxDB accepted per home (direct writes)",
+                         ["tenant"], registry=REGISTRY)
+TENANT_DEAD_LETTERS = Counter("hats_tenant_dead_letters", "Dead letters per home", ["tenant"], registry=REGISTRY)
+TENANT_QUEUED = Gauge("hats_tenant_queued_messages", "Messages routed to a home, not yet parsed", ["tenant"],
+                      registry=REGISTRY)
+TENANT_OUTBOX_BYTES = Gauge("hats_tenant_outbox_bytes", "Bytes waiting in a home's outbox", ["tenant"],
+                            registry=REGISTRY)
+TENANT_READY = Gauge("hats_tenant_ready", "1 while a home is subscribed and its outbox has room", ["tenant"],
+                     registry=REGISTRY)

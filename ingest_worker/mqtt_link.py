@@ -71,11 +71,15 @@ class MqttLink:
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_subscribe = self._on_subscribe
+        self._client.on_unsubscribe = self._on_unsubscribe
         self._awaiting_subacks: set[int] = set()
         self._subscribing: dict[int, str] = {}  # SUBSCRIBE packet id → the filter it asked for
         # When the broker last confirmed every subscription (monotonic); None while it has not.
         self.subscribed_at: float | None = None
         self._refused: set[str] = set()  # filters the broker answered with a failure code
+        self._confirmed: set[str] = set()  # filters the broker granted on this connection
+        self._unsubscribing: dict[int, str] = {}  # UNSUBSCRIBE packet id → the filter it removes
+        self._removing: set[str] = set()  # asked to remove, no UNSUBACK yet (guarded by _lock)
         self._lock = threading.Lock()
         self._inbox: list[Incoming] = []
         self._acks: deque[tuple[int, Sequence[tuple[int, int]]]] = deque()
@@ -118,6 +122,8 @@ class MqttLink:
         self._wake()
 
     def remove_subscription(self, topic_filter: str) -> None:
+        with self._lock:
+            self._removing.add(topic_filter)
         self._unsubscribe.append(topic_filter)
         self._wake()
 
@@ -136,6 +142,17 @@ class MqttLink:
     @property
     def subscribed(self) -> bool:
         return self._subscribed.is_set()
+
+    def confirmed(self, filters: Sequence[str]) -> bool:
+        """Whether the broker has granted every one of `filters` on the current connection (a home added at
+        run time is served only from then on: before, its messages could reach a session without them)."""
+        granted = self._confirmed
+        return self.connected and all(f in granted for f in filters)
+
+    def removing(self, filters: Sequence[str]) -> bool:
+        """Whether any of `filters` is still being unsubscribed (asked for, no UNSUBACK yet)."""
+        with self._lock:
+            return any(f in self._removing for f in filters)
 
     @property
     def refused(self) -> tuple[str, ...]:
@@ -231,7 +248,12 @@ class MqttLink:
             topic_filter = self._unsubscribe.popleft()
             shared = self._subscriptions.pop(topic_filter, True)
             self._refused.discard(topic_filter)
-            client.unsubscribe(self._shared(topic_filter, shared))
+            self._confirmed.discard(topic_filter)
+            _, mid = client.unsubscribe(self._shared(topic_filter, shared))
+            if mid is not None:
+                self._unsubscribing[mid] = topic_filter
+            else:  # not connected: the next connection never subscribes it
+                self._removed(topic_filter)
 
     def _flush_acks(self) -> None:
         while self._acks:
@@ -259,6 +281,10 @@ class MqttLink:
         self._awaiting_subacks = set()
         self._subscribing = {}
         self._refused = set()
+        self._confirmed = set()
+        for topic_filter in self._unsubscribing.values():
+            self._removed(topic_filter)  # a new connection re-subscribes only what is still wanted
+        self._unsubscribing = {}
         for topic_filter, shared in list(self._subscriptions.items()):
             _, mid = client.subscribe(self._shared(topic_filter, shared), qos=1)
             if mid is not None:
@@ -281,6 +307,7 @@ class MqttLink:
                           ", ".join(str(code) for code in codes), self._settings.username)
             else:
                 self._refused.discard(topic_filter)
+                self._confirmed.add(topic_filter)
         self._awaiting_subacks.discard(mid)
         if not self._awaiting_subacks and not self._subscribed.is_set():
             self.subscribed_at = time.monotonic()
@@ -289,6 +316,16 @@ class MqttLink:
                 log.error("subscriptions answered by the broker; refused: %s", ", ".join(sorted(self._refused)))
             else:
                 log.info("subscriptions confirmed by the broker")
+
+    def _on_unsubscribe(self, client: mqtt.Client, userdata: object, mid: int, codes: object,
+                        props: object) -> None:
+        topic_filter = self._unsubscribing.pop(mid, None)
+        if topic_filter is not None:
+            self._removed(topic_filter)
+
+    def _removed(self, topic_filter: str) -> None:
+        with self._lock:
+            self._removing.discard(topic_filter)
 
     def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: object, rc: ReasonCode,
                        props: object) -> None:

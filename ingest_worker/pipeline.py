@@ -10,7 +10,6 @@ hour when the replayer has written it (`replayed`), before the outbox lets go of
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -26,6 +25,7 @@ from ingest_worker.normalise import EntityState, Series, describe, point_of
 from ingest_worker.rejections import Reason, Rejected
 from ingest_worker.sources.base import Source
 from ingest_worker.store import deadletters, ingest_hours
+from ingest_worker.store.connection import OpsConnection
 from ingest_worker.store.deadletters import DeadLetter
 from ingest_worker.store.durable import DurableWriter
 from ingest_worker.store.hooks import FlushHook
@@ -70,7 +70,7 @@ def _received_at(received_ns: int) -> datetime:
 
 class Pipeline:
     def __init__(self, tenant: str, sources: Sequence[Source], writer: DurableWriter, metadata: MetadataStore,
-                 conn: psycopg.AsyncConnection[tuple[object, ...]], dsn: str, link: MqttLink | None,
+                 conn: psycopg.AsyncConnection[tuple[object, ...]] | OpsConnection, dsn: str, link: MqttLink | None,
                  max_payload_bytes: int, batch_max_points: int, batch_max_age_s: float,
                  hooks: Sequence[FlushHook] = ()) -> None:
         self._tenant = tenant
@@ -78,8 +78,9 @@ class Pipeline:
         self._sources = sources
         self._writer = writer
         self._metadata = metadata
-        self._conn = conn
-        self._dsn = dsn
+        # A connection of its own (closed by `close`), or one shared with other homes' pipelines.
+        self._owns_conn = not isinstance(conn, OpsConnection)
+        self._ops = conn if isinstance(conn, OpsConnection) else OpsConnection(conn, dsn)
         self._link = link
         self._max_payload = max_payload_bytes
         self._max_points = batch_max_points
@@ -97,9 +98,11 @@ class Pipeline:
         self._received_by_source: dict[str, int] = {}
         self._ignored: dict[tuple[str, str], int] = {}
         self._emitted = 0
-        # The flush and the outbox replayer share one connection: one transaction at a time.
-        self._ops_lock = asyncio.Lock()
         self.counters: dict[str, int] = {"received": 0, "written": 0, "ignored": 0, "dead_lettered": 0}
+
+    @property
+    def sources(self) -> Sequence[Source]:
+        return self._sources
 
     # -- CPU part ---------------------------------------------------------------------------------
     def process(self, items: Sequence[Incoming], force: bool = False) -> None:
@@ -283,11 +286,12 @@ class Pipeline:
         """Dead letters, metadata and the per-hour counts of points InfluxDB accepted in one transaction;
         while PostgreSQL is away, retry (the batch's acknowledgements, or the outbox record's commit,
         wait, so the broker or the outbox keeps the batch) and reconnect."""
-        async with self._ops_lock:
+        async with self._ops.lock:  # the flush and the outbox replayer (and maybe other homes) share it
             delay = PG_RETRY_INITIAL_S
             while True:
+                conn = self._ops.conn
                 try:
-                    async with self._conn.transaction(), self._conn.cursor() as cur:
+                    async with conn.transaction(), conn.cursor() as cur:
                         await deadletters.insert(cur, letters)
                         await self._metadata.flush(cur)
                         await ingest_hours.upsert(cur, self._tenant, hours)
@@ -298,17 +302,16 @@ class Pipeline:
                     log.warning("PostgreSQL unavailable (%s); retrying in %.1f s", str(exc).strip()[:200], delay)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, PG_RETRY_MAX_S)
-                    with contextlib.suppress(psycopg.Error):
-                        await self._conn.close()
-                    with contextlib.suppress(psycopg.OperationalError):
-                        self._conn = await psycopg.AsyncConnection.connect(self._dsn, autocommit=True)
+                    if self._ops.conn is conn:  # not yet replaced by another pipeline sharing it
+                        await self._ops.reconnect()
             self._metadata.committed()
         if letters:
             log.info("dead-lettered %d message(s): %s", len(letters),
                      ", ".join(sorted({letter.reason for letter in letters})))
 
     async def close(self) -> None:
-        await self._conn.close()
+        if self._owns_conn:
+            await self._ops.close()
 
     async def replayed(self, lines: Sequence[str], errors: Sequence[LineError]) -> None:
         """A batch from the outbox is in InfluxDB: count its points per hour (from the lines' timestamps)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ingest_worker.contract import TENANT_PATTERN
@@ -32,6 +32,19 @@ class ConfigError(Exception):
 class WorkerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
 
+    tenant_mode: str = Field("single", pattern="^(single|registry)$",
+                             description="single: serve HATS_TENANT; registry: every active home of "
+                                         "core.tenants in this shard, followed at run time")
+    shard: int = Field(0, ge=0, description="Registry mode: the shard served (0 ≤ HATS_SHARD < HATS_SHARDS)")
+    shards: int = Field(1, ge=1, le=4096, description="Registry mode: how many shards the homes are hashed into")
+    tenant_secrets_dir: Path = Field(
+        default_factory=lambda: Path(".hats") / os.environ.get("HATS_PROFILE", "dev") / "tenants",
+        description="Registry mode: <dir>/<tenant>/broker_password, …/ha_token (files 0600)")
+    tenant_reread_s: float = Field(30.0, gt=0, le=3600,
+                                   description="Registry mode: re-read core.tenants this often, in case a "
+                                               "NOTIFY hats_tenants was missed while PostgreSQL was away")
+    pg_connections: int = Field(4, ge=1, le=64,
+                                description="Registry mode: PostgreSQL connections the homes' flushes share")
     tenant: str = Field("home", description="Tenant whose topics this worker reads (InfluxDB hats_<tenant>)")
     topic_prefix: str = Field("", description="Prefix of every topic of this tenant, e.g. hats/acme/ ('' = none)")
     sources: str = Field(",".join(DEFAULT_SOURCES),
@@ -114,6 +127,16 @@ class WorkerSettings(BaseSettings):
             raise ValueError("a plain topic prefix: no wildcards, no leading '/'")
         return value if not value or value.endswith("/") else value + "/"
 
+    @model_validator(mode="after")
+    def _shard_in_range(self) -> WorkerSettings:
+        if self.shard >= self.shards:
+            raise ValueError(f"HATS_SHARD {self.shard} must be below HATS_SHARDS {self.shards}")
+        return self
+
+    @property
+    def registry_mode(self) -> bool:
+        return self.tenant_mode == "registry"
+
     def source_names(self) -> tuple[str, ...]:
         return tuple(self.sources.split(","))
 
@@ -155,6 +178,9 @@ def load_settings() -> WorkerSettings:
         settings = WorkerSettings()  # fields come from the environment
     except ValidationError as exc:
         for error in exc.errors():
+            if not error["loc"]:  # a rule across settings: its message names them (pydantic prefixes "Value error, ")
+                problems.append(f"  {error['msg'].removeprefix('Value error, ')}")
+                continue
             name = ENV_PREFIX + str(error["loc"][0]).upper()
             hint = "is not set" if error["type"] == "missing" else f"is invalid: {error['msg']}"
             problems.append(f"  {name} {hint}")

@@ -52,6 +52,10 @@ class DurableWriter:
         return self._degraded
 
     @property
+    def pending_bytes(self) -> int:
+        return self._outbox.pending_bytes
+
+    @property
     def pending_records(self) -> int:
         return self._outbox.pending_records
 

@@ -46,15 +46,23 @@ def decode_body(body: bytes) -> list[str]:
     return gzip.decompress(body).decode().split("\n")
 
 
+def open_client(url: str, username: str, password: str, timeout_s: float) -> httpx.AsyncClient:
+    return httpx.AsyncClient(base_url=url, auth=(username, password), timeout=timeout_s)
+
+
 class InfluxWriter:
     def __init__(self, url: str, database: str, username: str, password: str, timeout_s: float,
-                 rp: str = RAW_RP) -> None:
-        """`rp`: the retention policy written to (`raw`; the statistics import writes `rollup`)."""
-        self._client = httpx.AsyncClient(base_url=url, auth=(username, password), timeout=timeout_s)
+                 rp: str = RAW_RP, client: httpx.AsyncClient | None = None) -> None:
+        """`rp`: the retention policy written to (`raw`; the statistics import writes `rollup`). `client`:
+        one shared by many homes' writers (registry mode: one pool of connections to InfluxDB, not one
+        per home), else its own."""
+        self._owns_client = client is None
+        self._client = client or open_client(url, username, password, timeout_s)
         self._params = {"db": database, "rp": rp, "precision": "ns"}
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        if self._owns_client:
+            await self._client.aclose()
 
     async def write(self, lines: Sequence[str], *, retry: bool, body: bytes | None = None) -> list[LineError]:
         """Write every line InfluxDB accepts; return the ones it rejects, with its reason."""
