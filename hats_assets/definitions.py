@@ -7,6 +7,7 @@ import os
 import dagster as dg
 
 from hats_assets.defs.common.resources import resources_from_env
+from hats_assets.defs.common.tenants import TenantSelection
 from hats_assets.defs.core.assets import core_metadata
 from hats_assets.defs.imports.sensors import ha_history_import, import_sensor
 from hats_assets.defs.quality.feed_checks import feed_checks, feed_checks_job, feed_checks_schedule
@@ -47,5 +48,8 @@ defs = dg.Definitions(
     schedules=[observe_raw_points_schedule, rollup_schedule, warehouse_schedule, state_schedule, retention_schedule,
                feed_checks_schedule],
     sensors=[late_data_sensor, warehouse_reload_sensor, state_reload_sensor, import_sensor],
-    resources={**resources_from_env(), "retention_settings": retention_settings_from_env(os.environ)},
+    # Every home in one code location: runs serve every active tenant, or the ones a run names
+    # (tenant_selection.tenants in run config, or the hats/tenants tag).
+    resources={**resources_from_env(), "retention_settings": retention_settings_from_env(os.environ),
+               "tenant_selection": TenantSelection()},
 )

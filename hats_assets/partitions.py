@@ -1,6 +1,6 @@
 """Partitions, defined once: UTC hours for the rollups, UTC days for the warehouse.
 
-They start on the first UTC day the tenant has data (``first_data_day``), resolved when the code location
+They start on the first UTC day any home has data (``first_data_day``), resolved when the code location
 loads: the earliest hour the worker ingested (``ops.ingest_hours``), rolled up (``ops.rollup_watermarks``)
 or an import brought (``ops.imports``: states from ``first_at``, statistics from ``hours_from``); with no
 data yet, today. ``HATS_PARTITIONS_START`` (YYYY-MM-DD) overrides it. An import reaching further back
@@ -19,12 +19,13 @@ import psycopg
 
 PARTITIONS_START_ENV = "HATS_PARTITIONS_START"
 DSN_ENV = "HATS_DAGSTER_DSN"
-TENANT_ENV = "HATS_TENANT"
 CONNECT_TIMEOUT_S = 10
+# Every home's hours share the partitions, so they start at the earliest of any home (a disabled one too:
+# its data is still rolled up when re-run by name): a scan of three small ops tables once per code load.
 FIRST_DATA_SQL = """
-SELECT least((SELECT min(hour) FROM ops.ingest_hours WHERE tenant_id = %(tenant)s),
-             (SELECT min(hour) FROM ops.rollup_watermarks WHERE tenant_id = %(tenant)s),
-             (SELECT min(least(first_at, hours_from)) FROM ops.imports WHERE tenant_id = %(tenant)s))
+SELECT least((SELECT min(hour) FROM ops.ingest_hours),
+             (SELECT min(hour) FROM ops.rollup_watermarks),
+             (SELECT min(least(first_at, hours_from)) FROM ops.imports))
 """
 
 
@@ -32,11 +33,11 @@ class PartitionsStartError(RuntimeError):
     """The partitions' first day cannot be known: the code location must not load with a guessed one."""
 
 
-def first_data_day(dsn: str, tenant: str, today: date) -> date:
-    """The first UTC day with data of ``tenant`` (``today`` with none yet)."""
+def first_data_day(dsn: str, today: date) -> date:
+    """The first UTC day with data of any home (``today`` with none yet)."""
     try:
         with psycopg.connect(dsn, connect_timeout=CONNECT_TIMEOUT_S) as conn:
-            row = conn.execute(FIRST_DATA_SQL, {"tenant": tenant}).fetchone()
+            row = conn.execute(FIRST_DATA_SQL).fetchone()
     except psycopg.Error as exc:
         raise PartitionsStartError(
             f"cannot read the first day with data from PostgreSQL ({DSN_ENV}): {exc}; the partitions would start "
@@ -46,7 +47,7 @@ def first_data_day(dsn: str, tenant: str, today: date) -> date:
 
 
 def partitions_start(environ: Mapping[str, str], today: date | None = None) -> date:
-    """``HATS_PARTITIONS_START`` if set (a date not after today), else the tenant's first day with data."""
+    """``HATS_PARTITIONS_START`` if set (a date not after today), else the first day any home has data."""
     today = today or datetime.now(UTC).date()
     explicit = environ.get(PARTITIONS_START_ENV, "").strip()
     if explicit:
@@ -58,11 +59,10 @@ def partitions_start(environ: Mapping[str, str], today: date | None = None) -> d
             raise PartitionsStartError(f"{PARTITIONS_START_ENV}={explicit} is after today ({today}): the partitions "
                                        "would not include the day the data arrives")
         return start
-    missing = [name for name in (DSN_ENV, TENANT_ENV) if not environ.get(name)]
-    if missing:
-        raise PartitionsStartError(f"{' and '.join(missing)} not set: the partitions start on the first day with "
-                                   f"data, read from PostgreSQL; set them, or {PARTITIONS_START_ENV}=YYYY-MM-DD")
-    return first_data_day(environ[DSN_ENV], environ[TENANT_ENV], today)
+    if not environ.get(DSN_ENV):
+        raise PartitionsStartError(f"{DSN_ENV} not set: the partitions start on the first day with data, read "
+                                   f"from PostgreSQL; set it, or {PARTITIONS_START_ENV}=YYYY-MM-DD")
+    return first_data_day(environ[DSN_ENV], today)
 
 
 FIRST_DAY = partitions_start(os.environ)

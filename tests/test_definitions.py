@@ -103,13 +103,14 @@ def test_schedules_and_sensor() -> None:
     assert sensor.job_name == "rollup_hourly_job"
     assert sensor.minimum_interval_seconds == 60
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
-    # How far back it rolls up never-rolled hours is raw retention's setting, the same resource retention reads.
-    assert sensor.required_resource_keys == {"postgres", "influxdb", "retention_settings"}
+    # How far back it rolls up never-rolled hours is each home's raw days (core.tenants), read through postgres;
+    # the homes it looks at are the code location's tenant selection (every active one by default).
+    assert sensor.required_resource_keys == {"postgres", "tenant_selection"}
 
     imports = defs.resolve_sensor_def("ha_history_import_sensor")
     assert imports.job_name == "warehouse_daily_job"
     assert imports.default_status == dg.DefaultSensorStatus.RUNNING
-    assert imports.required_resource_keys == {"postgres", "influxdb"}
+    assert imports.required_resource_keys == {"postgres", "tenant_selection"}
 
     automation = defs.resolve_sensor_def("warehouse_late_data_reload")
     assert isinstance(automation, dg.AutomationConditionSensorDefinition)
@@ -223,5 +224,25 @@ def test_checks_guard_the_right_assets_and_the_right_ones_block() -> None:
     }
     blocking = {spec.name for checks_def in defs.asset_checks or [] for spec in checks_def.check_specs
                 if spec.blocking}
-    assert blocking == {"raw_points_all_rolled_up", "one_series_per_entity", "plausible_ranges",
-                        "warehouse_rows_match_rollups"}
+    # The warehouse check blocks per home (the daily tables skip the homes that failed it, tables.DAILY_GATE),
+    # not through Dagster, which would skip the daily step of every home in the run.
+    assert blocking == {"raw_points_all_rolled_up", "one_series_per_entity", "plausible_ranges"}
+
+
+def test_every_run_serves_every_home_or_the_ones_named() -> None:
+    """No resource is bound to one home: the tenant selection is run config, empty by default, accepted by
+    every job (so a data engineer can re-run or backfill one home from the UI or CLI)."""
+    from dagster._config import validate_config
+
+    from hats_assets.defs.common.tenants import TenantSelection, tenants_run_config
+
+    selection = defs.resources["tenant_selection"] if defs.resources else None
+    assert isinstance(selection, TenantSelection)
+    assert selection.tenants == []
+    assert "tenant" not in type(defs.resources["influxdb"]).model_fields  # type: ignore[index]
+    for name in ("rollup_hourly_job", "warehouse_daily_job", "warehouse_states_job", "retention_job",
+                 "feed_checks_job"):
+        schema = defs.resolve_job_def(name).run_config_schema.config_type
+        assert validate_config(schema, tenants_run_config(["home_a"])).success, name
+        assert not validate_config(schema, tenants_run_config([]) | {"resources": {"tenant_selection": {
+            "config": {"tenants": "home_a"}}}}).success, name

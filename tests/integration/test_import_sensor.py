@@ -64,9 +64,10 @@ def test_finished_imports_are_observed_marked_and_loaded(tenant: Tenant, instanc
     resources = asset_resources(tenant)
     influxdb = resources["influxdb"]
     assert isinstance(influxdb, InfluxDBResource)
-    influxdb.write([f"imported_counter_1h,entity_id={METER},quantity=energy consumption={0.25 * (i + 1)},count=0i,"
-                    f"resets=0i,last={10 + i}.0,sum={i}.0,available_s=3600.0 {int(hour.timestamp()) * 10**9}"
-                    for i, hour in enumerate(HOURS)], "rollup")
+    influxdb.for_tenant(tenant.name).write([
+        f"imported_counter_1h,entity_id={METER},quantity=energy consumption={0.25 * (i + 1)},count=0i,"
+        f"resets=0i,last={10 + i}.0,sum={i}.0,available_s=3600.0 {int(hour.timestamp()) * 10**9}"
+        for i, hour in enumerate(HOURS)], "rollup")
     with psycopg.connect(tenant.env["HATS_PG_DSN"], autocommit=True) as conn:
         conn.execute("INSERT INTO core.entities (tenant_id, entity_id, domain, measurement, friendly_name, "
                      "unit_canonical, source) VALUES (%s, %s, 'sensor', 'energy', 'Grid', 'kWh', 'statestream')",

@@ -87,12 +87,12 @@ def line(measurement: str, entity: str, hour: datetime, fields: Row) -> str:
     return f"{measurement},entity_id={entity},quantity={quantity} {encoded} {int(hour.timestamp()) * 1_000_000_000}"
 
 
-def write_rows(influxdb: InfluxDBResource, computed: dict[tuple[str, datetime], Row],
+def write_rows(influxdb: InfluxDBResource, tenant: str, computed: dict[tuple[str, datetime], Row],
                imported: dict[tuple[str, datetime], Row]) -> None:
     lines = [line(("counter" if e == METER else "gauge") + "_1h", e, h, f) for (e, h), f in computed.items()]
     lines += [line(("imported_counter" if e == METER else "imported_gauge") + "_1h", e, h, f)
               for (e, h), f in imported.items()]
-    assert influxdb.write(lines, "rollup") == len(lines)
+    assert influxdb.for_tenant(tenant).write(lines, "rollup") == len(lines)
 
 
 def local_hours(zone: str, first_day: date, end_day: date) -> int:
@@ -174,7 +174,7 @@ def test_local_days_across_both_dst_changes(tenant: Tenant, instance: dg.Dagster
     influxdb = resources["influxdb"]
     assert isinstance(influxdb, InfluxDBResource)
     computed, imported = make_rows(random.Random(20260329))
-    write_rows(influxdb, computed, imported)
+    write_rows(influxdb, tenant.name, computed, imported)
     with psycopg.connect(tenant.env["HATS_PG_DSN"], autocommit=True) as conn:
         conn.execute("UPDATE core.tenants SET time_zone = %s, time_zone_source = 'operator' WHERE tenant_id = %s",
                      (ZONE, tenant.name))

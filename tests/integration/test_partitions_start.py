@@ -1,7 +1,8 @@
-"""The partitions start on the tenant's first day with data, resolved when the code location loads.
+"""The partitions start on the first day any home has data, resolved when the code location loads.
 
-Against the stack's PostgreSQL: no data → today; an ingested hour, a rollup watermark or an import moves
-the start back; PostgreSQL unreachable fails naming the override. Then a real dagster-webserver serving
+Against the stack's PostgreSQL (shared by every test's homes, so the reference is computed from it): an
+ingested hour, a rollup watermark or an import older than any other home's data moves the start back;
+PostgreSQL unreachable fails naming the override. Then a real dagster-webserver serving
 ``workspace.yaml`` (no override): an import reaching before its partitions makes the import sensor reload
 the code location through the webserver's GraphQL, and the older partitions appear.
 """
@@ -22,7 +23,7 @@ import psycopg
 import pytest
 
 from devstack.procs import free_port
-from devstack.profile import PROJECT_ROOT, Profile
+from devstack.profile import PROJECT_ROOT
 from hats_assets.definitions import defs
 from hats_assets.defs.imports.reload import URL_ENV
 from hats_assets.defs.imports.sensors import import_sensor
@@ -33,7 +34,7 @@ from hats_assets.partitions import (
     first_data_day,
     partitions_start,
 )
-from tests.conftest import Tenant, new_tenant, wait_for
+from tests.conftest import Tenant, wait_for
 from tests.homeassistant import asset_resources
 
 pytestmark = pytest.mark.integration
@@ -49,26 +50,46 @@ def superuser(tenant: Tenant, statement: str, *params: object) -> None:
 
 
 def resolve(tenant: Tenant) -> date:
-    return partitions_start({DSN_ENV: tenant.env["HATS_DAGSTER_DSN"], "HATS_TENANT": tenant.name}, TODAY)
+    return partitions_start({DSN_ENV: tenant.env["HATS_DAGSTER_DSN"]}, TODAY)
 
 
-def test_the_first_day_with_data_of_the_tenant(tenant: Tenant, profile: Profile, stack_env: dict[str, str],
-                                               secrets: dict[str, str]) -> None:
-    assert resolve(tenant) == TODAY  # no data yet
+def earliest_of_every_home(tenant: Tenant, *own: datetime) -> date:
+    """The reference: the first UTC day with data of any home on the (shared) stack, and ``own`` moments."""
+    with psycopg.connect(tenant.env["HATS_PG_DSN"]) as conn:
+        rows = conn.execute("SELECT min(hour) FROM ops.ingest_hours UNION ALL SELECT min(hour) FROM "
+                            "ops.rollup_watermarks UNION ALL SELECT min(least(first_at, hours_from)) FROM "
+                            "ops.imports").fetchall()
+    moments = [row[0] for row in rows if row[0] is not None] + list(own)
+    first: date = min([TODAY, *(moment.astimezone(UTC).date() for moment in moments)])
+    return first
+
+
+@pytest.fixture
+def forget_rows(tenant: Tenant) -> Iterator[None]:
+    """The ops rows this test plants move every code location's first partition: removed afterwards."""
+    yield
+    for table in ("ingest_hours", "rollup_watermarks", "imports"):
+        superuser(tenant, f"DELETE FROM ops.{table} WHERE tenant_id = %s", tenant.name)
+
+
+def test_the_first_day_with_data_of_any_home(tenant: Tenant, forget_rows: None) -> None:
+    assert resolve(tenant) == earliest_of_every_home(tenant)  # this home has no data yet: the others' first day
+    # Far older than any other test's data: this home's rows become the first day of every home.
+    ingested = datetime(2019, 3, 5, 23, tzinfo=UTC)
     superuser(tenant, "INSERT INTO ops.ingest_hours (tenant_id, hour, points) VALUES (%s, %s, 3)", tenant.name,
-              datetime.combine(TODAY - timedelta(days=5), datetime.min.time(), UTC) + timedelta(hours=23))
-    assert resolve(tenant) == TODAY - timedelta(days=5)  # the UTC day of the hour
+              ingested)
+    assert resolve(tenant) == earliest_of_every_home(tenant) == date(2019, 3, 5)  # the UTC day of the hour
+    rolled = datetime(2019, 3, 1, tzinfo=UTC)
     superuser(tenant, "INSERT INTO ops.rollup_watermarks (tenant_id, hour, version, points) VALUES (%s, %s, 1, 1)",
-              tenant.name, datetime.combine(TODAY - timedelta(days=9), datetime.min.time(), UTC))
-    assert resolve(tenant) == TODAY - timedelta(days=9)
+              tenant.name, rolled)
+    assert resolve(tenant) == date(2019, 3, 1)
     superuser(tenant, "INSERT INTO ops.imports (tenant_id, source_kind, source, source_key, status, hours_from, "
               "hours_to) VALUES (%s, 'sqlite', 'x', 'x', 'complete', %s, %s)", tenant.name,
-              datetime(2025, 6, 1, 22, tzinfo=UTC), datetime(2025, 6, 2, tzinfo=UTC))
-    assert resolve(tenant) == date(2025, 6, 1)
+              datetime(2019, 2, 1, 22, tzinfo=UTC), datetime(2019, 2, 2, tzinfo=UTC))
+    assert resolve(tenant) == date(2019, 2, 1)
     superuser(tenant, "INSERT INTO ops.imports (tenant_id, source_kind, source, source_key, status, first_at) "
-              "VALUES (%s, 'sqlite', 'x', 'x', 'failed', %s)", tenant.name, datetime(2025, 3, 4, 5, tzinfo=UTC))
-    assert resolve(tenant) == date(2025, 3, 4)
-    assert resolve(new_tenant(profile, stack_env, secrets)) == TODAY  # another tenant's data does not count
+              "VALUES (%s, 'sqlite', 'x', 'x', 'failed', %s)", tenant.name, datetime(2019, 1, 4, 5, tzinfo=UTC))
+    assert resolve(tenant) == earliest_of_every_home(tenant) == date(2019, 1, 4)
 
 
 def test_the_override_and_what_fails_loudly(tenant: Tenant) -> None:
@@ -78,10 +99,10 @@ def test_the_override_and_what_fails_loudly(tenant: Tenant) -> None:
         with pytest.raises(PartitionsStartError, match=f"{PARTITIONS_START_ENV}.*{message}"):
             partitions_start({PARTITIONS_START_ENV: bad}, TODAY)
     with pytest.raises(PartitionsStartError, match=f"{DSN_ENV} not set.*{PARTITIONS_START_ENV}"):
-        partitions_start({"HATS_TENANT": tenant.name}, TODAY)
+        partitions_start({}, TODAY)
     unreachable = f"postgresql://hats_dagster:x@127.0.0.1:{free_port()}/hats"
     with pytest.raises(PartitionsStartError, match=f"(?s)PostgreSQL \\({DSN_ENV}\\).*set {PARTITIONS_START_ENV}"):
-        first_data_day(unreachable, tenant.name, TODAY)
+        first_data_day(unreachable, TODAY)
 
 
 @contextlib.contextmanager
@@ -119,15 +140,16 @@ def first_daily_key(url: str) -> str | None:
     return dimensions[0]["partitionKeys"][0] if dimensions and dimensions[0]["partitionKeys"] else None
 
 
-def test_an_older_import_reloads_the_code_location(tenant: Tenant, tmp_path: Path,
+def test_an_older_import_reloads_the_code_location(tenant: Tenant, tmp_path: Path, forget_rows: None,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    three_days_ago = TODAY - timedelta(days=3)
+    three_days_ago = datetime.combine(TODAY - timedelta(days=3), datetime.min.time(), UTC)
     superuser(tenant, "INSERT INTO ops.ingest_hours (tenant_id, hour, points) VALUES (%s, %s, 1)", tenant.name,
-              datetime.combine(three_days_ago, datetime.min.time(), UTC))
+              three_days_ago)
     with webserver(tenant, tmp_path) as url:
         assert wait_for(lambda: first_daily_key(url), "the code location in the UI", timeout=120) == (
-            f"{three_days_ago}")
-        older = datetime(2025, 12, 20, 6, tzinfo=UTC)  # before this process's partitions (the tests' override)
+            f"{earliest_of_every_home(tenant)}")
+        # Before this process's partitions (the tests' override) and before any other home's data.
+        older = datetime(2018, 12, 20, 6, tzinfo=UTC)
         superuser(tenant, "INSERT INTO ops.imports (tenant_id, source_kind, source, source_key, status, first_at, "
                   "last_at, finished_at) VALUES (%s, 'sqlite', 'x', 'x', 'complete', %s, %s, now())", tenant.name,
                   older, older + timedelta(days=2))
@@ -138,4 +160,4 @@ def test_an_older_import_reloads_the_code_location(tenant: Tenant, tmp_path: Pat
         assert result.skip_reason is not None
         assert "reload the code location" in (result.skip_reason.skip_message or "")
         assert (result.cursor, result.run_requests) == ("0", [])  # stays on the import for the next tick
-        assert first_daily_key(url) == "2025-12-20"  # the reload is done when the mutation answers
+        assert first_daily_key(url) == "2018-12-20"  # the reload is done when the mutation answers

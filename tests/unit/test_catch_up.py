@@ -93,8 +93,9 @@ def test_left_out_hours_are_said_with_their_reason() -> None:
     assert decided.notes == [
         "2 never-rolled hour(s) with 40 point(s) left out (2025-12-31-22:00 … 2025-12-31-23:00): before the hourly "
         "partitions' start 2026-01-01-00:00",
-        "1 never-rolled hour(s) with 5 point(s) left out (2026-10-30-07:00): older than raw retention (30 d, "
-        "HATS_RETENTION_RAW_DAYS): their raw points may be gone; backfill them by hand if InfluxDB still holds them",
+        "1 never-rolled hour(s) with 5 point(s) left out (2026-10-30-07:00): older than the home's raw retention "
+        "(30 d, core.tenants.raw_days): their raw points may be gone; backfill them by hand if InfluxDB still holds "
+        "them",
     ]
 
 

@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from hats_assets.defs.retention.assets import RetentionSettings, retention_settings_from_env
+from hats_assets.defs.retention.assets import RETENTION_ENV, RetentionSettings, retention_settings_from_env
 from hats_assets.defs.retention.plan import (
     RAW_SHARD_GROUP,
     expired_partitions,
@@ -74,12 +74,11 @@ def test_partition_names_and_expiry() -> None:
 
 
 def test_settings_defaults_and_ranges() -> None:
-    assert retention_settings_from_env({}) == RetentionSettings(raw_days=30, rollup_months=24, ops_months=12,
-                                                                margin_hours=30)
-    assert retention_settings_from_env({"HATS_RETENTION_RAW_DAYS": "90"}).raw_days == 90
-    with pytest.raises(ValueError, match=r"HATS_RETENTION_RAW_DAYS: .*greater than or equal to 30"):
-        retention_settings_from_env({"HATS_RETENTION_RAW_DAYS": "7"})
-    with pytest.raises(ValueError, match=r"HATS_RETENTION_ROLLUP_MONTHS: .*less than or equal to 24"):
-        retention_settings_from_env({"HATS_RETENTION_ROLLUP_MONTHS": "36"})
+    assert retention_settings_from_env({}) == RetentionSettings(ops_months=12, margin_hours=30)
+    assert retention_settings_from_env({"HATS_RETENTION_OPS_MONTHS": "24"}).ops_months == 24
+    with pytest.raises(ValueError, match=r"HATS_RETENTION_MARGIN_HOURS: .*greater than or equal to 1"):
+        retention_settings_from_env({"HATS_RETENTION_MARGIN_HOURS": "0"})
+    # A home's raw days and rollup months are its tier in core.tenants, no longer one setting for all.
+    assert "HATS_RETENTION_RAW_DAYS" not in RETENTION_ENV.values()
     with pytest.raises(ValueError, match="HATS_RETENTION_OPS_MONTHS='x' is not a whole number"):
         retention_settings_from_env({"HATS_RETENTION_OPS_MONTHS": "x"})

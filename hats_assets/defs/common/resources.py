@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -34,26 +35,34 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def qualified(rp: str, *measurements: str) -> str:
+    """``"rp"."m1", "rp"."m2"``: measurements of one retention policy for a FROM clause, each quoted."""
+    return ", ".join(f"{quote_ident(rp)}.{quote_ident(name)}" for name in measurements)
+
+
 class InfluxQueryError(RuntimeError):
     """InfluxDB answered a query with an error; the message carries its text and the query."""
 
 
 class InfluxDBResource(dg.ConfigurableResource):
-    """InfluxDB through the v1 HTTP API (`/query`), served by 1.x and by 2.x/3.x compatibility."""
+    """InfluxDB through the v1 HTTP API (`/query`, `/write`), served by 1.x and by 2.x/3.x compatibility.
+
+    One account for every home: the database is the tenant's at hand (``for_tenant``), never a field of the
+    resource, so one run serves many homes and each query names exactly one home's database.
+    """
 
     url: str = Field(description="Base URL, e.g. http://127.0.0.1:18086 (HATS_INFLUX_URL)")
     username: str = Field(description="Account with ALL on the tenant databases (HATS_INFLUX_DAGSTER_USERNAME)")
     password: str = Field(description="Its password (HATS_INFLUX_DAGSTER_PASSWORD)")
-    tenant: str = Field(default="home", description="Tenant whose database hats_<tenant> is read (HATS_TENANT)")
 
-    @property
-    def database(self) -> str:
-        return database_for(self.tenant)
+    def for_tenant(self, tenant: str) -> TenantInflux:
+        """The home's database ``hats_<tenant>`` through this account (the id is checked by ``database_for``)."""
+        return TenantInflux(self, tenant, database_for(tenant))
 
-    def _post_query(self, influxql: str, params: Mapping[str, Any] | None, accept: str) -> httpx.Response:
+    def post_query(self, database: str, influxql: str, params: Mapping[str, Any] | None, accept: str) -> httpx.Response:
         """No gzip: compressing a day of points costs InfluxDB's CPU, the rollup's bottleneck (measured
         8.5 s with gzip vs 5.3 s without for 4.3 M points); answers travel over loopback or a LAN."""
-        data = {"q": influxql, "db": self.database, "rp": RAW_RP, "epoch": "ns"}
+        data = {"q": influxql, "db": database, "rp": RAW_RP, "epoch": "ns"}
         if params:
             data["params"] = json.dumps(params)
         response = httpx.post(f"{self.url.rstrip('/')}/query", data=data, auth=(self.username, self.password),
@@ -63,15 +72,33 @@ class InfluxDBResource(dg.ConfigurableResource):
                                    f"(query: {influxql})")
         return response
 
+    def post_write(self, database: str, lines: Sequence[str], rp: str) -> int:
+        """Uncompressed: InfluxDB's CPU is the bottleneck and gunzip is on it (1.44 M rollup lines: 9.7 s
+        gzip'd, 6.7 s plain; 4.9 s plain from two threads). Raises ``InfluxQueryError`` naming InfluxDB's
+        reason: a rollup that cannot be stored must fail, never be half-reported as success."""
+        for begin in range(0, len(lines), WRITE_CHUNK_LINES):
+            response = httpx.post(
+                f"{self.url.rstrip('/')}/write", params={"db": database, "rp": rp, "precision": "ns"},
+                content="\n".join(lines[begin:begin + WRITE_CHUNK_LINES]).encode(),
+                auth=(self.username, self.password), timeout=QUERY_TIMEOUT_S,
+            )
+            if response.status_code != 204:
+                raise InfluxQueryError(f"InfluxDB refused a write to {database}.{rp} "
+                                       f"({response.status_code}): {response.text[:300]}")
+        return len(lines)
+
+
+@dataclass(frozen=True, slots=True)
+class TenantInflux:
+    """One home's InfluxDB database, reached through the code location's account."""
+
+    resource: InfluxDBResource
+    tenant: str
+    database: str
+
     def query(self, influxql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         """Run one statement with bound parameters; return its series (name, tags, columns, values)."""
-        response = self._post_query(influxql, params, "application/json")
-        series: list[dict[str, Any]] = []
-        for result in response.json().get("results", []):
-            if "error" in result:
-                raise InfluxQueryError(f"InfluxDB: {result['error']} (query: {influxql})")
-            series.extend(result.get("series", []))
-        return series
+        return results(self.resource.post_query(self.database, influxql, params, "application/json").json(), influxql)
 
     def query_points(self, influxql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         """Like ``query`` but for millions of points: InfluxDB's MessagePack answer.
@@ -80,8 +107,8 @@ class InfluxDBResource(dg.ConfigurableResource):
         and 642 MB (name and tags repeated on every row), MessagePack 11–15 s and 164 MB; serialising
         is InfluxDB's bottleneck, so big reads are also split in time and run side by side.
         """
-        response = self._post_query(influxql, params, "application/x-msgpack")
-        return _results(msgpack.unpackb(response.content), influxql)
+        response = self.resource.post_query(self.database, influxql, params, "application/x-msgpack")
+        return results(msgpack.unpackb(response.content), influxql)
 
     def query_float_series(
         self, influxql: str, params: Mapping[str, Any] | None = None
@@ -90,15 +117,15 @@ class InfluxDBResource(dg.ConfigurableResource):
 
         InfluxDB's MessagePack rows of such a query are all ``[int64 time, float64 value]``: 19 bytes each,
         so a series' rows are read straight into numpy instead of becoming millions of Python lists
-        (measured: 8.64 M points parsed in ~0.3 s instead of ~12 s). Anything else falls back to
-        ``query_points``' general decoding, with the same result.
+        (measured: 8.64 M points parsed in ~0.3 s instead of ~12 s). Anything else (an error included)
+        falls back to the general decoding, with the same result.
         """
-        body = self._post_query(influxql, params, "application/x-msgpack").content
+        body = self.resource.post_query(self.database, influxql, params, "application/x-msgpack").content
         try:
             return _float_series_fast(body)
         except _NotFixedRows:
             out = []
-            for series in _results(msgpack.unpackb(body), influxql):
+            for series in results(msgpack.unpackb(body), influxql):
                 rows = series.get("values", [])
                 times = np.array([row[0] for row in rows], dtype=np.int64)
                 values = np.array([row[1] for row in rows], dtype=np.float64)
@@ -106,25 +133,13 @@ class InfluxDBResource(dg.ConfigurableResource):
             return out
 
     def write(self, lines: Sequence[str], rp: str) -> int:
-        """Write line protocol (ns precision) into retention policy ``rp``; returns the lines written.
-
-        Uncompressed: InfluxDB's CPU is the bottleneck and gunzip is on it (1.44 M rollup lines: 9.7 s
-        gzip'd, 6.7 s plain; 4.9 s plain from two threads). Raises ``InfluxQueryError`` naming InfluxDB's
-        reason: a rollup that cannot be stored must fail its run, never be half-reported as success.
-        """
-        for begin in range(0, len(lines), WRITE_CHUNK_LINES):
-            response = httpx.post(
-                f"{self.url.rstrip('/')}/write", params={"db": self.database, "rp": rp, "precision": "ns"},
-                content="\n".join(lines[begin:begin + WRITE_CHUNK_LINES]).encode(),
-                auth=(self.username, self.password), timeout=QUERY_TIMEOUT_S,
-            )
-            if response.status_code != 204:
-                raise InfluxQueryError(f"InfluxDB refused a write to {self.database}.{rp} "
-                                       f"({response.status_code}): {response.text[:300]}")
-        return len(lines)
+        """Write line protocol (ns precision) into retention policy ``rp``; returns the lines written."""
+        return self.resource.post_write(self.database, lines, rp)
 
 
-def _results(body: dict[str, Any], influxql: str) -> list[dict[str, Any]]:
+def results(body: dict[str, Any], influxql: str) -> list[dict[str, Any]]:
+    """The series of an InfluxDB /query answer (JSON or MessagePack, decoded); its first error raised
+    with the statement that caused it. The one reader of InfluxDB's answers in the code location."""
     series: list[dict[str, Any]] = []
     for result in body.get("results", []):
         if "error" in result:
@@ -202,7 +217,6 @@ def resources_from_env() -> dict[str, Any]:
             url=dg.EnvVar("HATS_INFLUX_URL"),
             username=dg.EnvVar("HATS_INFLUX_DAGSTER_USERNAME"),
             password=dg.EnvVar("HATS_INFLUX_DAGSTER_PASSWORD"),
-            tenant=dg.EnvVar("HATS_TENANT"),
         ),
         "postgres": PostgresResource(dsn=dg.EnvVar("HATS_DAGSTER_DSN")),
         # Only retention uses it: InfluxDB 1.x requires an admin to ALTER RETENTION POLICY.
@@ -210,6 +224,5 @@ def resources_from_env() -> dict[str, Any]:
             url=dg.EnvVar("HATS_INFLUX_URL"),
             username=dg.EnvVar("HATS_INFLUX_ADMIN_USERNAME"),
             password=dg.EnvVar("HATS_INFLUX_ADMIN_PASSWORD"),
-            tenant=dg.EnvVar("HATS_TENANT"),
         ),
     }

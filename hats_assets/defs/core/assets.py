@@ -5,11 +5,14 @@ The rollups depend on it: an entity's ``state_class`` decides whether it is a ga
 or a meter (consumption), and its canonical unit is what the analyst views print.
 """
 
+import hashlib
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
-from hats_assets.defs.common.resources import InfluxDBResource, PostgresResource
+from hats_assets.defs.common.resources import PostgresResource
+from hats_assets.defs.common.tenants import homes
 from hats_assets.defs.rollups.contract import COUNTER_STATE_CLASSES
 
 HERE = Path(__file__).parent
@@ -36,27 +39,35 @@ def counter_entities(postgres: PostgresResource, tenant: str) -> frozenset[str]:
         owners=["team:data-platform"],
     )],
 )
-def core_metadata(postgres: PostgresResource, influxdb: InfluxDBResource) -> dg.ObserveResult:
-    """Entity counts per measurement and state class; the data version moves when metadata changes."""
+def core_metadata(postgres: PostgresResource) -> dg.ObserveResult:
+    """Entity counts per measurement and state class over every active home, and per home; the data version
+    moves when any home's metadata changes."""
+    per_home: dict[str, dict[str, Any]] = {}
+    table: list[dict[str, Any]] = []
+    versions: list[str] = []
     with postgres.connect() as conn:
-        rows = conn.execute(ENTITIES_SQL, {"tenant": influxdb.tenant}).fetchall()
-        devices, changed = conn.execute(
-            "SELECT (SELECT count(*) FROM core.devices WHERE tenant_id = %(t)s), "
-            "(SELECT coalesce(max(last_seen), 'epoch') FROM core.entities WHERE tenant_id = %(t)s)",
-            {"t": influxdb.tenant}).fetchone() or (0, None)
-    table = [
-        {"measurement": m, "state_class": sc or None, "entities": int(n), "devices": int(d),
-         "converted": int(c), "units": u}
-        for m, sc, n, d, c, u in rows
-    ]
+        for home in homes(postgres, []):
+            rows = conn.execute(ENTITIES_SQL, {"tenant": home.tenant_id}).fetchall()
+            devices, changed = conn.execute(
+                "SELECT (SELECT count(*) FROM core.devices WHERE tenant_id = %(t)s), "
+                "(SELECT coalesce(max(last_seen), 'epoch') FROM core.entities WHERE tenant_id = %(t)s)",
+                {"t": home.tenant_id}).fetchone() or (0, None)
+            mine = [{"measurement": m, "state_class": sc or None, "entities": int(n), "devices": int(d),
+                     "converted": int(c), "units": u} for m, sc, n, d, c, u in rows]
+            table += [{"tenant_id": home.tenant_id, **row} for row in mine]
+            per_home[home.tenant_id] = {"entities": sum(r["entities"] for r in mine), "devices": int(devices),
+                                        "budget": home.series_budget}
+            versions.append(f"{home.tenant_id}:{per_home[home.tenant_id]['entities']}:{changed}")
     return dg.ObserveResult(
         asset_key="core_metadata",
-        data_version=dg.DataVersion(f"{sum(r['entities'] for r in table)}:{changed}"),
+        data_version=dg.DataVersion(hashlib.sha256("|".join(versions).encode()).hexdigest()[:16]),
         metadata={
+            "tenants": len(per_home),
             "entities": sum(r["entities"] for r in table),
-            "devices": int(devices),
+            "devices": sum(h["devices"] for h in per_home.values()),
             "meters": sum(r["entities"] for r in table if r["state_class"] in COUNTER_STATE_CLASSES),
             "unit_conversions": sum(r["converted"] for r in table),
-            "by_measurement": dg.MetadataValue.json(table),
+            "per_tenant": dg.MetadataValue.json(per_home),
+            "by_measurement": dg.MetadataValue.json(table[:500]),
         },
     )

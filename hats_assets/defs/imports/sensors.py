@@ -22,7 +22,8 @@ from typing import Any
 
 import dagster as dg
 
-from hats_assets.defs.common.resources import InfluxDBResource, PostgresResource
+from hats_assets.defs.common.resources import PostgresResource
+from hats_assets.defs.common.tenants import TenantSelection, homes, tenants_run_config, tenants_tag
 from hats_assets.defs.imports.reload import reload_code_location, webserver_url
 from hats_assets.defs.warehouse.assets import warehouse_job
 from hats_assets.partitions import FIRST_DAY, daily_partitions, hour_key, hourly_partitions
@@ -89,14 +90,16 @@ def _touched_days(row: dict[str, Any], last_day: str | None) -> tuple[str, str] 
 @dg.sensor(
     name="ha_history_import_sensor", job=warehouse_job, minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Shows each finished `hats import` (ops.imports) as an observation of ha_history_import, marks "
-                "the rollup hours its statistics filled, and loads the warehouse days it touched.",
+    description="Shows each finished `hats import` (ops.imports) of every home as an observation of "
+                "ha_history_import, marks the rollup hours its statistics filled, and loads the warehouse days it "
+                "touched for that home only (run config tenant_selection.tenants, tag hats/tenants).",
 )
 def import_sensor(context: dg.SensorEvaluationContext, postgres: PostgresResource,
-                  influxdb: InfluxDBResource) -> dg.SensorResult:
+                  tenant_selection: TenantSelection) -> dg.SensorResult:
     after = int(context.cursor or 0)
+    tenants = [home.tenant_id for home in homes(postgres, tenant_selection.tenants)]
     with postgres.connect() as conn, conn.cursor() as cur:
-        cur.execute(FINISHED_IMPORTS, {"tenant": influxdb.tenant, "after": after, "limit": IMPORTS_PER_TICK})
+        cur.execute(FINISHED_IMPORTS, {"tenants": tenants, "after": after, "limit": IMPORTS_PER_TICK})
         names = [column.name for column in cur.description or []]
         rows = [dict(zip(names, values, strict=True)) for values in cur.fetchall()]
     events: list[dg.AssetObservation | dg.AssetMaterialization] = []
@@ -117,15 +120,17 @@ def import_sensor(context: dg.SensorEvaluationContext, postgres: PostgresResourc
                          f"partition ({FIRST_DAY}): asked {url} to reload the code location; the next tick "
                          "handles the import with the older partitions")
             break
-        events.append(_observation(row, influxdb.tenant))
+        events.append(_observation(row, row["tenant_id"]))
         for name in IMPORTED_ROLLUPS:
             events.extend(dg.AssetMaterialization(name, partition=key, metadata={
                 "origin": "imported", "import_id": row["import_id"]})
                 for key in _filled_hours(row, last_hour) if key not in materialised[name])
         days = _touched_days(row, last_day)
         if days is not None:
-            requests.append(dg.RunRequest(run_key=f"import:{row['import_id']}", tags={
-                RANGE_START_TAG: days[0], RANGE_END_TAG: days[1], IMPORT_TAG: str(row["import_id"])}))
+            requests.append(dg.RunRequest(
+                run_key=f"import:{row['import_id']}", run_config=tenants_run_config([row["tenant_id"]]),
+                tags={RANGE_START_TAG: days[0], RANGE_END_TAG: days[1], IMPORT_TAG: str(row["import_id"]),
+                      **tenants_tag([row["tenant_id"]])}))
         after = row["import_id"]
     if not events and not requests:
         return dg.SensorResult(cursor=str(after),

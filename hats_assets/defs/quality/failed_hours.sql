@@ -5,7 +5,7 @@ FROM generate_series(%(start)s::timestamptz, %(end)s::timestamptz - interval '1 
 CROSS JOIN LATERAL (
     SELECT DISTINCT ON (check_name) check_name, passed, failing
     FROM ops.dq_results
-    WHERE tenant_id = %(tenant)s AND severity = 'ERROR' AND asset IN ('rollup_1m', 'rollup_1h')
+    WHERE tenant_id = %(tenant)s AND severity = 'ERROR' AND asset = ANY(%(assets)s)
       AND window_start <= h.hour AND window_end > h.hour
     ORDER BY check_name, checked_at DESC, id DESC
 ) latest

@@ -1,15 +1,18 @@
-"""Retention: keep each store's data exactly as long as configured, and raw data as long as it is needed.
+"""Retention: keep each home's data exactly as long as its tier says, and raw data as long as it is needed.
 
-Daily, downstream of what it protects (raw points, rollups, warehouse): sets and verifies the InfluxDB
+Daily, downstream of what it protects (raw points, rollups, warehouse), for every home the run serves, with
+the home's own tier (``core.tenants.raw_days``, ``rollup_months``): sets and verifies its InfluxDB
 retention-policy durations (``raw`` never shorter than the oldest raw hour whose rollups are not
-materialised, current and passing their blocking checks, plus a margin), drops expired PostgreSQL
-``analytics`` month partitions, purges expired ``ops`` rows, and writes every action to
-``ops.retention_audit``. ``dry_run`` records and prints the same plan without changing anything.
+materialised, current and passing their blocking checks, plus a margin), deletes its warehouse rows older
+than its rollup months and its expired per-home ``ops`` rows. Shared by all homes: PostgreSQL ``analytics``
+month partitions wholly older than the longest tier of any home are dropped, and the shared ``ops`` logs
+purged after ``HATS_RETENTION_OPS_MONTHS``. Every action is written to ``ops.retention_audit``; ``dry_run``
+records and prints the same plan without changing anything. One home's failure is recorded and the others go on.
 """
 
 import time
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +20,8 @@ import dagster as dg
 from psycopg import sql
 from pydantic import Field, ValidationError
 
-from hats_assets.defs.common.resources import InfluxDBResource, PostgresResource
+from hats_assets.defs.common.resources import InfluxDBResource, PostgresResource, TenantInflux, quote_ident
+from hats_assets.defs.common.tenants import Home, Outcomes, TenantSelection, run_homes
 from hats_assets.defs.retention.plan import (
     Action,
     expired_partitions,
@@ -32,18 +36,20 @@ HERE = Path(__file__).parent
 UNVERIFIED_SQL = (HERE / "unverified_hours.sql").read_text()
 PARTITIONS_SQL = (HERE / "partitions.sql").read_text()
 AUDIT_SQL = (HERE / "audit_insert.sql").read_text()
-WAREHOUSE_TABLES = ["hourly_rollup", "daily_rollup", "local_daily_rollup", "state_hourly", "state_local_daily"]
+# Each warehouse table and the column its period is in (what a home's rollup months count from).
+WAREHOUSE_PERIODS = {"hourly_rollup": "hour", "daily_rollup": "day", "local_daily_rollup": "local_day",
+                     "state_hourly": "hour", "state_local_daily": "local_day"}
+WAREHOUSE_TABLES = list(WAREHOUSE_PERIODS)
+LONGEST_TIER_SQL = "SELECT coalesce(max(rollup_months), 0) FROM core.tenants"
 DAYS_PER_MONTH = 365.25 / 12
 UNVERIFIED_LISTED = 48
 CHECK_NAME = "raw_kept_for_unverified_rollups"
 
 
 class RetentionSettings(dg.ConfigurableResource):
-    """How long each store keeps data (HATS_RETENTION_* variables); validated when the code loads."""
+    """How long the shared logs are kept and the raw margin (HATS_RETENTION_* variables); validated when the
+    code loads. How long a home's raw points and rollups are kept is its tier, in core.tenants."""
 
-    raw_days: int = Field(default=30, ge=30, le=90, description="Raw points in InfluxDB, days (30–90)")
-    rollup_months: int = Field(default=24, ge=12, le=24,
-                               description="InfluxDB rollups and PostgreSQL warehouse partitions, months (12–24)")
     ops_months: int = Field(default=12, ge=1, le=120,
                             description="ops.dead_letters, ops.retention_audit and ops.dq_results, months")
     margin_hours: int = Field(default=30, ge=1, le=24 * 14,
@@ -51,8 +57,7 @@ class RetentionSettings(dg.ConfigurableResource):
                                           "interval between retention runs (daily) plus slack")
 
 
-RETENTION_ENV = {"raw_days": "HATS_RETENTION_RAW_DAYS", "rollup_months": "HATS_RETENTION_ROLLUP_MONTHS",
-                 "ops_months": "HATS_RETENTION_OPS_MONTHS", "margin_hours": "HATS_RETENTION_MARGIN_HOURS"}
+RETENTION_ENV = {"ops_months": "HATS_RETENTION_OPS_MONTHS", "margin_hours": "HATS_RETENTION_MARGIN_HOURS"}
 
 
 def retention_settings_from_env(environ: Mapping[str, str]) -> RetentionSettings:
@@ -86,23 +91,23 @@ class RetentionRun(dg.Config):
         return moment
 
 
-def _rp_durations(influxdb_admin: InfluxDBResource) -> dict[str, timedelta]:
-    rows = influxdb_admin.query(f'SHOW RETENTION POLICIES ON "{influxdb_admin.database}"')
+def _rp_durations(influxdb_admin: TenantInflux) -> dict[str, timedelta]:
+    rows = influxdb_admin.query(f"SHOW RETENTION POLICIES ON {quote_ident(influxdb_admin.database)}")
     return {values[0]: parse_influx_duration(values[1]) for series in rows for values in series["values"]}
 
 
-def _influx_actions(influxdb_admin: InfluxDBResource, settings: RetentionSettings, now: datetime,
+def _influx_actions(influxdb_admin: TenantInflux, home: Home, settings: RetentionSettings, now: datetime,
                     oldest_unverified: datetime | None) -> tuple[list[Action], dict[str, timedelta], bool]:
-    raw, extended = raw_duration(now, settings.raw_days, oldest_unverified, timedelta(hours=settings.margin_hours))
-    wanted = {RAW_RP: raw, ROLLUP_RP: timedelta(days=round(settings.rollup_months * DAYS_PER_MONTH + 0.5))}
+    raw, extended = raw_duration(now, home.raw_days, oldest_unverified, timedelta(hours=settings.margin_hours))
+    wanted = {RAW_RP: raw, ROLLUP_RP: timedelta(days=round(home.rollup_months * DAYS_PER_MONTH + 0.5))}
     current = _rp_durations(influxdb_admin)
     actions = []
     for rp, duration in wanted.items():
         if current.get(rp) == duration:
             continue
-        why = (f"extended beyond the configured {settings.raw_days} d: raw hours from "
+        why = (f"extended beyond the home's {home.raw_days} d: raw hours from "
                f"{oldest_unverified:%Y-%m-%d %H:00} UTC are not rolled up yet" if rp == RAW_RP and extended
-               else "configured")
+               else "the home's tier")
         actions.append(Action("influxdb", "set_retention_policy", f"{influxdb_admin.database}.{rp}",
                               None, None, None,
                               f"duration {influx_duration(current[rp]) if rp in current else 'none'} → "
@@ -122,25 +127,26 @@ def _expired_partitions(cur: Any, cutoff: datetime) -> list[Action]:
     return actions
 
 
-def _ops_purges(cur: Any, tenant: str, ops_cutoff: datetime, raw_cutoff: datetime) -> list[tuple[Action, sql.Composed]]:
-    """(action, the DELETE that performs it) for every ops table with rows past its retention."""
+Purge = tuple[Action, sql.Composed]
+
+
+def _purges(cur: Any, tenant: str | None, targets: list[tuple[str, str, str, datetime | date]]) -> list[Purge]:
+    """(action, the DELETE that performs it) for every ``schema.table`` with rows before its cutoff (only
+    ``tenant``'s rows when one is given)."""
     purges = []
-    for table, column, cutoff, per_tenant in (
-        ("dead_letters", "received_at", ops_cutoff, False),
-        ("retention_audit", "executed_at", ops_cutoff, False),
-        ("dq_results", "checked_at", ops_cutoff, False),
-        ("ingest_hours", "hour", raw_cutoff, True),
-        ("rollup_watermarks", "hour", raw_cutoff, True),
-    ):
+    for schema, table, column, cutoff in targets:
         where = sql.SQL("{} < {}").format(sql.Identifier(column), sql.Literal(cutoff))
-        if per_tenant:
+        if tenant is not None:
             where = sql.SQL("{} AND tenant_id = {}").format(where, sql.Literal(tenant))
-        count = cur.execute(sql.SQL("SELECT count(*), min({}) FROM ops.{} WHERE {}").format(
-            sql.Identifier(column), sql.Identifier(table), where)).fetchone()
+        relation = sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(table))
+        count = cur.execute(sql.SQL("SELECT count(*), min({}) FROM {} WHERE {}").format(
+            sql.Identifier(column), relation, where)).fetchone()
         if count[0]:
-            action = Action("postgresql", "purge_rows", f"ops.{table}", count[1], cutoff, int(count[0]),
-                            f"{column} before the {cutoff:%Y-%m-%d %H:%M} cutoff")
-            purges.append((action, sql.SQL("DELETE FROM ops.{} WHERE {}").format(sql.Identifier(table), where)))
+            first = count[1] if isinstance(count[1], datetime) else datetime.combine(count[1], datetime.min.time(), UTC)
+            until = cutoff if isinstance(cutoff, datetime) else datetime.combine(cutoff, datetime.min.time(), UTC)
+            action = Action("postgresql", "purge_rows", f"{schema}.{table}" + (f" ({tenant})" if tenant else ""),
+                            first, until, int(count[0]), f"{column} before the {cutoff:%Y-%m-%d %H:%M} cutoff")
+            purges.append((action, sql.SQL("DELETE FROM {} WHERE {}").format(relation, where)))
     return purges
 
 
@@ -157,61 +163,105 @@ def _ops_purges(cur: Any, tenant: str, ops_cutoff: datetime, raw_cutoff: datetim
 )
 def retention(
     context: dg.AssetExecutionContext, config: RetentionRun, retention_settings: RetentionSettings,
-    influxdb_admin: InfluxDBResource, postgres: PostgresResource,
+    influxdb_admin: InfluxDBResource, postgres: PostgresResource, tenant_selection: TenantSelection,
 ) -> dg.MaterializeResult:
-    """What each store keeps: raw points 30–90 days (never less than the oldest raw hour still waiting
-    for its rollups), rollups and warehouse partitions 12–24 months, ops logs 12 months. Every action
-    is in ops.retention_audit."""
+    """What each store keeps, per home's tier: raw points (never less than the oldest raw hour still waiting
+    for its rollups), rollups and warehouse rows for its rollup months; shared month partitions after the
+    longest tier, ops logs 12 months. Every action is in ops.retention_audit."""
     began = time.monotonic()
     now = config.moment()
-    tenant = influxdb_admin.tenant
+    outcomes = Outcomes(context.log)
+    actions: list[Action] = []
+    unverified_by_home: dict[str, list[str]] = {}
+    extended_homes: list[str] = []
+
+    for home, outcome in outcomes.each(run_homes(context, postgres, tenant_selection)):
+        def expire(home: Home = home) -> dict[str, Any]:
+            db = influxdb_admin.for_tenant(home.tenant_id)
+            with postgres.connect() as conn, conn.cursor() as cur:
+                unverified = [row[0] for row in cur.execute(UNVERIFIED_SQL, {
+                    "tenant": home.tenant_id, "current_hour": now.replace(minute=0, second=0, microsecond=0),
+                    "limit": UNVERIFIED_LISTED}).fetchall()]
+                influx_actions, durations, extended = _influx_actions(
+                    db, home, retention_settings, now, unverified[0] if unverified else None)
+                rollup_cutoff = months_before(now, home.rollup_months)
+                purges = _purges(cur, home.tenant_id, [
+                    ("ops", "ingest_hours", "hour", now - durations[RAW_RP]),
+                    ("ops", "rollup_watermarks", "hour", now - durations[RAW_RP]),
+                    *(("analytics", table, column, rollup_cutoff if column == "hour" else rollup_cutoff.date())
+                      for table, column in WAREHOUSE_PERIODS.items())])
+                mine = [*influx_actions, *(action for action, _ in purges)]
+                _apply(context, config.dry_run, db, influx_actions, durations, cur, purges, mine)
+            actions.extend(mine)
+            if unverified:
+                unverified_by_home[home.tenant_id] = [f"{h:%Y-%m-%d-%H:00}" for h in unverified]
+            if extended:
+                extended_homes.append(home.tenant_id)
+            return {"raw_duration_h": int(durations[RAW_RP] / timedelta(hours=1)), "raw_extended": extended,
+                    "rows_purged": sum(a.affected or 0 for a, _ in purges), "actions": len(mine)}
+
+        outcomes.guard(home, outcome, expire)
+
     with postgres.connect() as conn, conn.cursor() as cur:
-        unverified = [row[0] for row in cur.execute(UNVERIFIED_SQL, {
-            "tenant": tenant, "current_hour": now.replace(minute=0, second=0, microsecond=0),
-            "limit": UNVERIFIED_LISTED}).fetchall()]
-        oldest = unverified[0] if unverified else None
-        influx_actions, durations, extended = _influx_actions(influxdb_admin, retention_settings, now, oldest)
-        rollup_cutoff = months_before(now, retention_settings.rollup_months)
-        partition_actions = _expired_partitions(cur, rollup_cutoff)
-        purges = _ops_purges(cur, tenant, months_before(now, retention_settings.ops_months), now - durations[RAW_RP])
-        actions = [*influx_actions, *partition_actions, *(action for action, _ in purges)]
-        for action in actions:
-            context.log.info("%s%s %s %s: %s (%s rows)", "[dry run] " if config.dry_run else "", action.store,
-                             action.action, action.target, action.detail, action.affected)
+        tier = cur.execute(LONGEST_TIER_SQL).fetchone()
+        longest = int(tier[0]) if tier else 0
+        partition_actions = _expired_partitions(cur, months_before(now, longest)) if longest else []
+        ops_cutoff = months_before(now, retention_settings.ops_months)
+        shared = _purges(cur, None, [("ops", "dead_letters", "received_at", ops_cutoff),
+                                     ("ops", "retention_audit", "executed_at", ops_cutoff),
+                                     ("ops", "dq_results", "checked_at", ops_cutoff)])
+        common = [*partition_actions, *(action for action, _ in shared)]
+        _apply(context, config.dry_run, None, [], {}, cur, shared, common)
         if not config.dry_run:
-            for action in influx_actions:
-                rp = action.target.rsplit(".", 1)[1]
-                influxdb_admin.query(f'ALTER RETENTION POLICY "{rp}" ON "{influxdb_admin.database}" '
-                                     f"DURATION {influx_duration(durations[rp])}")
-            verified = _rp_durations(influxdb_admin)
-            wrong = {rp: d for rp, d in durations.items() if verified.get(rp) != d}
-            if wrong:
-                raise RuntimeError(f"InfluxDB retention policies did not take the new durations: {wrong}; "
-                                   "check the admin account's rights")
             for action in partition_actions:
                 cur.execute(sql.SQL("DROP TABLE {}.{}").format(*map(sql.Identifier, action.target.split("."))))
-            for _, delete in purges:
-                cur.execute(delete)
+        actions.extend(common)
         cur.executemany(AUDIT_SQL, [{**_row(a), "run_id": context.run.run_id, "dry_run": config.dry_run}
                                     for a in actions])
+    per_home = outcomes.metadata()
     return dg.MaterializeResult(
         metadata={
             "dry_run": config.dry_run,
             "actions": dg.MetadataValue.md(_table(actions)),
-            "raw_duration_h": int(durations[RAW_RP] / timedelta(hours=1)),
-            "raw_extended": extended,
             "partitions_dropped": len(partition_actions),
-            "ops_rows_purged": sum(a.affected or 0 for a, _ in purges),
+            "longest_tier_months": longest,
+            "ops_rows_purged": sum(a.affected or 0 for a, _ in shared),
+            **per_home,
             "duration_s": round(time.monotonic() - began, 3),
         },
         check_results=[dg.AssetCheckResult(
-            check_name=CHECK_NAME, passed=not extended, severity=dg.AssetCheckSeverity.ERROR,
-            metadata={"oldest_unverified_hour": str(oldest) if oldest else "none",
-                      "unverified_hours": dg.MetadataValue.json([f"{h:%Y-%m-%d-%H:00}" for h in unverified]),
-                      "what_to_do": "backfill or re-run rollup_hourly_job for these partitions; raw retention "
-                                    "stays extended until they are rolled up"},
+            check_name=CHECK_NAME, passed=not extended_homes and not outcomes.failed(),
+            severity=dg.AssetCheckSeverity.ERROR,
+            metadata={"tenants_extended": dg.MetadataValue.json(sorted(extended_homes)),
+                      "tenants_failed": dg.MetadataValue.json(outcomes.failed()),
+                      "unverified_hours": dg.MetadataValue.json(unverified_by_home),
+                      "what_to_do": "backfill or re-run rollup_hourly_job for these partitions and homes (run "
+                                    "config tenant_selection.tenants); raw retention stays extended until they "
+                                    "are rolled up"},
         )],
     )
+
+
+def _apply(context: dg.AssetExecutionContext, dry_run: bool, db: TenantInflux | None, influx_actions: list[Action],
+           durations: dict[str, timedelta], cur: Any, purges: list[Purge], actions: list[Action]) -> None:
+    """Log the plan; unless a dry run, alter the home's retention policies (and verify them) and delete."""
+    for action in actions:
+        context.log.info("%s%s %s %s: %s (%s rows)", "[dry run] " if dry_run else "", action.store,
+                         action.action, action.target, action.detail, action.affected)
+    if dry_run:
+        return
+    if db is not None:
+        for action in influx_actions:
+            rp = action.target.rsplit(".", 1)[1]
+            db.query(f"ALTER RETENTION POLICY {quote_ident(rp)} ON {quote_ident(db.database)} "
+                     f"DURATION {influx_duration(durations[rp])}")
+        verified = _rp_durations(db)
+        wrong = {rp: d for rp, d in durations.items() if verified.get(rp) != d}
+        if wrong:
+            raise RuntimeError(f"InfluxDB retention policies of {db.database} did not take the new durations: "
+                               f"{wrong}; check the admin account's rights")
+    for _, delete in purges:
+        cur.execute(delete)
 
 
 def _row(action: Action) -> dict[str, Any]:

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Final, Literal
 
+from hats_assets.defs.common.months import month_start
+
 RAW_SHARD_GROUP: Final = timedelta(days=1)  # InfluxDB's shard group for policies of 2 days to 6 months
 PARTITION_NAME: Final = re.compile(r"^(?P<parent>[a-z_]+)_p(?P<year>\d{4})_(?P<month>\d{2})$")
 
@@ -36,8 +38,8 @@ class Action:
 
 def months_before(moment: datetime, months: int) -> datetime:
     """The first instant of the month ``months`` before ``moment``'s month (UTC)."""
-    index = moment.year * 12 + moment.month - 1 - months
-    return datetime(index // 12, index % 12 + 1, 1, tzinfo=UTC)
+    first = month_start(moment.astimezone(UTC).date(), -months)
+    return datetime(first.year, first.month, 1, tzinfo=UTC)
 
 
 def raw_duration(now: datetime, configured_days: int, oldest_unverified: datetime | None,
@@ -86,8 +88,7 @@ def month_partition_of(name: str) -> MonthPartition | None:
     year, month = int(match["year"]), int(match["month"])
     if not 1 <= month <= 12:
         return None
-    end = date(year + (month == 12), month % 12 + 1, 1)
-    return MonthPartition(name, match["parent"], date(year, month, 1), end)
+    return MonthPartition(name, match["parent"], date(year, month, 1), month_start(date(year, month, 1), 1))
 
 
 def expired_partitions(names: list[str], cutoff: datetime) -> list[MonthPartition]:

@@ -8,6 +8,12 @@ each state per hour of two-state and text-state entities (``rollup_states_1h``, 
 a fourth asset of the same step, so the raw data is never read twice. Every run first deletes its window
 in all four, so a re-run replaces exactly that window. Hourly partitions with a single-run backfill policy: a backfill
 of any range is one run that reads the raw data a day at a time.
+
+Every home the run serves (``common/tenants.py``) is rolled up on its own, in its own database. A home whose
+rollup fails (InfluxDB refused a write, a query timed out) is recorded — ``ops.dq_results`` check
+``rollup_stored`` failed for its hours, which holds them out of the warehouse, and its watermarks for them
+are removed, so the late-data sensor asks for those hours again for that home only — and the other homes go
+on; the materialisation's metadata lists per home what was done.
 """
 
 import itertools
@@ -15,24 +21,36 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
-from hats_assets.defs.common.resources import WRITE_CHUNK_LINES, InfluxDBResource, PostgresResource, window_params
+from hats_assets.defs.common.resources import (
+    WRITE_CHUNK_LINES,
+    InfluxDBResource,
+    PostgresResource,
+    TenantInflux,
+    quote_ident,
+    window_params,
+)
+from hats_assets.defs.common.tenants import Home, Outcomes, TenantSelection, run_homes
 from hats_assets.defs.core.assets import counter_entities
+from hats_assets.defs.quality.results import Verdict, record
 from hats_assets.defs.rollups.compute import WINDOWS, RollupStats, compute, lines, state_lines
 from hats_assets.defs.rollups.contract import KINDS, STATE_MEASUREMENT, measurement
 from hats_assets.defs.rollups.raw_reader import RAW_CHUNK, read_window_for_run
-from hats_assets.partitions import chunks, context_window, epoch_ns, hourly_partitions
+from hats_assets.partitions import chunks, context_window, epoch_ns, hour_key, hourly_partitions
 from ingest_worker.contract import ROLLUP_RP
 
 HERE = Path(__file__).parent
 DELETE_WINDOW = (HERE / "delete_window.influxql").read_text()
 WATERMARKS_READ = (HERE / "watermarks_read.sql").read_text()
 WATERMARKS_WRITE = (HERE / "watermarks_write.sql").read_text()
+WATERMARKS_FORGET = ("DELETE FROM ops.rollup_watermarks WHERE tenant_id = %(tenant)s AND hour >= %(start)s "
+                     "AND hour < %(end)s")
+STORED_CHECK = "rollup_stored"  # the rollup's own per-home result in ops.dq_results (a gate, like a check)
 WRITERS = 2  # measured: 1.44 M lines in 6.7 s from one thread, 4.9 s from two
 TRIGGER_TAG = "hats/trigger"
 ROLLUP_TAGS = {"layer": "rollup"}
@@ -59,7 +77,7 @@ def _spec(name: str, deps: list[str]) -> dg.AssetSpec:
                         kinds={"influxdb", "python"}, owners=OWNERS, tags=ROLLUP_TAGS)
 
 
-def _write(influxdb: InfluxDBResource, encoded: Iterator[str]) -> int:
+def _write(influxdb: TenantInflux, encoded: Iterator[str]) -> int:
     """Encode here while up to ``WRITERS`` earlier batches are written: InfluxDB parses each on a core."""
     written = 0
     with ThreadPoolExecutor(max_workers=WRITERS) as pool:
@@ -81,7 +99,8 @@ def _write(influxdb: InfluxDBResource, encoded: Iterator[str]) -> int:
     can_subset=False,
 )
 def rollups(
-    context: dg.AssetExecutionContext, influxdb: InfluxDBResource, postgres: PostgresResource
+    context: dg.AssetExecutionContext, influxdb: InfluxDBResource, postgres: PostgresResource,
+    tenant_selection: TenantSelection,
 ) -> Any:
     began = time.monotonic()
     if _checks_follow(context):  # the checks run next in this process: import GX meanwhile
@@ -89,38 +108,27 @@ def rollups(
 
         warm_up()
     start, end = context_window(context)
-    counters = counter_entities(postgres, influxdb.tenant)
+    outcomes = Outcomes(context.log)
     total = RollupStats()
-    points = duplicates = 0
-    for chunk_start, chunk_end in chunks(start, end, RAW_CHUNK):
-        with postgres.connect() as conn:
-            watermarks = conn.execute(WATERMARKS_READ, {"tenant": influxdb.tenant,
-                                                        **window_params(chunk_start, chunk_end)}).fetchall()
-        window = read_window_for_run(influxdb, chunk_start, chunk_end, context.run.run_id)
-        result = compute(window, counters, epoch_ns(chunk_start), epoch_ns(chunk_end))
-        for name, _ in WINDOWS:
-            for kind in KINDS:
-                influxdb.query(DELETE_WINDOW.format(measurement=f'"{measurement(kind, name)}"'),
-                               window_params(chunk_start, chunk_end))
-            _write(influxdb, lines(result, name))
-        influxdb.query(DELETE_WINDOW.format(measurement=f'"{STATE_MEASUREMENT}"'),
-                       window_params(chunk_start, chunk_end))
-        _write(influxdb, state_lines(result))
-        with postgres.connect() as conn, conn.cursor() as cur:
-            # Every hour gets a watermark, data or not: a first point arriving later is late data too.
-            seen = {hour: (version, n) for hour, version, n in watermarks}
-            cur.executemany(WATERMARKS_WRITE, [
-                {"tenant": influxdb.tenant, "hour": hour, "version": seen.get(hour, (0, 0))[0],
-                 "points": seen.get(hour, (0, 0))[1], "run_id": context.run.run_id}
-                for hour, _ in chunks(chunk_start, chunk_end, timedelta(hours=1))
-            ])
-        context.log.info("%s → %s: %d raw points, %d gauges, %d meters → %s rows", chunk_start, chunk_end,
-                         window.points_read, len(result.stats.series["gauge"]), len(result.stats.series["counter"]),
-                         result.stats.rows)
-        points += window.points_read
-        duplicates += window.duplicates_dropped
-        total.add(result.stats)
+    for home, outcome in outcomes.each(run_homes(context, postgres, tenant_selection)):
+        stats = RollupStats()
+        for chunk_start, chunk_end in chunks(start, end, RAW_CHUNK):
+            def roll(home: Home = home, chunk: tuple[datetime, datetime] = (chunk_start, chunk_end),
+                     stats: RollupStats = stats) -> dict[str, Any]:
+                return _roll_home(context, influxdb.for_tenant(home.tenant_id), postgres, *chunk, stats)
+
+            stored = outcomes.guard(home, outcome, roll)
+            verdict = Verdict([] if stored else [{"error": outcome.error, "hours": _hour_keys(chunk_start, chunk_end)}],
+                              len(_hour_keys(chunk_start, chunk_end)))
+            if not stored:
+                _forget_watermarks(postgres, home.tenant_id, chunk_start, chunk_end)
+            record(postgres, context.run.run_id, home.tenant_id, "rollup_1m", STORED_CHECK, (chunk_start, chunk_end),
+                   verdict)
+            if not stored:
+                break  # this home's later days wait for the targeted retry; the other homes go on
+        total.add(stats)
     series = len(total.series["gauge"]) + len(total.series["counter"])
+    per_home = outcomes.metadata()
     common: dict[str, Any] = {
         "window_start": dg.MetadataValue.timestamp(start),
         "window_end": dg.MetadataValue.timestamp(end),
@@ -128,22 +136,70 @@ def rollups(
         "series_gauges": len(total.series["gauge"]),
         "series_meters": len(total.series["counter"]),
         "trigger": context.run.tags.get(TRIGGER_TAG, "schedule, backfill or manual"),
+        "tenants": per_home["tenants"], "tenants_ok": per_home["tenants_ok"],
+        "tenants_failed": per_home["tenants_failed"],
         "duration_s": round(time.monotonic() - began, 3),
     }
     yield dg.MaterializeResult(asset_key="rollup_1m", metadata={
         **common,
-        "points_read": points,
+        "points_read": per_home.get("points_read", 0),
         "rows_written": total.rows.get("1m", 0),
         "series_carried_only": total.carried_only,
-        "duplicates_dropped": duplicates,
+        "duplicates_dropped": per_home.get("duplicates_dropped", 0),
         "meter_resets": total.resets,
         "coverage_pct": round(100 * total.available_s / ((end - start).total_seconds() * series), 2) if series else 0.0,
+        "per_tenant": per_home["per_tenant"],
     })
     for name in ("5m", "1h"):
         yield dg.MaterializeResult(asset_key=f"rollup_{name}",
                                    metadata={**common, "rows_written": total.rows.get(name, 0)})
     yield dg.MaterializeResult(asset_key="rollup_states_1h", metadata={
         **common, "series_named_states": len(total.named), "rows_written": total.state_rows})
+
+
+def _hour_keys(start: datetime, end: datetime) -> list[str]:
+    return [hour_key(hour) for hour, _ in chunks(start, end, timedelta(hours=1))]
+
+
+def _forget_watermarks(postgres: PostgresResource, tenant: str, start: datetime, end: datetime) -> None:
+    """A home's hours whose rollup failed are owed again: without a watermark the late-data sensor sees them
+    (``owed_hours.sql``, kind unrolled) and asks for a run of that home alone."""
+    with postgres.connect() as conn:
+        conn.execute(WATERMARKS_FORGET, {"tenant": tenant, "start": start, "end": end})
+
+
+def _roll_home(context: dg.AssetExecutionContext, db: TenantInflux, postgres: PostgresResource,
+               chunk_start: datetime, chunk_end: datetime, stats: RollupStats) -> dict[str, Any]:
+    """One home's rollup of one chunk (a day at most): read, compute, replace the window, watermark it."""
+    counters = counter_entities(postgres, db.tenant)
+    with postgres.connect() as conn:
+        watermarks = conn.execute(WATERMARKS_READ, {"tenant": db.tenant,
+                                                    **window_params(chunk_start, chunk_end)}).fetchall()
+    window = read_window_for_run(db, chunk_start, chunk_end, context.run.run_id)
+    result = compute(window, counters, epoch_ns(chunk_start), epoch_ns(chunk_end))
+    for name, _ in WINDOWS:
+        for kind in KINDS:
+            db.query(DELETE_WINDOW.format(measurement=quote_ident(measurement(kind, name))),
+                     window_params(chunk_start, chunk_end))
+        _write(db, lines(result, name))
+    db.query(DELETE_WINDOW.format(measurement=quote_ident(STATE_MEASUREMENT)),
+             window_params(chunk_start, chunk_end))
+    _write(db, state_lines(result))
+    with postgres.connect() as conn, conn.cursor() as cur:
+        # Every hour gets a watermark, data or not: a first point arriving later is late data too.
+        seen = {hour: (version, n) for hour, version, n in watermarks}
+        cur.executemany(WATERMARKS_WRITE, [
+            {"tenant": db.tenant, "hour": hour, "version": seen.get(hour, (0, 0))[0],
+             "points": seen.get(hour, (0, 0))[1], "run_id": context.run.run_id}
+            for hour, _ in chunks(chunk_start, chunk_end, timedelta(hours=1))
+        ])
+    context.log.debug("%s %s → %s: %d raw points, %d gauges, %d meters → %s rows", db.tenant, chunk_start,
+                      chunk_end, window.points_read, len(result.stats.series["gauge"]),
+                      len(result.stats.series["counter"]), result.stats.rows)
+    stats.add(result.stats)
+    return {"points_read": window.points_read, "duplicates_dropped": window.duplicates_dropped,
+            "rows_written": result.stats.rows.get("1m", 0), "hours": len(_hour_keys(chunk_start, chunk_end)),
+            "series": len(result.stats.series["gauge"]) + len(result.stats.series["counter"])}
 
 
 def _checks_follow(context: dg.AssetExecutionContext) -> bool:

@@ -101,8 +101,8 @@ def describe_left_out(left_out: LeftOut, partitions_start: str, raw_days: int) -
     if left_out.hours > 1:
         span += f" … {hour_key(left_out.last)}"
     why = (f"before the hourly partitions' start {partitions_start}" if left_out.kind == "before_partitions"
-           else f"older than raw retention ({raw_days} d, HATS_RETENTION_RAW_DAYS): their raw points may be gone; "
-                "backfill them by hand if InfluxDB still holds them")
+           else f"older than the home's raw retention ({raw_days} d, core.tenants.raw_days): their raw points may "
+                "be gone; backfill them by hand if InfluxDB still holds them")
     return f"{left_out.hours} never-rolled hour(s) with {left_out.points} point(s) left out ({span}): {why}"
 
 

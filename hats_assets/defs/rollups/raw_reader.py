@@ -28,7 +28,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from hats_assets.defs.common.resources import InfluxDBResource, window_params
+from hats_assets.defs.common.resources import TenantInflux, window_params
 from hats_assets.defs.rollups.contract import TWO_STATE_QUANTITIES
 from hats_assets.defs.rollups.maths import Carry, FloatArray, IntArray
 from hats_assets.defs.rollups.state_durations import ObjectArray, state_names
@@ -130,7 +130,7 @@ def _numeric(carry: Carry) -> bool:
     return carry is not None and not np.isnan(carry[1])
 
 
-def read_window(influxdb: InfluxDBResource, start: datetime, end: datetime) -> RawWindow:
+def read_window(influxdb: TenantInflux, start: datetime, end: datetime) -> RawWindow:
     """All raw series with a point in ``[start, end)`` or a numeric state carried in from before it.
 
     A series with only a carry (a quiet sensor, a door that stayed shut) still holds its state through
@@ -183,15 +183,22 @@ def read_window(influxdb: InfluxDBResource, start: datetime, end: datetime) -> R
     return RawWindow(series=out, points_read=points, duplicates_dropped=duplicates, states=named)
 
 
-_LAST_READ: dict[tuple[str, str, datetime, datetime], RawWindow] = {}
+# Raw points a run keeps for its checks: every home of an hourly run (1,000 homes × 20 entities at 10 s are
+# 7.2 M points, ~115 MB of arrays), never a backfill's many days beyond it.
+RUN_CACHE_POINTS: Final = 10_000_000
+_RUN_READS: dict[tuple[str, str, datetime, datetime], RawWindow] = {}
 
 
-def read_window_for_run(influxdb: InfluxDBResource, start: datetime, end: datetime, run_id: str) -> RawWindow:
-    """``read_window`` once per run and window: the rollup and the checks that follow it in the same run
-    (in-process executor) share one read of the raw points instead of three. Only the latest read is
-    kept, and only for the same run, so a later run always reads afresh."""
+def read_window_for_run(influxdb: TenantInflux, start: datetime, end: datetime, run_id: str) -> RawWindow:
+    """``read_window`` once per run, home and window: the rollup and the checks that follow it in the same
+    run (in-process executor) share one read of the raw points instead of three. Reads are kept for the
+    current run only (a later run always reads afresh), up to ``RUN_CACHE_POINTS`` points."""
     key = (run_id, influxdb.database, start, end)
-    if key not in _LAST_READ:
-        _LAST_READ.clear()
-        _LAST_READ[key] = read_window(influxdb, start, end)
-    return _LAST_READ[key]
+    if key in _RUN_READS:
+        return _RUN_READS[key]
+    if any(other[0] != run_id for other in _RUN_READS):
+        _RUN_READS.clear()
+    window = read_window(influxdb, start, end)
+    if sum(w.points_read for w in _RUN_READS.values()) + window.points_read <= RUN_CACHE_POINTS:
+        _RUN_READS[key] = window
+    return window

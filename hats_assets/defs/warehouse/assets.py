@@ -15,9 +15,17 @@ from typing import Any
 
 import dagster as dg
 
-from hats_assets.defs.common.resources import InfluxDBResource, PostgresResource, window_params
+from hats_assets.defs.common.resources import (
+    InfluxDBResource,
+    PostgresResource,
+    TenantInflux,
+    qualified,
+    window_params,
+)
+from hats_assets.defs.common.tenants import Outcomes, TenantSelection, run_homes
 from hats_assets.defs.rollups.contract import COUNTER_FIELDS, GAUGE_FIELDS, KINDS, Kind, measurement
 from hats_assets.defs.warehouse.tables import (
+    DAILY_GATE,
     OWNERS,
     WAREHOUSE_MINUTE_OF_HOUR,
     clear_local_days,
@@ -30,9 +38,10 @@ from hats_assets.defs.warehouse.tables import (
     refuse_failed_hours,
     replace_hours,
     tenant_time_zone,
+    window_metadata,
 )
 from hats_assets.partitions import chunks, context_window
-from ingest_worker.contract import imported_measurement
+from ingest_worker.contract import ROLLUP_RP, imported_measurement
 
 HERE = Path(__file__).parent
 ROLLUP_1H_QUERY = (HERE / "rollup_1h.influxql").read_text()
@@ -45,21 +54,21 @@ HOURLY_COLUMNS = ("tenant_id", "entity_id", "quantity", "kind", "hour", "mean", 
 COMPUTED, IMPORTED = "computed", "imported"
 
 
-def _hourly_rows(influxdb: InfluxDBResource, kind: Kind, start: datetime, end: datetime,
+def _hourly_rows(db: TenantInflux, kind: Kind, start: datetime, end: datetime,
                  origin: str = COMPUTED) -> list[tuple[Any, ...]]:
     """The 1 h rows of one kind: our rollup (``computed``) or Home Assistant's statistics (``imported``,
     the same fields; no ``last_seen_s``, ``count`` 0: they hold no raw points)."""
     name = measurement(kind, "1h") if origin == COMPUTED else imported_measurement(kind, "1h")
-    query = ROLLUP_1H_QUERY.format(measurement=f'"{name}"')
+    query = ROLLUP_1H_QUERY.format(measurement=qualified(ROLLUP_RP, name))
     rows: list[tuple[Any, ...]] = []
     fields = GAUGE_FIELDS if kind == "gauge" else COUNTER_FIELDS
-    for series in influxdb.query(query, window_params(start, end)):
+    for series in db.query(query, window_params(start, end)):
         position = {name: i for i, name in enumerate(series["columns"])}
         for values in series["values"]:
             got = {name: values[position[name]] if name in position else None for name in fields}
             seen, mean = got["last_seen_s"], got.get("mean")
             rows.append((
-                influxdb.tenant, series["tags"]["entity_id"], series["tags"]["quantity"], kind,
+                db.tenant, series["tags"]["entity_id"], series["tags"]["quantity"], kind,
                 datetime.fromtimestamp(values[0] / 1e9, tz=UTC),
                 got.get("mean"), got.get("min"), got.get("max"), got["count"], got["last"], got["available_s"],
                 None if mean is None else mean * got["available_s"],  # value_s: what makes days exact sums
@@ -69,127 +78,127 @@ def _hourly_rows(influxdb: InfluxDBResource, kind: Kind, start: datetime, end: d
     return rows
 
 
-def merged_hourly_rows(influxdb: InfluxDBResource, start: datetime, end: datetime) -> list[tuple[Any, ...]]:
+def merged_hourly_rows(db: TenantInflux, start: datetime, end: datetime) -> list[tuple[Any, ...]]:
     """Our rollups of ``[start, end)`` and, for each (entity, hour) we have none of, the imported row.
 
     Ours win: they come from every raw point with its availability, HA's statistics only from its
     5-minute samples. An imported hour is where we had no data (before the worker ran, an outage)."""
-    computed = [row for kind in KINDS for row in _hourly_rows(influxdb, kind, start, end)]
+    computed = [row for kind in KINDS for row in _hourly_rows(db, kind, start, end)]
     covered = {(row[1], row[4]) for row in computed}
-    imported = [row for kind in KINDS for row in _hourly_rows(influxdb, kind, start, end, IMPORTED)
+    imported = [row for kind in KINDS for row in _hourly_rows(db, kind, start, end, IMPORTED)
                 if (row[1], row[4]) not in covered]
     return computed + imported
 
 
 @day_asset(["rollup_1h", "ha_history_import"])
 def hourly_rollup(
-    context: dg.AssetExecutionContext, influxdb: InfluxDBResource, postgres: PostgresResource
+    context: dg.AssetExecutionContext, influxdb: InfluxDBResource, postgres: PostgresResource,
+    tenant_selection: TenantSelection,
 ) -> dg.MaterializeResult:
-    """analytics.hourly_rollup: the 1 h rollups of every entity for the UTC day, in PostgreSQL for SQL
-    users (partitioned by month); hours we have no rollup of come from Home Assistant's imported
-    statistics (origin 'imported'). Read through the analytics.entity_hourly view."""
+    """analytics.hourly_rollup: the 1 h rollups of every entity of every home for the UTC day, in PostgreSQL
+    for SQL users (partitioned by month); hours we have no rollup of come from Home Assistant's imported
+    statistics (origin 'imported'). A home whose hours failed a blocking check keeps its last good rows
+    (per_tenant: refused) while the other homes load. Read through the analytics.entity_hourly view."""
     began = time.monotonic()
     start, end = context_window(context)
-    refuse_failed_hours(postgres, influxdb.tenant, start, end)
-    inserted = replaced = imported = 0
-    partitions: set[str] = set()
-    entities: set[str] = set()
-    with postgres.connect() as conn, conn.cursor() as cur:
-        for day_start, day_end in chunks(start, end, timedelta(days=1)):
-            rows = merged_hourly_rows(influxdb, day_start, day_end)
-            day_replaced, partition = replace_hours(cur, "hourly_rollup", influxdb.tenant, day_start, day_end,
-                                                    HOURLY_COLUMNS, rows)
-            replaced += day_replaced
-            partitions.add(partition)
-            inserted += len(rows)
-            imported += sum(row[-1] == IMPORTED for row in rows)
-            entities.update(row[1] for row in rows)
-    context.log.info("%s → %s: %d hourly rows (%d imported) of %d entities (%d replaced)", start, end, inserted,
-                     imported, len(entities), replaced)
-    return dg.MaterializeResult(metadata={
-        "window_start": dg.MetadataValue.timestamp(start),
-        "window_end": dg.MetadataValue.timestamp(end),
-        "rows_upserted": inserted,
-        "rows_imported": imported,
-        "rows_replaced": replaced,
-        "entities": len(entities),
-        "pg_partitions": ", ".join(sorted(f"analytics.{p}" for p in partitions)),
-        "duration_s": round(time.monotonic() - began, 3),
-    })
+    outcomes = Outcomes(context.log)
+    for home, outcome in outcomes.each(run_homes(context, postgres, tenant_selection)):
+        def load(tenant: str = home.tenant_id) -> dict[str, Any]:
+            refuse_failed_hours(postgres, tenant, start, end)
+            db = influxdb.for_tenant(tenant)
+            inserted = replaced = imported = 0
+            partitions: set[str] = set()
+            entities: set[str] = set()
+            with postgres.connect() as conn, conn.cursor() as cur:
+                for day_start, day_end in chunks(start, end, timedelta(days=1)):
+                    rows = merged_hourly_rows(db, day_start, day_end)
+                    day_replaced, partition = replace_hours(cur, "hourly_rollup", tenant, day_start, day_end,
+                                                            HOURLY_COLUMNS, rows)
+                    replaced += day_replaced
+                    partitions.add(partition)
+                    inserted += len(rows)
+                    imported += sum(row[-1] == IMPORTED for row in rows)
+                    entities.update(row[1] for row in rows)
+            return {"rows_upserted": inserted, "rows_imported": imported, "rows_replaced": replaced,
+                    "entities": len(entities), "pg_partitions": ", ".join(sorted(f"analytics.{p}" for p in partitions))}
+
+        outcomes.guard(home, outcome, load)
+    context.log.info("%s → %s: hourly rows of %d homes (%d failed, %d refused)", start, end, len(outcomes.by_home),
+                     len(outcomes.failed()), len(outcomes.refused()))
+    return dg.MaterializeResult(metadata=window_metadata(start, end, began, outcomes))
 
 
 @day_asset([hourly_rollup])
 def daily_rollup(context: dg.AssetExecutionContext, postgres: PostgresResource,
-                 influxdb: InfluxDBResource) -> dg.MaterializeResult:
+                 tenant_selection: TenantSelection) -> dg.MaterializeResult:
     """analytics.daily_rollup: per entity and UTC day, re-aggregated exactly from the day's hours
-    (time-weighted mean, min, max, count, last, available time; consumption for meters). Read through
-    analytics.entity_daily_utc and analytics.energy_daily_utc."""
+    (time-weighted mean, min, max, count, last, available time; consumption for meters), per home; a home
+    whose hours or hourly load failed a blocking check is skipped. Read through analytics.entity_daily_utc
+    and analytics.energy_daily_utc."""
     began = time.monotonic()
     start, end = context_window(context)
-    inserted = replaced = 0
-    with postgres.connect() as conn, conn.cursor() as cur:
-        for day_start, day_end in chunks(start, end, timedelta(days=1)):
-            lock_day(cur, "daily_rollup", influxdb.tenant, day_start)
-            ddl, _ = month_partition("daily_rollup", day_start.date())
-            cur.execute(ddl)
-            params = {"tenant": influxdb.tenant, "start": day_start, "end": day_end}
-            cur.execute(delete_period("daily_rollup", "day"),
-                        {**params, "start": day_start.date(), "end": day_end.date()})
-            replaced += cur.rowcount
-            cur.execute(DAILY_FROM_HOURLY, params)
-            inserted += cur.rowcount
-    return dg.MaterializeResult(metadata={
-        "window_start": dg.MetadataValue.timestamp(start),
-        "window_end": dg.MetadataValue.timestamp(end),
-        "rows_upserted": inserted,
-        "rows_replaced": replaced,
-        "duration_s": round(time.monotonic() - began, 3),
-    })
+    outcomes = Outcomes(context.log)
+    for home, outcome in outcomes.each(run_homes(context, postgres, tenant_selection)):
+        def load(tenant: str = home.tenant_id) -> dict[str, Any]:
+            refuse_failed_hours(postgres, tenant, start, end, DAILY_GATE)
+            inserted = replaced = 0
+            with postgres.connect() as conn, conn.cursor() as cur:
+                for day_start, day_end in chunks(start, end, timedelta(days=1)):
+                    lock_day(cur, "daily_rollup", tenant, day_start)
+                    ddl, _ = month_partition("daily_rollup", day_start.date())
+                    cur.execute(ddl)
+                    params = {"tenant": tenant, "start": day_start, "end": day_end}
+                    cur.execute(delete_period("daily_rollup", "day"),
+                                {**params, "start": day_start.date(), "end": day_end.date()})
+                    replaced += cur.rowcount
+                    cur.execute(DAILY_FROM_HOURLY, params)
+                    inserted += cur.rowcount
+            return {"rows_upserted": inserted, "rows_replaced": replaced}
+
+        outcomes.guard(home, outcome, load)
+    return dg.MaterializeResult(metadata=window_metadata(start, end, began, outcomes))
 
 
 @day_asset([hourly_rollup])
 def local_daily_rollup(context: dg.AssetExecutionContext, postgres: PostgresResource,
-                       influxdb: InfluxDBResource) -> dg.MaterializeResult:
-    """analytics.local_daily_rollup: per entity and LOCAL calendar day of the home (core.tenants.time_zone),
+                       tenant_selection: TenantSelection) -> dg.MaterializeResult:
+    """analytics.local_daily_rollup: per entity and LOCAL calendar day of each home (core.tenants.time_zone),
     re-aggregated exactly from analytics.hourly_rollup, with the day's length (23/24/25 h) and the hours
-    loaded. A run for UTC day D re-computes every local day that has an hour in D, in the zone the tenant
+    loaded. A run for UTC day D re-computes every local day that has an hour in D, in the zone the home
     has now; after a zone change the first run also re-computes every day still counted in another zone
-    (once: a year of 1,000 entities is one INSERT … SELECT over its hours), so no two zones are mixed.
-    Read through analytics.entity_daily, energy_daily, energy_weekly and energy_monthly."""
+    (once: a year of 1,000 entities is one INSERT … SELECT over its hours), so no two zones are mixed. A home
+    whose hours or hourly load failed a blocking check is skipped. Read through analytics.entity_daily,
+    energy_daily, energy_weekly and energy_monthly."""
     began = time.monotonic()
     start, end = context_window(context)
-    with postgres.connect() as conn, conn.cursor() as cur:
-        lock_tenant(cur, "local_daily_rollup", influxdb.tenant)
-        zone = tenant_time_zone(cur, influxdb.tenant)
-        window = (start, end)
-        other_first, other_last, other_zones = cur.execute(
-            OTHER_ZONE_DAYS, {"tenant": influxdb.tenant, "zone": zone}).fetchone() or (None, None, None)
-        if other_first is not None:
-            # Local days of any zone lie within a day of their UTC date: this window holds all their hours.
-            window = (min(start, datetime.combine(other_first, datetime.min.time(), UTC) - timedelta(days=1)),
-                      max(end, datetime.combine(other_last, datetime.min.time(), UTC) + timedelta(days=2)))
-            context.log.info("time zone now %s: re-computing the local days %s … %s counted in %s", zone,
-                             other_first, other_last, other_zones)
-        days = clear_local_days(cur, "local_daily_rollup", influxdb.tenant, zone, *window)
-        first_day, last_day, replaced = days.first_day, days.last_day, days.replaced
-        cur.execute(LOCAL_DAYS, days.params(influxdb.tenant, zone))
-        inserted = cur.rowcount
-        incomplete = cur.execute(
-            "SELECT count(*) FROM analytics.local_daily_rollup WHERE tenant_id = %s AND local_day BETWEEN %s AND %s "
-            "AND hours_loaded < day_hours", (influxdb.tenant, first_day, last_day)).fetchone()
-    context.log.info("%s → %s: local days %s … %s in %s, %d rows (%d replaced)", start, end, first_day, last_day,
-                     zone, inserted, replaced)
-    return dg.MaterializeResult(metadata={
-        "window_start": dg.MetadataValue.timestamp(start),
-        "window_end": dg.MetadataValue.timestamp(end),
-        "time_zone": zone,
-        "local_days": f"{first_day} … {last_day}",
-        "recomputed_from_zone": other_zones or "",
-        "rows_upserted": inserted,
-        "rows_replaced": replaced,
-        "incomplete_rows": int(incomplete[0]) if incomplete else 0,
-        "duration_s": round(time.monotonic() - began, 3),
-    })
+    outcomes = Outcomes(context.log)
+    for home, outcome in outcomes.each(run_homes(context, postgres, tenant_selection)):
+        def load(tenant: str = home.tenant_id) -> dict[str, Any]:
+            refuse_failed_hours(postgres, tenant, start, end, DAILY_GATE)
+            with postgres.connect() as conn, conn.cursor() as cur:
+                lock_tenant(cur, "local_daily_rollup", tenant)
+                zone = tenant_time_zone(cur, tenant)
+                window = (start, end)
+                other_first, other_last, other_zones = cur.execute(
+                    OTHER_ZONE_DAYS, {"tenant": tenant, "zone": zone}).fetchone() or (None, None, None)
+                if other_first is not None:
+                    # Local days of any zone lie within a day of their UTC date: this window holds all their hours.
+                    window = (min(start, datetime.combine(other_first, datetime.min.time(), UTC) - timedelta(days=1)),
+                              max(end, datetime.combine(other_last, datetime.min.time(), UTC) + timedelta(days=2)))
+                    context.log.info("%s: time zone now %s: re-computing the local days %s … %s counted in %s",
+                                     tenant, zone, other_first, other_last, other_zones)
+                days = clear_local_days(cur, "local_daily_rollup", tenant, zone, *window)
+                cur.execute(LOCAL_DAYS, days.params(tenant, zone))
+                inserted = cur.rowcount
+                incomplete = cur.execute(
+                    "SELECT count(*) FROM analytics.local_daily_rollup WHERE tenant_id = %s AND local_day BETWEEN %s "
+                    "AND %s AND hours_loaded < day_hours", (tenant, days.first_day, days.last_day)).fetchone()
+            return {"time_zone": zone, "local_days": f"{days.first_day} … {days.last_day}",
+                    "recomputed_from_zone": other_zones or "", "rows_upserted": inserted,
+                    "rows_replaced": days.replaced, "incomplete_rows": int(incomplete[0]) if incomplete else 0}
+
+        outcomes.guard(home, outcome, load)
+    return dg.MaterializeResult(metadata=window_metadata(start, end, began, outcomes))
 
 
 def _view(name: str, deps: list[Any], description: str) -> dg.AssetSpec:

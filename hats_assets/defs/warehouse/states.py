@@ -16,7 +16,8 @@ from typing import Any
 
 import dagster as dg
 
-from hats_assets.defs.common.resources import InfluxDBResource, PostgresResource, window_params
+from hats_assets.defs.common.resources import InfluxDBResource, PostgresResource, TenantInflux, qualified, window_params
+from hats_assets.defs.common.tenants import Outcomes, TenantSelection, run_homes
 from hats_assets.defs.rollups.contract import MAX_STATES_PER_HOUR, OTHER_STATE, STATE_MEASUREMENT
 from hats_assets.defs.warehouse.assets import ROLLUP_1H_QUERY
 from hats_assets.defs.warehouse.tables import (
@@ -29,8 +30,10 @@ from hats_assets.defs.warehouse.tables import (
     refuse_failed_hours,
     replace_hours,
     tenant_time_zone,
+    window_metadata,
 )
 from hats_assets.partitions import chunks, context_window
+from ingest_worker.contract import ROLLUP_RP
 
 HERE = Path(__file__).parent
 STATE_LOCAL_DAYS = (HERE / "state_local_days.sql").read_text()
@@ -38,14 +41,14 @@ STATE_HOURLY_COLUMNS = ("tenant_id", "entity_id", "quantity", "hour", "state", "
 NS_DIGITS = -9  # duration_ns → seconds, exactly
 
 
-def _state_rows(influxdb: InfluxDBResource, start: datetime, end: datetime) -> list[tuple[Any, ...]]:
+def _state_rows(db: TenantInflux, start: datetime, end: datetime) -> list[tuple[Any, ...]]:
     rows: list[tuple[Any, ...]] = []
-    for series in influxdb.query(ROLLUP_1H_QUERY.format(measurement=f'"{STATE_MEASUREMENT}"'),
-                                 window_params(start, end)):
+    for series in db.query(ROLLUP_1H_QUERY.format(measurement=qualified(ROLLUP_RP, STATE_MEASUREMENT)),
+                           window_params(start, end)):
         position = {name: i for i, name in enumerate(series["columns"])}
         for values in series["values"]:
             rows.append((
-                influxdb.tenant, series["tags"]["entity_id"], series["tags"]["quantity"],
+                db.tenant, series["tags"]["entity_id"], series["tags"]["quantity"],
                 datetime.fromtimestamp(values[0] // 1_000_000_000, tz=UTC), values[position["state"]],
                 Decimal(int(values[position["duration_ns"]])).scaleb(NS_DIGITS), int(values[position["entries"]]),
             ))
@@ -54,60 +57,57 @@ def _state_rows(influxdb: InfluxDBResource, start: datetime, end: datetime) -> l
 
 @day_asset(["rollup_states_1h"])
 def state_hourly(
-    context: dg.AssetExecutionContext, influxdb: InfluxDBResource, postgres: PostgresResource
+    context: dg.AssetExecutionContext, influxdb: InfluxDBResource, postgres: PostgresResource,
+    tenant_selection: TenantSelection,
 ) -> dg.MaterializeResult:
     """analytics.state_hourly: per entity, UTC hour and state of two-state and text-state entities (a door,
-    a switch, an HVAC mode, an enum sensor), the seconds held and the entries into it, for the UTC day."""
+    a switch, an HVAC mode, an enum sensor), the seconds held and the entries into it, for the UTC day, per
+    home (a home whose hours failed a blocking check keeps its last good rows)."""
     began = time.monotonic()
     start, end = context_window(context)
-    refuse_failed_hours(postgres, influxdb.tenant, start, end)
-    inserted = replaced = 0
-    entities: set[str] = set()
-    with postgres.connect() as conn, conn.cursor() as cur:
-        for day_start, day_end in chunks(start, end, timedelta(days=1)):
-            rows = _state_rows(influxdb, day_start, day_end)
-            replaced += replace_hours(cur, "state_hourly", influxdb.tenant, day_start, day_end,
-                                      STATE_HOURLY_COLUMNS, rows)[0]
-            inserted += len(rows)
-            entities.update(row[1] for row in rows)
-    context.log.info("%s → %s: %d state rows of %d entities (%d replaced)", start, end, inserted, len(entities),
-                     replaced)
-    return dg.MaterializeResult(metadata={
-        "window_start": dg.MetadataValue.timestamp(start),
-        "window_end": dg.MetadataValue.timestamp(end),
-        "rows_upserted": inserted,
-        "rows_replaced": replaced,
-        "entities": len(entities),
-        "duration_s": round(time.monotonic() - began, 3),
-    })
+    outcomes = Outcomes(context.log)
+    for home, outcome in outcomes.each(run_homes(context, postgres, tenant_selection)):
+        def load(tenant: str = home.tenant_id) -> dict[str, Any]:
+            refuse_failed_hours(postgres, tenant, start, end)
+            db = influxdb.for_tenant(tenant)
+            inserted = replaced = 0
+            entities: set[str] = set()
+            with postgres.connect() as conn, conn.cursor() as cur:
+                for day_start, day_end in chunks(start, end, timedelta(days=1)):
+                    rows = _state_rows(db, day_start, day_end)
+                    replaced += replace_hours(cur, "state_hourly", tenant, day_start, day_end,
+                                              STATE_HOURLY_COLUMNS, rows)[0]
+                    inserted += len(rows)
+                    entities.update(row[1] for row in rows)
+            return {"rows_upserted": inserted, "rows_replaced": replaced, "entities": len(entities)}
+
+        outcomes.guard(home, outcome, load)
+    return dg.MaterializeResult(metadata=window_metadata(start, end, began, outcomes))
 
 
 @day_asset([state_hourly])
 def state_local_daily(context: dg.AssetExecutionContext, postgres: PostgresResource,
-                      influxdb: InfluxDBResource) -> dg.MaterializeResult:
-    """analytics.state_local_daily: time in each state per entity and LOCAL day of the home, with the day's
+                      tenant_selection: TenantSelection) -> dg.MaterializeResult:
+    """analytics.state_local_daily: time in each state per entity and LOCAL day of each home, with the day's
     length and the hours loaded ("door open 2 h 13 min, 14 openings"). Read through analytics.state_daily."""
     began = time.monotonic()
     start, end = context_window(context)
-    with postgres.connect() as conn, conn.cursor() as cur:
-        lock_tenant(cur, "state_local_daily", influxdb.tenant)
-        zone = tenant_time_zone(cur, influxdb.tenant)
-        days = clear_local_days(cur, "state_local_daily", influxdb.tenant, zone, start, end)
-        first_day, last_day, replaced = days.first_day, days.last_day, days.replaced
-        cur.execute(STATE_LOCAL_DAYS, {**days.params(influxdb.tenant, zone),
-                                       "max_states": MAX_STATES_PER_HOUR, "other": OTHER_STATE})
-        inserted = cur.rowcount
-    context.log.info("%s → %s: local days %s … %s in %s, %d state rows (%d replaced)", start, end, first_day,
-                     last_day, zone, inserted, replaced)
-    return dg.MaterializeResult(metadata={
-        "window_start": dg.MetadataValue.timestamp(start),
-        "window_end": dg.MetadataValue.timestamp(end),
-        "time_zone": zone,
-        "local_days": f"{first_day} … {last_day}",
-        "rows_upserted": inserted,
-        "rows_replaced": replaced,
-        "duration_s": round(time.monotonic() - began, 3),
-    })
+    outcomes = Outcomes(context.log)
+    for home, outcome in outcomes.each(run_homes(context, postgres, tenant_selection)):
+        def load(tenant: str = home.tenant_id) -> dict[str, Any]:
+            refuse_failed_hours(postgres, tenant, start, end)
+            with postgres.connect() as conn, conn.cursor() as cur:
+                lock_tenant(cur, "state_local_daily", tenant)
+                zone = tenant_time_zone(cur, tenant)
+                days = clear_local_days(cur, "state_local_daily", tenant, zone, start, end)
+                cur.execute(STATE_LOCAL_DAYS, {**days.params(tenant, zone),
+                                               "max_states": MAX_STATES_PER_HOUR, "other": OTHER_STATE})
+                inserted = cur.rowcount
+            return {"time_zone": zone, "local_days": f"{days.first_day} … {days.last_day}",
+                    "rows_upserted": inserted, "rows_replaced": days.replaced}
+
+        outcomes.guard(home, outcome, load)
+    return dg.MaterializeResult(metadata=window_metadata(start, end, began, outcomes))
 
 
 state_daily_view = dg.AssetSpec(

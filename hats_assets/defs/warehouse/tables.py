@@ -10,6 +10,7 @@ Kept here once so the tables cannot drift apart in how they are replaced.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -20,7 +21,9 @@ import dagster as dg
 import psycopg
 from psycopg import sql
 
+from hats_assets.defs.common.months import month_start
 from hats_assets.defs.common.resources import PostgresResource
+from hats_assets.defs.common.tenants import Outcomes, Refused
 from hats_assets.defs.quality.results import failed_hours
 from hats_assets.partitions import daily_partitions
 
@@ -35,6 +38,10 @@ RELOAD_LOOKBACK = timedelta(days=31)
 # The imports' own loads are ha_history_import_sensor's requests: an observation of an import is no late data.
 IMPORT_ASSET = dg.AssetSelection.assets("ha_history_import")
 WAREHOUSE_MINUTE_OF_HOUR = 15  # after the rollup schedule's :05 run of the same hour
+# The results that hold a home's hours out of the warehouse: the rollups' blocking checks and their storing,
+# and for the daily tables also the hourly load's own check.
+ROLLUP_GATE = ("rollup_1m", "rollup_1h")
+DAILY_GATE = (*ROLLUP_GATE, "hourly_rollup")
 
 reload_on_late_data = (
     dg.AutomationCondition.in_latest_time_window(RELOAD_LOOKBACK)
@@ -56,8 +63,8 @@ def day_asset(deps: Sequence[Any]) -> Any:
 
 def month_partition(parent: str, moment: datetime | date) -> tuple[sql.Composed, str]:
     """DDL for the month partition of ``analytics.<parent>`` holding ``moment`` (range by month)."""
-    start_day = date(moment.year, moment.month, 1)
-    end_day = date(start_day.year + (start_day.month == 12), start_day.month % 12 + 1, 1)
+    start_day = month_start(moment if isinstance(moment, date) else moment.date())
+    end_day = month_start(start_day, 1)
     bounds: tuple[Any, Any] = (start_day, end_day)
     if isinstance(moment, datetime):
         bounds = (datetime(start_day.year, start_day.month, 1, tzinfo=UTC),
@@ -71,10 +78,10 @@ def month_partition(parent: str, moment: datetime | date) -> tuple[sql.Composed,
 
 def months(first: date, last: date) -> list[date]:
     """The first day of each month from ``first``'s to ``last``'s."""
-    out, month = [], date(first.year, first.month, 1)
+    out, month = [], month_start(first)
     while month <= last:
         out.append(month)
-        month = date(month.year + (month.month == 12), month.month % 12 + 1, 1)
+        month = month_start(month, 1)
     return out
 
 
@@ -93,17 +100,17 @@ def delete_period(table: str, period: str) -> sql.Composed:
     return sql.SQL(DELETE_PERIOD).format(table=sql.Identifier(table), period=sql.Identifier(period))
 
 
-def refuse_failed_hours(postgres: PostgresResource, tenant: str, start: datetime, end: datetime) -> None:
-    """A day whose rollup hours failed a blocking data-quality check is not loaded: the analysts keep the
-    last good rows, and the failure says which hours and what to do."""
-    failed = failed_hours(postgres, tenant, start, end)
+def refuse_failed_hours(postgres: PostgresResource, tenant: str, start: datetime, end: datetime,
+                        assets: tuple[str, ...] = ROLLUP_GATE) -> None:
+    """A home's day whose hours failed a blocking data-quality check (or whose rollup could not be stored)
+    is not loaded for that home: its analysts keep the last good rows, the other homes load, and the home's
+    outcome says which hours and what to do (``Refused``)."""
+    failed = failed_hours(postgres, tenant, start, end, assets)
     if failed:
         listed = ", ".join(f"{hour:%Y-%m-%d-%H:00} {check}" for hour, check, _ in failed[:24])
-        raise dg.Failure(
-            description=f"not loading: rollup hours failed blocking data-quality checks ({listed}); fix the data "
-                        "or re-run those rollup partitions, then this day loads",
-            metadata={"failed_hours": dg.MetadataValue.json([[f"{h:%Y-%m-%d-%H:00}", c, n] for h, c, n in failed])},
-        )
+        raise Refused(f"not loading: hours failed blocking checks ({listed}); fix the data or re-run those "
+                      f"partitions for this home (tenant_selection.tenants: [{tenant}]), then this day loads",
+                      failed_hours=[[f"{h:%Y-%m-%d-%H:00}", c, n] for h, c, n in failed[:24]])
 
 
 def replace_hours(cur: psycopg.Cursor[Any], table: str, tenant: str, day_start: datetime, day_end: datetime,
@@ -127,8 +134,8 @@ def tenant_time_zone(cur: psycopg.Cursor[Any], tenant: str) -> str:
     read at run time so a zone set by an import or an operator counts from the next run on."""
     row = cur.execute(TENANT_ZONE, {"tenant": tenant}).fetchone()
     if row is None:
-        raise dg.Failure(description=f"tenant {tenant!r} is not in core.tenants (HATS_TENANT): no time zone to "
-                                     "count its local days in")
+        raise dg.Failure(description=f"tenant {tenant!r} is not in core.tenants: no time zone to count its local "
+                                     "days in")
     return str(row[0])
 
 
@@ -159,6 +166,12 @@ def clear_local_days(cur: psycopg.Cursor[Any], table: str, tenant: str, zone: st
     cur.execute(delete_period(table, "local_day"),
                 {"tenant": tenant, "start": first_day, "end": last_day + timedelta(days=1)})
     return LocalDays(first_day, last_day, hours_from, hours_to, cur.rowcount)
+
+
+def window_metadata(start: datetime, end: datetime, began: float, outcomes: Outcomes) -> dict[str, Any]:
+    """A warehouse materialisation's metadata: its UTC window, per home what was loaded, the totals."""
+    return {"window_start": dg.MetadataValue.timestamp(start), "window_end": dg.MetadataValue.timestamp(end),
+            **outcomes.metadata(), "duration_s": round(time.monotonic() - began, 3)}
 
 
 def previous_hour_day(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
