@@ -90,17 +90,16 @@ class Bench:
         """Publish the same N (or `count`) messages to each topic (each consumer gets its own copy)."""
         total = self.messages if count is None else count
         started = time.monotonic()
-        publishers = [Publisher(Target("127.0.0.1", self.port, self.env["HATS_MQTT_PUBLISHER_USERNAME"],
-                                       self.env["HATS_MQTT_PUBLISHER_PASSWORD"], t), f"bench-pub-{self.run_id}-{k}")
-                      for k, t in enumerate(topics)]
+        # The bench's own account (bench/#) is bound to client id = its name: one connection for every topic.
+        publisher = Publisher(Target("127.0.0.1", self.port, self.env["HATS_MQTT_BENCH_USERNAME"],
+                                     self.env["HATS_MQTT_BENCH_PASSWORD"], topics[0]))
         for i in range(total):
             body = payload(i, start + timedelta(milliseconds=i))
-            for publisher in publishers:
-                publisher.publish(body)
+            for topic in topics:
+                publisher.publish(body, topic=topic)
             if i and i % 50_000 == 0:
                 print(f"  preloading: {i}/{total}", file=sys.stderr)
-        for publisher in publishers:
-            publisher.close()
+        publisher.close()
         print(f"  preloaded {total} x {len(topics)} in {time.monotonic() - started:.1f} s", file=sys.stderr)
 
     # -- consumers ----------------------------------------------------------------------------------
@@ -186,8 +185,8 @@ class Bench:
     def latency(self, tenant: str, client_id: str, topic: str, rate: float, seconds: float) -> list[float]:
         """Publish at `rate` for `seconds`; for every 100th message, time until InfluxDB returns it."""
         proc, _ = self.start_worker(tenant, client_id, topic)
-        publisher = Publisher(Target("127.0.0.1", self.port, self.env["HATS_MQTT_PUBLISHER_USERNAME"],
-                                     self.env["HATS_MQTT_PUBLISHER_PASSWORD"], topic), f"bench-lat-{self.run_id}")
+        publisher = Publisher(Target("127.0.0.1", self.port, self.env["HATS_MQTT_BENCH_USERNAME"],
+                                     self.env["HATS_MQTT_BENCH_PASSWORD"], topic))
         probes: dict[str, float] = {}
         seen: dict[str, float] = {}
         started = time.monotonic()
@@ -261,7 +260,7 @@ def main() -> None:
     bench = Bench(args.messages)
     run = bench.run_id
     if args.worker_only:
-        topic, client_id = f"hats/bench{run}/worker", f"bench-{run}-worker"
+        topic, client_id = f"bench/{run}/worker", f"bench-{run}-worker"
         bench.subscribe_offline(client_id, topic)
         bench.preload([topic], datetime.now(UTC) - timedelta(hours=1))
         tenant = bench.tenant("worker")
@@ -269,7 +268,7 @@ def main() -> None:
         assert bench.count_points(tenant) == args.messages, "published != written"
         print(f"ingest_worker: {args.messages / seconds:,.0f} msg/s, peak RSS {rss_kb / 1024:.0f} MB")
         return
-    topics = {name: f"hats/bench{run}/{name}" for name in ("bare", "naive", "worker")}
+    topics = {name: f"bench/{run}/{name}" for name in ("bare", "naive", "worker")}
     ids = {name: f"bench-{run}-{name}" for name in topics}
     start = datetime.now(UTC) - timedelta(hours=1)
     for name in topics:
@@ -294,7 +293,7 @@ def main() -> None:
     print(f"(c) ingest_worker, QoS 1, deferred acks: {worker_rate:,.0f} msg/s", file=sys.stderr)
 
     rate = worker_rate / 2
-    latencies = bench.latency(bench.tenant("latency"), f"bench-{run}-latency", f"hats/bench{run}/latency", rate,
+    latencies = bench.latency(bench.tenant("latency"), f"bench-{run}-latency", f"bench/{run}/latency", rate,
                               args.latency_seconds)
     p50 = statistics.median(latencies)
     p99 = latencies[max(0, int(len(latencies) * 0.99) - 1)]
