@@ -142,14 +142,51 @@ def test_worker_secrets_come_only_from_secrets(rendered: Rendered) -> None:
         assert [k for k in config_map.get("data", {}) if SECRET_NAME.search(k)] == []
 
 
-@pytest.mark.parametrize(("worker", "message"), [
-    ({"tenantMode": "single", "shards": 2}, "worker.shards: a single-tenant worker"),
-    ({"tenantMode": "many"}, 'worker.tenantMode must be registry or single (got "many")'),
-    ({"shards": 0}, "worker.shards must be at least 1"),
+@pytest.mark.parametrize(("values", "message"), [
+    ({"worker": {"tenantMode": "single", "shards": 2}}, "worker.shards: a single-tenant worker"),
+    ({"worker": {"tenantMode": "many"}}, "at '/worker/tenantMode'"),
+    ({"worker": {"shards": 0}}, "at '/worker/shards'"),
+    ({"worker": {"shards": "4"}}, "at '/worker/shards': got string, want integer"),
+    ({"worker": {"resources": {"limits": "2 cores"}}}, "at '/worker/resources/limits'"),
+    ({"tenantSecrets": {"tenants": ["Acme"]}}, "at '/tenantSecrets/tenants/0'"),
+    ({"worker": {"settings": {"HATS_BATCH_MAX_POINTS": 100}}}, "at '/worker/settings/HATS_BATCH_MAX_POINTS'"),
+    ({"external": {"influxdb": {"url": "influxdb:8086"}}}, "at '/external/influxdb/url'"),
 ])
-def test_bad_worker_values_fail_the_render_naming_the_value(worker: dict[str, Any], message: str) -> None:
-    with helm.Chart.load(CHART) as chart, pytest.raises(helm.HelmRenderError, match=re.escape(message)):
-        chart.render({"worker": worker}, name=RELEASE, namespace="hats")
+def test_bad_values_fail_before_anything_is_made_naming_the_value(values: dict[str, Any], message: str) -> None:
+    with helm.Chart.load(CHART) as chart, pytest.raises(helm.HelmError, match=re.escape(message)):
+        chart.render(values, name=RELEASE, namespace="hats")
+
+
+def test_the_values_schema_agrees_with_the_worker() -> None:
+    """The chart's schema refuses what the worker would refuse at start-up, by the same bounds."""
+    with helm.Chart.load(CHART) as chart:
+        schema = chart.schema
+    assert schema is not None
+    worker, tenants = schema["properties"]["worker"]["properties"], schema["properties"]["tenantSecrets"]["properties"]
+    assert tenants["tenants"]["items"]["pattern"] == TENANT_PATTERN.pattern
+    assert worker["tenant"]["pattern"] == TENANT_PATTERN.pattern
+
+    def bound(field: str, kind: str) -> Any:
+        return next(getattr(m, kind) for m in WorkerSettings.model_fields[field].metadata if hasattr(m, kind))
+
+    assert worker["shards"]["maximum"] == bound("shards", "le")
+    assert worker["shards"]["minimum"] == bound("shards", "ge")
+    assert worker["outbox"]["properties"]["maxBytes"]["minimum"] == bound("outbox_max_bytes", "ge")
+    assert worker["shutdownTimeoutSeconds"]["maximum"] == bound("shutdown_timeout_s", "le")
+    assert set(worker["tenantMode"]["enum"]) == set(
+        re.fullmatch(r"\^\((.*)\)\$", bound("tenant_mode", "pattern")).group(1).split("|"))  # type: ignore[union-attr]
+
+
+def test_a_shard_with_replicas_loses_at_most_one_to_a_drain(rendered: Rendered) -> None:
+    budgets = {p["metadata"]["labels"]["hats/shard"]: p for p in rendered.of_kind("PodDisruptionBudget")}
+    for sts in workers(rendered):
+        shard = sts["metadata"]["labels"]["hats/shard"]
+        if sts["spec"]["replicas"] == 1:
+            assert shard not in budgets
+        else:
+            assert budgets[shard]["spec"]["maxUnavailable"] == 1
+            assert budgets[shard]["spec"]["selector"] == sts["spec"]["selector"]
+    assert len(budgets) == sum(1 for s in workers(rendered) if s["spec"]["replicas"] > 1)
 
 
 def test_a_single_tenant_worker_serves_its_home(monkeypatch: pytest.MonkeyPatch) -> None:
