@@ -142,7 +142,7 @@ def main(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(exc, file=sys.stderr)
         return EXIT_SETTINGS
-    except (InfluxAdminError, psycopg.Error, httpx.HTTPError, OSError, RuntimeError) as exc:
+    except (InfluxAdminError, psycopg.Error, httpx.HTTPError, OSError, RuntimeError, LookupError) as exc:
         notes = getattr(exc, "__notes__", [])
         left = "".join(f"\n  {note}" for note in notes) if notes else "\n  nothing was left half-made"
         print(f"hats tenant: a service refused: {exc}{left}\n"

@@ -10,6 +10,7 @@ the external objects first and commits last, so a failed removal leaves the row 
 from __future__ import annotations
 
 import getpass
+import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -160,6 +161,14 @@ class _Undo:
         return failed
 
 
+def _os_user() -> str:
+    """The operator's login name; in a container without a passwd entry, its uid."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid {os.getuid()}"
+
+
 class TenantRegistry:
     """Add, list, show, change, disable, enable and remove homes, all or nothing, audited."""
 
@@ -291,10 +300,15 @@ class TenantRegistry:
             undo.push(f"InfluxDB database {record.database}", lambda: influx.drop_database(self.influx, tenant_id))
         accounts = [analyst_roles.ensure_analyst_role(cur, tenant_id, passwords[tenant_secrets.PG_ANALYST])]
         if record.topic_prefix:
+            home_passwords = {name: passwords[name] for name in HOME_ACCOUNT_SECRETS}
+            try:
+                accounts += self.broker.ensure_home_accounts(tenant_id, record.topic_prefix, home_passwords)
+            except Exception as exc:
+                if fresh:
+                    self._unmake_home_accounts(tenant_id, exc)
+                raise
             if fresh:
                 undo.push(f"broker accounts of {tenant_id}", lambda: self.broker.remove_home_accounts(tenant_id))
-            accounts += self.broker.ensure_home_accounts(
-                tenant_id, record.topic_prefix, {name: passwords[name] for name in HOME_ACCOUNT_SECRETS})
         cur.execute("SELECT system, name FROM iam.accounts WHERE tenant_id = %s", (tenant_id,))
         known = {(system, name) for system, name in cur.fetchall()}
         made += [f"{a.system}:{a.name}" for a in accounts if (a.system, a.name) not in known]
@@ -305,9 +319,18 @@ class TenantRegistry:
             made.append(f"secret:{name}")
         return made
 
+    def _unmake_home_accounts(self, tenant_id: str, failure: Exception) -> None:
+        """After a failed ensure, remove what it may have made of a new home's accounts. When the removal
+        fails the way the ensure did (the admin never got in), nothing was made."""
+        try:
+            self.broker.remove_home_accounts(tenant_id)
+        except Exception as exc:  # report, then let the ensure's own error propagate
+            if str(exc) != str(failure):
+                failure.add_note(f"not undone, remove by hand: broker accounts of {tenant_id} ({exc})")
+
     def _audit(self, cur: psycopg.Cursor[Any], tenant_id: str, action: str, details: Mapping[str, Any]) -> None:
         """Who (the OS user and the PostgreSQL session user) did what; details never hold a secret."""
-        cur.execute(AUDIT_INSERT, (tenant_id, action, getpass.getuser(), Jsonb(dict(details))))
+        cur.execute(AUDIT_INSERT, (tenant_id, action, _os_user(), Jsonb(dict(details))))
 
     # ---- changing -----------------------------------------------------------------------------------
 
