@@ -6,8 +6,9 @@ InfluxDB database (`database_for`), outbox directory (`<HATS_OUTBOX_DIR>/<client
 replayer. Homes on the platform broker share one MQTT connection: their filters are subscribed as
 `$share/<shard's group>/<filter>` (`share_group_of`), so replicas of a shard split the load with no
 configuration; a topic reaches its home through `TenantRouter` (a dict lookup per `/`). A home with its
-own broker account (`broker_url`) has its own `MqttLink` (client id `<HATS_MQTT_CLIENT_ID>-<tenant>`, its
-own persistent session and in-flight window); one with `ha_url` its own `HaLink` and resume point.
+own broker account (`broker_url`) has its own `MqttLink` (client id = `broker_username`, which the
+platform binds its reader accounts to: its own persistent session, in-flight window and broker queue —
+one session per account, so one replica at a time holds it); one with `ha_url` its own `HaLink`.
 
 No home stalls another:
 * Fair processing: each tick a home parses at most `QUANTUM` of its queued messages, so a flood of bad
@@ -216,9 +217,10 @@ class ManyHomes:
             raise TenantConfigError(f"tenant {row.tenant_id}: broker_url {row.broker_url!r}: the worker connects "
                                     "with mqtt:// only (TLS terminates in front of it)")
         password = read_secret(self.settings.tenant_secrets_dir, row.tenant_id, BROKER_PASSWORD)
+        # Client id = the account's name: the platform binds a home's reader account to it (tenancy/broker.py),
+        # so no other client can take over its session; it is the home's one session on that broker.
         return MqttLink(LinkSettings(url.hostname or "", url.port or 1883, row.broker_username, password,
-                                     f"{self.settings.mqtt_client_id}-{row.tenant_id}", filters, self.group),
-                        on_batch=self._wake_threadsafe)
+                                     row.broker_username, filters, self.group), on_batch=self._wake_threadsafe)
 
     async def _stop_home(self, home: Home, why: str) -> None:
         """Stop reading its topics, make durable what it holds, acknowledge it, let it go."""

@@ -19,10 +19,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from devstack import influxdb
+from devstack import influxdb, mosquitto
 from devstack.profile import Profile
 from ingest_worker.contract import shard_of
 from ingest_worker.rejections import Reason
+from tenancy.secrets import generate_password
 from tests.conftest import Tenant, WorkerProcess, wait_for
 from tests.integration.test_worker_formats import DISCOVERY, EVENTS, sample, state_changed
 from tests.mqtt import Session, session
@@ -51,6 +52,7 @@ class Homes:
         self.profile, self.stack_env, self.secrets = profile, stack_env, secrets
         self.secrets_dir = tmp / "tenants"
         self.made: list[Tenant] = []
+        self.accounts: list[str] = []
 
     def add(self, shard: int, prefixed: bool = True) -> Tenant:
         name = next(n for n in (f"t{uuid.uuid4().hex[:12]}" for _ in range(100_000)) if shard_of(n, SHARDS) == shard)
@@ -69,8 +71,14 @@ class Homes:
         return session(int(env["HATS_MQTT_PORT"]), env["HATS_MQTT_HOMEASSISTANT_USERNAME"],
                        env["HATS_MQTT_HOMEASSISTANT_PASSWORD"])
 
-    def own_account(self, home: Tenant, username: str, password: str) -> None:
-        """The home reads through its own broker account: its password in the tenant secrets directory."""
+    def own_account(self, home: Tenant) -> str:
+        """The home is read through its own broker account — a reader confined to its prefix, made the
+        platform's way (tenancy/broker.py) — with its password in the tenant secrets directory."""
+        prefix = f"hats/{home.name}/"
+        password = generate_password()
+        with mosquitto.admin(self.profile, self.secrets) as admin:
+            username = admin.ensure_reader_account(home.name, prefix, password).name
+        self.accounts.append(username)
         folder = self.secrets_dir / home.name
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         path = folder / "broker_password"
@@ -78,13 +86,17 @@ class Homes:
         path.chmod(0o600)
         url = f"mqtt://127.0.0.1:{self.stack_env['HATS_MQTT_PORT']}"
         _pg(self.stack_env, "UPDATE core.tenants SET topic_prefix = %s, broker_url = %s, broker_username = %s "
-            "WHERE tenant_id = %s", f"hats/{home.name}/", url, username, home.name)
+            "WHERE tenant_id = %s", prefix, url, username, home.name)
+        return username
 
     def disable(self, home: Tenant) -> None:
         _pg(self.stack_env, "UPDATE core.tenants SET status = 'disabled', disabled_at = now() WHERE tenant_id = %s",
             home.name)
 
     def drop(self) -> None:
+        if self.accounts:
+            with mosquitto.admin(self.profile, self.secrets) as admin:
+                admin.remove_accounts(self.accounts)
         for home in self.made:
             _pg(self.stack_env, "DELETE FROM ops.dead_letters WHERE tenant_id = %s", home.name)
             _pg(self.stack_env, "UPDATE core.tenants SET status = 'disabled', disabled_at = coalesce(disabled_at, "
@@ -155,17 +167,16 @@ def letters(env: dict[str, str], home: Tenant) -> list[tuple[object, ...]]:
                "OR topic LIKE %s", home.name, f"hats/{home.name}/%")
 
 
-def test_homes_added_at_run_time_stay_apart(homes: Homes, start_worker: Start, stack_env: dict[str, str],
-                                             secrets: dict[str, str]) -> None:
+def test_homes_added_at_run_time_stay_apart(homes: Homes, start_worker: Start, stack_env: dict[str, str]) -> None:
     shard = some_shard()
     worker = registry_worker(start_worker, homes, shard, f"reg-{uuid.uuid4().hex[:8]}")
     noisy, quiet = homes.add(shard), homes.add(shard)
     own = homes.add(shard, prefixed=False)
-    # An existing read-only account stands in for the home's own reader account.
-    homes.own_account(own, stack_env["HATS_MQTT_USERNAME"], secrets["mqtt_worker"])
+    reader = homes.own_account(own)
     for home in (noisy, quiet, own):
         serving(worker, home)
     assert f"tenant {own.name}: starting (own broker mqtt://127.0.0.1:" in worker.output()
+    assert f"as {reader}, subscribing to" in worker.output()  # its own session, under its own account
 
     # A flood of broken payloads in one home, then every home's good states.
     with homes.publisher() as pub:
