@@ -7,6 +7,8 @@ from __future__ import annotations
 import ast
 import os
 import re
+import subprocess
+import sys
 import tomllib
 from importlib.metadata import requires
 from typing import Any
@@ -25,6 +27,7 @@ from tests.deploy.chart import (
     KUBERNETES_VERSION,
     RELEASE,
     VALUE_FILES,
+    EnvSource,
     Rendered,
     container_env,
     containers,
@@ -300,6 +303,18 @@ def user_deployment(values: dict[str, Any]) -> dict[str, Any]:
     return dict(deployment)
 
 
+def user_deployment_env(rendered: Rendered) -> dict[str, EnvSource]:
+    """What the dagster chart's user deployment (and each run's pod) starts with, as our values set it:
+    its env list and the ConfigMaps and Secrets it names (an existing Secret with the keys values.yaml
+    lists for it)."""
+    deployment = user_deployment(rendered.values)
+    secret = rendered.values["codeLocation"]["secret"]
+    as_container = {"env": deployment.get("env", []),
+                    "envFrom": [{"configMapRef": {"name": c["name"]}} for c in deployment["envConfigMaps"]]
+                    + [{"secretRef": {"name": s["name"]}} for s in deployment["envSecrets"]]}
+    return container_env(as_container, rendered, {secret["name"]: sorted(secret["values"])})
+
+
 def test_the_code_location_reads_a_variable_the_scan_finds() -> None:
     """The scan that the next test relies on sees what the resources bind (it is not vacuous)."""
     assert {"HATS_INFLUX_URL", "HATS_DAGSTER_DSN", "HATS_DAGSTER_PG_URL"} <= code_location_variables()
@@ -308,11 +323,7 @@ def test_the_code_location_reads_a_variable_the_scan_finds() -> None:
 def test_the_user_deployment_gets_every_variable_the_code_location_reads(rendered: Rendered) -> None:
     values = rendered.values
     deployment = user_deployment(values)
-    secret = values["codeLocation"]["secret"]
-    as_container = {"env": deployment.get("env", []),
-                    "envFrom": [{"configMapRef": {"name": c["name"]}} for c in deployment["envConfigMaps"]]
-                    + [{"secretRef": {"name": s["name"]}} for s in deployment["envSecrets"]]}
-    env = container_env(as_container, rendered, {secret["name"]: sorted(secret["values"])})
+    env = user_deployment_env(rendered)
     assert code_location_variables() - set(env) == set()
     assert set(env) - code_location_variables() == set()  # nothing set that the code does not read
     assert [n for n, s in env.items() if SECRET_NAME.search(n) and s.kind != "secret"] == []
@@ -365,3 +376,19 @@ def test_the_dagster_chart_is_pinned_with_the_dagster_library() -> None:
     assert dependency["version"] == locked("dagster")
     assert f"dagster=={locked('dagster')}" in (requires("dagster-k8s") or [])
     assert PYPROJECT["dependency-groups"]["k8s"] == [f"dagster-k8s=={locked('dagster-k8s')}"]
+
+
+def test_the_code_location_loads_with_nothing_but_what_the_chart_gives_it(rendered: Rendered) -> None:
+    """`dagster api grpc` imports the definitions in the user deployment's environment: the chart's
+    variables alone (a placeholder for each Secret key) must load them: partitions, retention settings,
+    every job. A subprocess, so this test's own environment (the test stack's settings) is not there."""
+    env = {name: resolve(source, rendered, "pod") for name, source in user_deployment_env(rendered).items()}
+    module = PYPROJECT["tool"]["dagster"]["module_name"]
+    probe = (f"import {module} as m; r = m.defs.get_repository_def(); "
+             "print(len(r.get_all_jobs()), len(list(m.defs.resolve_asset_graph().get_all_asset_keys())))")
+    done = subprocess.run([sys.executable, "-c", probe], env={"PATH": os.environ["PATH"], **env}, cwd=PROJECT_ROOT,
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    jobs, assets = map(int, done.stdout.split()[-2:])
+    assert jobs > 0
+    assert assets > 0
