@@ -253,6 +253,10 @@ class Pipeline:
         waiting = bool(self._acks or self._lines or self._letters)
         return waiting and time.monotonic() - self._oldest >= self._max_age_s
 
+    def holding(self) -> bool:
+        """Whether anything waits for a flush (or for the subscriptions to settle)."""
+        return bool(self._acks or self._lines or self._letters or self._parked)
+
     def oldest_age_s(self) -> float:
         return time.monotonic() - self._oldest if self._acks else 0.0
 
