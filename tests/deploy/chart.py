@@ -43,7 +43,10 @@ class Rendered:
 
 
 def render(name: str) -> Rendered:
-    values = values_of(name)
+    return render_values(values_of(name))
+
+
+def render_values(values: dict[str, Any]) -> Rendered:
     with helm.Chart.load(CHART) as chart:
         merged = chart.merge_values(values)
         files = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)

@@ -33,6 +33,7 @@ from tests.deploy.chart import (
     containers,
     pod_spec,
     render,
+    render_values,
     resolve,
     values_of,
 )
@@ -104,30 +105,39 @@ def test_one_statefulset_per_shard_with_its_replicas(rendered: Rendered) -> None
         assert env["HATS_SHARD"].value == str(index)
         assert env["HATS_SHARDS"].value == str(worker["shards"])
         assert sts["spec"]["replicas"] == int(worker["replicasPerShard"].get(str(index), worker["replicas"]))
-        # the replicas of one shard split its load through one shared-subscription group
-        assert env["HATS_MQTT_SHARE_GROUP"].value.endswith(f"-shard-{index}")
+        # the replicas of one shard split its load through the group the worker derives from the shard
+        # (share_group_of): one set here would be ignored, so none is
+        assert rendered.values["worker"]["tenantMode"] == "registry"
+        assert "HATS_MQTT_SHARE_GROUP" not in env
         assert env["HATS_MQTT_CLIENT_ID"].kind == "field"  # the pod's stable name: one session per replica
-    groups = [container_env(pod_spec(s)["containers"][0], rendered)["HATS_MQTT_SHARE_GROUP"].value for s in shards]
-    assert len(set(groups)) == len(groups)
+
+
+def started(sts: dict[str, Any], rendered: Rendered, monkeypatch: pytest.MonkeyPatch) -> WorkerSettings:
+    """The worker's own start-up validation in the environment of the shard's last replica (a value for
+    each Secret key), and nothing else of this test's environment."""
+    [container] = pod_spec(sts)["containers"]
+    env = container_env(container, rendered)
+    assert set(env) - set(worker_fields()) == set()  # each variable names a WorkerSettings field
+    pod = f"{sts['metadata']['name']}-{sts['spec']['replicas'] - 1}"
+    for name in [n for n in os.environ if n.upper().startswith(ENV_PREFIX)]:
+        monkeypatch.delenv(name)
+    for name, source in env.items():
+        monkeypatch.setenv(name, resolve(source, rendered, pod))
+    settings = load_settings()
+    assert settings.mqtt_client_id == pod
+    return settings
 
 
 def test_every_variable_a_worker_gets_is_a_worker_setting_and_it_starts(rendered: Rendered,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each variable names a WorkerSettings field; with them (and a value for each Secret key) the
-    worker's own start-up validation passes in the last replica's pod of every shard: every required
-    setting is set and every rendered value is valid."""
-    fields = worker_fields()
+    """With the rendered variables the worker's start-up validation passes in every shard: every
+    required setting is set and every rendered value is valid."""
     for sts in workers(rendered):
         [container] = pod_spec(sts)["containers"]
-        env = container_env(container, rendered)
-        assert set(env) - set(fields) == set()
-        pod = f"{sts['metadata']['name']}-{sts['spec']['replicas'] - 1}"
-        for name in [n for n in os.environ if n.upper().startswith(ENV_PREFIX)]:
-            monkeypatch.delenv(name)
-        for name, source in env.items():
-            monkeypatch.setenv(name, resolve(source, rendered, pod))
-        settings = load_settings()
-        assert settings.mqtt_client_id == pod
+        settings = started(sts, rendered, monkeypatch)
+        assert settings.registry_mode
+        assert (settings.shard, settings.shards) == (int(sts["metadata"]["labels"]["hats/shard"]),
+                                                     rendered.values["worker"]["shards"])
         assert settings.http_host not in ("127.0.0.1", "localhost")  # the kubelet probes the pod's address
         assert pod_spec(sts)["terminationGracePeriodSeconds"] > settings.shutdown_timeout_s
         assert str(settings.outbox_dir) in {m["mountPath"] for m in container["volumeMounts"]}
@@ -193,11 +203,12 @@ def test_a_shard_with_replicas_loses_at_most_one_to_a_drain(rendered: Rendered) 
 
 
 def test_a_single_tenant_worker_serves_its_home(monkeypatch: pytest.MonkeyPatch) -> None:
-    with helm.Chart.load(CHART) as chart:
-        files = chart.render({"worker": {"tenantMode": "single", "tenant": "acme"}}, name=RELEASE, namespace="hats")
-    [config] = [d for d in yaml.safe_load_all(files["hats/templates/worker-configmap.yaml"]) if d]
-    assert (config["data"]["HATS_TENANT_MODE"], config["data"]["HATS_TENANT"]) == ("single", "acme")
-    assert set(config["data"]) - set(worker_fields()) == set()
+    rendered = render_values({"worker": {"tenantMode": "single", "tenant": "acme", "replicas": 2}})
+    [sts] = workers(rendered)
+    settings = started(sts, rendered, monkeypatch)
+    assert not settings.registry_mode
+    assert settings.tenant == "acme"
+    assert settings.mqtt_share_group == f"{RELEASE}-acme"  # its replicas split the home's load
 
 
 def test_worker_probes_resources_and_hardening(rendered: Rendered) -> None:
