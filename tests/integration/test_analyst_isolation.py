@@ -24,12 +24,22 @@ from devstack.profile import Profile
 from devstack.stack import migrate
 from hats_assets.defs.warehouse.tables import month_partition
 from tenancy import iam
-from tenancy.analyst_roles import GROUP, analyst_role_name, drop_analyst_role, ensure_analyst_role
+from tenancy.analyst_roles import (
+    GROUP,
+    analyst_role_name,
+    drop_analyst_role,
+    ensure_analyst_role,
+    set_analyst_role_enabled,
+)
 
 pytestmark = pytest.mark.integration
 
 HOUR = datetime(2026, 11, 26, 10, tzinfo=UTC)
 DAY = date(2026, 11, 26)
+# Every table 0012 puts under row-level security: what the analyst views read, and billing.
+RLS_TABLES = sorted(["analytics.daily_rollup", "analytics.hourly_rollup", "analytics.local_daily_rollup",
+                     "analytics.state_local_daily", "billing.usage_daily", "core.areas", "core.devices",
+                     "core.entities", "ops.dq_results"])
 PARTITIONED = ("hourly_rollup", "daily_rollup", "local_daily_rollup", "state_local_daily")
 # Planner settings an analyst may change to reorder predicates or pick other scans.
 PLANNER_SETTINGS: tuple[dict[str, str], ...] = (
@@ -379,3 +389,155 @@ def test_an_analyst_cannot_become_another(warehouse: Warehouse) -> None:
         assert home_a.run(sql.SQL("SELECT iam.analyst_tenant(current_user)")) == f"('{wh.a.tenant}',)"
         assert home_a.run(sql.SQL("SELECT iam.analyst_tenant(%s)"), (wh.b.role,)) == "(None,)"
         assert home_a.run(sql.SQL("SELECT count(*) FROM iam.accounts")).startswith("ERROR permission denied")
+
+
+def _count_as(dsn: str, relation: str) -> int:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.SQL(relation))).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_a_disabled_or_unrecorded_analyst_reads_nothing(warehouse: Warehouse) -> None:
+    """The role's home comes from its iam.accounts row: disabled there (or never recorded), it fails closed."""
+    wh = warehouse
+    home_a = wh.dsn(wh.a.role, wh.a.password)
+    relations = _analyst_relations(wh.owner_dsn)
+    assert all(_count_as(home_a, relation) > 0 for relation in relations)
+    with psycopg.connect(wh.owner_dsn) as owner, owner.cursor() as cur:
+        iam.set_disabled(cur, wh.a.tenant, True)
+    try:
+        assert {relation: _count_as(home_a, relation) for relation in relations} == dict.fromkeys(relations, 0)
+        assert _count_as(wh.dsn(wh.b.role, wh.b.password), "analytics.entity_hourly") > 0
+    finally:
+        with psycopg.connect(wh.owner_dsn) as owner, owner.cursor() as cur:
+            iam.set_disabled(cur, wh.a.tenant, False)
+    assert all(_count_as(home_a, relation) > 0 for relation in relations)
+
+
+def test_analyst_role_lifecycle(warehouse: Warehouse) -> None:
+    wh = warehouse
+    tenant = f"isoc_{uuid.uuid4().hex[:8]}"
+    role, first, second = analyst_role_name(tenant), token.token_urlsafe(24), token.token_urlsafe(24)
+    with psycopg.connect(wh.owner_dsn, autocommit=True) as owner, owner.cursor() as cur:
+        with pytest.raises(ValueError, match="tenant_id 'Bad-Home' must match"):
+            ensure_analyst_role(cur, "Bad-Home", first)
+        with pytest.raises(ValueError, match=f"{tenant}/pg_analyst"):
+            ensure_analyst_role(cur, tenant, "")
+        cur.execute("SELECT count(*) FROM pg_roles WHERE rolname = %s", (role,))
+        assert cur.fetchone() == (0,)  # nothing half-made
+        try:
+            account = ensure_analyst_role(cur, tenant, first)
+            assert (account.system, account.name) == ("postgresql", role)
+            cur.execute("SELECT rolcanlogin, rolinherit, rolsuper, rolcreaterole, rolcreatedb, rolbypassrls, "
+                        "rolpassword LIKE 'SCRAM-SHA-256$%%' FROM pg_authid WHERE rolname = %s", (role,))
+            assert cur.fetchone() == (True, True, False, False, False, False, True)
+            cur.execute("SELECT inherit_option, set_option, admin_option FROM pg_auth_members m "
+                        "WHERE m.member = %s::regrole AND m.roleid = %s::regrole", (role, GROUP))
+            assert cur.fetchall() == [(True, False, False)]
+            # Recorded for no home yet: it connects and reads nothing.
+            assert _count_as(wh.dsn(role, first), "analytics.entity_hourly") == 0
+            # Again with another password: the same role, the old password refused.
+            ensure_analyst_role(cur, tenant, second)
+            with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+                psycopg.connect(wh.dsn(role, first)).close()
+            psycopg.connect(wh.dsn(role, second)).close()
+            with psycopg.connect(wh.dsn(role, second)) as session:
+                set_analyst_role_enabled(cur, tenant, False)
+                with pytest.raises(psycopg.OperationalError):
+                    session.execute("SELECT 1")  # its open session was ended
+            with pytest.raises(psycopg.OperationalError, match="not permitted to log in"):
+                psycopg.connect(wh.dsn(role, second)).close()
+            set_analyst_role_enabled(cur, tenant, True)
+            psycopg.connect(wh.dsn(role, second)).close()
+        finally:
+            drop_analyst_role(cur, tenant)
+        cur.execute("SELECT count(*) FROM pg_roles WHERE rolname = %s", (role,))
+        assert cur.fetchone() == (0,)
+        drop_analyst_role(cur, tenant)  # idempotent
+        with pytest.raises(LookupError, match=role):
+            set_analyst_role_enabled(cur, tenant, True)
+
+
+def test_the_services_write_and_read_every_home(warehouse: Warehouse, stack_env: dict[str, str]) -> None:
+    """Row-level security narrows the analysts only: the worker and the loader keep what their grants give."""
+    wh = warehouse
+
+    def as_service(key: str) -> str:
+        return stack_env[key].rsplit("/", 1)[0] + "/" + wh.database
+
+    tenants = (wh.a.tenant, wh.b.tenant)
+    with psycopg.connect(as_service("HATS_INGEST_DSN")) as ingest:
+        for t in tenants:
+            ingest.execute("INSERT INTO core.entities (tenant_id, entity_id, domain, measurement, source) "
+                           "VALUES (%s, 'sensor.service_probe', 'sensor', 'temperature', 'statestream') "
+                           "ON CONFLICT (tenant_id, entity_id) DO UPDATE SET friendly_name = 'probed'", (t,))
+            ingest.execute("INSERT INTO core.areas (tenant_id, area_id, name) VALUES (%s, 'probe', 'Probe') "
+                           "ON CONFLICT (tenant_id, area_id) DO UPDATE SET name = 'Probe'", (t,))
+            ingest.execute("UPDATE core.devices SET last_seen = now() WHERE tenant_id = %s", (t,))
+        seen = ingest.execute("SELECT tenant_id::text, count(*) FROM core.entities WHERE tenant_id::text = ANY(%s) "
+                              "GROUP BY 1 ORDER BY 1", (list(tenants),)).fetchall()
+    assert seen == [(t, 5) for t in sorted(tenants)]
+    with psycopg.connect(as_service("HATS_DAGSTER_DSN")) as dagster:
+        for table in ("ops.dq_results", "billing.usage_daily"):
+            before = dagster.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.SQL(table))).fetchone()
+            assert before == (2,), table
+        dagster.execute("DELETE FROM billing.usage_daily WHERE tenant_id = %s AND day = %s", (wh.b.tenant, DAY))
+        dagster.execute("INSERT INTO billing.usage_daily (tenant_id, day, points_ingested, series, dead_letters, "
+                        "raw_bytes, rollup_bytes) VALUES (%s, %s, 1, 1, 0, 1, 1)", (wh.b.tenant, DAY))
+        dagster.execute("INSERT INTO ops.dq_results (tenant_id, asset, check_name, window_start, window_end, passed, "
+                        "severity) VALUES (%s, 'probe', 'probe', %s, %s, true, 'WARN')", (wh.a.tenant, HOUR, HOUR))
+        dagster.execute("DELETE FROM ops.dq_results WHERE check_name = 'probe'")
+        assert dagster.execute("SELECT count(*) FROM core.entities e JOIN core.devices d USING (tenant_id, device_id) "
+                               "WHERE e.tenant_id::text = ANY(%s)", (list(tenants),)).fetchone() == (8,)
+        dagster.rollback()  # leave the seed as it was for the other tests
+    with psycopg.connect(wh.owner_dsn) as owner:
+        owner.execute("DELETE FROM core.entities WHERE entity_id = 'sensor.service_probe'")
+        owner.execute("DELETE FROM core.areas WHERE area_id = 'probe'")
+
+
+def _isolation_catalogue(dsn: str) -> dict[str, Any]:
+    """What 0012 makes in one database: RLS flags, policies, view options, the group's grants, the lookup."""
+    with psycopg.connect(dsn) as conn:
+        rls = conn.execute("SELECT c.oid::regclass::text FROM pg_class c WHERE c.relrowsecurity ORDER BY 1").fetchall()
+        policies = conn.execute("SELECT schemaname, tablename, policyname, (SELECT string_agg(r, ',' ORDER BY r) FROM "
+                                "unnest(roles) r), cmd, qual FROM pg_policies "
+                                "ORDER BY 1, 2, 3").fetchall()
+        views = conn.execute("SELECT c.oid::regclass::text, c.reloptions FROM pg_class c WHERE c.relkind = 'v' "
+                             "AND c.relnamespace = 'analytics'::regnamespace ORDER BY 1").fetchall()
+        grants = conn.execute("SELECT c.oid::regclass::text FROM pg_class c WHERE c.relnamespace::regnamespace::text "
+                              "NOT IN ('pg_catalog', 'information_schema') AND "
+                              "has_table_privilege(%s, c.oid, 'SELECT') ORDER BY 1", (GROUP,)).fetchall() \
+            if conn.execute("SELECT to_regrole(%s)", (GROUP,)).fetchone() != (None,) else []
+        lookup = conn.execute("SELECT to_regprocedure('iam.analyst_tenant(name)') IS NOT NULL").fetchone()
+    return {"rls": rls, "policies": policies, "views": views, "grants": grants, "lookup": lookup}
+
+
+def test_downgrade_to_0011_and_up_again(warehouse: Warehouse) -> None:
+    wh = warehouse
+    at_head = _isolation_catalogue(wh.owner_dsn)
+    assert at_head["rls"] == [(table,) for table in RLS_TABLES]
+    # Per table: the home analysts' (filtered), the operator's and the services' (unfiltered).
+    assert {(f"{s}.{t}", name, roles) for s, t, name, roles, *_ in at_head["policies"]} == {
+        (table, name, roles) for table in RLS_TABLES for name, roles in (
+            ("home_analyst_reads_its_home", "hats_home_analysts"),
+            ("operator_analyst_reads_every_home", "hats_analyst"),
+            ("services_unfiltered", "hats_dagster,hats_ingest"))}
+    assert {tuple(options_) for _, options_ in at_head["views"]} == {("security_barrier=true", "security_invoker=true")}
+    migrate(wh.owner_dsn, "0011", downgrade=True)
+    try:
+        at_0011 = _isolation_catalogue(wh.owner_dsn)
+        assert at_0011["rls"] == []
+        assert at_0011["policies"] == []
+        assert [options_ for _, options_ in at_0011["views"]] == [None] * len(at_head["views"])
+        assert at_0011["grants"] == []  # the group (kept for the stack's database) reads nothing here
+        assert at_0011["lookup"] == (False,)
+        # As before 0012: a home's role reads nothing, the operator reads the views (with their owner's rights).
+        assert _count_as(wh.dsn("hats_analyst", wh.operator_password), "analytics.entity_hourly") == 6
+        with pytest.raises(psycopg.OperationalError, match="permission denied for database"):
+            _count_as(wh.dsn(wh.a.role, wh.a.password), "analytics.entity_hourly")
+    finally:
+        migrate(wh.owner_dsn)
+    assert _isolation_catalogue(wh.owner_dsn) == at_head
+    # The roles outlived the round trip in the group: isolation holds again at once.
+    assert _count_as(wh.dsn(wh.a.role, wh.a.password), "analytics.entity_hourly") == 3
