@@ -78,10 +78,19 @@ def test_lint_finds_nothing_but_the_dagster_chart_not_fetched_here(name: str) ->
     assert {m["error"] for m in report["messages"] if m["severity"] >= 2} == allowed
 
 
-def test_every_manifest_is_valid_for_the_pinned_kubernetes(rendered: Rendered) -> None:
+def oldest_kubernetes() -> str:
+    """The oldest Kubernetes the chart accepts (Chart.yaml's kubeVersion, `>= X.Y.Z-0`)."""
+    with helm.Chart.load(CHART) as chart:
+        match = re.fullmatch(r">= ?(\d+\.\d+\.\d+)-0", chart.metadata["kubeVersion"])
+    assert match, "kubeVersion must read '>= X.Y.Z-0'"
+    return match.group(1)
+
+
+def test_every_manifest_is_valid_for_the_pinned_kubernetes_and_the_oldest_the_chart_accepts(rendered: Rendered) -> None:
     assert len(rendered.manifests) >= 8
-    for manifest in rendered.manifests:
-        kubernetes_validate.validate(manifest, KUBERNETES_VERSION, strict=True)
+    for version in (KUBERNETES_VERSION, oldest_kubernetes()):
+        for manifest in rendered.manifests:
+            kubernetes_validate.validate(manifest, version, strict=True)
 
 
 def test_no_manifest_names_itself_twice(rendered: Rendered) -> None:
