@@ -219,9 +219,10 @@ class ManyHomes:
                                     "with mqtt:// only (TLS terminates in front of it)")
         password = read_secret(self.settings.tenant_secrets_dir, row.tenant_id, BROKER_PASSWORD)
         # Client id = the account's name: the platform binds a home's reader account to it (tenancy/broker.py),
-        # so no other client can take over its session; it is the home's one session on that broker.
+        # so no other client can take over its session; it is the home's one session on that broker, so its
+        # filters are plain ones (a reader confined to `<prefix>#` is refused `$share/…`, measured).
         return MqttLink(LinkSettings(url.hostname or "", url.port or 1883, row.broker_username, password,
-                                     row.broker_username, filters, self.group), on_batch=self._wake_threadsafe)
+                                     row.broker_username, filters), on_batch=self._wake_threadsafe)
 
     async def _stop_home(self, home: Home, why: str) -> None:
         """Stop reading its topics, make durable what it holds, acknowledge it, let it go."""
