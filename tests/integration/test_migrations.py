@@ -10,16 +10,22 @@ from typing import Any
 
 import psycopg
 import pytest
+from alembic.config import Config
+from alembic.script import ScriptDirectory
 from psycopg import errors, sql
 
 from devstack import postgres
-from devstack.profile import Profile
+from devstack.profile import PROJECT_ROOT, Profile
 from devstack.stack import migrate
 
 pytestmark = pytest.mark.integration
 
 SCHEMAS = "('core', 'ops', 'analytics')"
-ROLES = {"hats_ingest", "hats_dagster", "hats_analyst"}
+ROLES = {"hats_ingest", "hats_dagster", "hats_analyst", "hats_home_analysts"}
+# Since 0012 the views run with the reader's rights: the analysts read the tables behind them, under
+# row-level security (tests/integration/test_analyst_isolation.py); never their month partitions.
+ANALYST_TABLES = {"analytics.hourly_rollup", "analytics.daily_rollup", "analytics.local_daily_rollup",
+                  "analytics.state_local_daily", "core.entities", "core.devices", "core.areas", "ops.dq_results"}
 VIEWS_0005 = {"analytics.entity_hourly", "analytics.entity_daily", "analytics.energy_daily",
               "analytics.device_last_seen"}
 VIEWS_0008 = VIEWS_0005 | {"analytics.data_quality_daily"}
@@ -34,7 +40,8 @@ TABLES_0006 = TABLES_0004 | {"ops.dq_results"}
 TABLES_0007 = TABLES_0006 | {"core.areas", "ops.websocket_resume"}
 TABLES_0008 = TABLES_0007 | {"ops.imports", "ops.import_progress"}
 TABLES_0009 = TABLES_0008 | {"analytics.local_daily_rollup"}
-TABLES_HEAD = TABLES_0009 | {"analytics.state_hourly", "analytics.state_local_daily"}
+TABLES_0010 = TABLES_0009 | {"analytics.state_hourly", "analytics.state_local_daily"}
+TABLES_HEAD = TABLES_0010 | {"ops.tenant_audit"}
 PARTITIONED_0008 = {"analytics.hourly_rollup:hats_dagster", "analytics.daily_rollup:hats_dagster"}
 PARTITIONED_0009 = PARTITIONED_0008 | {"analytics.local_daily_rollup:hats_dagster"}
 PARTITIONED_HEAD = PARTITIONED_0009 | {"analytics.state_hourly:hats_dagster",
@@ -43,7 +50,8 @@ AREA_VIEWS = ("analytics.entity_hourly", "analytics.entity_daily", "analytics.de
 SEQUENCES_0002 = {"ops.dead_letters_id_seq", "ops.retention_audit_id_seq"}
 SEQUENCES_0004 = SEQUENCES_0002 | {"ops.ingest_version"}
 SEQUENCES_0007 = SEQUENCES_0004 | {"ops.dq_results_id_seq"}
-SEQUENCES_HEAD = SEQUENCES_0007 | {"ops.imports_import_id_seq"}
+SEQUENCES_0010 = SEQUENCES_0007 | {"ops.imports_import_id_seq"}
+SEQUENCES_HEAD = SEQUENCES_0010 | {"ops.tenant_audit_audit_id_seq"}
 
 
 @pytest.fixture
@@ -53,6 +61,12 @@ def fresh_database(profile: Profile, secrets: dict[str, str]) -> Iterator[str]:
     yield postgres.superuser_dsn(profile, secrets, name)
     with psycopg.connect(postgres.superuser_dsn(profile, secrets, "postgres"), autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def _head() -> str:
+    head = ScriptDirectory.from_config(Config(str(PROJECT_ROOT / "alembic.ini"))).get_current_head()
+    assert head is not None
+    return head
 
 
 def _analyst_dsn(stack_env: dict[str, str], database_dsn: str) -> str:
@@ -86,7 +100,9 @@ def _catalogue(dsn: str) -> dict[str, set[Any]]:
             "a.privilege_type FROM pg_default_acl d CROSS JOIN LATERAL aclexplode(d.defaclacl) a "
             "WHERE a.grantee = 'hats_analyst'::regrole")}
         extensions = {r[0] for r in conn.execute("SELECT extname FROM pg_extension")}
-        roles = {r[0] for r in conn.execute("SELECT rolname FROM pg_roles WHERE rolname LIKE 'hats\\_%'")}
+        # The platform's roles, not the homes' analysts (hats_analyst_<tenant>, made by tenancy per home).
+        roles = {r[0] for r in conn.execute("SELECT rolname FROM pg_roles WHERE rolname LIKE 'hats\\_%' "
+                                            "AND rolname NOT LIKE 'hats\\_analyst\\_%'")}
     return {"schemas": schemas, "tables": tables, "partitioned": partitioned, "views": views,
             "sequences": sequences, "analyst": analyst, "default_acl": default_acl, "extensions": extensions,
             "roles": roles}
@@ -100,14 +116,14 @@ def test_upgrade_downgrade_upgrade(fresh_database: str, stack_env: dict[str, str
     assert at_head["partitioned"] == PARTITIONED_HEAD
     assert at_head["views"] == VIEWS
     assert at_head["sequences"] == SEQUENCES_HEAD
-    assert at_head["analyst"] == {(view, "SELECT") for view in VIEWS}
+    assert at_head["analyst"] == {(relation, "SELECT") for relation in VIEWS | ANALYST_TABLES}
     assert at_head["default_acl"] == set()
     assert {"uuid-ossp", "pgcrypto", "citext"} <= at_head["extensions"]
     assert at_head["roles"] == ROLES
     with psycopg.connect(fresh_database) as conn:
         assert conn.execute("SELECT uuid_generate_v4() IS NOT NULL, gen_random_uuid() IS NOT NULL, "
                             "'A'::citext = 'a'").fetchone() == (True, True, True)
-        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0010",)]
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [(_head(),)]
 
     migrate(fresh_database, "base", downgrade=True)
     at_base = _catalogue(fresh_database)
@@ -178,11 +194,12 @@ def test_each_step_downgrades_cleanly(fresh_database: str) -> None:
         "energy_daily_utc.imported_hours", "entity_daily.local_day", "entity_daily.imported_hours",
         "energy_daily.local_day", "energy_daily.imported_hours"}
 
-    # 0010 → 0009: the state durations (two tables, one view) go, nothing else.
+    # head → 0009: the state durations (two tables, one view) go, and what 0011 and 0012 added.
     migrate(fresh_database, "0009", downgrade=True)
     at_0009 = _catalogue(fresh_database)
-    assert {k: v for k, v in at_0009.items() if k not in ("tables", "partitioned", "views", "analyst")} == {
-        k: v for k, v in at_head.items() if k not in ("tables", "partitioned", "views", "analyst")}
+    later = ("tables", "partitioned", "views", "analyst", "sequences")
+    assert {k: v for k, v in at_0009.items() if k not in later} == {k: v for k, v in at_head.items() if k not in later}
+    assert at_0009["sequences"] == SEQUENCES_0010
     assert (at_0009["tables"], at_0009["partitioned"]) == (TABLES_0009, PARTITIONED_0009)
     assert (at_0009["views"], at_0009["analyst"]) == (VIEWS_0009, {(view, "SELECT") for view in VIEWS_0009})
     migrate(fresh_database)
@@ -293,7 +310,7 @@ def test_analyst_privileges_hold_in_a_migrated_database(fresh_database: str, sta
     with psycopg.connect(_analyst_dsn(stack_env, fresh_database)) as conn:
         for view in sorted(VIEWS):
             conn.execute(f"SELECT count(*) FROM {view}")
-        # The view joins core.entities, which the analyst cannot read: it runs with its owner's rights.
+        # The view joins core.entities, which the operator's analyst reads (every home's rows, 0012).
         assert conn.execute("SELECT entity_id, friendly_name, unit, measurement, hour, mean, coverage_pct, area "
                             "FROM analytics.entity_hourly").fetchall() == [
             ("sensor.probe", "Probe", "°C", "temperature", datetime(2026, 11, 26, 10, tzinfo=UTC), 21.5,
@@ -304,11 +321,12 @@ def test_analyst_privileges_hold_in_a_migrated_database(fresh_database: str, sta
             owner.execute("UPDATE core.entities SET area_id = 'hall' WHERE entity_id = 'sensor.probe'")
         assert conn.execute("SELECT area FROM analytics.entity_hourly").fetchall() == [("Hall",)]
         conn.rollback()
-        for relation in ("analytics.hourly_rollup", "analytics.daily_rollup", "analytics.hourly_rollup_p2026_11",
-                         "analytics.dagster_scratch",
-                         "analytics.local_daily_rollup", "analytics.state_hourly", "analytics.state_local_daily",
-                         "core.entities", "core.areas", "ops.ingest_hours",
-                         "ops.rollup_watermarks", "ops.websocket_resume", "alembic_version"):
+        # The tables behind the views are readable (row-level security), a month partition made later is not.
+        for relation in sorted(ANALYST_TABLES):
+            conn.execute(f"SELECT count(*) FROM {relation}")
+        for relation in ("analytics.hourly_rollup_p2026_11", "analytics.dagster_scratch", "analytics.state_hourly",
+                         "core.tenants", "ops.ingest_hours", "ops.rollup_watermarks", "ops.websocket_resume",
+                         "iam.accounts", "alembic_version"):
             with pytest.raises(errors.InsufficientPrivilege):
                 conn.execute(f"SELECT count(*) FROM {relation}")
             conn.rollback()
