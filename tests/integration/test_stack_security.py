@@ -116,22 +116,22 @@ ANALYST_VIEWS = {
                     "day_hours", "hours_loaded", "complete", "state", "duration_s", "duration", "entries",
                     "share_pct", "area"],
 }
+# Since migration 0012 the views run with the reader's rights, so the analysts read the tables behind them,
+# under row-level security (each home's analyst its own rows: tests/integration/test_analyst_isolation.py).
+ANALYST_TABLES = ("analytics.hourly_rollup", "analytics.daily_rollup", "analytics.local_daily_rollup",
+                  "analytics.state_local_daily", "core.entities", "core.devices", "core.areas", "ops.dq_results")
 TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
 
 
 @pytest.mark.parametrize("statement", [
-    # reading anything but the views
-    "SELECT count(*) FROM analytics.hourly_rollup",
-    "SELECT count(*) FROM analytics.daily_rollup",
-    "SELECT count(*) FROM analytics.local_daily_rollup",
-    "SELECT count(*) FROM core.entities",
-    "SELECT count(*) FROM core.devices",
+    # reading anything but the views and the tables behind them
+    "SELECT count(*) FROM analytics.state_hourly",
     "SELECT count(*) FROM core.tenants",
+    "SELECT count(*) FROM iam.accounts",
     "SELECT count(*) FROM ops.dead_letters",
     "SELECT count(*) FROM ops.retention_audit",
     "SELECT count(*) FROM ops.ingest_hours",
     "SELECT count(*) FROM ops.rollup_watermarks",
-    "SELECT count(*) FROM ops.dq_results",
     "SELECT last_value FROM ops.ingest_version",
     "SELECT nextval('ops.ingest_version')",
     "SELECT count(*) FROM alembic_version",
@@ -158,7 +158,7 @@ TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFEREN
     "ALTER VIEW analytics.energy_daily RENAME TO analyst_renamed",
     "COMMENT ON VIEW analytics.device_last_seen IS 'analyst'",
 ])
-def test_analyst_is_refused_everything_but_reading_the_views(stack_env: dict[str, str], statement: str) -> None:
+def test_analyst_is_refused_all_but_the_views_and_their_tables(stack_env: dict[str, str], statement: str) -> None:
     with psycopg.connect(stack_env["HATS_ANALYST_DSN"]) as conn, pytest.raises(errors.InsufficientPrivilege):
         conn.execute(statement)
 
@@ -175,7 +175,7 @@ def test_analyst_is_refused_everything_but_reading_the_views(stack_env: dict[str
 def test_analyst_cannot_write_through_the_views(stack_env: dict[str, str], statement: str) -> None:
     # The joins make the views non-updatable, which PostgreSQL reports before it checks privileges; were
     # one ever simple enough to update, the missing INSERT/UPDATE/DELETE grant would refuse it instead
-    # (test_analyst_privileges_are_select_on_the_views_only checks there is none).
+    # (test_analyst_privileges_are_select_on_the_views_and_their_tables checks there is none).
     with (psycopg.connect(stack_env["HATS_ANALYST_DSN"]) as conn,
           pytest.raises((errors.InsufficientPrivilege, errors.ObjectNotInPrerequisiteState))):
         conn.execute(statement)
@@ -183,7 +183,7 @@ def test_analyst_cannot_write_through_the_views(stack_env: dict[str, str], state
 
 @pytest.mark.parametrize("view", sorted(ANALYST_VIEWS))
 def test_analyst_reads_the_views(stack_env: dict[str, str], view: str) -> None:
-    # The views join core metadata the analyst cannot read: they run with their owner's rights.
+    # The views run with the reader's rights (0012): the operator's analyst reads every home through them.
     with psycopg.connect(stack_env["HATS_ANALYST_DSN"]) as conn:
         cur = conn.execute(sql.SQL("SELECT * FROM analytics.{} LIMIT 10").format(sql.Identifier(view)))
         cur.fetchall()
@@ -193,7 +193,7 @@ def test_analyst_reads_the_views(stack_env: dict[str, str], view: str) -> None:
     assert row[0] >= 0
 
 
-def test_analyst_privileges_are_select_on_the_views_only(stack_env: dict[str, str]) -> None:
+def test_analyst_privileges_are_select_on_the_views_and_their_tables(stack_env: dict[str, str]) -> None:
     """The catalogue, not a sample: every relation (month partitions included), sequence and schema."""
     with psycopg.connect(stack_env["HATS_PG_DSN"]) as conn:
         relations = conn.execute(
@@ -221,9 +221,10 @@ def test_analyst_privileges_are_select_on_the_views_only(stack_env: dict[str, st
         future = conn.execute(
             "SELECT count(*) FROM pg_default_acl d CROSS JOIN LATERAL aclexplode(d.defaclacl) a "
             "WHERE a.grantee = 'hats_analyst'::regrole").fetchone()
-    assert set(relations) == {(f"analytics.{view}", "SELECT") for view in ANALYST_VIEWS}
+    assert set(relations) == {(f"analytics.{view}", "SELECT") for view in ANALYST_VIEWS} | {
+        (table, "SELECT") for table in ANALYST_TABLES}
     assert sequences == []
-    assert set(schemas) == {("analytics", "USAGE"), ("public", "USAGE")}
+    assert set(schemas) == {("analytics", "USAGE"), ("core", "USAGE"), ("ops", "USAGE"), ("public", "USAGE")}
     assert database == (True, False, False)
     assert future == (0,)
 
