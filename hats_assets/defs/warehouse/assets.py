@@ -19,7 +19,7 @@ from hats_assets.defs.common.resources import (
     InfluxDBResource,
     PostgresResource,
     TenantInflux,
-    qualified,
+    quote_ident,
     window_params,
 )
 from hats_assets.defs.common.tenants import Outcomes, TenantSelection, run_homes
@@ -41,7 +41,7 @@ from hats_assets.defs.warehouse.tables import (
     window_metadata,
 )
 from hats_assets.partitions import chunks, context_window
-from ingest_worker.contract import ROLLUP_RP, imported_measurement
+from ingest_worker.contract import imported_measurement
 
 HERE = Path(__file__).parent
 ROLLUP_1H_QUERY = (HERE / "rollup_1h.influxql").read_text()
@@ -59,7 +59,7 @@ def _hourly_rows(db: TenantInflux, kind: Kind, start: datetime, end: datetime,
     """The 1 h rows of one kind: our rollup (``computed``) or Home Assistant's statistics (``imported``,
     the same fields; no ``last_seen_s``, ``count`` 0: they hold no raw points)."""
     name = measurement(kind, "1h") if origin == COMPUTED else imported_measurement(kind, "1h")
-    query = ROLLUP_1H_QUERY.format(measurement=qualified(ROLLUP_RP, name))
+    query = ROLLUP_1H_QUERY.format(measurement=quote_ident(name))
     rows: list[tuple[Any, ...]] = []
     fields = GAUGE_FIELDS if kind == "gauge" else COUNTER_FIELDS
     for series in db.query(query, window_params(start, end)):

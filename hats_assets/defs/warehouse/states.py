@@ -16,7 +16,13 @@ from typing import Any
 
 import dagster as dg
 
-from hats_assets.defs.common.resources import InfluxDBResource, PostgresResource, TenantInflux, qualified, window_params
+from hats_assets.defs.common.resources import (
+    InfluxDBResource,
+    PostgresResource,
+    TenantInflux,
+    quote_ident,
+    window_params,
+)
 from hats_assets.defs.common.tenants import Outcomes, TenantSelection, run_homes
 from hats_assets.defs.rollups.contract import MAX_STATES_PER_HOUR, OTHER_STATE, STATE_MEASUREMENT
 from hats_assets.defs.warehouse.assets import ROLLUP_1H_QUERY
@@ -33,7 +39,6 @@ from hats_assets.defs.warehouse.tables import (
     window_metadata,
 )
 from hats_assets.partitions import chunks, context_window
-from ingest_worker.contract import ROLLUP_RP
 
 HERE = Path(__file__).parent
 STATE_LOCAL_DAYS = (HERE / "state_local_days.sql").read_text()
@@ -43,7 +48,7 @@ NS_DIGITS = -9  # duration_ns → seconds, exactly
 
 def _state_rows(db: TenantInflux, start: datetime, end: datetime) -> list[tuple[Any, ...]]:
     rows: list[tuple[Any, ...]] = []
-    for series in db.query(ROLLUP_1H_QUERY.format(measurement=qualified(ROLLUP_RP, STATE_MEASUREMENT)),
+    for series in db.query(ROLLUP_1H_QUERY.format(measurement=quote_ident(STATE_MEASUREMENT)),
                            window_params(start, end)):
         position = {name: i for i, name in enumerate(series["columns"])}
         for values in series["values"]:
