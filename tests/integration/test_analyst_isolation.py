@@ -161,12 +161,14 @@ def warehouse(profile: Profile, secrets: dict[str, str], stack_env: dict[str, st
 
 
 def _analyst_relations(owner_dsn: str) -> list[str]:
-    """Every relation the home analysts' group can read, from the catalogue (partitions included, were any)."""
+    """Every relation the home analysts' group or the operator's analyst can read, from the catalogue
+    (partitions included, were any): a view granted to hats_analyst alone fails here for the homes."""
     with psycopg.connect(owner_dsn) as conn:
         rows = conn.execute(
             "SELECT format('%%I.%%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = "
             "c.relnamespace WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND n.nspname NOT IN ('pg_catalog', "
-            "'information_schema') AND has_table_privilege(%s, c.oid, 'SELECT') ORDER BY 1", (GROUP,)).fetchall()
+            "'information_schema') AND (has_table_privilege(%s, c.oid, 'SELECT') "
+            "OR has_table_privilege('hats_analyst', c.oid, 'SELECT')) ORDER BY 1", (GROUP,)).fetchall()
     return [str(row[0]) for row in rows]
 
 
