@@ -157,7 +157,8 @@ def test_a_run_for_one_home_touches_only_that_home(two_homes: tuple[Tenant, Tena
     unbound = {**asset_resources(named), "tenant_selection": TenantSelection()}
     rolled = dg.materialize([rollups], partition_key=PARTITION, resources=unbound, tags={TENANTS_TAG: named.name},
                             run_config=tenants_run_config([named.name]))
-    assert list(metadata_of(rolled, "rollup_1m")["per_tenant"].value) == [named.name]  # type: ignore[arg-type]
+    per_home: Any = metadata_of(rolled, "rollup_1m")["per_tenant"].value
+    assert list(per_home) == [named.name]
     assert dg.materialize(WAREHOUSE, partition_key=DAY, resources=asset_resources(named)).success
     assert [row[2] for row in rollup_1h(named)] == [12]
     assert (rollup_1h(other), watermarks(other), hourly_rows(other)) == ([], [], [])

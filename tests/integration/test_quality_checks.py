@@ -44,6 +44,12 @@ def checks(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluati
     return {e.check_name: e for e in result.get_asset_check_evaluations()}
 
 
+def listed(check: dg.AssetCheckEvaluation, key: str, tenant: Tenant) -> Any:
+    """A check's metadata ``key`` for one home (checks list their rows per home)."""
+    value: Any = check.metadata[key].value
+    return value[tenant.name]
+
+
 def dq_rows(tenant: Tenant) -> list[tuple[object, ...]]:
     with psycopg.connect(tenant.env["HATS_PG_DSN"]) as conn:
         return conn.execute("SELECT check_name, passed, failing, details FROM ops.dq_results WHERE tenant_id = %s "
@@ -66,28 +72,30 @@ def test_failing_checks_name_the_rows_and_keep_the_day_out_of_the_warehouse(tena
     result = dg.materialize(assets, partition_key=PARTITION, resources=resources, raise_on_error=False)
     found = checks(result)
     assert found["plausible_ranges"].passed is False
-    assert found["plausible_ranges"].metadata["entities"].value[tenant.name] == [
+    assert listed(found["plausible_ranges"], "entities", tenant) == [
         {"entity_id": "sensor.oven_probe", "quantity": "temperature", "min": 21.0, "max": 95.5,
          "allowed": [-60.0, 80.0]}]
     assert found["raw_points_all_rolled_up"].passed is True
     assert {(c, p, n) for c, p, n, _ in dq_rows(tenant)} == {
         ("plausible_ranges", False, 1), ("raw_points_all_rolled_up", True, 0),
-        ("one_series_per_entity", True, 0), ("points_match_cadence", True, 0), ("meters_only_grow", True, 0)}
+        ("one_series_per_entity", True, 0), ("points_match_cadence", True, 0), ("meters_only_grow", True, 0),
+        ("rollup_stored", True, 0)}  # the rollup's own per-home row: stored, so nothing holds the hour back
 
     # The warehouse refuses the home's day while an hour's latest blocking result failed (the run goes on
     # for any other home it serves; this one is listed as refused, with the hour and the check).
     loaded = dg.materialize([hourly_rollup, daily_rollup], partition_key=DAY, resources=resources)
-    refused = metadata_of(loaded, "hourly_rollup")["per_tenant"].value[tenant.name]  # type: ignore[attr-defined]
+    per_home: Any = metadata_of(loaded, "hourly_rollup")["per_tenant"].value
+    refused = per_home[tenant.name]
     assert refused["status"] == "refused"
     assert f"{PARTITION[:13]}:00 plausible_ranges" in refused["error"]
     assert refused["failed_hours"] == [[f"{PARTITION[:13]}:00", "plausible_ranges", 1]]
-    assert metadata_of(loaded, "daily_rollup")["per_tenant"].value[tenant.name]["status"] == "refused"  # type: ignore[attr-defined]
+    assert metadata_of(loaded, "daily_rollup")["tenants_refused"].value == [tenant.name]
 
     # A raw point the rollup never saw: the completeness check (run alone) names the entity.
     write_raw(tenant, [f"humidity,entity_id=sensor.bath,source=t value=70 {at(59)}"])
     alone = dg.materialize(assets, resources=resources, raise_on_error=False, tags={"dagster/partition": PARTITION},
                            selection=dg.AssetSelection.checks(raw_points_all_rolled_up))
-    assert checks(alone)["raw_points_all_rolled_up"].metadata["incomplete_entities"].value[tenant.name] == [
+    assert listed(checks(alone)["raw_points_all_rolled_up"], "incomplete_entities", tenant) == [
         {"entity_id": "sensor.bath", "raw_points": 7, "rolled_up": 6}]
 
     # Fix: the probe's reading was wrong (delete it); re-run the partition: both pass, the day loads.
@@ -108,7 +116,7 @@ def test_failing_checks_name_the_rows_and_keep_the_day_out_of_the_warehouse(tena
                      (tenant.name,))
     lost = dg.materialize(warehouse, resources=resources, raise_on_error=False, tags={"dagster/partition": DAY},
                           selection=dg.AssetSelection.checks(warehouse_rows_match_rollups))
-    assert checks(lost)["warehouse_rows_match_rollups"].metadata["mismatched_entities"].value[tenant.name] == [
+    assert listed(checks(lost)["warehouse_rows_match_rollups"], "mismatched_entities", tenant) == [
         {"entity_id": "sensor.meter", "rollup_rows": 1, "imported_rows": 0, "warehouse_computed_rows": 0,
          "warehouse_imported_rows": 0, "distinct_rows": 0}]
     blocking = {spec.name for check in rollup_checks for spec in check.check_specs if spec.blocking}
@@ -136,10 +144,10 @@ def test_gaps_and_meter_dips_are_warnings_summarised_for_analysts(tenant: Tenant
         "plausible_ranges": True, "raw_points_all_rolled_up": True, "one_series_per_entity": True,
         "points_match_cadence": False, "meters_only_grow": False}
     assert found["points_match_cadence"].severity == dg.AssetCheckSeverity.WARN
-    assert found["points_match_cadence"].metadata["gaps"].value[tenant.name] == [
+    assert listed(found["points_match_cadence"], "gaps", tenant) == [
         {"entity_id": "sensor.kitchen", "points": 4, "expected": 12,
          "gaps": [[(HOUR + timedelta(minutes=15)).isoformat(), 45 * 60]]}]
-    assert found["meters_only_grow"].metadata["meters_with_dips"].value[tenant.name] == [
+    assert listed(found["meters_only_grow"], "meters_with_dips", tenant) == [
         {"entity_id": "sensor.meter", "count": 1,
          "dips": [[(HOUR + timedelta(minutes=20)).isoformat(), 100.5, 100.3]]}]
 
@@ -160,14 +168,12 @@ def test_an_entity_in_two_quantities_fails_the_blocking_uniqueness_check(tenant:
                             raise_on_error=False)
     found = checks(result)
     assert {n for n, e in found.items() if not e.passed} == {"one_series_per_entity"}
-    assert found["one_series_per_entity"].metadata["ambiguous_entities"].value[tenant.name] == [
+    assert listed(found["one_series_per_entity"], "ambiguous_entities", tenant) == [
         {"entity_id": "sensor.dual", "quantities": ["humidity", "temperature"]}]
     assert ("one_series_per_entity", False, 1) in {(c, p, n) for c, p, n, _ in dq_rows(tenant)}
 
 
-def test_feed_checks_find_clocks_ahead_silent_devices_and_a_full_budget(
-    tenant: Tenant, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_feed_checks_find_clocks_ahead_silent_devices_and_a_full_budget(tenant: Tenant) -> None:
     now = datetime.now(UTC)
 
     def ns_at(moment: datetime) -> int:
@@ -194,13 +200,14 @@ def test_feed_checks_find_clocks_ahead_silent_devices_and_a_full_budget(
         "entities_fresh": (False, dg.AssetCheckSeverity.WARN),
         "series_within_budget": (False, dg.AssetCheckSeverity.ERROR),
     }
-    assert found["no_future_points"].metadata["entities_ahead"].value[tenant.name] == [
+    assert listed(found["no_future_points"], "entities_ahead", tenant) == [
         {"entity_id": "sensor.ahead", "points": 1}]
-    stale: Any = found["entities_fresh"].metadata["stale_entities"].value[tenant.name]
+    stale: Any = listed(found["entities_fresh"], "stale_entities", tenant)
     assert [s["entity_id"] for s in stale] == ["sensor.silent"]
     assert 7200 <= stale[0]["silent_for_s"] < 7300
-    assert (found["series_within_budget"].metadata["entities"].value[tenant.name],
-            found["series_within_budget"].metadata["used_pct"].value) == (2, 100.0)
+    budget = listed(found["series_within_budget"], "per_tenant", tenant)
+    assert (budget["entities"], budget["budget"], budget["used_pct"]) == (2, 2, 100.0)
+    assert listed(found["series_within_budget"], "over_budget", tenant) == [{"entities": 2, "budget": 2}]
 
 
 def test_the_latest_result_covering_an_hour_decides_whether_the_warehouse_takes_it(tenant: Tenant) -> None:
@@ -240,5 +247,5 @@ def test_a_backfill_range_is_checked_a_day_at_a_time(tenant: Tenant) -> None:
     result = dg.materialize([rollups, *rollup_checks], resources=asset_resources(tenant), tags=tags)
     found = checks(result)
     assert all(e.passed for e in found.values())
-    cadence: Any = found["points_match_cadence"].metadata["per_tenant"].value[tenant.name]
+    cadence = listed(found["points_match_cadence"], "per_tenant", tenant)
     assert cadence["entities_checked"] == 2  # one entity, two day chunks
