@@ -31,14 +31,15 @@ changes it on purpose.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import threading
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -53,6 +54,8 @@ if TYPE_CHECKING:
 CONTROL_TOPIC = "$CONTROL/dynamic-security/v1"
 RESPONSE_TOPIC = f"{CONTROL_TOPIC}/response"
 TIMEOUT_S = 10.0
+# paho's reconnection back-off for the admin connection: soon after a broker restart, never a hammering.
+RECONNECT_MIN_S, RECONNECT_MAX_S = 1, 2
 DISCOVERY_PREFIX = "homeassistant"
 # `…/config` topics a device may not publish: the prefix itself plus up to this many levels below it. The
 # worker reads discovery configs at `<discovery prefix>/+/+/config` and `…/+/+/+/config`; eight levels
@@ -71,6 +74,7 @@ ADMIN_CLIENT_PREFIX = "hats-broker-admin-"
 _ALREADY = {"createRole": "Role already exists", "createClient": "Client already exists",
             "deleteClient": "Client not found", "deleteRole": "Role not found"}
 _NOT_FOUND = {"getClient": "Client not found", "getRole": "Role not found"}
+T = TypeVar("T")
 
 
 class BrokerAdminError(RuntimeError):
@@ -163,88 +167,66 @@ def _iam(account: BrokerAccount) -> IamAccount:
     return IamAccount(system="mqtt", name=account.username, purpose=account.purpose)
 
 
-class BrokerAdmin:
-    """Mosquitto's dynamic-security admin over MQTT 5. Use it as a context manager to send many commands
-    on one connection; a call outside one opens and closes its own connection."""
+class _ConnectionLost(BrokerAdminError):
+    """The admin connection dropped (a broker restart, say) before every answer came."""
 
-    def __init__(self, host: str, port: int, username: str, password: str, *, timeout_s: float = TIMEOUT_S,
-                 discovery_prefix: str = DISCOVERY_PREFIX) -> None:
-        self.host, self.port, self.username = host, port, username
-        self._password = password
-        self._timeout_s = timeout_s
-        self.discovery_prefix = discovery_prefix
-        self._client: mqtt.Client | None = None
-        self._answers: dict[str, dict[str, Any]] = {}
+
+class _Link:
+    """One admin connection. paho reconnects on its own; every (re)connection subscribes to the answers
+    again, since a clean start forgets the subscription, and a request in flight across a disconnection
+    raises `_ConnectionLost` for the caller to repeat (every public operation is idempotent)."""
+
+    def __init__(self, admin: BrokerAdmin) -> None:
+        self._admin = admin
         self._cond = threading.Condition()
-        self._lock = threading.Lock()
-
-    @classmethod
-    def from_settings(cls, settings: TenancySettings) -> BrokerAdmin:
-        return cls(settings.mqtt_host, settings.mqtt_port, settings.broker_admin_username,
-                   settings.broker_admin_password.get_secret_value())
-
-    # -- connection ---------------------------------------------------------------------------------
-    def __enter__(self) -> BrokerAdmin:
-        self._client = self._connect()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        self._answers: dict[str, dict[str, Any]] = {}
+        self._connack: ReasonCode | None = None
+        self._refused: ReasonCode | None = None
+        self._ready = False
+        self._drops = 0  # disconnections so far
+        self._subscribe_mid: int | None = None
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=ADMIN_CLIENT_PREFIX + uuid.uuid4().hex[:12],
+                                  protocol=mqtt.MQTTv5)
+        self.client.username_pw_set(admin.username, admin.password)
+        self.client.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)
+        self.client.on_connect, self.client.on_subscribe = self._on_connect, self._on_subscribe
+        self.client.on_disconnect, self.client.on_message = self._on_disconnect, self._on_message
+        try:
+            self.client.connect(admin.host, admin.port)
+        except OSError as exc:
+            raise BrokerAdminError(f"cannot reach {admin.where()}: {exc}") from None
+        self.client.loop_start()
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.close()
+            raise
 
     def close(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            client.disconnect()
-            client.loop_stop()
+        self.client.disconnect()
+        self.client.loop_stop()
 
-    def _where(self) -> str:
-        return f"the broker at {self.host}:{self.port} (HATS_MQTT_HOST, HATS_MQTT_PORT)"
+    def _on_connect(self, c: mqtt.Client, u: object, f: object, rc: ReasonCode, p: object) -> None:
+        with self._cond:
+            self._connack = rc
+            if not rc.is_failure:
+                self._subscribe_mid = c.subscribe(RESPONSE_TOPIC, qos=1)[1]
+            self._cond.notify_all()
 
-    def _connect(self) -> mqtt.Client:
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=ADMIN_CLIENT_PREFIX + uuid.uuid4().hex[:12],
-                             protocol=mqtt.MQTTv5)
-        client.username_pw_set(self.username, self._password)
-        connack: list[ReasonCode] = []
-        suback: list[list[ReasonCode]] = []
-        state = threading.Condition()
+    def _on_subscribe(self, c: mqtt.Client, u: object, mid: int, rcs: list[ReasonCode], p: object) -> None:
+        with self._cond:
+            if mid == self._subscribe_mid:
+                if rcs[0].is_failure:
+                    self._refused = rcs[0]
+                else:
+                    self._ready = True
+                self._cond.notify_all()
 
-        def on_connect(c: mqtt.Client, u: object, f: object, rc: ReasonCode, p: object) -> None:
-            with state:
-                connack.append(rc)
-                state.notify_all()
-
-        def on_subscribe(c: mqtt.Client, u: object, mid: int, rcs: list[ReasonCode], p: object) -> None:
-            with state:
-                suback.append(rcs)
-                state.notify_all()
-
-        client.on_connect, client.on_subscribe, client.on_message = on_connect, on_subscribe, self._on_message
-        try:
-            client.connect(self.host, self.port)
-        except OSError as exc:
-            raise BrokerAdminError(f"cannot reach {self._where()}: {exc}") from None
-        client.loop_start()
-        try:
-            with state:
-                if not state.wait_for(lambda: connack, self._timeout_s):
-                    raise BrokerAdminError(f"no CONNACK from {self._where()} within {self._timeout_s:.0f} s")
-            if connack[0].is_failure:
-                raise BrokerAdminError(
-                    f"{self._where()} refused the broker admin {self.username!r}: {connack[0]}; check "
-                    "HATS_BROKER_ADMIN_USERNAME and HATS_BROKER_ADMIN_PASSWORD")
-            client.subscribe(RESPONSE_TOPIC, qos=1)
-            with state:
-                if not state.wait_for(lambda: suback, self._timeout_s):
-                    raise BrokerAdminError(f"no SUBACK for {RESPONSE_TOPIC} from {self._where()}")
-            if suback[0][0].is_failure:
-                raise BrokerAdminError(
-                    f"{self._where()} refused {self.username!r} the subscription to {RESPONSE_TOPIC} "
-                    f"({suback[0][0]}): HATS_BROKER_ADMIN_USERNAME must name the dynamic-security admin")
-        except BaseException:
-            client.disconnect()
-            client.loop_stop()
-            raise
-        return client
+    def _on_disconnect(self, c: mqtt.Client, u: object, f: object, rc: ReasonCode, p: object) -> None:
+        with self._cond:
+            self._ready = False
+            self._drops += 1
+            self._cond.notify_all()
 
     def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
         try:
@@ -257,17 +239,97 @@ class BrokerAdmin:
                     self._answers[response["correlationData"]] = response
             self._cond.notify_all()
 
-    @contextmanager
-    def _session(self) -> Iterator[mqtt.Client]:
-        if self._client is not None:
-            yield self._client
-            return
-        client = self._connect()
+    def _wait_ready(self) -> None:
+        admin = self._admin
+        with self._cond:
+            self._cond.wait_for(lambda: self._ready or self._refused is not None
+                                or (self._connack is not None and self._connack.is_failure), admin.timeout_s)
+            if self._connack is None:
+                raise BrokerAdminError(f"no CONNACK from {admin.where()} within {admin.timeout_s:.0f} s")
+            if self._connack.is_failure:
+                raise BrokerAdminError(
+                    f"{admin.where()} refused the broker admin {admin.username!r}: {self._connack}; check "
+                    "HATS_BROKER_ADMIN_USERNAME and HATS_BROKER_ADMIN_PASSWORD")
+            if self._refused is not None:
+                raise BrokerAdminError(
+                    f"{admin.where()} refused {admin.username!r} the subscription to {RESPONSE_TOPIC} "
+                    f"({self._refused}): HATS_BROKER_ADMIN_USERNAME must name the dynamic-security admin")
+            if not self._ready:
+                raise BrokerAdminError(f"{admin.where()} did not confirm the subscription to {RESPONSE_TOPIC} "
+                                       f"within {admin.timeout_s:.0f} s")
+
+    def request(self, tagged: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Send the commands in one message; their answers in order."""
+        admin, keys = self._admin, [command["correlationData"] for command in tagged]
+        names = ", ".join(command["command"] for command in tagged)
+        self._wait_ready()
+        with self._cond:
+            drops = self._drops
+        info = self.client.publish(CONTROL_TOPIC, json.dumps({"commands": tagged}), qos=1)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            raise _ConnectionLost(f"could not send {names} to {admin.where()}: rc {info.rc}")
+        with self._cond:
+            self._cond.wait_for(lambda: all(k in self._answers for k in keys) or self._drops != drops,
+                                admin.timeout_s)
+            if not all(k in self._answers for k in keys):
+                for key in keys:
+                    self._answers.pop(key, None)
+                if self._drops != drops:
+                    raise _ConnectionLost(f"the connection to {admin.where()} dropped while it ran {names}")
+                raise BrokerAdminError(f"{admin.where()} did not answer {names} within {admin.timeout_s:.0f} s: "
+                                       "is Mosquitto's dynamic security plugin loaded?")
+            return [self._answers.pop(k) for k in keys]
+
+
+def _repeated(operation: Callable[..., T]) -> Callable[..., T]:
+    """Run a (idempotent) operation again, once, if the admin connection dropped under it: what it had
+    done is read back and not done twice."""
+    @functools.wraps(operation)
+    def run(self: BrokerAdmin, *args: Any, **kwargs: Any) -> T:
         try:
-            yield client
-        finally:
-            client.disconnect()
-            client.loop_stop()
+            return operation(self, *args, **kwargs)
+        except _ConnectionLost:
+            return operation(self, *args, **kwargs)
+    return run
+
+
+class BrokerAdmin:
+    """Mosquitto's dynamic-security admin over MQTT 5. Use it as a context manager to send many commands
+    on one connection; a call outside one opens and closes its own connection."""
+
+    def __init__(self, host: str, port: int, username: str, password: str, *, timeout_s: float = TIMEOUT_S,
+                 discovery_prefix: str = DISCOVERY_PREFIX) -> None:
+        self.host, self.port, self.username = host, port, username
+        self.password = password
+        self.timeout_s = timeout_s
+        self.discovery_prefix = discovery_prefix
+        self._link: _Link | None = None
+        self._lock = threading.RLock()
+
+    @classmethod
+    def from_settings(cls, settings: TenancySettings) -> BrokerAdmin:
+        return cls(settings.mqtt_host, settings.mqtt_port, settings.broker_admin_username,
+                   settings.broker_admin_password.get_secret_value())
+
+    def __repr__(self) -> str:
+        return f"BrokerAdmin({self.username!r} at {self.host}:{self.port})"
+
+    # -- connection ---------------------------------------------------------------------------------
+    def __enter__(self) -> BrokerAdmin:
+        if self._link is None:
+            self._link = _Link(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        link, self._link = self._link, None
+        if link is not None:
+            link.close()
+
+    def where(self) -> str:
+        return f"the broker at {self.host}:{self.port} (HATS_MQTT_HOST, HATS_MQTT_PORT)"
 
     # -- commands -----------------------------------------------------------------------------------
     def run(self, commands: Sequence[Mapping[str, Any]], tolerate: bool = True) -> list[dict[str, Any]]:
@@ -276,17 +338,15 @@ class BrokerAdmin:
         the wish already holds (creating what exists, deleting what is gone) or, for get*, "not found"
         (then the answer is returned for the caller to read)."""
         tagged = [{**command, "correlationData": uuid.uuid4().hex} for command in commands]
-        keys = [command["correlationData"] for command in tagged]
-        with self._lock, self._session() as client:
-            info = client.publish(CONTROL_TOPIC, json.dumps({"commands": tagged}), qos=1)
-            if info.rc != mqtt.MQTT_ERR_SUCCESS:
-                raise BrokerAdminError(f"could not send {commands[0]['command']} to {self._where()}: rc {info.rc}")
-            with self._cond:
-                if not self._cond.wait_for(lambda: all(k in self._answers for k in keys), self._timeout_s):
-                    raise BrokerAdminError(
-                        f"{self._where()} did not answer {', '.join(c['command'] for c in commands)} within "
-                        f"{self._timeout_s:.0f} s: is Mosquitto's dynamic security plugin loaded?")
-                answers = [self._answers.pop(k) for k in keys]
+        with self._lock:
+            if self._link is not None:
+                answers = self._link.request(tagged)
+            else:
+                link = _Link(self)
+                try:
+                    answers = link.request(tagged)
+                finally:
+                    link.close()
         for command, answer in zip(commands, answers, strict=True):
             error = answer.get("error")
             if error is None:
@@ -298,11 +358,13 @@ class BrokerAdmin:
             raise BrokerAdminError(f"the broker refused {name} {subject}: {error}")
         return answers
 
+    @_repeated
     def client(self, username: str) -> dict[str, Any] | None:
         """The broker's record of an account (roles, clientid, disabled), or None."""
         answer = self.run([{"command": "getClient", "username": username}])[0]
         return None if "error" in answer else dict(answer["data"]["client"])
 
+    @_repeated
     def ensure_account(self, account: BrokerAccount) -> bool:
         """Make `account` exist as described (role ACLs, client id binding, role membership); True if it
         was created. An existing account keeps its password (see the module's docstring)."""
@@ -345,10 +407,12 @@ class BrokerAdmin:
             self.run(commands)
         return created
 
+    @_repeated
     def set_password(self, username: str, password: str) -> None:
         """Change an account's password; the broker disconnects its connected clients."""
         self.run([{"command": "setClientPassword", "username": username, "password": password}], tolerate=False)
 
+    @_repeated
     def set_enabled(self, usernames: Sequence[str], enabled: bool) -> None:
         """Enable or disable accounts; a disabled account is refused at CONNECT and its clients are
         disconnected at once."""
@@ -356,6 +420,7 @@ class BrokerAdmin:
         if usernames:
             self.run([{"command": verb, "username": name} for name in usernames], tolerate=False)
 
+    @_repeated
     def remove_accounts(self, usernames: Sequence[str]) -> list[str]:
         """Delete accounts and their roles; returns the names that existed."""
         existing = [name for name in usernames if self.client(name) is not None]
@@ -382,6 +447,7 @@ class BrokerAdmin:
         self.ensure_account(account)
         return _iam(account)
 
+    @_repeated
     def home_account_names(self, tenant_id: str) -> list[str]:
         """The home's accounts that exist on the broker (ha, device, reader; in that order)."""
         names = [account_name(tenant_id, kind) for kind in HOME_KINDS]
@@ -399,7 +465,7 @@ class BrokerAdmin:
     @contextmanager
     def _reuse(self) -> Iterator[None]:
         """One connection for the commands of one call (or the surrounding `with`)."""
-        if self._client is not None:
+        if self._link is not None:
             yield
             return
         with self:

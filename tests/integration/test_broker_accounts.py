@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import pytest
 
+from devstack import mosquitto
+from devstack.profile import Profile
 from tenancy.broker import CONFIG_DENY_DEPTH, BrokerAdmin, BrokerAdminError, account_name
 from tests.mqtt import connect_code, session
 
@@ -251,3 +253,19 @@ def test_bad_input_and_a_wrong_admin_password_are_clear_errors(stack_env: dict[s
     assert admin.home_account_names(tenant_id) == []
     with pytest.raises(BrokerAdminError, match="refused setClientPassword"):
         admin.set_password(f"home_{tenant_id}_ha", "z")
+
+
+def test_accounts_and_the_admins_connection_outlive_a_broker_restart(
+        profile: Profile, stack_env: dict[str, str], secrets: dict[str, str], admin: BrokerAdmin,
+        make_home: MakeHome) -> None:
+    """The plugin saves its JSON on every change, so a restart keeps the homes' accounts; the admin's open
+    connection comes back and subscribes to the answers again (a clean start forgets it)."""
+    home = make_home()
+    port = port_of(stack_env)
+    mosquitto.stop(profile)
+    mosquitto.start(profile, secrets)
+    assert admin.home_account_names(home.tenant_id) == [home.ha[0], home.device[0]]
+    with session(port, *home.device, client_id=home.device[0]) as dev:
+        assert dev.publish(f"{home.prefix}zigbee2mqtt/plug", b"{}").value in (SUCCESS, NO_SUBSCRIBERS)
+        assert dev.publish(f"{home.prefix}homeassistant/sensor/plug/config", b"{}").value == NOT_AUTHORIZED
+    assert connect_code(port, *home.device, client_id=f"hats-test-{home.tenant_id}").value == NOT_AUTHORIZED
