@@ -82,8 +82,9 @@ class Bench:
         self.run_id = uuid.uuid4().hex[:6]
         self.made: list[str] = []
 
-    def homes(self, count: int, shard: int, tag: str) -> list[str]:
-        """`count` homes whose ids hash into `shard`: a database and an active row with a prefix each."""
+    def homes(self, count: int, shard: int, tag: str, entities: int) -> list[str]:
+        """`count` homes whose ids hash into `shard`: a database and an active row with a prefix and a series
+        budget for `entities` each."""
         names: list[str] = []
         i = 0
         while len(names) < count:
@@ -98,8 +99,8 @@ class Bench:
             if n and n % 200 == 0:
                 print(f"  {n}/{count} databases", file=sys.stderr)
         with psycopg.connect(self.env["HATS_PG_DSN"], autocommit=True) as conn, conn.cursor() as cur:
-            cur.executemany("INSERT INTO core.tenants (tenant_id, name, topic_prefix) VALUES (%s, 'bench', %s)",
-                            [(name, f"hats/{name}/") for name in names])
+            cur.executemany("INSERT INTO core.tenants (tenant_id, name, topic_prefix, series_budget) "
+                            "VALUES (%s, 'bench', %s, %s)", [(name, f"hats/{name}/", entities) for name in names])
         print(f"  {count} home(s) made in {time.monotonic() - started:.1f} s", file=sys.stderr)
         return names
 
@@ -143,6 +144,7 @@ class Bench:
             publish(self.env, entities, count, rate)
             published = time.monotonic()
             wait(lambda: written(url) >= count or proc.poll() is not None, "every point written", timeout=900)
+            assert proc.poll() is None, log.read_text()[-3000:]
             done = time.monotonic()
             cpu = cpu_seconds(proc.pid) - cpu_before
             rss = peak_rss_kb(proc.pid)
@@ -197,9 +199,11 @@ def main() -> None:
     one_shard = int.from_bytes(os.urandom(1), "big") % SHARDS
     many_shard = (one_shard + 1) % SHARDS
     try:
-        one = bench.run(bench.homes(1, one_shard, "o"), one_shard, args.homes * args.entities, args.rate, args.seconds)
+        everything = args.homes * args.entities
+        one = bench.run(bench.homes(1, one_shard, "o", everything), one_shard, everything, args.rate, args.seconds)
         print(f"1 home: {json.dumps(one.__dict__)}", file=sys.stderr)
-        many = bench.run(bench.homes(args.homes, many_shard, "m"), many_shard, args.entities, args.rate, args.seconds)
+        many = bench.run(bench.homes(args.homes, many_shard, "m", args.entities), many_shard, args.entities, args.rate,
+                         args.seconds)
         print(f"{args.homes} homes: {json.dumps(many.__dict__)}", file=sys.stderr)
     finally:
         bench.cleanup()
