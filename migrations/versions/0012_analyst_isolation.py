@@ -41,22 +41,18 @@ GROUP = "hats_home_analysts"
 OPERATOR = "hats_analyst"
 SERVICES = ("hats_ingest", "hats_dagster")
 
-# Every table an analyst reads, and the type of its tenant_id (core's are citext).
-ANALYST_TABLES = {
-    "analytics.hourly_rollup": "text",
-    "analytics.daily_rollup": "text",
-    "analytics.local_daily_rollup": "text",
-    "analytics.state_local_daily": "text",
-    "core.entities": "citext",
-    "core.devices": "citext",
-    "core.areas": "citext",
-    "ops.dq_results": "text",
-    "billing.usage_daily": "text",
-}
+# Every table an analyst reads.
+ANALYST_TABLES = ("analytics.hourly_rollup", "analytics.daily_rollup", "analytics.local_daily_rollup",
+                  "analytics.state_local_daily", "core.entities", "core.devices", "core.areas", "ops.dq_results",
+                  "billing.usage_daily")
 SCHEMAS = ("analytics", "core", "ops", "billing", "iam")
 HOME_POLICY = "home_analyst_reads_its_home"
 OPERATOR_POLICY = "operator_analyst_reads_every_home"
 SERVICE_POLICY = "services_unfiltered"
+# A device's entities for device_last_seen: citext's equality is not leakproof, so under row-level security
+# the view's `e.tenant_id = d.tenant_id` can no longer lead an index scan (measured: 115 ms p50 before this
+# revision, 920 ms for a home's analyst without this index, 90 ms with it; 1,000 entities, 250 devices).
+DEVICE_INDEX = "entities_tenant_text_device_idx"
 
 
 def _views() -> list[str]:
@@ -96,11 +92,13 @@ def upgrade() -> None:
     op.execute("REVOKE ALL ON FUNCTION iam.analyst_tenant(name) FROM PUBLIC")
     op.execute(f"GRANT EXECUTE ON FUNCTION iam.analyst_tenant(name) TO {GROUP}")
 
-    for table, tenant_type in ANALYST_TABLES.items():
+    for table in ANALYST_TABLES:
         op.execute(f"GRANT SELECT ON {table} TO {GROUP}")
         op.execute(f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY")
+        # text equality (core's citext compared as text): leakproof, so the planner may still combine the
+        # view's own join conditions with it in one index scan.
         op.execute(f"CREATE POLICY {HOME_POLICY} ON {table} FOR SELECT TO {GROUP} "
-                   f"USING (tenant_id = (SELECT iam.analyst_tenant(current_user))::{tenant_type})")
+                   "USING (tenant_id::text = (SELECT iam.analyst_tenant(current_user)))")
         op.execute(f"CREATE POLICY {OPERATOR_POLICY} ON {table} FOR SELECT TO {OPERATOR} USING (true)")
         op.execute(f"CREATE POLICY {SERVICE_POLICY} ON {table} FOR ALL TO {', '.join(SERVICES)} "
                    "USING (true) WITH CHECK (true)")
@@ -117,9 +115,11 @@ def upgrade() -> None:
     for view in _views():
         op.execute(f"ALTER VIEW {view} SET (security_barrier = true, security_invoker = true)")
         op.execute(f"GRANT SELECT ON {view} TO {GROUP}")
+    op.execute(f"CREATE INDEX {DEVICE_INDEX} ON core.entities ((tenant_id::text), device_id)")
 
 
 def downgrade() -> None:
+    op.execute(f"DROP INDEX core.{DEVICE_INDEX}")
     for view in _views():
         op.execute(f"REVOKE ALL ON {view} FROM {GROUP}")
         op.execute(f"ALTER VIEW {view} RESET (security_barrier, security_invoker)")
