@@ -25,6 +25,7 @@ import psycopg
 import pytest
 
 from hats_assets.definitions import defs
+from hats_assets.defs.common.tenants import TENANTS_TAG, tenants_run_config
 from hats_assets.defs.rollups.assets import TRIGGER_TAG, rollups
 from hats_assets.defs.rollups.contract import WINDOWS_NS
 from hats_assets.defs.rollups.schedules import late_data_sensor
@@ -371,8 +372,11 @@ def test_a_day_rolls_up_exactly_and_late_data_re_rolls_its_hours(
     assert isinstance(sensed, dg.SensorResult)
     requests = sensed.run_requests or []
     assert [r.partition_key for r in requests] == [f"{DAY_KEY}-11:00", f"{DAY_KEY}-12:00"]
-    assert "late data: 2 point(s)" in requests[0].tags[TRIGGER_TAG]
-    assert requests[1].tags[TRIGGER_TAG].startswith("carry-in of late data")
+    assert requests[0].tags[TRIGGER_TAG].startswith(f"{tenant.name}: late data: 2 point(s)")
+    assert requests[1].tags[TRIGGER_TAG].startswith(f"{tenant.name}: carry-in of late data")
+    # Each request serves exactly the home the late points belong to (run config and tag).
+    assert all(r.tags[TENANTS_TAG] == tenant.name and r.run_config == tenants_run_config([tenant.name])
+               for r in requests)
     for request in requests:
         rerun = dg.materialize(ROLLUPS, instance=instance, resources=resources, partition_key=request.partition_key,
                                tags=request.tags)

@@ -133,11 +133,12 @@ def test_an_hour_never_rolled_up_is_rolled_up_with_its_next_and_its_day_reloads(
     first = tick(instance, resources)
     requests = first.run_requests or []
     assert [(r.partition_key, r.run_key) for r in requests] == [
-        (hour_key(hour), f"unrolled:{hour_key(hour)}:{version}"),
-        (hour_key(carry_in), f"unrolled:{hour_key(carry_in)}:{version}"),
+        (hour_key(hour), f"{hour_key(hour)}:{tenant.name}=unrolled:{hour_key(hour)}:{version}"),
+        (hour_key(carry_in), f"{hour_key(carry_in)}:{tenant.name}=unrolled:{hour_key(carry_in)}:{version}"),
     ]  # not the current hour (not ended), not the hours left out
     reason = f"unrolled: {points} point(s) for {hour_key(hour)}, never rolled up (ingest version {version})"
-    assert [r.tags[TRIGGER_TAG] for r in requests] == [reason, f"carry-in of {reason}"]
+    assert [r.tags[TRIGGER_TAG] for r in requests] == [f"{tenant.name}: {reason}",
+                                                       f"{tenant.name}: carry-in of {reason}"]
     # A tick repeated before the runs: the same run keys, so the daemon launches nothing twice.
     assert [r.run_key for r in tick(instance, resources).run_requests or []] == [r.run_key for r in requests]
 
@@ -145,7 +146,7 @@ def test_an_hour_never_rolled_up_is_rolled_up_with_its_next_and_its_day_reloads(
     running = instance.add_run(dg.DagsterRun("rollup_hourly_job", status=dg.DagsterRunStatus.STARTED,
                                              tags={"dagster/partition": hour_key(hour)}))
     waiting = skip_message(tick(instance, resources))
-    assert waiting.startswith(f"1 owed hour(s) wait for a pending rollup run: {hour_key(hour)};")
+    assert waiting.startswith(f"{tenant.name}: 1 owed hour(s) wait for a pending rollup run: {hour_key(hour)};")
     instance.delete_run(running.run_id)
 
     for request in requests:
@@ -163,10 +164,10 @@ def test_an_hour_never_rolled_up_is_rolled_up_with_its_next_and_its_day_reloads(
 
     skipped = skip_message(tick(instance, resources))  # the watermarks caught up: no loop
     assert "nothing to roll up" in skipped
-    assert ("1 never-rolled hour(s) with 5 point(s) left out (2025-12-31-23:00): before the hourly partitions' "
-            "start 2026-01-01-00:00") in skipped
-    assert (f"1 never-rolled hour(s) with 5 point(s) left out ({hour_key(too_old[1])}): older than raw retention "
-            "(30 d, HATS_RETENTION_RAW_DAYS)") in skipped
+    assert (f"{tenant.name}: 1 never-rolled hour(s) with 5 point(s) left out (2025-12-31-23:00): before the "
+            "hourly partitions' start 2026-01-01-00:00") in skipped
+    assert (f"{tenant.name}: 1 never-rolled hour(s) with 5 point(s) left out ({hour_key(too_old[1])}): older than "
+            "the home's raw retention (30 d, core.tenants.raw_days)") in skipped
 
     evaluated = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=evaluated.cursor)
     requested = sorted(str(k) for k in evaluated.get_requested_partitions(dg.AssetKey("hourly_rollup")))

@@ -130,12 +130,17 @@ def _expired_partitions(cur: Any, cutoff: datetime) -> list[Action]:
 Purge = tuple[Action, sql.Composed]
 
 
-def _purges(cur: Any, tenant: str | None, targets: list[tuple[str, str, str, datetime | date]]) -> list[Purge]:
-    """(action, the DELETE that performs it) for every ``schema.table`` with rows before its cutoff (only
-    ``tenant``'s rows when one is given)."""
+Target = tuple[str, str, str, datetime | date, datetime | date | None]  # schema, table, column, before, from
+
+
+def _purges(cur: Any, tenant: str | None, targets: list[Target]) -> list[Purge]:
+    """(action, the DELETE that performs it) for every ``schema.table`` with rows before its cutoff (and from
+    ``from`` on, where given: older rows go with their whole partition), only ``tenant``'s when one is given."""
     purges = []
-    for schema, table, column, cutoff in targets:
+    for schema, table, column, cutoff, since in targets:
         where = sql.SQL("{} < {}").format(sql.Identifier(column), sql.Literal(cutoff))
+        if since is not None:
+            where = sql.SQL("{} AND {} >= {}").format(where, sql.Identifier(column), sql.Literal(since))
         if tenant is not None:
             where = sql.SQL("{} AND tenant_id = {}").format(where, sql.Literal(tenant))
         relation = sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(table))
@@ -175,6 +180,14 @@ def retention(
     unverified_by_home: dict[str, list[str]] = {}
     extended_homes: list[str] = []
 
+    with postgres.connect() as conn, conn.cursor() as cur:
+        # Month partitions hold every home's rows: one goes when it is older than the longest tier of any home
+        # (a home with a shorter tier has its older rows deleted below, from that cutoff on).
+        tier = cur.execute(LONGEST_TIER_SQL).fetchone()
+        longest = int(tier[0]) if tier else 0
+        partition_cutoff = months_before(now, longest)
+        partition_actions = _expired_partitions(cur, partition_cutoff) if longest else []
+
     for home, outcome in outcomes.each(run_homes(context, postgres, tenant_selection)):
         def expire(home: Home = home) -> dict[str, Any]:
             db = influxdb_admin.for_tenant(home.tenant_id)
@@ -186,10 +199,12 @@ def retention(
                     db, home, retention_settings, now, unverified[0] if unverified else None)
                 rollup_cutoff = months_before(now, home.rollup_months)
                 purges = _purges(cur, home.tenant_id, [
-                    ("ops", "ingest_hours", "hour", now - durations[RAW_RP]),
-                    ("ops", "rollup_watermarks", "hour", now - durations[RAW_RP]),
-                    *(("analytics", table, column, rollup_cutoff if column == "hour" else rollup_cutoff.date())
-                      for table, column in WAREHOUSE_PERIODS.items())])
+                    ("ops", "ingest_hours", "hour", now - durations[RAW_RP], None),
+                    ("ops", "rollup_watermarks", "hour", now - durations[RAW_RP], None),
+                    *(("analytics", table, column,
+                       rollup_cutoff if column == "hour" else rollup_cutoff.date(),
+                       partition_cutoff if column == "hour" else partition_cutoff.date())
+                      for table, column in WAREHOUSE_PERIODS.items() if rollup_cutoff > partition_cutoff)])
                 mine = [*influx_actions, *(action for action, _ in purges)]
                 _apply(context, config.dry_run, db, influx_actions, durations, cur, purges, mine)
             actions.extend(mine)
@@ -203,13 +218,10 @@ def retention(
         outcomes.guard(home, outcome, expire)
 
     with postgres.connect() as conn, conn.cursor() as cur:
-        tier = cur.execute(LONGEST_TIER_SQL).fetchone()
-        longest = int(tier[0]) if tier else 0
-        partition_actions = _expired_partitions(cur, months_before(now, longest)) if longest else []
         ops_cutoff = months_before(now, retention_settings.ops_months)
-        shared = _purges(cur, None, [("ops", "dead_letters", "received_at", ops_cutoff),
-                                     ("ops", "retention_audit", "executed_at", ops_cutoff),
-                                     ("ops", "dq_results", "checked_at", ops_cutoff)])
+        shared = _purges(cur, None, [("ops", "dead_letters", "received_at", ops_cutoff, None),
+                                     ("ops", "retention_audit", "executed_at", ops_cutoff, None),
+                                     ("ops", "dq_results", "checked_at", ops_cutoff, None)])
         common = [*partition_actions, *(action for action, _ in shared)]
         _apply(context, config.dry_run, None, [], {}, cur, shared, common)
         if not config.dry_run:

@@ -69,7 +69,8 @@ def merge(decided: Mapping[str, Plan], limit: int = REQUESTS_PER_TICK) -> list[d
     out = []
     for key, owed in sorted(by_key.items())[:limit]:
         tenants = [tenant for tenant, _ in owed]
-        identity = hashlib.sha256(";".join(f"{t}={r.run_key}" for t, r in owed).encode()).hexdigest()[:16]
+        pieces = ";".join(f"{t}={r.run_key}" for t, r in owed)  # one home: readable; many: their digest
+        identity = pieces if len(owed) == 1 else hashlib.sha256(pieces.encode()).hexdigest()[:16]
         first = f"{owed[0][0]}: {owed[0][1].reason}"
         why = first if len(owed) == 1 else f"{len(owed)} homes ({', '.join(tenants[:5])}…): {first}"
         out.append(dg.RunRequest(run_key=f"{key}:{identity}", partition_key=key, run_config=tenants_run_config(tenants),
@@ -104,6 +105,7 @@ def late_data_sensor(context: dg.SensorEvaluationContext, postgres: PostgresReso
     pending = _pending(context) if rows else {}
     last_key = hourly_partitions.get_last_partition_key()
     decided: dict[str, Plan] = {}
+    waiting: list[str] = []
     notes: list[str] = []
     owed_total = late = 0
     for tenant, home_rows in sorted(per_home.items()):
@@ -113,16 +115,16 @@ def late_data_sensor(context: dg.SensorEvaluationContext, postgres: PostgresReso
         decided[tenant] = plan(owed, left_out, PARTITIONS_START, last_key,
                                pending.get(None, set()) | pending.get(tenant, set()), active[tenant].raw_days)
         if decided[tenant].waiting:
-            notes.append(f"{tenant}: {len(decided[tenant].waiting)} owed hour(s) wait for a pending rollup run: "
-                         f"{', '.join(decided[tenant].waiting)}")
+            waiting.append(f"{tenant}: {len(decided[tenant].waiting)} owed hour(s) wait for a pending rollup run: "
+                           f"{', '.join(decided[tenant].waiting)}")
         notes += [f"{tenant}: {note}" for note in decided[tenant].notes]
     requests = merge(decided)
     if not requests:
-        return dg.SensorResult(skip_reason="; ".join(notes or [
+        return dg.SensorResult(skip_reason="; ".join([*(waiting or [
             "nothing to roll up: every hour with raw points within the partitions and each home's raw retention "
             f"is rolled up and current (hours that ended under {UNROLLED_GRACE.seconds // 60} min ago are the "
-            "schedule's)"]))
+            "schedule's)"]), *notes]))
     context.log.info("rollups owed: %d hour(s) of late data, %d never rolled up, in %d home(s); requesting %s%s",
                      late, owed_total - late, len(decided), ", ".join(r.partition_key or "" for r in requests),
-                     "".join(f"; {note}" for note in notes[:20]))
+                     "".join(f"; {note}" for note in [*waiting, *notes][:20]))
     return dg.SensorResult(run_requests=requests)
