@@ -122,13 +122,14 @@ class Bench:
                 total += sum(int(s["values"][0][1]) for s in series)
         return total
 
-    def run(self, names: list[str], shard: int, entities_per_home: int, rate: float, seconds: float) -> Result:
+    def run(self, names: list[str], shard: int, entities_per_home: int, rate: float, seconds: float,
+            batch_age: float) -> Result:
         port = free_port()
         log = ROOT / ".hats" / f"bench-many-{self.run_id}-{len(names)}.log"
         env = {**os.environ, **self.env, "HATS_TENANT_MODE": "registry", "HATS_SHARDS": str(SHARDS),
                "HATS_SHARD": str(shard), "HATS_SOURCES": "eventstream", "HATS_HTTP_PORT": str(port),
                "HATS_MQTT_CLIENT_ID": f"bench-{self.run_id}-{len(names)}", "HATS_LOG_FORMAT": "text",
-               "HATS_OUTBOX_DIR": str(ROOT / ".hats" / "bench-outbox")}
+               "HATS_OUTBOX_DIR": str(ROOT / ".hats" / "bench-outbox"), "HATS_BATCH_MAX_AGE_S": str(batch_age)}
         with log.open("wb") as out:
             proc = subprocess.Popen([sys.executable, "-m", "ingest_worker"], env=env, cwd=ROOT, stdout=out,
                                     stderr=subprocess.STDOUT)
@@ -193,6 +194,9 @@ def main() -> None:
     parser.add_argument("--entities", type=int, default=20, help="entities per home (the one home has all)")
     parser.add_argument("--rate", type=float, default=2_000, help="offered msg/s (0: as fast as possible)")
     parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--batch-age", type=float, default=2.0,
+                        help="HATS_BATCH_MAX_AGE_S of both workers: a home of 20 entities sends 2 msg/s, so at the "
+                             "default 0.25 s each of 1,000 homes would flush nearly every message on its own")
     parser.add_argument("--profile", default="test")
     args = parser.parse_args()
     bench = Bench(args.profile)
@@ -200,15 +204,16 @@ def main() -> None:
     many_shard = (one_shard + 1) % SHARDS
     try:
         everything = args.homes * args.entities
-        one = bench.run(bench.homes(1, one_shard, "o", everything), one_shard, everything, args.rate, args.seconds)
+        one = bench.run(bench.homes(1, one_shard, "o", everything), one_shard, everything, args.rate, args.seconds,
+                        args.batch_age)
         print(f"1 home: {json.dumps(one.__dict__)}", file=sys.stderr)
         many = bench.run(bench.homes(args.homes, many_shard, "m", args.entities), many_shard, args.entities, args.rate,
-                         args.seconds)
+                         args.seconds, args.batch_age)
         print(f"{args.homes} homes: {json.dumps(many.__dict__)}", file=sys.stderr)
     finally:
         bench.cleanup()
     print(json.dumps({
-        "offered_msg_s": args.rate or "max", "messages": one.messages,
+        "offered_msg_s": args.rate or "max", "messages": one.messages, "batch_max_age_s": args.batch_age,
         "one_home": {k: round(v, 3) for k, v in one.__dict__.items()},
         "many_homes": {k: round(v, 3) for k, v in many.__dict__.items()},
         "delivered_ratio_many_vs_one": round(many.delivered_msg_s / one.delivered_msg_s, 3),

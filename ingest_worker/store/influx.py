@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 BACKOFF_INITIAL_S = 0.2
 BACKOFF_MAX_S = 30.0
+SHARED_CONNECTIONS = 16  # concurrent writes of a registry-mode worker: 1,000 homes do not open 1,000 connections
 GZIP_LEVEL = 1  # level 1 compresses line protocol ~8x at a fraction of level 6's CPU
 
 
@@ -46,8 +47,15 @@ def decode_body(body: bytes) -> list[str]:
     return gzip.decompress(body).decode().split("\n")
 
 
-def open_client(url: str, username: str, password: str, timeout_s: float) -> httpx.AsyncClient:
-    return httpx.AsyncClient(base_url=url, auth=(username, password), timeout=timeout_s)
+def open_client(url: str, username: str, password: str, timeout_s: float, shared: bool = False) -> httpx.AsyncClient:
+    """`shared`: one client for many homes' writers. Their flushes then queue for its `SHARED_CONNECTIONS`
+    connections without a pool timeout: waiting for a free connection is not InfluxDB being away (with
+    httpx's default, 1,000 homes' flushes timed out in the pool and sent healthy homes to their outboxes)."""
+    if not shared:
+        return httpx.AsyncClient(base_url=url, auth=(username, password), timeout=timeout_s)
+    return httpx.AsyncClient(base_url=url, auth=(username, password), timeout=httpx.Timeout(timeout_s, pool=None),
+                             limits=httpx.Limits(max_connections=SHARED_CONNECTIONS,
+                                                 max_keepalive_connections=SHARED_CONNECTIONS))
 
 
 class InfluxWriter:
