@@ -225,7 +225,7 @@ def setup_discovery(tenant: Tenant) -> list[tuple[str, str, bytes, Reason, str]]
         (f"{DISCOVERY}/sensor/corpus_templated/x/config",
          config("corpus_templated", TEMPLATED, "{{ value_json.x * 2 }}")),
     ]
-    pub = publisher(tenant, "-setup")
+    pub = publisher(tenant)
     for suffix, payload in configs:
         pub.publish(payload.replace(PREFIX, tenant.env["HATS_TOPIC_PREFIX"].encode()), topic=topic(tenant, suffix),
                     retain=True)

@@ -20,9 +20,9 @@ HOUR_A = (datetime.now(UTC) - timedelta(hours=3)).replace(minute=0, second=0, mi
 HOUR_B = HOUR_A + timedelta(hours=1)
 
 
-def send(tenant: Tenant, hour: datetime, count: int, first: int = 0, suffix: str = "") -> None:
+def send(tenant: Tenant, hour: datetime, count: int, first: int = 0) -> None:
     """`count` state changes (each its own point: its own entity/timestamp) stamped inside `hour`."""
-    pub = publisher(tenant, suffix)
+    pub = publisher(tenant)
     try:
         for i in range(first, first + count):
             at = hour + timedelta(seconds=i % 3_000, microseconds=i // 3_000 + 1)
@@ -50,15 +50,15 @@ def test_points_are_counted_per_hour_of_their_timestamps_and_late_points_raise_t
         tenant: Tenant, start_worker: Start) -> None:
     worker = start_worker(tenant.env)
     send(tenant, HOUR_A, 120)
-    send(tenant, HOUR_B, 80, first=10_000, suffix="-b")
-    pub = publisher(tenant, "-bad")
+    send(tenant, HOUR_B, 80, first=10_000)
+    pub = publisher(tenant)
     pub.publish(b"{not json")  # a dead letter: no point, not counted
     pub.close()
     wait_for(lambda: counts(tenant) == {HOUR_A: 120, HOUR_B: 80}, "120 and 80 points in ops.ingest_hours")
     assert points(tenant) == 200
     before = hours(tenant)
 
-    send(tenant, HOUR_A, 30, first=20_000, suffix="-late")  # late data for hour A
+    send(tenant, HOUR_A, 30, first=20_000)  # late data for hour A
     wait_for(lambda: counts(tenant) == {HOUR_A: 150, HOUR_B: 80}, "the 30 late points of hour A")
     after = hours(tenant)
     assert after[HOUR_A][1] > before[HOUR_A][1]  # hour A is re-rolled
@@ -77,8 +77,8 @@ def test_outboxed_points_are_counted_once_when_influxdb_has_them(
 
     influxdb.stop(profile)
     try:
-        send(tenant, HOUR_A, 150, first=10_000, suffix="-a")
-        send(tenant, HOUR_B, 200, first=20_000, suffix="-b")
+        send(tenant, HOUR_A, 150, first=10_000)
+        send(tenant, HOUR_B, 200, first=20_000)
         wait_for(lambda: worker.metric("hats_outbox_batches") > 0 and processed(worker, 450),
                  "all 450 messages processed, the last 350 in the outbox and acked")
         # Acked and durable, but not in InfluxDB: nothing counted yet (counting them now could let a
