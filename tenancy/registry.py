@@ -27,7 +27,7 @@ from tenancy import analyst_roles, iam, influx
 from tenancy import secrets as tenant_secrets
 from tenancy.iam import IamAccount
 from tenancy.settings import TenancySettings
-from tenancy.spec import CHANGEABLE, TenantError, TenantSpec, check_time_zone, translate
+from tenancy.spec import CHANGEABLE, TenantError, TenantSpec, translate
 
 # Schemas whose tables with a tenant_id column are the home's data; billing is kept (invoices outlive a home)
 # and so is the audit (who removed it, with what).
@@ -254,7 +254,6 @@ class TenantRegistry:
             raise TenantError("broker_password", "a home with its own broker account needs the worker's "
                                                  "password for it: name its environment variable")
         with self._transaction() as (cur, undo):
-            check_time_zone(cur, spec.time_zone)
             record = self._row(cur, spec.id, lock=True)
             fresh = record is None
             if record is not None and not exist_ok:
@@ -350,8 +349,6 @@ class TenantRegistry:
                                                      "password for it: name its environment variable")
             changed = {name: {"from": getattr(before, name), "to": getattr(merged, name)}
                        for name in CHANGEABLE if getattr(before, name) != getattr(merged, name)}
-            if "time_zone" in changed:
-                check_time_zone(cur, merged.time_zone)
             if changed:
                 assignments: list[sql.Composable] = [sql.SQL("{} = %s").format(sql.Identifier(name))
                                                      for name in changed]
@@ -451,32 +448,30 @@ class TenantRegistry:
             record = self._existing(cur, tenant_id, lock=not dry_run)
             cur.execute(TENANT_TABLES, (list(REMOVED_SCHEMAS), list(KEPT_TABLES)))
             tables = [(schema, table) for schema, table in cur.fetchall()]
+            # Read before the rows go: iam.accounts goes with the tenant row (ON DELETE CASCADE).
+            cur.execute("SELECT system || ':' || name FROM iam.accounts WHERE tenant_id = %s", (tenant_id,))
+            accounts = {name for (name,) in cur.fetchall()}
+            # A dry run counts the rows; a removal deletes them (the home's row last) and counts what went.
+            # External objects go after the rows, the commit last: a failure leaves the row to remove again.
+            statement = "SELECT count(*) FROM {}.{} WHERE tenant_id = %s" if dry_run else \
+                "DELETE FROM {}.{} WHERE tenant_id = %s"
             rows = {}
             for schema, table in tables:
-                cur.execute(sql.SQL("SELECT count(*) FROM {}.{} WHERE tenant_id = %s").format(
-                    sql.Identifier(schema), sql.Identifier(table)), (tenant_id,))
-                count = cur.fetchone()
-                rows[f"{schema}.{table}"] = int(count[0]) if count else 0
-            cur.execute("SELECT system || ':' || name FROM iam.accounts WHERE tenant_id = %s ORDER BY 1",
-                        (tenant_id,))
-            accounts = [name for (name,) in cur.fetchall()]
-            if record.topic_prefix:
-                accounts += [f"mqtt:{name}" for name in self.broker.home_account_names(tenant_id)
-                             if f"mqtt:{name}" not in accounts]
+                cur.execute(sql.SQL(statement).format(sql.Identifier(schema), sql.Identifier(table)), (tenant_id,))
+                counted = cur.fetchone() if dry_run else (cur.rowcount,)
+                rows[f"{schema}.{table}"] = int(counted[0]) if counted else 0
+            if dry_run and record.topic_prefix:
+                accounts |= {f"mqtt:{name}" for name in self.broker.home_account_names(tenant_id)}
             database = record.database if record.database in self.influx.databases() else None
             plan = RemovalPlan(tenant_id, database, rows, sorted(accounts), self.secrets.present(tenant_id))
             if dry_run:
                 return plan
-            # Rows first (the home's data goes with its row: iam.accounts and core.* cascade), then what
-            # lives outside PostgreSQL, the commit last: a failure leaves the row and removal can run again.
-            for schema, table in tables:
-                cur.execute(sql.SQL("DELETE FROM {}.{} WHERE tenant_id = %s").format(
-                    sql.Identifier(schema), sql.Identifier(table)), (tenant_id,))
             analyst_roles.drop_analyst_role(cur, tenant_id)
-            self._audit(cur, tenant_id, "remove", {"plan": plan.as_json() | {"done": True}})
             if record.topic_prefix:
-                self.broker.remove_home_accounts(tenant_id)
+                removed = self.broker.remove_home_accounts(tenant_id)
+                plan.accounts = sorted(accounts | {f"mqtt:{name}" for name in removed})
             influx.drop_database(self.influx, tenant_id)
             self.secrets.remove_all(tenant_id)
             plan.done = True
+            self._audit(cur, tenant_id, "remove", {"plan": plan.as_json()})
             return plan

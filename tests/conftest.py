@@ -20,12 +20,16 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
 
-from devstack import influxdb, stack
+from devstack import stack
 from devstack.procs import free_port
 from devstack.profile import PROJECT_ROOT, Profile, load_profile
+from tenancy import secrets as tenant_secrets
+from tenancy.broker import account_name
+from tenancy.registry import TenantRegistry
+from tenancy.settings import load_settings
+from tenancy.spec import TenantSpec
 
 DEADLINE_S = 60.0
 # The code location's partitions start on the tenant's first day with data, read from PostgreSQL when
@@ -86,46 +90,68 @@ class Tenant:
         return series
 
 
-# Databases `new_tenant` made and nobody has dropped yet: InfluxDB 1.x keeps several files open per
-# database and shard, and a suite's hundreds of tenants once reached the stack's 20,000 open files and hung it.
-_MADE: dict[str, tuple[Profile, dict[str, str]]] = {}
+# Tenants `new_tenant` made and nobody has removed yet, with the registry of the stack each was made on:
+# InfluxDB 1.x keeps several files open per database and shard, and a suite's hundreds of tenants once
+# reached the stack's 20,000 open files and hung it; their broker accounts and analyst roles add up too.
+_MADE: dict[str, TenantRegistry] = {}
+# One registry per stack, kept for the session. Its broker admin connects per operation: tests restart
+# Mosquitto, and a connection kept for the session would lose its subscription to the control answers.
+_REGISTRIES: dict[str, TenantRegistry] = {}
+
+
+def registry_for(profile: Profile, stack_env: dict[str, str]) -> TenantRegistry:
+    """The tenant registry of the stack whose settings are `stack_env`: tests make homes the one way."""
+    if profile.name not in _REGISTRIES:
+        _REGISTRIES[profile.name] = TenantRegistry(load_settings(stack_env))
+    return _REGISTRIES[profile.name]
+
+
+def remove_tenant(name: str) -> None:
+    """Remove a tenant `new_tenant` made: its rows (not billing's), database, accounts and secrets."""
+    registry = _MADE.pop(name, None)
+    if registry is not None:
+        registry.remove(name, dry_run=False)
 
 
 def drop_tenant_database(profile: Profile, stack_env: dict[str, str], database: str) -> None:
-    influxdb.query(profile, f'DROP DATABASE "{database}"', stack_env["HATS_INFLUX_ADMIN_USERNAME"],
-                   stack_env["HATS_INFLUX_ADMIN_PASSWORD"])
-    _MADE.pop(database, None)
+    """The name tests used before tenants were made through the registry: removes the whole tenant."""
+    remove_tenant(database.removeprefix("hats_"))
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _drop_tenant_databases() -> Iterator[None]:
-    """At the end of the session, drop what tests made with `new_tenant` directly (the `tenant` fixture
-    drops its own after each test). Each database keeps the stack it was made on: the session's own
-    fixtures are torn down by then, and a run of unit tests must not start the stack."""
+def _remove_tenants() -> Iterator[None]:
+    """At the end of the session, remove what tests made with `new_tenant` directly (the `tenant` fixture
+    removes its own after each test). Each tenant keeps the registry of the stack it was made on: the
+    session's own fixtures are torn down by then, and a run of unit tests must not start the stack."""
     yield
-    for database, (profile, stack_env) in list(_MADE.items()):
-        drop_tenant_database(profile, stack_env, database)
+    for name in list(_MADE):
+        remove_tenant(name)
 
 
 @pytest.fixture
 def tenant(profile: Profile, stack_env: dict[str, str], secrets: dict[str, str]) -> Iterator[Tenant]:
     made = new_tenant(profile, stack_env, secrets)
     yield made
-    drop_tenant_database(profile, stack_env, made.database)
+    remove_tenant(made.name)
 
 
 def new_tenant(profile: Profile, stack_env: dict[str, str], secrets: dict[str, str]) -> Tenant:
-    """A fresh tenant: its own InfluxDB database, `core.tenants` row, topic prefix and client id."""
+    """A fresh tenant added through the registry (`hats tenant add`'s API) with prefix `hats/<name>/`: its
+    own InfluxDB database, `core.tenants` row, broker accounts, analyst role and client id. Its env
+    publishes as the home's Home Assistant account, the one account that may write under its prefix."""
     name = f"t{uuid.uuid4().hex[:12]}"
-    database = f"hats_{name}"
-    influxdb.ensure_tenant_database(profile, secrets, database, raw_days=30, rollup_days=730)
-    _MADE[database] = (profile, stack_env)
-    with psycopg.connect(stack_env["HATS_PG_DSN"], autocommit=True) as conn:
-        conn.execute("INSERT INTO core.tenants (tenant_id, name) VALUES (%s, %s)", (name, "test tenant"))
     prefix = f"hats/{name}/"
+    registry = registry_for(profile, stack_env)
+    record = registry.add(TenantSpec(id=name, name="test tenant", topic_prefix=prefix))
+    _MADE[name] = registry
+    publisher = account_name(name, "ha")
+    password = registry.secrets.read(name, tenant_secrets.MQTT_HOMEASSISTANT)
+    assert password is not None, f"the registry wrote no {tenant_secrets.MQTT_HOMEASSISTANT} secret for {name}"
     env = {**stack_env, "HATS_TENANT": name, "HATS_TOPIC_PREFIX": prefix, "HATS_MQTT_CLIENT_ID": f"hats-test-{name}",
+           # The broker binds the account to client id = its name (tenancy/broker.py): publish with that id.
+           "HATS_MQTT_PUBLISHER_USERNAME": publisher, "HATS_MQTT_PUBLISHER_PASSWORD": password,
            "HATS_LOG_FORMAT": "text"}
-    return Tenant(name, database, prefix + "homeassistant/events", env)
+    return Tenant(name, record.database, prefix + "homeassistant/events", env)
 
 
 @dataclass
