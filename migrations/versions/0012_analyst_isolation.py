@@ -18,9 +18,17 @@
   default privilege grants anything of a future partition (``hats_dagster`` makes them) to an analyst.
 
 ``iam.analyst_tenant(role)`` is ``SECURITY DEFINER`` (analysts cannot read ``iam.accounts``), ``STABLE``
-and called once per query (an InitPlan over ``current_user``). It answers only for a role the calling
-session may act as, so an analyst cannot look up another role's home. It is not ``LEAKPROOF``: it
-never sees row values, so nothing would be gained, and it does read a table the caller cannot.
+with a fixed ``search_path``, and evaluated once per table a query reads (an InitPlan over
+``current_user``, ~0.2-0.6 ms), never per row. It answers only for a role the calling session may act
+as, so an analyst cannot look up another role's home. It is not ``LEAKPROOF``: it never sees row values,
+so nothing would be gained, and it does read a table the caller cannot.
+
+Cost, measured on bench/warehouse_queries.py's data (8.76 M hourly rows, 1,000 entities, 250 devices),
+EXPLAIN ANALYZE p50 of 60 interleaved runs, 0011's views against these as the home's analyst: one day of
+``entity_daily_utc`` 10.1 -> 12.8 ms, 30 days of one entity in ``entity_hourly`` 1.2 -> 1.7 ms, a month of
+``energy_daily_utc`` 29.5 -> 33.6 ms, ``device_last_seen`` 86.5 -> 108.5 ms; ``hats_analyst`` (every home,
+``USING (true)``) costs what it did. EXPLAIN ANALYZE shows a reader how many rows a policy removed (other
+homes' row counts, never their values).
 
 Revision ID: 0012
 Revises: 0011
