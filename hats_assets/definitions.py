@@ -6,6 +6,7 @@ import os
 
 import dagster as dg
 
+from hats_assets.defs.billing.assets import billing_job, billing_schedule, usage_daily
 from hats_assets.defs.common.resources import resources_from_env
 from hats_assets.defs.common.tenants import TenantSelection
 from hats_assets.defs.core.assets import core_metadata
@@ -42,11 +43,12 @@ from hats_assets.defs.warehouse.states import (
 
 defs = dg.Definitions(
     assets=[ha_mqtt_feed, ha_history_import, raw_points, core_metadata, rollups, hourly_rollup, daily_rollup,
-            local_daily_rollup, *analyst_views, state_hourly, state_local_daily, state_daily_view, retention],
+            local_daily_rollup, *analyst_views, state_hourly, state_local_daily, state_daily_view, retention,
+            usage_daily],
     asset_checks=[*feed_checks, *rollup_checks, warehouse_rows_match_rollups],
-    jobs=[observe_raw_points_job, rollup_job, warehouse_job, state_job, retention_job, feed_checks_job],
+    jobs=[observe_raw_points_job, rollup_job, warehouse_job, state_job, retention_job, feed_checks_job, billing_job],
     schedules=[observe_raw_points_schedule, rollup_schedule, warehouse_schedule, state_schedule, retention_schedule,
-               feed_checks_schedule],
+               feed_checks_schedule, billing_schedule],
     sensors=[late_data_sensor, warehouse_reload_sensor, state_reload_sensor, import_sensor],
     # Every home in one code location: runs serve every active tenant, or the ones a run names
     # (tenant_selection.tenants in run config, or the hats/tenants tag).

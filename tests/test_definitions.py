@@ -43,6 +43,8 @@ LINEAGE: dict[str, set[str]] = {
     # Retention sits downstream of everything it protects.
     "retention": {"raw_points", "rollup_1h", "hourly_rollup", "daily_rollup", "local_daily_rollup", "state_hourly",
                   "state_local_daily"},
+    # Each home's usage of a day: its raw points (ingested, entities, storage) and its rollups' storage.
+    "usage_daily": {"raw_points", "rollup_1h"},
 }
 ROLLUPS = {"rollup_1m", "rollup_5m", "rollup_1h", "rollup_states_1h"}
 WAREHOUSE = {"hourly_rollup", "daily_rollup", "local_daily_rollup"}
@@ -51,7 +53,7 @@ VIEWS = {"entity_hourly", "entity_daily", "energy_daily", "energy_weekly", "ener
          "energy_daily_utc", "device_last_seen", "state_daily"}
 GROUPS = {"ha_mqtt_feed": "raw", "ha_history_import": "raw", "raw_points": "raw", "core_metadata": "raw",
           **dict.fromkeys(ROLLUPS, "rollups"), **dict.fromkeys(WAREHOUSE | STATES, "warehouse"),
-          **dict.fromkeys(VIEWS, "analyst_views"), "retention": "retention"}
+          **dict.fromkeys(VIEWS, "analyst_views"), "retention": "retention", "usage_daily": "billing"}
 LATE_DATA_LABEL = "reload a loaded day when its upstream partitions were updated (late data)"
 
 
@@ -64,10 +66,11 @@ def test_definitions_load_and_validate() -> None:
     repository = defs.get_repository_def()
     assert {name for name in repository.job_names if not name.startswith("__")} == {
         "observe_raw_points", "rollup_hourly_job", "warehouse_daily_job", "warehouse_states_job", "retention_job",
-        "feed_checks_job"}
+        "feed_checks_job", "billing_daily_job"}
     assert {schedule.name for schedule in repository.schedule_defs} == {
         "observe_raw_points_schedule", "rollup_hourly_job_schedule", "warehouse_daily_job_schedule",
-        "warehouse_states_job_schedule", "retention_job_schedule", "feed_checks_job_schedule"}
+        "warehouse_states_job_schedule", "retention_job_schedule", "feed_checks_job_schedule",
+        "billing_daily_job_schedule"}
     # Both ours: Dagster's automatic automation-condition sensor would start STOPPED, so the warehouse
     # reload has its own, running by default, and no default one is added.
     assert {sensor.name for sensor in repository.sensor_defs} == {"late_data_sensor", "warehouse_late_data_reload",
@@ -88,7 +91,8 @@ def test_jobs_select_their_layer() -> None:
 def test_schedules_and_sensor() -> None:
     schedules = {name: defs.resolve_schedule_def(name) for name in (
         "observe_raw_points_schedule", "rollup_hourly_job_schedule", "warehouse_daily_job_schedule",
-        "retention_job_schedule", "feed_checks_job_schedule", "warehouse_states_job_schedule")}
+        "retention_job_schedule", "feed_checks_job_schedule", "warehouse_states_job_schedule",
+        "billing_daily_job_schedule")}
     assert {name: (s.job_name, s.cron_schedule, s.execution_timezone) for name, s in schedules.items()} == {
         "observe_raw_points_schedule": ("observe_raw_points", "*/5 * * * *", None),
         "rollup_hourly_job_schedule": ("rollup_hourly_job", "5 * * * *", "UTC"),
@@ -96,6 +100,7 @@ def test_schedules_and_sensor() -> None:
         "retention_job_schedule": ("retention_job", "30 3 * * *", "UTC"),
         "feed_checks_job_schedule": ("feed_checks_job", "20 * * * *", "UTC"),
         "warehouse_states_job_schedule": ("warehouse_states_job", "15 * * * *", "UTC"),
+        "billing_daily_job_schedule": ("billing_daily_job", "45 * * * *", "UTC"),
     }
     assert {s.default_status for s in schedules.values()} == {dg.DefaultScheduleStatus.RUNNING}
 
@@ -129,7 +134,7 @@ def test_what_dagster_computes_observes_or_only_shows() -> None:
     graph = defs.resolve_asset_graph()
     nodes = {key.to_user_string(): graph.get(key) for key in graph.get_all_asset_keys()}
     assert {name for name, node in nodes.items() if node.is_materializable} == ROLLUPS | WAREHOUSE | STATES | {
-        "retention"}
+        "retention", "usage_daily"}
     assert {name for name, node in nodes.items() if node.is_observable} == {"raw_points", "core_metadata"}
     assert {name for name, node in nodes.items() if node.is_external and not node.is_observable} == (
         {"ha_mqtt_feed", "ha_history_import"} | VIEWS)
@@ -142,12 +147,12 @@ def test_partitions_hourly_for_rollups_daily_for_the_warehouse() -> None:
         assert isinstance(partitions, dg.HourlyPartitionsDefinition), name
         assert partitions.timezone == "UTC"
         assert partitions.get_first_partition_key() == f"{TEST_PARTITIONS_START}-00:00"
-    for name in WAREHOUSE | STATES:
+    for name in WAREHOUSE | STATES | {"usage_daily"}:
         partitions = _node(name).partitions_def
         assert isinstance(partitions, dg.DailyPartitionsDefinition), name
         assert partitions.timezone == "UTC"
         assert partitions.get_first_partition_key() == TEST_PARTITIONS_START
-    for name in LINEAGE.keys() - ROLLUPS - WAREHOUSE - STATES:  # incl. retention: one run covers every store
+    for name in LINEAGE.keys() - ROLLUPS - WAREHOUSE - STATES - {"usage_daily"}:  # incl. retention: one run
         assert _node(name).partitions_def is None, name
 
 
@@ -241,7 +246,7 @@ def test_every_run_serves_every_home_or_the_ones_named() -> None:
     assert selection.tenants == []
     assert "tenant" not in type(defs.resources["influxdb"]).model_fields  # type: ignore[index]
     for name in ("rollup_hourly_job", "warehouse_daily_job", "warehouse_states_job", "retention_job",
-                 "feed_checks_job"):
+                 "feed_checks_job", "billing_daily_job"):
         schema = defs.resolve_job_def(name).run_config_schema.config_type
         assert validate_config(schema, tenants_run_config(["home_a"])).success, name
         assert not validate_config(schema, tenants_run_config([]) | {"resources": {"tenant_selection": {
