@@ -101,3 +101,35 @@ def test_a_token_comes_from_the_named_variable(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("ACME_TOKEN", "")
     with pytest.raises(TenantError, match=r"^ha_token: the environment variable ACME_TOKEN is not set"):
         from_environment("ACME_TOKEN", "ha_token")
+
+
+def test_hats_tenant_names_a_missing_setting(monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """Exit 2 before any store is touched, naming every variable to set."""
+    from devstack.cli import main
+    from tenancy.settings import TenancySettings
+
+    for name in TenancySettings.model_fields:
+        monkeypatch.delenv(f"HATS_{name.upper()}", raising=False)
+    monkeypatch.setenv("HATS_MQTT_PORT", "not-a-port")
+    assert main(["tenant", "list"]) == 2
+    err = capsys.readouterr().err
+    assert "HATS_PG_DSN is not set" in err
+    assert "HATS_TENANT_SECRETS_DIR is not set" in err
+    assert "HATS_MQTT_PORT is invalid" in err
+
+
+def test_hats_tenant_refuses_bad_input_before_connecting(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """A refused spec exits 1 naming the field, without reaching any service (none listens here)."""
+    from devstack.cli import main
+
+    settings = {"PG_DSN": "postgresql://nobody@127.0.0.1:9/none", "INFLUX_URL": "http://127.0.0.1:9",
+                "INFLUX_ADMIN_USERNAME": "a", "INFLUX_ADMIN_PASSWORD": "b", "INFLUX_USERNAME": "w",
+                "INFLUX_DAGSTER_USERNAME": "d", "MQTT_HOST": "127.0.0.1", "MQTT_PORT": "9",
+                "BROKER_ADMIN_USERNAME": "a", "BROKER_ADMIN_PASSWORD": "b", "TENANT_SECRETS_DIR": str(tmp_path)}
+    for name, value in settings.items():
+        monkeypatch.setenv(f"HATS_{name}", value)
+    assert main(["tenant", "add", "acme", "--name", "Acme", "--prefix", "hats/#"]) == 1
+    assert "refused: topic_prefix: 'hats/#' holds an MQTT wildcard" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
