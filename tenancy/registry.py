@@ -25,6 +25,7 @@ from psycopg.types.json import Jsonb
 from ingest_worker.contract import database_for
 from tenancy import analyst_roles, iam, influx
 from tenancy import secrets as tenant_secrets
+from tenancy.broker import account_name
 from tenancy.iam import IamAccount
 from tenancy.settings import TenancySettings
 from tenancy.spec import CHANGEABLE, TenantError, TenantSpec, translate
@@ -49,6 +50,8 @@ AUDIT_INSERT = """
     INSERT INTO ops.tenant_audit (tenant_id, action, actor, details)
     VALUES (%s, %s, %s || ' as ' || session_user, %s)"""
 HOME_ACCOUNT_SECRETS = (tenant_secrets.MQTT_HOMEASSISTANT, tenant_secrets.MQTT_DEVICE)
+# secret → kind of the broker account it is the password of (tenancy/broker.py's account_name)
+HOME_ACCOUNT_KINDS = {tenant_secrets.MQTT_HOMEASSISTANT: "ha", tenant_secrets.MQTT_DEVICE: "device"}
 
 
 class HomeBroker(Protocol):
@@ -62,6 +65,8 @@ class HomeBroker(Protocol):
     def remove_home_accounts(self, tenant_id: str) -> list[str]: ...
 
     def home_account_names(self, tenant_id: str) -> list[str]: ...
+
+    def set_password(self, username: str, password: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -308,6 +313,8 @@ class TenantRegistry:
                 raise
             if fresh:
                 undo.push(f"broker accounts of {tenant_id}", lambda: self.broker.remove_home_accounts(tenant_id))
+            else:
+                self._set_home_passwords(tenant_id, {k: v for k, v in new_secrets.items() if k in home_passwords})
         cur.execute("SELECT system, name FROM iam.accounts WHERE tenant_id = %s", (tenant_id,))
         known = {(system, name) for system, name in cur.fetchall()}
         made += [f"{a.system}:{a.name}" for a in accounts if (a.system, a.name) not in known]
@@ -317,6 +324,12 @@ class TenantRegistry:
             self.secrets.write(tenant_id, name, value)
             made.append(f"secret:{name}")
         return made
+
+    def _set_home_passwords(self, tenant_id: str, generated: Mapping[str, str]) -> None:
+        """An existing broker account keeps its password on ensure (tenancy/broker.py); when its secret file
+        was missing and a new password was generated, the account must get that one."""
+        for name, password in generated.items():
+            self.broker.set_password(account_name(tenant_id, HOME_ACCOUNT_KINDS[name]), password)
 
     def _unmake_home_accounts(self, tenant_id: str, failure: Exception) -> None:
         """After a failed ensure, remove what it may have made of a new home's accounts. When the removal
@@ -382,15 +395,17 @@ class TenantRegistry:
                             new: str | None) -> None:
         """A new prefix confines the home's broker accounts to it; no prefix, no accounts on our broker."""
         def ensure(prefix: str) -> list[IamAccount]:
-            passwords = {}
+            passwords, generated = {}, {}
             for name in HOME_ACCOUNT_SECRETS:
                 value = self.secrets.read(tenant_id, name)
                 if value is None:
-                    value = tenant_secrets.generate_password()
+                    value = generated[name] = tenant_secrets.generate_password()
                     undo.push(f"secret {tenant_id}/{name}", partial(self.secrets.remove, tenant_id, name))
                     self.secrets.write(tenant_id, name, value)
                 passwords[name] = value
-            return self.broker.ensure_home_accounts(tenant_id, prefix, passwords)
+            accounts = self.broker.ensure_home_accounts(tenant_id, prefix, passwords)
+            self._set_home_passwords(tenant_id, generated)
+            return accounts
 
         if new is None:
             removed = self.broker.remove_home_accounts(tenant_id)

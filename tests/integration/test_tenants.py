@@ -327,3 +327,28 @@ def test_hats_up_made_the_demo_home_a_tenant(registry: TenantRegistry, stack_env
     policies = registry.influx.retention_policies(home.record.database)
     assert policies["rollup"] == (f"{influx.rollup_days(home.record.rollup_months) * 24}h0m0s", False)
     assert policies["raw"][1]  # the default policy (retention may have lengthened it beyond raw_days)
+
+
+def test_add_again_restores_a_lost_secret(registry: TenantRegistry, stack_env: dict[str, str],
+                                          made: list[str]) -> None:
+    """`add(exist_ok=True)` (what `hats up` runs for the demo home) makes what is missing: a lost secret
+    file gets a new password, and the broker account gets it too (an ensure alone keeps the old one)."""
+    tenant_id = _id()
+    made.append(tenant_id)
+    spec = TenantSpec(id=tenant_id, name="x", topic_prefix=f"hats/{tenant_id}/")
+    registry.add(spec)
+    device = account_name(tenant_id, "device")
+    lost = registry.secrets.read(tenant_id, "mqtt_device")
+    assert lost is not None
+    registry.secrets.remove(tenant_id, "mqtt_device")
+    registry.add(spec, exist_ok=True)
+    restored = registry.secrets.read(tenant_id, "mqtt_device")
+    assert restored is not None
+    assert restored != lost
+    port = int(stack_env["HATS_MQTT_PORT"])
+    assert not connect_code(port, device, restored, client_id=device).is_failure
+    assert connect_code(port, device, lost, client_id=device).is_failure
+    audit = _pg(stack_env, "SELECT action, details FROM ops.tenant_audit WHERE tenant_id = %s ORDER BY audit_id",
+                tenant_id)
+    assert [a[0] for a in audit] == ["add", "add"]
+    assert audit[1][1]["made"] == ["secret:mqtt_device"]
