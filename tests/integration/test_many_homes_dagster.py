@@ -18,6 +18,7 @@ from devstack.profile import Profile
 from hats_assets.definitions import defs
 from hats_assets.defs.common.tenants import TENANTS_TAG, TenantSelection, tenants_run_config
 from hats_assets.defs.quality.rollup_checks import rollup_checks
+from hats_assets.defs.quality.warehouse_checks import warehouse_rows_match_rollups
 from hats_assets.defs.rollups.assets import rollups
 from hats_assets.defs.rollups.schedules import late_data_sensor
 from hats_assets.defs.warehouse.assets import daily_rollup, hourly_rollup, local_daily_rollup
@@ -89,6 +90,8 @@ def test_one_homes_failed_check_refuses_only_its_day(two_homes: tuple[Tenant, Te
     good, bad = two_homes
     write_raw(good, temperatures(20.0))
     write_raw(bad, [*temperatures(21.0), f"temperature,entity_id=sensor.oven,source=t value=95.5 {at(30)}"])
+    ingested(good, 12)
+    ingested(bad, 13)
     resources = both(good, bad)
     rolled = dg.materialize([rollups, *rollup_checks], partition_key=PARTITION, resources=resources,
                             raise_on_error=False)  # a blocking check failed (for one home)
@@ -100,7 +103,7 @@ def test_one_homes_failed_check_refuses_only_its_day(two_homes: tuple[Tenant, Te
     assert {name: (row["status"], row["points_read"]) for name, row in per_home.items()} == {
         good.name: ("ok", 12), bad.name: ("ok", 13)}
 
-    loaded = dg.materialize(WAREHOUSE, partition_key=DAY, resources=resources)
+    loaded = dg.materialize([*WAREHOUSE, warehouse_rows_match_rollups], partition_key=DAY, resources=resources)
     hourly: Any = metadata_of(loaded, "hourly_rollup")["per_tenant"].value
     assert (hourly[good.name]["status"], hourly[good.name]["rows_upserted"]) == ("ok", 1)
     assert hourly[bad.name]["status"] == "refused"
@@ -112,6 +115,14 @@ def test_one_homes_failed_check_refuses_only_its_day(two_homes: tuple[Tenant, Te
         days = conn.execute("SELECT tenant_id, count(*) FROM analytics.daily_rollup WHERE tenant_id = ANY(%s) "
                             "GROUP BY tenant_id", ([good.name, bad.name],)).fetchall()
     assert days == [(good.name, 1)]
+
+    # "Is home X's day complete?" in SQL (the operator's analyst here; a home's analyst sees its own row).
+    with psycopg.connect(good.env["HATS_ANALYST_DSN"]) as conn:
+        status = conn.execute("SELECT tenant_id, local_day, day_hours, hours_with_data, hours_rolled_up, "
+                              "hours_failing_checks, hours_loaded, complete FROM analytics.home_day_status "
+                              "WHERE tenant_id = ANY(%s) ORDER BY tenant_id = %s DESC",
+                              ([good.name, bad.name], good.name)).fetchall()
+    assert status == [(good.name, HOUR.date(), 24, 1, 1, 0, 1, True), (bad.name, HOUR.date(), 24, 1, 1, 1, 0, False)]
 
 
 def test_late_data_in_one_home_re_rolls_only_its_hours(two_homes: tuple[Tenant, Tenant]) -> None:
