@@ -14,6 +14,7 @@ from typing import Protocol, TextIO
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
 
 from ha_simulator.const import LIVE_TICK_S, PACER_BURST_S, PACER_MIN_SLEEP_S, PROGRESS_EVERY_S
 from ha_simulator.models import HOUR_S, US_PER_S
@@ -41,6 +42,10 @@ class Target:
     topic: str
 
 
+class PublishRefused(PermissionError):
+    """The broker acknowledged a message with a failure code: the account may not publish that topic."""
+
+
 class Sink(Protocol):
     """Where messages go: the broker (`Publisher`), or nowhere (`NullSink`, to measure generation)."""
 
@@ -57,7 +62,10 @@ class Publisher:
         The client id defaults to the account's name: the broker binds every account but the workers' to
         that id (tenancy/broker.py) and refuses any other."""
         self._qos = qos
-        self._client = mqtt.Client(CallbackAPIVersion.VERSION2,
+        self._username = target.username
+        # MQTT 5, so that a PUBACK says when the broker's ACL refused a message (0x87); under 3.1.1 Mosquitto
+        # acknowledges and drops it, and a publisher on the wrong account would lose everything silently.
+        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5,
                                    client_id=target.username if client_id is None else client_id)
         self._client.username_pw_set(target.username, target.password)
         self._client.max_inflight_messages_set(MAX_INFLIGHT)
@@ -67,6 +75,8 @@ class Publisher:
         self._client.on_connect = lambda c, u, f, rc, p: self._connected.set() if not rc.is_failure else None
         self._client.on_publish = self._on_publish
         self._acked = 0
+        self._refused = 0  # QoS 1 messages the broker acknowledged with a failure code
+        self._refusal: ReasonCode | None = None
         self._waiting = False
         self._room = threading.Condition()
         self._client.connect(target.host, target.port, keepalive=KEEPALIVE_S)
@@ -76,15 +86,20 @@ class Publisher:
                                   "(check HATS_MQTT_PUBLISHER_USERNAME/PASSWORD)")
         self.sent = 0
 
-    def _on_publish(self, client: mqtt.Client, userdata: object, mid: int, rc: object, props: object) -> None:
-        self._acked += 1  # only this (network) thread writes it
+    def _on_publish(self, client: mqtt.Client, userdata: object, mid: int, rc: ReasonCode, props: object) -> None:
+        if rc.is_failure:
+            self._refusal = rc
+            self._refused += 1
+        self._acked += 1  # only this (network) thread writes these
         if self._waiting:
             with self._room:
                 self._room.notify()
 
     def publish(self, payload: bytes, topic: str | None = None, retain: bool = False) -> None:
         """Publish on `topic` (default: the target's topic) at the publisher's QoS (paho reports a QoS 0
-        message once it is written to the socket); raises if the broker is gone."""
+        message once it is written to the socket); raises if the broker is gone or refused a message."""
+        if self._refused:
+            raise PublishRefused(self._refusal_message())
         if self.sent - self._acked >= MAX_UNACKED:  # the lock only when the window is full: it is the hot path
             with self._room:
                 self._waiting = True
@@ -107,6 +122,14 @@ class Publisher:
                 raise TimeoutError(f"{self.sent - self._acked} messages unacknowledged after {ACK_TIMEOUT_S:.0f} s")
         self._client.disconnect()
         self._client.loop_stop()
+        if self._refused:
+            raise PublishRefused(self._refusal_message())
+
+    def _refusal_message(self) -> str:
+        return (f"the broker refused {self._refused} of {self.sent} messages from {self._username!r} "
+                f"({self._refusal}): the account may not publish there (a home's accounts write only under its "
+                "prefix, and only its Home Assistant account …/config); check HATS_MQTT_PUBLISHER_USERNAME and "
+                "the topics")
 
 
 class NullSink:

@@ -13,6 +13,7 @@ import pytest
 
 from devstack import mosquitto
 from devstack.profile import Profile
+from ha_simulator.publish import Publisher, PublishRefused, Target
 from tenancy.broker import CONFIG_DENY_DEPTH, BrokerAdmin, BrokerAdminError, account_name
 from tests.mqtt import connect_code, session
 
@@ -269,3 +270,18 @@ def test_accounts_and_the_admins_connection_outlive_a_broker_restart(
         assert dev.publish(f"{home.prefix}zigbee2mqtt/plug", b"{}").value in (SUCCESS, NO_SUBSCRIBERS)
         assert dev.publish(f"{home.prefix}homeassistant/sensor/plug/config", b"{}").value == NOT_AUTHORIZED
     assert connect_code(port, *home.device, client_id=f"hats-test-{home.tenant_id}").value == NOT_AUTHORIZED
+
+
+def test_a_publisher_on_the_wrong_account_is_told_not_dropped_silently(stack_env: dict[str, str],
+                                                                       make_home: MakeHome) -> None:
+    """Under MQTT 3.1.1 Mosquitto acknowledges a refused message and drops it; the simulator's publisher
+    speaks MQTT 5, so a test or a simulated home publishing with the wrong account fails naming it."""
+    a, b = make_home(), make_home()
+    publisher = Publisher(Target("127.0.0.1", port_of(stack_env), *a.ha, f"{b.prefix}homeassistant/events"))
+    for i in range(3):
+        publisher.publish(f"{i}".encode())
+    with pytest.raises(PublishRefused, match=f"refused 3 of 3 messages from '{a.ha[0]}'"):
+        publisher.close()
+    own = Publisher(Target("127.0.0.1", port_of(stack_env), *a.ha, f"{a.prefix}homeassistant/events"))
+    own.publish(b"21.5")
+    own.close()  # nothing refused: no error
