@@ -215,6 +215,7 @@ def test_homes_added_at_run_time_stay_apart(homes: Homes, start_worker: Start, s
     assert letters(stack_env, quiet) == []
 
     # Disabling a home stops it at once: what is published after its stop lands nowhere.
+    served = sample(worker, "hats_tenants_served")  # ours, and any other row that hashes into this shard
     homes.disable(quiet)
     wait_for(lambda: f"tenant {quiet.name}: stopped (disabled or removed)" in worker.output(), "the quiet home's stop")
     before = stored(quiet)
@@ -223,7 +224,7 @@ def test_homes_added_at_run_time_stay_apart(homes: Homes, start_worker: Start, s
     wait_for(lambda: set(barrier) <= set(stored(own)), "the own-account home's later points")
     assert stored(quiet) == before
     assert worker.proc.poll() is None
-    assert sample(worker, "hats_tenants_served") == 2
+    wait_for(lambda: sample(worker, "hats_tenants_served") == served - 1, "one home fewer served")
 
 
 def test_shards_serve_disjoint_homes(homes: Homes, start_worker: Start) -> None:
@@ -240,7 +241,8 @@ def test_shards_serve_disjoint_homes(homes: Homes, start_worker: Start) -> None:
         other = mine[second if shard == first else first]
         assert f"tenant {other.name}: starting" not in worker.output()
         assert f"tenant {mine[shard].name}: starting" in worker.output()
-        assert sample(worker, "hats_tenant_messages_received_total", tenant=mine[shard].name) == GOOD
+        wait_for(lambda worker=worker, shard=shard: sample(  # type: ignore[misc]
+            worker, "hats_tenant_messages_received_total", tenant=mine[shard].name) == GOOD, "its home's count")
         assert sample(worker, "hats_tenant_messages_received_total", tenant=other.name) == 0
 
 
@@ -258,3 +260,28 @@ def test_replicas_of_a_shard_split_a_home_without_loss_or_duplicates(homes: Home
     received = [sample(r, "hats_tenant_messages_received_total", tenant=home.name) for r in replicas]
     assert all(n > 0 for n in received), received  # the shared subscription split the load
     assert sum(received) == count  # each message reached exactly one replica
+
+
+def test_a_home_whose_database_is_gone_waits_in_its_own_outbox(homes: Homes, start_worker: Start,
+                                                              profile: Profile, secrets: dict[str, str]) -> None:
+    """InfluxDB refusing one home's writes (its database dropped) sends that home to its outbox; the other
+    home's points keep landing, and once the database is back the outbox delivers every point."""
+    shard = some_shard()
+    worker = registry_worker(start_worker, homes, shard, f"gone-{uuid.uuid4().hex[:8]}")
+    broken, fine = homes.add(shard), homes.add(shard)
+    for home in (broken, fine):
+        serving(worker, home)
+    env = homes.stack_env
+    influxdb.query(profile, f'DROP DATABASE "{broken.database}"', env["HATS_INFLUX_ADMIN_USERNAME"],
+                   env["HATS_INFLUX_ADMIN_PASSWORD"])
+    lost = publish_good(homes, broken, GOOD)
+    kept = publish_good(homes, fine, GOOD)
+    wait_for(complete(fine, kept), "the other home's points")
+    wait_for(lambda: sample(worker, "hats_tenant_outbox_bytes", tenant=broken.name) > 0, "the broken home's outbox")
+    assert sample(worker, "hats_tenant_outbox_bytes", tenant=fine.name) == 0
+    influxdb.ensure_tenant_database(profile, secrets, broken.database, raw_days=30, rollup_days=730)
+    wait_for(complete(broken, lost), "the broken home's points from its outbox", timeout=120)
+    wait_for(lambda: sample(worker, "hats_tenant_outbox_bytes", tenant=broken.name) == 0, "its outbox drained")
+    assert worker.proc.poll() is None
+    assert letters(env, broken) == []
+    assert letters(env, fine) == []
