@@ -18,6 +18,7 @@ COPY pyproject.toml uv.lock README.md ./
 RUN uv sync --frozen --no-dev --group k8s --no-install-project
 COPY ingest_worker ./ingest_worker
 COPY hats_assets ./hats_assets
+COPY tenancy ./tenancy
 COPY devstack ./devstack
 COPY ha_simulator ./ha_simulator
 RUN uv sync --frozen --no-dev --group k8s --no-editable

@@ -120,6 +120,13 @@ def test_the_project_it_builds_is_all_copied_before_it_is_built() -> None:
     assert PYPROJECT["project"]["readme"] in " ".join(BUILD.all("COPY"))
 
 
+def test_every_package_of_the_project_is_in_the_wheel() -> None:
+    """A top-level package the shipped code imports but the wheel leaves out (as `tenancy` once was) is
+    missing from the image: every importable folder of the project but the tests and the benches ships."""
+    packages = {path.parent.name for path in PROJECT_ROOT.glob("*/__init__.py")} - {"tests", "bench"}
+    assert packages == set(PYPROJECT["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"])
+
+
 def test_the_runtime_stage_has_no_build_tools_and_a_non_root_user() -> None:
     runs = " ".join(RUNTIME.all("RUN"))
     assert "uv" not in re.findall(r"[a-z]+", runs)
