@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ QUERY_TIMEOUT_S = 300.0
 # Lines per /write request: large enough to amortise HTTP, small enough for InfluxDB 1.x's default
 # max-body-size (25 MB) once gzip is undone.
 WRITE_CHUNK_LINES = 50_000
+CONNECTIONS = 8  # the rollup's parallel reads (READ_SLICES + 3) and writers (2) fit
 
 
 def window_params(start: datetime, end: datetime) -> dict[str, str]:
@@ -38,6 +40,18 @@ def quote_ident(name: str) -> str:
 def qualified(rp: str, *measurements: str) -> str:
     """``"rp"."m1", "rp"."m2"``: measurements of one retention policy for a FROM clause, each quoted."""
     return ", ".join(f"{quote_ident(rp)}.{quote_ident(name)}" for name in measurements)
+
+
+@functools.cache
+def _client(url: str) -> httpx.Client:
+    """One pooled HTTP client per InfluxDB URL for the process (thread-safe, kept-alive connections).
+
+    A request through ``httpx.post`` builds a client each time, and with it an SSL context that loads the
+    CA bundle: measured 40 ms a request, 16 s of a 20-home hour's 48 s run (400 queries); one client per
+    URL makes it once. Credentials travel per request, so accounts share it.
+    """
+    return httpx.Client(base_url=url.rstrip("/"), timeout=QUERY_TIMEOUT_S,
+                        limits=httpx.Limits(max_connections=CONNECTIONS, max_keepalive_connections=CONNECTIONS))
 
 
 class InfluxQueryError(RuntimeError):
@@ -65,8 +79,8 @@ class InfluxDBResource(dg.ConfigurableResource):
         data = {"q": influxql, "db": database, "rp": RAW_RP, "epoch": "ns"}
         if params:
             data["params"] = json.dumps(params)
-        response = httpx.post(f"{self.url.rstrip('/')}/query", data=data, auth=(self.username, self.password),
-                              headers={"Accept": accept, "Accept-Encoding": "identity"}, timeout=QUERY_TIMEOUT_S)
+        response = _client(self.url).post("/query", data=data, auth=(self.username, self.password),
+                                          headers={"Accept": accept, "Accept-Encoding": "identity"})
         if response.status_code != 200:
             raise InfluxQueryError(f"InfluxDB answered {response.status_code}: {response.text[:300]} "
                                    f"(query: {influxql})")
@@ -77,10 +91,10 @@ class InfluxDBResource(dg.ConfigurableResource):
         gzip'd, 6.7 s plain; 4.9 s plain from two threads). Raises ``InfluxQueryError`` naming InfluxDB's
         reason: a rollup that cannot be stored must fail, never be half-reported as success."""
         for begin in range(0, len(lines), WRITE_CHUNK_LINES):
-            response = httpx.post(
-                f"{self.url.rstrip('/')}/write", params={"db": database, "rp": rp, "precision": "ns"},
+            response = _client(self.url).post(
+                "/write", params={"db": database, "rp": rp, "precision": "ns"},
                 content="\n".join(lines[begin:begin + WRITE_CHUNK_LINES]).encode(),
-                auth=(self.username, self.password), timeout=QUERY_TIMEOUT_S,
+                auth=(self.username, self.password),
             )
             if response.status_code != 204:
                 raise InfluxQueryError(f"InfluxDB refused a write to {database}.{rp} "
