@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import signal
@@ -348,15 +349,23 @@ class ManyHomes:
         if home.flushing is None and (pipeline.full() or pipeline.due()
                                       or (home.registry is not None and home.registry.has_pending)):
             home.flushing = asyncio.create_task(pipeline.flush(), name=f"flush-{home.tenant}")
+            home.flushing.add_done_callback(functools.partial(self._flushed, home))
         if not home.serving_logged and home.ready()[0]:
             home.serving_logged = True
             log.info("tenant %s: serving (subscriptions confirmed)", home.tenant)
-        if (home.inbox or home.flushing is not None or pipeline.holding() or not home.serving_logged
-                or home.link is not None or home.ha is not None):
+        # A batch waiting for its age is left to the sweep (at most IDLE_TICK_S late): with 1,000 homes each
+        # holding a small batch, serving them all on every network batch cost 4× the CPU per message (measured).
+        if home.inbox or not home.serving_logged or home.link is not None or home.ha is not None:
             self._busy[home.tenant] = home
         else:
             self._busy.pop(home.tenant, None)
         return more
+
+    def _flushed(self, home: Home, _: asyncio.Task[object]) -> None:
+        """A flush ended: serve the home on the next tick (its result, a blocked queue, the next batch)."""
+        if self.homes.get(home.tenant) is home:
+            self._busy[home.tenant] = home
+            self.wakeup.set()
 
     def _update_metrics(self) -> None:
         for home in self.homes.values():
