@@ -9,6 +9,10 @@ as it can. Measured from the first publish until InfluxDB holds every point (the
 counters, then checked against InfluxDB's own counts): delivered msg/s, the worker's CPU seconds per 1,000
 messages (user + system, /proc), its peak RSS, and the drain after the last publish. The ratio many/one
 of delivered msg/s is the figure the issue sets (≥ 0.9×); the CPU ratio is the headroom it costs.
+Measured here (2 cores shared with the stack, 2,000 msg/s for 30 s, HATS_BATCH_MAX_AGE_S 2, every point
+checked in InfluxDB): one home 1,904 msg/s delivered, 0.105 CPU s per 1,000 messages, 105 MB; 1,000 homes
+1,818 msg/s (0.95×), 0.41 CPU s per 1,000 (3.9×: one InfluxDB write and one PostgreSQL transaction per
+home and batch, ~500 a second), 148 MB, drained 3 s after the last publish.
 Usage: .venv/bin/python bench/many_tenants_ingest.py [--homes 1000] [--entities 20] [--rate 2000] [--seconds 30]
 """
 
