@@ -106,6 +106,7 @@ class Outcome:
     states: StatesReport = field(default_factory=StatesReport)
     statistics: StatisticsReport | None = None
     detail: str = ""
+    raw_days: int = 0  # the home's raw retention the states were cut at
 
 
 def _at(ts: float | None) -> datetime | None:
@@ -121,8 +122,8 @@ def summary(outcome: Outcome, raw_days: int, dry_run: bool) -> str:
     parts = [f"{report.rows_read:,} states read, {written}, "
              f"{counters.get('dead_lettered', 0):,} dead-lettered, {counters.get('ignored', 0):,} ignored"]
     if report.older:
-        parts.append(f"{report.older:,} states older than the raw retention ({raw_days} d, "
-                     "HATS_RETENTION_RAW_DAYS) left to the statistics")
+        parts.append(f"{report.older:,} states older than the home's raw retention ({raw_days} d, "
+                     "core.tenants.raw_days) left to the statistics")
     if report.first_ts is not None:
         parts.append(f"states {_at(report.first_ts):%Y-%m-%d %H:%M:%S}..{_at(report.last_ts):%Y-%m-%d %H:%M:%S} UTC")
     if outcome.statistics is not None:
@@ -134,7 +135,7 @@ def summary(outcome: Outcome, raw_days: int, dry_run: bool) -> str:
 
 async def run_import(settings: WorkerSettings, options: Options, progress: Progress) -> Outcome:
     """The whole run; raises `RecorderError`/`DoorError`/`ConfigError` before anything is written."""
-    raw_days = raw_retention_days()
+    raw_days = await raw_retention_days(settings)
     history = await open_history(options.location, settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -147,7 +148,7 @@ async def run_import(settings: WorkerSettings, options: Options, progress: Progr
         async with Door(settings, PRODUCER, [history.door_source()], hooks=[states_progress],
                         dry_run=options.dry_run) as door:
             import_id = None if options.dry_run else await _start(door.conn, settings.tenant, history)
-            outcome = Outcome()
+            outcome = Outcome(raw_days=raw_days)
             try:
                 await _run(settings, options, history, door, states_progress, raw_days, outcome, progress,
                            stop.is_set)
@@ -248,7 +249,7 @@ def main(args: argparse.Namespace, progress: Progress | None = None) -> int:
     except (RecorderError, DoorError) as exc:
         print(f"hats import: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    raw_days = raw_retention_days()
+    raw_days = outcome.raw_days
     if outcome.status == "failed":
         shown.say(f"failed: {outcome.detail}. What is committed stays; fix the cause and run the same command "
                   "again: it continues where this run stopped")

@@ -18,7 +18,6 @@ are left to the long-term statistics and counted.
 from __future__ import annotations
 
 import functools
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,17 +25,16 @@ from typing import Any, cast
 
 import psycopg
 
-from ingest_worker.door import Door, offline_item
+from ingest_worker.door import Door, DoorError, offline_item
 from ingest_worker.importers.recorder_db import Recorder, placeholders
 from ingest_worker.mqtt_link import Incoming
-from ingest_worker.settings import ConfigError
+from ingest_worker.settings import ConfigError, WorkerSettings
 from ingest_worker.sources.recorder import row_payload, state_topic
 from ingest_worker.store import import_progress
 from ingest_worker.store.import_progress import Position
 
 STREAM = "states"
-RAW_DAYS_ENV = "HATS_RETENTION_RAW_DAYS"  # hats_assets/defs/retention/assets.py RETENTION_ENV["raw_days"]
-RAW_DAYS_DEFAULT, RAW_DAYS_MIN, RAW_DAYS_MAX = 30, 30, 90  # its RetentionSettings.raw_days
+RAW_DAYS_SQL = "SELECT raw_days FROM core.tenants WHERE tenant_id = %s"
 # A state this close to the retention edge would expire before the hour is rolled up: the statistics
 # cover it instead (and InfluxDB could refuse it by the time the page is written).
 RETENTION_MARGIN_S = 3_600.0
@@ -56,19 +54,19 @@ OLDER_SQL = "SELECT count(*) FROM states WHERE last_updated_ts < :cutoff"
 ATTRIBUTES_SQL = "SELECT attributes_id, shared_attrs FROM state_attributes WHERE attributes_id IN ({ids})"
 
 
-def raw_retention_days(environ: dict[str, str] | None = None) -> int:
-    """`HATS_RETENTION_RAW_DAYS` as the retention assets validate it (a bad value fails naming it)."""
-    env = os.environ if environ is None else environ
-    text = env.get(RAW_DAYS_ENV)
-    if text is None:
-        return RAW_DAYS_DEFAULT
+async def raw_retention_days(settings: WorkerSettings) -> int:
+    """The home's raw retention, its tier's `core.tenants.raw_days`: states older than that (less the
+    margin) would expire before they are rolled up, so the statistics cover them instead."""
     try:
-        days = int(text)
-    except ValueError:
-        raise ConfigError(f"{RAW_DAYS_ENV}={text!r} is not a whole number of days") from None
-    if not RAW_DAYS_MIN <= days <= RAW_DAYS_MAX:
-        raise ConfigError(f"{RAW_DAYS_ENV}={days} is outside {RAW_DAYS_MIN}..{RAW_DAYS_MAX} days")
-    return days
+        async with await psycopg.AsyncConnection.connect(settings.ingest_dsn.get_secret_value()) as conn:
+            cur = await conn.execute(RAW_DAYS_SQL, (settings.tenant,))
+            row = await cur.fetchone()
+    except psycopg.OperationalError as exc:
+        raise DoorError(f"cannot connect to PostgreSQL (HATS_INGEST_DSN): {str(exc).strip()[:300]}") from None
+    if row is None:
+        raise ConfigError(f"tenant {settings.tenant!r} is not in core.tenants (HATS_TENANT / --tenant): add the "
+                          "home first with `hats tenant add`")
+    return int(str(row[0]))
 
 
 def retention_cutoff(raw_days: int, now: float | None = None) -> float:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable
@@ -225,3 +226,29 @@ def test_a_corrupted_file_and_an_old_schema_are_refused_before_anything_is_writt
 
     assert hats_import(tenant, good, "--no-statistics").returncode == 0  # the undamaged file imports
     assert not nothing_written(tenant)
+
+
+def test_states_older_than_the_homes_raw_retention_are_left_to_the_statistics(tenant: Tenant,
+                                                                               tmp_path: Path) -> None:
+    """The cut is the home's own tier (`core.tenants.raw_days`), not a setting: a home that keeps 3 days of
+    raw points gets as raw points exactly the states of its last 3 days less the 1 h margin."""
+    raw_days, margin_s, spacing_s = 3, 3_600, 600  # states every 10 min (6 entities, hourly each)
+    pg_rows(tenant, "UPDATE core.tenants SET raw_days = %s WHERE tenant_id = %s RETURNING 1", raw_days, tenant.name)
+    started = datetime.now(UTC).timestamp()
+    cut = started - raw_days * 86_400 + margin_s  # the import takes its cut a moment after this
+    # Every state half a spacing away from the cut: the few seconds before the import reads the clock never
+    # move the cut past one, so the count below is exact.
+    start_ts = cut - 8 * 86_400 + spacing_s / 2
+    shape = RecorderShape(entities=6, states_per_entity=9 * 24, step_s=3_600, start_ts=start_ts)
+    path = create_recorder(tmp_path / "nine_days.db", shape)
+    with sqlite3.connect(path) as conn:
+        stamps = [row[0] for row in conn.execute("SELECT last_updated_ts FROM states")]
+    done = hats_import(tenant, path, "--no-statistics")
+    assert done.returncode == 0, done.stderr
+    assert datetime.now(UTC).timestamp() - started < spacing_s / 2
+    kept = sum(1 for ts in stamps if ts >= cut)
+    assert 0 < kept < len(stamps)
+    stored = sum(int(s["values"][0][1]) for s in tenant.influx("SELECT count(value) FROM raw./.*/"))
+    assert stored == kept
+    older = len(stamps) - kept
+    assert f"{older:,} states older than the home's raw retention ({raw_days} d" in done.stdout + done.stderr

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from hats_assets.defs.retention.assets import RETENTION_ENV, RetentionSettings
 from ingest_worker.importers import states
 from ingest_worker.importers.recorder_db import (
     RecorderError,
@@ -22,7 +21,6 @@ from ingest_worker.importers.recorder_db import (
 )
 from ingest_worker.normalise import parse_time_ns
 from ingest_worker.rejections import Rejected
-from ingest_worker.settings import ConfigError
 from ingest_worker.sources.recorder import RecorderSource, row_payload, state_topic
 from ingest_worker.store.import_progress import Position
 from tests.recorder_file import RecorderShape, create_recorder, snapshot
@@ -117,18 +115,6 @@ def test_an_old_schema_and_a_missing_file_are_clear_errors(tmp_path: Path) -> No
         open_recorder(str(tmp_path / "missing.db"))
     with pytest.raises(RecorderError, match="cannot read a recorder at 'oracle://u:\\*\\*\\*@h/db'"):
         open_recorder("oracle://u:pw@h/db")
-
-
-def test_the_retention_setting_is_the_one_the_retention_assets_read() -> None:
-    assert RETENTION_ENV["raw_days"] == states.RAW_DAYS_ENV
-    field = RetentionSettings.model_fields["raw_days"]
-    assert field.default == states.RAW_DAYS_DEFAULT
-    assert states.raw_retention_days({}) == 30
-    assert states.raw_retention_days({states.RAW_DAYS_ENV: "45"}) == 45
-    with pytest.raises(ConfigError, match=r"HATS_RETENTION_RAW_DAYS=10 is outside 30\.\.90"):
-        states.raw_retention_days({states.RAW_DAYS_ENV: "10"})
-    with pytest.raises(ConfigError, match="HATS_RETENTION_RAW_DAYS='x' is not a whole number"):
-        states.raw_retention_days({states.RAW_DAYS_ENV: "x"})
 
 
 def test_reading_starts_after_the_position_but_never_before_retention() -> None:
