@@ -16,7 +16,7 @@ every change with its full attributes, so unit and device_class come with each r
 file and the point lands in the same series. Windows start `HISTORY_WINDOW_S` long and adapt to the
 home: doubled (up to `WINDOW_MAX_S`) after a window of fewer than a quarter of a page of rows, halved
 (down to `WINDOW_MIN_S`) after one of more than a page, so neither a quiet home's year nor a busy
-home's hour becomes one giant answer. Only the raw retention (`HATS_RETENTION_RAW_DAYS`) is read, as
+home's hour becomes one giant answer. Only the raw retention (`core.tenants.raw_days`) is read, as
 from the file.
 
 Position: the window's rows are sorted by (last_updated, entity) and pushed through the door in pages of

@@ -11,7 +11,7 @@ Each page becomes items of the recorder source (`sources/recorder.py`) pushed th
 flush; the page's keyset position is committed to `ops.import_progress` in that flush's transaction
 (`StatesProgress`, a FlushHook), with its dead letters and ingest hours, so a killed run continues after
 the last committed page and a second run reads nothing. Only states inside the raw retention
-(`HATS_RETENTION_RAW_DAYS`, as the retention assets read it, less a margin) become points; older ones
+(the home's `core.tenants.raw_days`, as the retention asset keeps them, less a margin) become points; older ones
 are left to the long-term statistics and counted.
 """
 
