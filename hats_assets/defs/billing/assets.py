@@ -52,27 +52,28 @@ def usage_daily(
     shards = shards_of(admin.query("SHOW SHARDS"))
     sizes = disk_bytes(admin.query("SHOW STATS FOR 'shard'"))
     outcomes = Outcomes(context.log)
-    for home, outcome in outcomes.each(run_homes(context, postgres, tenant_selection)):
-        def meter(tenant: str = home.tenant_id) -> dict[str, Any]:
-            db = influxdb.for_tenant(tenant)
-            database = database_for(tenant)
-            unmeasured: list[str] = []
-            totals = {"points_ingested": 0, "series": 0, "dead_letters": 0, "raw_bytes": 0, "rollup_bytes": 0}
-            with postgres.connect() as conn:
-                for day_start, day_end in chunks(start, end, timedelta(days=1)):
-                    row = conn.execute(USAGE_DAY, {"tenant": tenant, "start": day_start, "end": day_end}).fetchone()
-                    points, dead = (int(row[0]), int(row[1])) if row else (0, 0)
-                    raw, raw_missing = day_bytes(shards, sizes, database, RAW_RP, day_start, day_end)
-                    rollup, rollup_missing = day_bytes(shards, sizes, database, ROLLUP_RP, day_start, day_end)
-                    usage = {"points_ingested": points, "series": entities_seen(db, day_start, day_end),
-                             "dead_letters": dead, "raw_bytes": raw, "rollup_bytes": rollup}
-                    conn.execute(USAGE_UPSERT, {"tenant": tenant, "day": day_start.date(), **usage})
-                    unmeasured += raw_missing + rollup_missing
-                    totals = {key: totals[key] + value for key, value in usage.items()}
-            return {**totals, "days": int((end - start) / timedelta(days=1)),
-                    "shards_unmeasured": ", ".join(unmeasured)}
+    with postgres.session():  # one connection for every home of the step
+        for home, outcome in outcomes.each(run_homes(context, postgres, tenant_selection)):
+            def meter(tenant: str = home.tenant_id) -> dict[str, Any]:
+                db = influxdb.for_tenant(tenant)
+                database = database_for(tenant)
+                unmeasured: list[str] = []
+                totals = {"points_ingested": 0, "series": 0, "dead_letters": 0, "raw_bytes": 0, "rollup_bytes": 0}
+                with postgres.connect() as conn:
+                    for day_start, day_end in chunks(start, end, timedelta(days=1)):
+                        row = conn.execute(USAGE_DAY, {"tenant": tenant, "start": day_start, "end": day_end}).fetchone()
+                        points, dead = (int(row[0]), int(row[1])) if row else (0, 0)
+                        raw, raw_missing = day_bytes(shards, sizes, database, RAW_RP, day_start, day_end)
+                        rollup, rollup_missing = day_bytes(shards, sizes, database, ROLLUP_RP, day_start, day_end)
+                        usage = {"points_ingested": points, "series": entities_seen(db, day_start, day_end),
+                                 "dead_letters": dead, "raw_bytes": raw, "rollup_bytes": rollup}
+                        conn.execute(USAGE_UPSERT, {"tenant": tenant, "day": day_start.date(), **usage})
+                        unmeasured += raw_missing + rollup_missing
+                        totals = {key: totals[key] + value for key, value in usage.items()}
+                return {**totals, "days": int((end - start) / timedelta(days=1)),
+                        "shards_unmeasured": ", ".join(unmeasured)}
 
-        outcomes.guard(home, outcome, meter)
+            outcomes.guard(home, outcome, meter)
     return dg.MaterializeResult(metadata=window_metadata(start, end, began, outcomes))
 
 

@@ -14,8 +14,8 @@ import pandas as pd
 
 from hats_assets.defs.common.resources import InfluxDBResource, PostgresResource
 from hats_assets.defs.common.tenants import Home, TenantSelection
-from hats_assets.defs.quality.expectations import failing_rows
-from hats_assets.defs.quality.results import Verdict, check_homes
+from hats_assets.defs.quality.expectations import Expectations, failing_rows
+from hats_assets.defs.quality.results import Judge, Verdict, check_homes
 
 FUTURE_TOLERANCE = timedelta(minutes=5)
 FRESHNESS_LOOKBACK = timedelta(days=7)
@@ -38,7 +38,7 @@ def no_future_points(
     context: dg.AssetCheckExecutionContext, influxdb: InfluxDBResource, postgres: PostgresResource,
     tenant_selection: TenantSelection,
 ) -> dg.AssetCheckResult:
-    def evaluate(home: Home) -> Verdict:
+    def evaluate(home: Home, _expect: Expectations) -> Verdict:
         ahead = [{"entity_id": s["tags"]["entity_id"], "points": int(s["values"][0][1])}
                  for s in influxdb.for_tenant(home.tenant_id).query(
                      f'SELECT count("value") FROM "raw"./.*/ WHERE time > now() + '
@@ -58,7 +58,7 @@ def entities_fresh(
     context: dg.AssetCheckExecutionContext, influxdb: InfluxDBResource, postgres: PostgresResource,
     tenant_selection: TenantSelection,
 ) -> dg.AssetCheckResult:
-    def evaluate(home: Home) -> Verdict:
+    def evaluate(home: Home, expect: Expectations) -> Judge:
         db = influxdb.for_tenant(home.tenant_id)
         now_ns = time.time_ns()
         last = {s["tags"]["entity_id"]: int(s["values"][0][0]) for s in db.query(
@@ -74,11 +74,15 @@ def entities_fresh(
             rows.append({"entity_id": entity, "age_s": (now_ns - last_ns) / 1e9,
                          "allowed_s": max(STALE_CADENCES * interval_s, STALE_AT_LEAST.total_seconds())})
         frame = pd.DataFrame(rows, columns=["entity_id", "age_s", "allowed_s"])
-        stale = failing_rows(frame, "ExpectColumnPairValuesAToBeGreaterThanB", column_A="allowed_s",
-                             column_B="age_s", or_equal=True)
-        failing = [{"entity_id": rows[i]["entity_id"], "silent_for_s": round(rows[i]["age_s"]),
-                    "usual_limit_s": round(rows[i]["allowed_s"])} for i in stale]
-        return Verdict(failing, len(rows), dg.AssetCheckSeverity.WARN, {"entities_checked": len(rows)})
+        stale = expect.ask(frame, "ExpectColumnPairValuesAToBeGreaterThanB", column_A="allowed_s",
+                           column_B="age_s", or_equal=True)
+
+        def judge() -> Verdict:
+            failing = [{"entity_id": rows[i]["entity_id"], "silent_for_s": round(rows[i]["age_s"]),
+                        "usual_limit_s": round(rows[i]["allowed_s"])} for i in stale.rows()]
+            return Verdict(failing, len(rows), dg.AssetCheckSeverity.WARN, {"entities_checked": len(rows)})
+
+        return judge
 
     return check_homes(context, postgres, tenant_selection, _now_window(), evaluate, listed_as="stale_entities",
                        what_to_do="check these devices' batteries, radio links or integrations")
@@ -93,7 +97,7 @@ def entities_fresh(
 def series_within_budget(
     context: dg.AssetCheckExecutionContext, postgres: PostgresResource, tenant_selection: TenantSelection,
 ) -> dg.AssetCheckResult:
-    def evaluate(home: Home) -> Verdict:
+    def evaluate(home: Home, _expect: Expectations) -> Verdict:
         budget = home.series_budget
         with postgres.connect() as conn:
             row = conn.execute("SELECT count(*) FROM core.entities WHERE tenant_id = %s",

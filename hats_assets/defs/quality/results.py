@@ -18,6 +18,7 @@ import pandas as pd
 
 from hats_assets.defs.common.resources import PostgresResource
 from hats_assets.defs.common.tenants import ERROR_CHARS, Home, TenantSelection, run_homes
+from hats_assets.defs.quality.expectations import Expectations
 
 HERE = Path(__file__).parent
 RECORD_SQL = (HERE / "record_result.sql").read_text()
@@ -57,23 +58,42 @@ class Verdict:
     numbers: dict[str, Any] = field(default_factory=dict)
 
 
+def _row(run_id: str, tenant: str, asset: str, check: str, window: tuple[datetime, datetime],
+         verdict: Verdict) -> dict[str, Any]:
+    return {"run_id": run_id, "tenant": tenant, "asset": asset, "check": check, "start": window[0],
+            "end": window[1], "passed": not verdict.failing, "severity": verdict.severity.value,
+            "failing": len(verdict.failing), "checked": verdict.checked,
+            "details": json.dumps(verdict.failing, default=_native)}
+
+
 def record(postgres: PostgresResource, run_id: str, tenant: str, asset: str, check: str,
            window: tuple[datetime, datetime], verdict: Verdict) -> None:
     """One row of ``ops.dq_results``: every failing row of the home, for SQL and for the gates."""
     with postgres.connect() as conn:
-        conn.execute(RECORD_SQL, {
-            "run_id": run_id, "tenant": tenant, "asset": asset, "check": check, "start": window[0],
-            "end": window[1], "passed": not verdict.failing, "severity": verdict.severity.value,
-            "failing": len(verdict.failing), "checked": verdict.checked,
-            "details": json.dumps(verdict.failing, default=_native),
-        })
+        conn.execute(RECORD_SQL, _row(run_id, tenant, asset, check, window, verdict))
+
+
+def record_all(postgres: PostgresResource, run_id: str, asset: str, check: str, window: tuple[datetime, datetime],
+               verdicts: list[tuple[Home, Verdict]]) -> None:
+    """Every home's row of one check in one statement batch (``record`` for each, one round trip)."""
+    with postgres.connect() as conn, conn.cursor() as cur:
+        cur.executemany(RECORD_SQL, [_row(run_id, home.tenant_id, asset, check, window, verdict)
+                                     for home, verdict in verdicts])
+
+
+Judge = Callable[[], Verdict]  # a home's verdict, once the check's expectations are validated
 
 
 def check_homes(
     context: dg.AssetCheckExecutionContext, postgres: PostgresResource, selection: TenantSelection,
-    window: tuple[datetime, datetime], evaluate: Callable[[Home], Verdict], *, listed_as: str, what_to_do: str,
+    window: tuple[datetime, datetime], evaluate: Callable[[Home, Expectations], Verdict | Judge], *,
+    listed_as: str, what_to_do: str,
 ) -> dg.AssetCheckResult:
     """Run a check for every home of the run, record each home's verdict, and return one Dagster result.
+
+    ``evaluate`` reads one home's data and returns its verdict, or — when it asked great-expectations
+    (``Expectations.ask``) — a function giving the verdict once every home's rows are validated together
+    (one validation per distinct expectation for the whole run, ``expectations.py``).
 
     A home whose check cannot run (its database unreachable, a query refused) fails the check with the
     error as its row: an hour nobody could verify is not loaded. The result passes when every home passed;
@@ -81,17 +101,42 @@ def check_homes(
     """
     [spec] = context.check_specs
     asset = spec.asset_key.to_user_string()
+
+    def error(exc: Exception, home: Home) -> Verdict:
+        context.log.error("check %s for tenant %s: %s", spec.name, home.tenant_id, traceback.format_exc(limit=5))
+        return Verdict([{"error": f"{type(exc).__name__}: {exc}"[:ERROR_CHARS]}], 0,
+                       dg.AssetCheckSeverity.ERROR if spec.blocking else dg.AssetCheckSeverity.WARN)
+
+    with postgres.session():  # one connection for every home of the check
+        expectations = Expectations()
+        pending: list[tuple[Home, Verdict | Judge]] = []
+        for home in run_homes(context, postgres, selection):
+            try:
+                pending.append((home, evaluate(home, expectations)))
+            except Exception as exc:
+                pending.append((home, error(exc, home)))
+        try:
+            expectations.validate()
+            validated: Exception | None = None
+        except Exception as exc:  # great-expectations itself failed: no home that asked it is verified
+            validated = exc
+        verdicts: list[tuple[Home, Verdict]] = []
+        for home, judged in pending:
+            if isinstance(judged, Verdict):
+                verdicts.append((home, judged))
+                continue
+            try:
+                if validated is not None:
+                    raise validated
+                verdicts.append((home, judged()))
+            except Exception as exc:
+                verdicts.append((home, error(exc, home)))
+        record_all(postgres, context.run.run_id, asset, spec.name, window, verdicts)
+
     per_home: dict[str, dict[str, Any]] = {}
     listed: dict[str, Any] = {}
     severities: list[dg.AssetCheckSeverity] = []
-    for home in run_homes(context, postgres, selection):
-        try:
-            verdict = evaluate(home)
-        except Exception as exc:
-            context.log.error("check %s for tenant %s: %s", spec.name, home.tenant_id, traceback.format_exc(limit=5))
-            verdict = Verdict([{"error": f"{type(exc).__name__}: {exc}"[:ERROR_CHARS]}], 0,
-                              dg.AssetCheckSeverity.ERROR if spec.blocking else dg.AssetCheckSeverity.WARN)
-        record(postgres, context.run.run_id, home.tenant_id, asset, spec.name, window, verdict)
+    for home, verdict in verdicts:
         per_home[home.tenant_id] = {"passed": not verdict.failing, "failing": len(verdict.failing),
                                     "checked": verdict.checked, **verdict.numbers}
         if verdict.failing:

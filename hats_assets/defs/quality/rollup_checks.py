@@ -17,8 +17,8 @@ import pandas as pd
 from hats_assets.defs.common.resources import InfluxDBResource, PostgresResource, TenantInflux, qualified, window_params
 from hats_assets.defs.common.tenants import Home, TenantSelection
 from hats_assets.defs.core.assets import counter_entities
-from hats_assets.defs.quality.expectations import failing_rows
-from hats_assets.defs.quality.results import Verdict, check_homes, frame_of
+from hats_assets.defs.quality.expectations import Expectations
+from hats_assets.defs.quality.results import Judge, Verdict, check_homes, frame_of
 from hats_assets.defs.rollups.contract import KINDS, measurement
 from hats_assets.defs.rollups.maths import RESET_RATIO
 from hats_assets.defs.rollups.raw_reader import RAW_CHUNK, RawWindow, read_window_for_run
@@ -54,29 +54,37 @@ def plausible_ranges(
 ) -> dg.AssetCheckResult:
     window = context_window(context)
 
-    def evaluate(home: Home) -> Verdict:
+    def evaluate(home: Home, expect: Expectations) -> Judge:
         db = influxdb.for_tenant(home.tenant_id)
         tags = ("entity_id", "quantity")
         gauges = frame_of(db.query(f'SELECT "min", "max" FROM {GAUGE_1H} WHERE time >= $start AND time < $end '
                                    'GROUP BY "entity_id", "quantity"', window_params(*window)), tags)
         meters = frame_of(db.query(f'SELECT "consumption" FROM {COUNTER_1H} WHERE time >= $start AND time < $end '
                                    'GROUP BY "entity_id", "quantity"', window_params(*window)), tags)
-        failing: list[dict[str, Any]] = []
+        ranges = []
         for quantity, (low, high) in PLAUSIBLE.items():
             rows = gauges[gauges["quantity"] == quantity].reset_index(drop=True)
-            bad = set()
-            for column in ("min", "max"):
-                bad |= set(failing_rows(rows, "ExpectColumnValuesToBeBetween", column=column, min_value=low,
-                                        max_value=high))
-            records = rows.to_dict("records")
-            failing += [{"entity_id": records[i]["entity_id"], "quantity": quantity, "min": float(records[i]["min"]),
-                         "max": float(records[i]["max"]), "allowed": [low, high]} for i in sorted(bad)]
-        records = meters.to_dict("records")
-        for i in failing_rows(meters, "ExpectColumnValuesToBeBetween", column="consumption", min_value=0.0):
-            failing.append({"entity_id": records[i]["entity_id"], "quantity": records[i]["quantity"],
-                            "consumption": float(records[i]["consumption"]), "allowed": [0.0, None]})
-        checked = len(gauges) + len(meters)
-        return Verdict(failing, checked, numbers={"rows_checked": checked, "out_of_range": len(failing)})
+            ranges.append((quantity, low, high, rows, [
+                expect.ask(rows, "ExpectColumnValuesToBeBetween", column=column, min_value=low, max_value=high)
+                for column in ("min", "max")]))
+        negative = expect.ask(meters, "ExpectColumnValuesToBeBetween", column="consumption", min_value=0.0)
+
+        def judge() -> Verdict:
+            failing: list[dict[str, Any]] = []
+            for quantity, low, high, rows, asked in ranges:
+                bad = {i for one in asked for i in one.rows()}
+                records = rows.to_dict("records")
+                failing += [{"entity_id": records[i]["entity_id"], "quantity": quantity,
+                             "min": float(records[i]["min"]), "max": float(records[i]["max"]),
+                             "allowed": [low, high]} for i in sorted(bad)]
+            records = meters.to_dict("records")
+            for i in negative.rows():
+                failing.append({"entity_id": records[i]["entity_id"], "quantity": records[i]["quantity"],
+                                "consumption": float(records[i]["consumption"]), "allowed": [0.0, None]})
+            checked = len(gauges) + len(meters)
+            return Verdict(failing, checked, numbers={"rows_checked": checked, "out_of_range": len(failing)})
+
+        return judge
 
     return check_homes(context, postgres, tenant_selection, window, evaluate, listed_as="entities",
                        what_to_do="fix the device or its unit in Home Assistant, then re-run the partition")
@@ -94,7 +102,7 @@ def raw_points_all_rolled_up(
 ) -> dg.AssetCheckResult:
     window = context_window(context)
 
-    def evaluate(home: Home) -> Verdict:
+    def evaluate(home: Home, expect: Expectations) -> Judge:
         db = influxdb.for_tenant(home.tenant_id)
         # Per raw series (all tags: an entity re-paired under a new device id, or seen by two integrations, has
         # several, often with the same instants, which the rollup counts once).
@@ -106,15 +114,19 @@ def raw_points_all_rolled_up(
             pd.DataFrame(columns=["raw_max", "raw_sum"])
         counted = rolled.groupby("entity_id")["sum"].sum() if len(rolled) else pd.Series(dtype="float64")
         frame = per_entity.join(counted.rename("rolled"), how="outer").fillna(0).reset_index(names="entity_id")
-        bad = set(failing_rows(frame, "ExpectColumnPairValuesAToBeGreaterThanB", column_A="rolled",
-                               column_B="raw_max", or_equal=True))
-        bad |= set(failing_rows(frame, "ExpectColumnPairValuesAToBeGreaterThanB", column_A="raw_sum",
-                                column_B="rolled", or_equal=True))
-        records = frame.to_dict("records")
-        failing = [{"entity_id": records[i]["entity_id"], "raw_points": int(records[i]["raw_sum"]),
-                    "rolled_up": int(records[i]["rolled"])} for i in sorted(bad)]
-        return Verdict(failing, len(frame), numbers={
-            "entities_checked": len(frame), "raw_points": int(frame["raw_sum"].sum()) if len(frame) else 0})
+        asked = [expect.ask(frame, "ExpectColumnPairValuesAToBeGreaterThanB", column_A="rolled", column_B="raw_max",
+                            or_equal=True),
+                 expect.ask(frame, "ExpectColumnPairValuesAToBeGreaterThanB", column_A="raw_sum", column_B="rolled",
+                            or_equal=True)]
+
+        def judge() -> Verdict:
+            records = frame.to_dict("records")
+            failing = [{"entity_id": records[i]["entity_id"], "raw_points": int(records[i]["raw_sum"]),
+                        "rolled_up": int(records[i]["rolled"])} for i in sorted({i for a in asked for i in a.rows()})]
+            return Verdict(failing, len(frame), numbers={
+                "entities_checked": len(frame), "raw_points": int(frame["raw_sum"].sum()) if len(frame) else 0})
+
+        return judge
 
     return check_homes(context, postgres, tenant_selection, window, evaluate, listed_as="incomplete_entities",
                        what_to_do="re-run the partition (late points arrived while it ran, or a write failed)")
@@ -131,7 +143,7 @@ def one_series_per_entity(
 ) -> dg.AssetCheckResult:
     window = context_window(context)
 
-    def evaluate(home: Home) -> Verdict:
+    def evaluate(home: Home, expect: Expectations) -> Judge:
         db = influxdb.for_tenant(home.tenant_id)
         series = frame_of(db.query(f'SELECT count("count") FROM {ROLLUP_1M} WHERE time >= $start AND time < $end '
                                    'GROUP BY "entity_id", "quantity"', window_params(*window)),
@@ -141,13 +153,17 @@ def one_series_per_entity(
             'GROUP BY "entity_id"', window_params(*window))}
         per_entity = series.groupby("entity_id").size().rename("series").reset_index() if len(series) else \
             pd.DataFrame(columns=["entity_id", "series"])
-        bad = failing_rows(per_entity, "ExpectColumnValuesToBeBetween", column="series", min_value=1, max_value=1)
-        records = per_entity.to_dict("records")
-        failing = [{"entity_id": records[i]["entity_id"],
-                    "quantities": sorted(series.loc[series["entity_id"] == records[i]["entity_id"], "quantity"])}
-                   for i in bad]
-        failing += [{"entity_id": entity, "rows_in_the_future": True} for entity in sorted(future)]
-        return Verdict(failing, len(per_entity), numbers={"entities_checked": len(per_entity)})
+        asked = expect.ask(per_entity, "ExpectColumnValuesToBeBetween", column="series", min_value=1, max_value=1)
+
+        def judge() -> Verdict:
+            records = per_entity.to_dict("records")
+            failing = [{"entity_id": records[i]["entity_id"],
+                        "quantities": sorted(series.loc[series["entity_id"] == records[i]["entity_id"], "quantity"])}
+                       for i in asked.rows()]
+            failing += [{"entity_id": entity, "rows_in_the_future": True} for entity in sorted(future)]
+            return Verdict(failing, len(per_entity), numbers={"entities_checked": len(per_entity)})
+
+        return judge
 
     return check_homes(context, postgres, tenant_selection, window, evaluate, listed_as="ambiguous_entities",
                        what_to_do="an entity changed quantity or state_class within the hour, or a clock is ahead: "
@@ -182,7 +198,7 @@ def points_match_cadence(
 ) -> dg.AssetCheckResult:
     window = context_window(context)
 
-    def evaluate(home: Home) -> Verdict:
+    def evaluate(home: Home, _expect: Expectations) -> Verdict:
         db = influxdb.for_tenant(home.tenant_id)
         failing: list[dict[str, Any]] = []
         checked = 0
@@ -224,7 +240,7 @@ def meters_only_grow(
 ) -> dg.AssetCheckResult:
     window = context_window(context)
 
-    def evaluate(home: Home) -> Verdict:
+    def evaluate(home: Home, _expect: Expectations) -> Verdict:
         db = influxdb.for_tenant(home.tenant_id)
         meters = counter_entities(postgres, home.tenant_id)
         failing: list[dict[str, Any]] = []

@@ -15,8 +15,8 @@ import pandas as pd
 
 from hats_assets.defs.common.resources import InfluxDBResource, PostgresResource, TenantInflux, qualified, window_params
 from hats_assets.defs.common.tenants import Home, TenantSelection
-from hats_assets.defs.quality.expectations import failing_rows
-from hats_assets.defs.quality.results import Verdict, check_homes
+from hats_assets.defs.quality.expectations import Expectations
+from hats_assets.defs.quality.results import Judge, Verdict, check_homes
 from hats_assets.defs.rollups.contract import KINDS, measurement
 from hats_assets.partitions import context_window, daily_partitions
 from ingest_worker.contract import ROLLUP_RP, imported_measurement
@@ -58,7 +58,7 @@ def warehouse_rows_match_rollups(
 ) -> dg.AssetCheckResult:
     start, end = context_window(context)
 
-    def evaluate(home: Home) -> Verdict:
+    def evaluate(home: Home, expect: Expectations) -> Judge:
         db = influxdb.for_tenant(home.tenant_id)
         computed = _rows_per_hour(db, [measurement(kind, "1h") for kind in KINDS], start, end)
         imported = _rows_per_hour(db, [imported_measurement(kind, "1h") for kind in KINDS], start, end)
@@ -77,20 +77,23 @@ def warehouse_rows_match_rollups(
                                                                       "end": end}).fetchall():
                 row(entity).update(zip(COLUMNS[3:], map(int, numbers), strict=True))
         frame = pd.DataFrame([{"entity_id": e, **c} for e, c in sorted(counts.items())], columns=COLUMNS)
-        bad: set[int] = set()
-        for column_a, column_b in (("rollup", "warehouse_computed"), ("imported", "warehouse_imported"),
-                                   ("warehouse", "distinct")):
-            bad |= set(failing_rows(frame, "ExpectColumnPairValuesToBeEqual", column_A=column_a, column_B=column_b))
-        records = frame.to_dict("records")
-        failing = [{"entity_id": records[i]["entity_id"], "rollup_rows": records[i]["rollup"],
-                    "imported_rows": records[i]["imported"],
-                    "warehouse_computed_rows": records[i]["warehouse_computed"],
-                    "warehouse_imported_rows": records[i]["warehouse_imported"],
-                    "distinct_rows": records[i]["distinct"]}
-                   for i in sorted(bad)]
-        return Verdict(failing, len(frame), numbers={
-            "entities_checked": len(frame), "rows_in_rollup": int(frame["rollup"].sum()) if len(frame) else 0,
-            "imported_rows_expected": int(frame["imported"].sum()) if len(frame) else 0})
+        asked = [expect.ask(frame, "ExpectColumnPairValuesToBeEqual", column_A=column_a, column_B=column_b)
+                 for column_a, column_b in (("rollup", "warehouse_computed"), ("imported", "warehouse_imported"),
+                                            ("warehouse", "distinct"))]
+
+        def judge() -> Verdict:
+            records = frame.to_dict("records")
+            failing = [{"entity_id": records[i]["entity_id"], "rollup_rows": records[i]["rollup"],
+                        "imported_rows": records[i]["imported"],
+                        "warehouse_computed_rows": records[i]["warehouse_computed"],
+                        "warehouse_imported_rows": records[i]["warehouse_imported"],
+                        "distinct_rows": records[i]["distinct"]}
+                       for i in sorted({i for a in asked for i in a.rows()})]
+            return Verdict(failing, len(frame), numbers={
+                "entities_checked": len(frame), "rows_in_rollup": int(frame["rollup"].sum()) if len(frame) else 0,
+                "imported_rows_expected": int(frame["imported"].sum()) if len(frame) else 0})
+
+        return judge
 
     return check_homes(context, postgres, tenant_selection, (start, end), evaluate, listed_as="mismatched_entities",
                        what_to_do="re-run warehouse_daily_job for this day (after the day's rollups)")

@@ -188,34 +188,35 @@ def retention(
         partition_cutoff = months_before(now, longest)
         partition_actions = _expired_partitions(cur, partition_cutoff) if longest else []
 
-    for home, outcome in outcomes.each(run_homes(context, postgres, tenant_selection)):
-        def expire(home: Home = home) -> dict[str, Any]:
-            db = influxdb_admin.for_tenant(home.tenant_id)
-            with postgres.connect() as conn, conn.cursor() as cur:
-                unverified = [row[0] for row in cur.execute(UNVERIFIED_SQL, {
-                    "tenant": home.tenant_id, "current_hour": now.replace(minute=0, second=0, microsecond=0),
-                    "limit": UNVERIFIED_LISTED}).fetchall()]
-                influx_actions, durations, extended = _influx_actions(
-                    db, home, retention_settings, now, unverified[0] if unverified else None)
-                rollup_cutoff = months_before(now, home.rollup_months)
-                purges = _purges(cur, home.tenant_id, [
-                    ("ops", "ingest_hours", "hour", now - durations[RAW_RP], None),
-                    ("ops", "rollup_watermarks", "hour", now - durations[RAW_RP], None),
-                    *(("analytics", table, column,
-                       rollup_cutoff if column == "hour" else rollup_cutoff.date(),
-                       partition_cutoff if column == "hour" else partition_cutoff.date())
-                      for table, column in WAREHOUSE_PERIODS.items() if rollup_cutoff > partition_cutoff)])
-                mine = [*influx_actions, *(action for action, _ in purges)]
-                _apply(context, config.dry_run, db, influx_actions, durations, cur, purges, mine)
-            actions.extend(mine)
-            if unverified:
-                unverified_by_home[home.tenant_id] = [f"{h:%Y-%m-%d-%H:00}" for h in unverified]
-            if extended:
-                extended_homes.append(home.tenant_id)
-            return {"raw_duration_h": int(durations[RAW_RP] / timedelta(hours=1)), "raw_extended": extended,
-                    "rows_purged": sum(a.affected or 0 for a, _ in purges), "actions": len(mine)}
+    with postgres.session():  # one connection for every home of the step
+        for home, outcome in outcomes.each(run_homes(context, postgres, tenant_selection)):
+            def expire(home: Home = home) -> dict[str, Any]:
+                db = influxdb_admin.for_tenant(home.tenant_id)
+                with postgres.connect() as conn, conn.cursor() as cur:
+                    unverified = [row[0] for row in cur.execute(UNVERIFIED_SQL, {
+                        "tenant": home.tenant_id, "current_hour": now.replace(minute=0, second=0, microsecond=0),
+                        "limit": UNVERIFIED_LISTED}).fetchall()]
+                    influx_actions, durations, extended = _influx_actions(
+                        db, home, retention_settings, now, unverified[0] if unverified else None)
+                    rollup_cutoff = months_before(now, home.rollup_months)
+                    purges = _purges(cur, home.tenant_id, [
+                        ("ops", "ingest_hours", "hour", now - durations[RAW_RP], None),
+                        ("ops", "rollup_watermarks", "hour", now - durations[RAW_RP], None),
+                        *(("analytics", table, column,
+                           rollup_cutoff if column == "hour" else rollup_cutoff.date(),
+                           partition_cutoff if column == "hour" else partition_cutoff.date())
+                          for table, column in WAREHOUSE_PERIODS.items() if rollup_cutoff > partition_cutoff)])
+                    mine = [*influx_actions, *(action for action, _ in purges)]
+                    _apply(context, config.dry_run, db, influx_actions, durations, cur, purges, mine)
+                actions.extend(mine)
+                if unverified:
+                    unverified_by_home[home.tenant_id] = [f"{h:%Y-%m-%d-%H:00}" for h in unverified]
+                if extended:
+                    extended_homes.append(home.tenant_id)
+                return {"raw_duration_h": int(durations[RAW_RP] / timedelta(hours=1)), "raw_extended": extended,
+                        "rows_purged": sum(a.affected or 0 for a, _ in purges), "actions": len(mine)}
 
-        outcomes.guard(home, outcome, expire)
+            outcomes.guard(home, outcome, expire)
 
     with postgres.connect() as conn, conn.cursor() as cur:
         ops_cutoff = months_before(now, retention_settings.ops_months)

@@ -110,23 +110,24 @@ def rollups(
     start, end = context_window(context)
     outcomes = Outcomes(context.log)
     total = RollupStats()
-    for home, outcome in outcomes.each(run_homes(context, postgres, tenant_selection)):
-        stats = RollupStats()
-        for chunk_start, chunk_end in chunks(start, end, RAW_CHUNK):
-            def roll(home: Home = home, chunk: tuple[datetime, datetime] = (chunk_start, chunk_end),
-                     stats: RollupStats = stats) -> dict[str, Any]:
-                return _roll_home(context, influxdb.for_tenant(home.tenant_id), postgres, *chunk, stats)
+    with postgres.session():  # one connection for every home of the step
+        for home, outcome in outcomes.each(run_homes(context, postgres, tenant_selection)):
+            stats = RollupStats()
+            for chunk_start, chunk_end in chunks(start, end, RAW_CHUNK):
+                def roll(home: Home = home, chunk: tuple[datetime, datetime] = (chunk_start, chunk_end),
+                         stats: RollupStats = stats) -> dict[str, Any]:
+                    return _roll_home(context, influxdb.for_tenant(home.tenant_id), postgres, *chunk, stats)
 
-            stored = outcomes.guard(home, outcome, roll)
-            verdict = Verdict([] if stored else [{"error": outcome.error, "hours": _hour_keys(chunk_start, chunk_end)}],
-                              len(_hour_keys(chunk_start, chunk_end)))
-            if not stored:
-                _forget_watermarks(postgres, home.tenant_id, chunk_start, chunk_end)
-            record(postgres, context.run.run_id, home.tenant_id, "rollup_1m", STORED_CHECK, (chunk_start, chunk_end),
-                   verdict)
-            if not stored:
-                break  # this home's later days wait for the targeted retry; the other homes go on
-        total.add(stats)
+                stored = outcomes.guard(home, outcome, roll)
+                hours = _hour_keys(chunk_start, chunk_end)
+                verdict = Verdict([] if stored else [{"error": outcome.error, "hours": hours}], len(hours))
+                if not stored:
+                    _forget_watermarks(postgres, home.tenant_id, chunk_start, chunk_end)
+                record(postgres, context.run.run_id, home.tenant_id, "rollup_1m", STORED_CHECK,
+                       (chunk_start, chunk_end), verdict)
+                if not stored:
+                    break  # this home's later days wait for the targeted retry; the other homes go on
+            total.add(stats)
     series = len(total.series["gauge"]) + len(total.series["counter"])
     per_home = outcomes.metadata()
     common: dict[str, Any] = {

@@ -102,27 +102,29 @@ def hourly_rollup(
     began = time.monotonic()
     start, end = context_window(context)
     outcomes = Outcomes(context.log)
-    for home, outcome in outcomes.each(run_homes(context, postgres, tenant_selection)):
-        def load(tenant: str = home.tenant_id) -> dict[str, Any]:
-            refuse_failed_hours(postgres, tenant, start, end)
-            db = influxdb.for_tenant(tenant)
-            inserted = replaced = imported = 0
-            partitions: set[str] = set()
-            entities: set[str] = set()
-            with postgres.connect() as conn, conn.cursor() as cur:
-                for day_start, day_end in chunks(start, end, timedelta(days=1)):
-                    rows = merged_hourly_rows(db, day_start, day_end)
-                    day_replaced, partition = replace_hours(cur, "hourly_rollup", tenant, day_start, day_end,
-                                                            HOURLY_COLUMNS, rows)
-                    replaced += day_replaced
-                    partitions.add(partition)
-                    inserted += len(rows)
-                    imported += sum(row[-1] == IMPORTED for row in rows)
-                    entities.update(row[1] for row in rows)
-            return {"rows_upserted": inserted, "rows_imported": imported, "rows_replaced": replaced,
-                    "entities": len(entities), "pg_partitions": ", ".join(sorted(f"analytics.{p}" for p in partitions))}
+    with postgres.session():  # one connection for every home of the step
+        for home, outcome in outcomes.each(run_homes(context, postgres, tenant_selection)):
+            def load(tenant: str = home.tenant_id) -> dict[str, Any]:
+                refuse_failed_hours(postgres, tenant, start, end)
+                db = influxdb.for_tenant(tenant)
+                inserted = replaced = imported = 0
+                partitions: set[str] = set()
+                entities: set[str] = set()
+                with postgres.connect() as conn, conn.cursor() as cur:
+                    for day_start, day_end in chunks(start, end, timedelta(days=1)):
+                        rows = merged_hourly_rows(db, day_start, day_end)
+                        day_replaced, partition = replace_hours(cur, "hourly_rollup", tenant, day_start, day_end,
+                                                                HOURLY_COLUMNS, rows)
+                        replaced += day_replaced
+                        partitions.add(partition)
+                        inserted += len(rows)
+                        imported += sum(row[-1] == IMPORTED for row in rows)
+                        entities.update(row[1] for row in rows)
+                return {"rows_upserted": inserted, "rows_imported": imported, "rows_replaced": replaced,
+                        "entities": len(entities),
+                        "pg_partitions": ", ".join(sorted(f"analytics.{p}" for p in partitions))}
 
-        outcomes.guard(home, outcome, load)
+            outcomes.guard(home, outcome, load)
     context.log.info("%s → %s: hourly rows of %d homes (%d failed, %d refused)", start, end, len(outcomes.by_home),
                      len(outcomes.failed()), len(outcomes.refused()))
     return dg.MaterializeResult(metadata=window_metadata(start, end, began, outcomes))
@@ -138,24 +140,25 @@ def daily_rollup(context: dg.AssetExecutionContext, postgres: PostgresResource,
     began = time.monotonic()
     start, end = context_window(context)
     outcomes = Outcomes(context.log)
-    for home, outcome in outcomes.each(run_homes(context, postgres, tenant_selection)):
-        def load(tenant: str = home.tenant_id) -> dict[str, Any]:
-            refuse_failed_hours(postgres, tenant, start, end, DAILY_GATE)
-            inserted = replaced = 0
-            with postgres.connect() as conn, conn.cursor() as cur:
-                for day_start, day_end in chunks(start, end, timedelta(days=1)):
-                    lock_day(cur, "daily_rollup", tenant, day_start)
-                    ddl, _ = month_partition("daily_rollup", day_start.date())
-                    cur.execute(ddl)
-                    params = {"tenant": tenant, "start": day_start, "end": day_end}
-                    cur.execute(delete_period("daily_rollup", "day"),
-                                {**params, "start": day_start.date(), "end": day_end.date()})
-                    replaced += cur.rowcount
-                    cur.execute(DAILY_FROM_HOURLY, params)
-                    inserted += cur.rowcount
-            return {"rows_upserted": inserted, "rows_replaced": replaced}
+    with postgres.session():  # one connection for every home of the step
+        for home, outcome in outcomes.each(run_homes(context, postgres, tenant_selection)):
+            def load(tenant: str = home.tenant_id) -> dict[str, Any]:
+                refuse_failed_hours(postgres, tenant, start, end, DAILY_GATE)
+                inserted = replaced = 0
+                with postgres.connect() as conn, conn.cursor() as cur:
+                    for day_start, day_end in chunks(start, end, timedelta(days=1)):
+                        lock_day(cur, "daily_rollup", tenant, day_start)
+                        ddl, _ = month_partition("daily_rollup", day_start.date())
+                        cur.execute(ddl)
+                        params = {"tenant": tenant, "start": day_start, "end": day_end}
+                        cur.execute(delete_period("daily_rollup", "day"),
+                                    {**params, "start": day_start.date(), "end": day_end.date()})
+                        replaced += cur.rowcount
+                        cur.execute(DAILY_FROM_HOURLY, params)
+                        inserted += cur.rowcount
+                return {"rows_upserted": inserted, "rows_replaced": replaced}
 
-        outcomes.guard(home, outcome, load)
+            outcomes.guard(home, outcome, load)
     return dg.MaterializeResult(metadata=window_metadata(start, end, began, outcomes))
 
 
@@ -172,32 +175,36 @@ def local_daily_rollup(context: dg.AssetExecutionContext, postgres: PostgresReso
     began = time.monotonic()
     start, end = context_window(context)
     outcomes = Outcomes(context.log)
-    for home, outcome in outcomes.each(run_homes(context, postgres, tenant_selection)):
-        def load(tenant: str = home.tenant_id) -> dict[str, Any]:
-            refuse_failed_hours(postgres, tenant, start, end, DAILY_GATE)
-            with postgres.connect() as conn, conn.cursor() as cur:
-                lock_tenant(cur, "local_daily_rollup", tenant)
-                zone = tenant_time_zone(cur, tenant)
-                window = (start, end)
-                other_first, other_last, other_zones = cur.execute(
-                    OTHER_ZONE_DAYS, {"tenant": tenant, "zone": zone}).fetchone() or (None, None, None)
-                if other_first is not None:
-                    # Local days of any zone lie within a day of their UTC date: this window holds all their hours.
-                    window = (min(start, datetime.combine(other_first, datetime.min.time(), UTC) - timedelta(days=1)),
-                              max(end, datetime.combine(other_last, datetime.min.time(), UTC) + timedelta(days=2)))
-                    context.log.info("%s: time zone now %s: re-computing the local days %s … %s counted in %s",
-                                     tenant, zone, other_first, other_last, other_zones)
-                days = clear_local_days(cur, "local_daily_rollup", tenant, zone, *window)
-                cur.execute(LOCAL_DAYS, days.params(tenant, zone))
-                inserted = cur.rowcount
-                incomplete = cur.execute(
-                    "SELECT count(*) FROM analytics.local_daily_rollup WHERE tenant_id = %s AND local_day BETWEEN %s "
-                    "AND %s AND hours_loaded < day_hours", (tenant, days.first_day, days.last_day)).fetchone()
-            return {"time_zone": zone, "local_days": f"{days.first_day} … {days.last_day}",
-                    "recomputed_from_zone": other_zones or "", "rows_upserted": inserted,
-                    "rows_replaced": days.replaced, "incomplete_rows": int(incomplete[0]) if incomplete else 0}
+    with postgres.session():  # one connection for every home of the step
+        for home, outcome in outcomes.each(run_homes(context, postgres, tenant_selection)):
+            def load(tenant: str = home.tenant_id) -> dict[str, Any]:
+                refuse_failed_hours(postgres, tenant, start, end, DAILY_GATE)
+                with postgres.connect() as conn, conn.cursor() as cur:
+                    lock_tenant(cur, "local_daily_rollup", tenant)
+                    zone = tenant_time_zone(cur, tenant)
+                    window = (start, end)
+                    other_first, other_last, other_zones = cur.execute(
+                        OTHER_ZONE_DAYS, {"tenant": tenant, "zone": zone}).fetchone() or (None, None, None)
+                    if other_first is not None:
+                        # Local days of any zone lie within a day of their UTC date: this window holds all their
+                        # hours.
+                        first = datetime.combine(other_first, datetime.min.time(), UTC)
+                        last = datetime.combine(other_last, datetime.min.time(), UTC)
+                        window = (min(start, first - timedelta(days=1)), max(end, last + timedelta(days=2)))
+                        context.log.info("%s: time zone now %s: re-computing the local days %s … %s counted in %s",
+                                         tenant, zone, other_first, other_last, other_zones)
+                    days = clear_local_days(cur, "local_daily_rollup", tenant, zone, *window)
+                    cur.execute(LOCAL_DAYS, days.params(tenant, zone))
+                    inserted = cur.rowcount
+                    incomplete = cur.execute(
+                        "SELECT count(*) FROM analytics.local_daily_rollup WHERE tenant_id = %s AND local_day "
+                        "BETWEEN %s AND %s AND hours_loaded < day_hours",
+                        (tenant, days.first_day, days.last_day)).fetchone()
+                return {"time_zone": zone, "local_days": f"{days.first_day} … {days.last_day}",
+                        "recomputed_from_zone": other_zones or "", "rows_upserted": inserted,
+                        "rows_replaced": days.replaced, "incomplete_rows": int(incomplete[0]) if incomplete else 0}
 
-        outcomes.guard(home, outcome, load)
+            outcomes.guard(home, outcome, load)
     return dg.MaterializeResult(metadata=window_metadata(start, end, began, outcomes))
 
 

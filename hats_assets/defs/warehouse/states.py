@@ -71,22 +71,23 @@ def state_hourly(
     began = time.monotonic()
     start, end = context_window(context)
     outcomes = Outcomes(context.log)
-    for home, outcome in outcomes.each(run_homes(context, postgres, tenant_selection)):
-        def load(tenant: str = home.tenant_id) -> dict[str, Any]:
-            refuse_failed_hours(postgres, tenant, start, end)
-            db = influxdb.for_tenant(tenant)
-            inserted = replaced = 0
-            entities: set[str] = set()
-            with postgres.connect() as conn, conn.cursor() as cur:
-                for day_start, day_end in chunks(start, end, timedelta(days=1)):
-                    rows = _state_rows(db, day_start, day_end)
-                    replaced += replace_hours(cur, "state_hourly", tenant, day_start, day_end,
-                                              STATE_HOURLY_COLUMNS, rows)[0]
-                    inserted += len(rows)
-                    entities.update(row[1] for row in rows)
-            return {"rows_upserted": inserted, "rows_replaced": replaced, "entities": len(entities)}
+    with postgres.session():  # one connection for every home of the step
+        for home, outcome in outcomes.each(run_homes(context, postgres, tenant_selection)):
+            def load(tenant: str = home.tenant_id) -> dict[str, Any]:
+                refuse_failed_hours(postgres, tenant, start, end)
+                db = influxdb.for_tenant(tenant)
+                inserted = replaced = 0
+                entities: set[str] = set()
+                with postgres.connect() as conn, conn.cursor() as cur:
+                    for day_start, day_end in chunks(start, end, timedelta(days=1)):
+                        rows = _state_rows(db, day_start, day_end)
+                        replaced += replace_hours(cur, "state_hourly", tenant, day_start, day_end,
+                                                  STATE_HOURLY_COLUMNS, rows)[0]
+                        inserted += len(rows)
+                        entities.update(row[1] for row in rows)
+                return {"rows_upserted": inserted, "rows_replaced": replaced, "entities": len(entities)}
 
-        outcomes.guard(home, outcome, load)
+            outcomes.guard(home, outcome, load)
     return dg.MaterializeResult(metadata=window_metadata(start, end, began, outcomes))
 
 
@@ -98,20 +99,21 @@ def state_local_daily(context: dg.AssetExecutionContext, postgres: PostgresResou
     began = time.monotonic()
     start, end = context_window(context)
     outcomes = Outcomes(context.log)
-    for home, outcome in outcomes.each(run_homes(context, postgres, tenant_selection)):
-        def load(tenant: str = home.tenant_id) -> dict[str, Any]:
-            refuse_failed_hours(postgres, tenant, start, end)
-            with postgres.connect() as conn, conn.cursor() as cur:
-                lock_tenant(cur, "state_local_daily", tenant)
-                zone = tenant_time_zone(cur, tenant)
-                days = clear_local_days(cur, "state_local_daily", tenant, zone, start, end)
-                cur.execute(STATE_LOCAL_DAYS, {**days.params(tenant, zone),
-                                               "max_states": MAX_STATES_PER_HOUR, "other": OTHER_STATE})
-                inserted = cur.rowcount
-            return {"time_zone": zone, "local_days": f"{days.first_day} … {days.last_day}",
-                    "rows_upserted": inserted, "rows_replaced": days.replaced}
+    with postgres.session():  # one connection for every home of the step
+        for home, outcome in outcomes.each(run_homes(context, postgres, tenant_selection)):
+            def load(tenant: str = home.tenant_id) -> dict[str, Any]:
+                refuse_failed_hours(postgres, tenant, start, end)
+                with postgres.connect() as conn, conn.cursor() as cur:
+                    lock_tenant(cur, "state_local_daily", tenant)
+                    zone = tenant_time_zone(cur, tenant)
+                    days = clear_local_days(cur, "state_local_daily", tenant, zone, start, end)
+                    cur.execute(STATE_LOCAL_DAYS, {**days.params(tenant, zone),
+                                                   "max_states": MAX_STATES_PER_HOUR, "other": OTHER_STATE})
+                    inserted = cur.rowcount
+                return {"time_zone": zone, "local_days": f"{days.first_day} … {days.last_day}",
+                        "rows_upserted": inserted, "rows_replaced": days.replaced}
 
-        outcomes.guard(home, outcome, load)
+            outcomes.guard(home, outcome, load)
     return dg.MaterializeResult(metadata=window_metadata(start, end, began, outcomes))
 
 
