@@ -40,7 +40,7 @@ from ingest_worker.store.deadletters import DeadLetter
 from ingest_worker.store.durable import DurableWriter
 from ingest_worker.store.hooks import FlushHook
 from ingest_worker.store.influx import InfluxWriter
-from ingest_worker.store.metadata import MetadataStore
+from ingest_worker.store.metadata import DEFAULT_BUDGET, MetadataStore
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ async def open_pipeline(settings: WorkerSettings,
                         hooks: Sequence[FlushHook] = (), influx_client: httpx.AsyncClient | None = None) -> Wiring:
     """The tenant's pipeline on `conn` (autocommit; an `OpsConnection` when homes share it), with its outbox
     in `outbox_dir`; `influx_client` when homes share one pool of InfluxDB connections."""
-    metadata = MetadataStore(settings.tenant, settings.series_budget)
+    metadata = MetadataStore(settings.tenant, DEFAULT_BUDGET)  # load() takes the row's
     if isinstance(conn, OpsConnection):
         async with conn.lock:
             await metadata.load(conn.conn)

@@ -150,8 +150,7 @@ class ManyHomes:
         names = list(self.settings.mqtt_sources()) if (row.topic_prefix is not None or row.broker_url) else []
         if row.ha_url:
             names.append("websocket")
-        update: dict[str, object] = {"tenant": row.tenant_id, "topic_prefix": row.topic_prefix or "",
-                                     "series_budget": row.series_budget}
+        update: dict[str, object] = {"tenant": row.tenant_id, "topic_prefix": row.topic_prefix or ""}
         if names:
             update["sources"] = ",".join(names)
         if row.ha_url:

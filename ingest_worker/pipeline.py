@@ -224,7 +224,7 @@ class Pipeline:
         if not self._metadata.admit(state.entity_id):
             raise Rejected(Reason.SERIES_BUDGET,
                            f"{state.entity_id} would exceed the tenant's budget of {self._metadata.budget} "
-                           "entities (HATS_SERIES_BUDGET)")
+                           "entities (core.tenants.series_budget: `hats tenant change --series-budget`)")
         cached = (series, series_key(series.measurement, series.tags))
         self._metadata.note(state, series.measurement)
         if len(self._series) >= self._max_cached_series:

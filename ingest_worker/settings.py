@@ -83,7 +83,6 @@ class WorkerSettings(BaseSettings):
     outbox_dir: Path = Field(Path(".hats/outbox"), description="Folder of the on-disk outbox (one per client id)")
     outbox_max_bytes: int = Field(1024**3, ge=1024**2,
                                   description="Outbox bound; when full the worker stops reading MQTT")
-    series_budget: int = Field(10_000, ge=1, description="Entities per tenant; new ones beyond are dead letters")
     max_payload_bytes: int = Field(256 * 1024, ge=1024, description="Larger payloads are dead letters")
     http_host: str = Field("127.0.0.1", description="Address of /metrics, /healthz, /readyz")
     http_port: int = Field(9108, ge=0, le=65535, description="Port of /metrics, /healthz, /readyz (0: off)")

@@ -47,7 +47,13 @@ def column_text(value: object) -> str | None:
     return value.replace("\x00", "")[:MAX_TEXT_CHARS].encode("utf-8", "replace").decode("utf-8")
 
 
+DEFAULT_BUDGET = 10_000  # core.tenants.series_budget's default (migration 0011)
+
+
 class MetadataStore:
+    """`budget` until `load`, which takes the home's own (`core.tenants.series_budget`, its row: the same
+    number the code location's budget check reads)."""
+
     def __init__(self, tenant: str, budget: int) -> None:
         self.tenant = tenant
         self.budget = budget
@@ -60,6 +66,10 @@ class MetadataStore:
     async def load(self, conn: psycopg.AsyncConnection[tuple[object, ...]]) -> None:
         await conn.execute("INSERT INTO core.tenants (tenant_id, name) VALUES (%s, %s) ON CONFLICT DO NOTHING",
                            (self.tenant, self.tenant))
+        cur = await conn.execute("SELECT series_budget FROM core.tenants WHERE tenant_id = %s", (self.tenant,))
+        row = await cur.fetchone()
+        if row is not None:
+            self.budget = int(str(row[0]))
         cur = await conn.execute(
             "SELECT entity_id, device_id, domain, measurement, device_class, state_class, unit_original, "
             "unit_canonical, conversion, friendly_name, source FROM core.entities WHERE tenant_id = %s",

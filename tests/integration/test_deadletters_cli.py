@@ -167,9 +167,10 @@ def test_replay_keeps_the_series_budget(tenant: Tenant) -> None:
     for n in range(3):
         store_letter(tenant, tenant.topic, state_changed(f"sensor.budget_{n}", f"{n}.5", AT + timedelta(seconds=n),
                                                          unit_of_measurement="W"), AT)
-    assert cli(tenant, "replay", "--dry-run", HATS_SERIES_BUDGET="2") == [
+    pg_rows(tenant, "UPDATE core.tenants SET series_budget = 2 WHERE tenant_id = %s RETURNING 1", tenant.name)
+    assert cli(tenant, "replay", "--dry-run") == [
         "1  still failing: series_budget", "2  would replay"]
-    assert cli(tenant, "replay", HATS_SERIES_BUDGET="2") == [
+    assert cli(tenant, "replay") == [
         "2  points written", "2  replayed", "1  still failing: series_budget"]
     assert [bool(entity_points(tenant, f"sensor.budget_{n}")) for n in range(3)] == [True, True, False]
     assert cli(tenant, "count") == ["1  series_budget"]

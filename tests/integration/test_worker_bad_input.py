@@ -427,7 +427,8 @@ def test_valid_edge_cases_are_written_not_dead_lettered(tenant: Tenant, start_wo
 def test_series_budget_flood(tenant: Tenant, start_worker: Start) -> None:
     """10,000 new entities against a budget of 50: the first 50 are written, every other one is a dead
     letter with reason series_budget and its exact payload, and the worker stays healthy."""
-    worker = start_worker({**tenant.env, "HATS_SERIES_BUDGET": "50"})
+    pg_rows(tenant, "UPDATE core.tenants SET series_budget = 50 WHERE tenant_id = %s RETURNING 1", tenant.name)
+    worker = start_worker(tenant.env)  # the budget is the home's row
     payloads = [state_changed(f"sensor.flood_{i:05d}", f"{i % 100}.5", AT, unit_of_measurement="W",
                               device_class="power") for i in range(10_000)]
     pub = publisher(tenant)
@@ -454,7 +455,8 @@ def test_series_budget_flood(tenant: Tenant, start_worker: Start) -> None:
 
 def test_rejected_entity_ids_do_not_use_up_the_series_budget(tenant: Tenant, start_worker: Start) -> None:
     """An entity id that is refused never becomes a series, so it must not take a place in the budget."""
-    worker = start_worker({**tenant.env, "HATS_SERIES_BUDGET": "3"})
+    pg_rows(tenant, "UPDATE core.tenants SET series_budget = 3 WHERE tenant_id = %s RETURNING 1", tenant.name)
+    worker = start_worker(tenant.env)
     pub = publisher(tenant)
     for i in range(3):
         pub.publish(state_changed(f"sensor.Refused_{i}", "1.5", AT))
