@@ -224,6 +224,16 @@ class ManyHomes:
         return MqttLink(LinkSettings(url.hostname or "", url.port or 1883, row.broker_username, password,
                                      row.broker_username, filters), on_batch=self._wake_threadsafe)
 
+    @staticmethod
+    async def _end_tasks_and_link(home: Home) -> None:
+        """Its replayer and link tasks cancelled and awaited, its own broker connection closed."""
+        for task in home.tasks:
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+        if home.link is not None:
+            home.link.stop()
+
     async def _stop_home(self, home: Home, why: str) -> None:
         """Stop reading its topics, make durable what it holds, acknowledge it, let it go."""
         if home.platform is not None and home.row.topic_prefix is not None:
@@ -240,12 +250,7 @@ class ManyHomes:
             home.inbox.extend(home.ha.take())
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._drain(home), STOP_DRAIN_S)
-        for task in home.tasks:
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
-        if home.link is not None:
-            home.link.stop()
+        await self._end_tasks_and_link(home)
         await home.wiring.influx.aclose()
         await home.wiring.pipeline.close()
         log.info("tenant %s: stopped (%s) %s", home.tenant, why, json.dumps(home.wiring.pipeline.counters,
@@ -459,12 +464,7 @@ class ManyHomes:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             for home in self.homes.values():
-                for task in home.tasks:
-                    task.cancel()
-                    with contextlib.suppress(BaseException):
-                        await task
-                if home.link is not None:
-                    home.link.stop()
+                await self._end_tasks_and_link(home)
             if self.platform is not None:
                 self.platform.stop()
             await health.close()

@@ -25,6 +25,13 @@ REQUIRED_BY_SOURCES = (
 )
 
 
+def http_base_url(value: str) -> str:
+    """An http(s) base URL without its trailing '/' (InfluxDB's, for the worker and `hats tenant`)."""
+    if not value.startswith(("http://", "https://")):
+        raise ValueError("must start with http:// or https://")
+    return value.rstrip("/")
+
+
 class ConfigError(Exception):
     """A setting is missing or invalid; the message names each one and the fix."""
 
@@ -99,9 +106,7 @@ class WorkerSettings(BaseSettings):
     @field_validator("influx_url")
     @classmethod
     def _url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
-        return value.rstrip("/")
+        return http_base_url(value)
 
     @field_validator("ha_url")
     @classmethod

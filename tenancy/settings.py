@@ -15,6 +15,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ingest_worker.settings import http_base_url
+
 ENV_PREFIX = "HATS_"
 
 
@@ -42,9 +44,7 @@ class TenancySettings(BaseSettings):
     @field_validator("influx_url")
     @classmethod
     def _url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
-        return value.rstrip("/")
+        return http_base_url(value)
 
     @field_validator("pg_dsn", "influx_admin_password", "broker_admin_password")
     @classmethod
