@@ -23,7 +23,7 @@ from ingest_worker import metrics
 from ingest_worker.door import open_pipeline
 from ingest_worker.ha_link import HaLink, HaLinkSettings, HomeAssistantAuthError
 from ingest_worker.health import HealthServer
-from ingest_worker.many import ManyHomes
+from ingest_worker.homes import ManyHomes
 from ingest_worker.mqtt_link import Incoming, LinkSettings, MqttLink
 from ingest_worker.pipeline import Pipeline
 from ingest_worker.settings import WorkerSettings

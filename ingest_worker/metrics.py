@@ -38,7 +38,7 @@ HA_HISTORY_ROWS = Counter("hats_ha_history_rows", "States fetched from Home Assi
 HA_GAP_FILL_SECONDS = Gauge("hats_ha_gap_fill_seconds", "Duration of the latest gap fill (history since the "
                             "resume point, then the recorder's uncommitted tail)", registry=REGISTRY)
 
-# Registry mode (many.py): one series per home of the shard, never per entity (1,000 homes × 8 is bounded).
+# Registry mode (homes.py): one series per home of the shard, never per entity (1,000 homes × 8 is bounded).
 TENANTS = Gauge("hats_tenants_served", "Homes this worker serves (registry mode)", registry=REGISTRY)
 TENANT_FAILURES = Counter("hats_tenant_failures", "Times a home could not be started or failed while served",
                           ["tenant"], registry=REGISTRY)
