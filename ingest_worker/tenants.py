@@ -66,13 +66,17 @@ def _opt(value: object) -> str | None:
 
 
 def read_secret(secrets_dir: Path, tenant_id: str, name: str) -> str:
-    """One secret of a home; a missing one is an error naming the file to create (never its content)."""
+    """One secret of a home, `<dir>/<tenant>/<name>` (as `hats tenant` writes them) or `<dir>/<tenant>.<name>`
+    (a Kubernetes Secret mounted whole: its keys are files, and a key added later appears in the running pod
+    without a rollout, which a Secret volume mapping keys into folders cannot do); a missing one is an error
+    naming the file to create (never its content)."""
     path = secrets_dir / tenant_id / name
+    flat = secrets_dir / f"{tenant_id}.{name}"
     try:
-        value = path.read_text().strip()
+        value = (path if path.exists() or not flat.exists() else flat).read_text().strip()
     except FileNotFoundError:
-        raise TenantConfigError(f"tenant {tenant_id}: {path} is missing (HATS_TENANT_SECRETS_DIR); write the "
-                                f"secret there (mode 0600) and the worker starts the home") from None
+        raise TenantConfigError(f"tenant {tenant_id}: {path} (or {flat.name}) is missing (HATS_TENANT_SECRETS_DIR); "
+                                "write the secret there (mode 0600) and the worker starts the home") from None
     if not value:
         raise TenantConfigError(f"tenant {tenant_id}: {path} is empty")
     return value
