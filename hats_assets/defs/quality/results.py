@@ -28,14 +28,20 @@ TENANTS_LISTED = 50  # homes whose failing rows a check result lists (all are in
 
 
 def frame_of(series: list[dict[str, Any]], tag_keys: tuple[str, ...]) -> pd.DataFrame:
-    """An InfluxDB answer (series with tags) as one frame, the tags as columns."""
-    frames = []
-    for one in series:
-        frame = pd.DataFrame(one["values"], columns=one["columns"])
-        for key in tag_keys:
-            frame[key] = one["tags"][key]
-        frames.append(frame)
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["time", *tag_keys])
+    """An InfluxDB answer (series with tags) as one frame, the tags as columns.
+
+    Built in one go from all series' rows (a frame per series and a concat cost ~5 ms a series: 2 s of a
+    400-entity check)."""
+    if not series:
+        return pd.DataFrame(columns=["time", *tag_keys])
+    columns = series[0]["columns"]
+    if any(one["columns"] != columns for one in series):  # statements over differing fields: align by name
+        return pd.concat([pd.DataFrame(one["values"], columns=one["columns"]).assign(
+            **{key: one["tags"][key] for key in tag_keys}) for one in series], ignore_index=True)
+    frame = pd.DataFrame([row for one in series for row in one["values"]], columns=columns)
+    for key in tag_keys:
+        frame[key] = [one["tags"][key] for one in series for _ in one["values"]]
+    return frame
 
 
 def _native(value: Any) -> Any:

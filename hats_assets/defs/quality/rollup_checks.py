@@ -57,10 +57,12 @@ def plausible_ranges(
     def evaluate(home: Home, expect: Expectations) -> Judge:
         db = influxdb.for_tenant(home.tenant_id)
         tags = ("entity_id", "quantity")
-        gauges = frame_of(db.query(f'SELECT "min", "max" FROM {GAUGE_1H} WHERE time >= $start AND time < $end '
-                                   'GROUP BY "entity_id", "quantity"', window_params(*window)), tags)
-        meters = frame_of(db.query(f'SELECT "consumption" FROM {COUNTER_1H} WHERE time >= $start AND time < $end '
-                                   'GROUP BY "entity_id", "quantity"', window_params(*window)), tags)
+        gauge_rows, meter_rows = db.queries([
+            f'SELECT "min", "max" FROM {GAUGE_1H} WHERE time >= $start AND time < $end '
+            'GROUP BY "entity_id", "quantity"',
+            f'SELECT "consumption" FROM {COUNTER_1H} WHERE time >= $start AND time < $end '
+            'GROUP BY "entity_id", "quantity"'], window_params(*window))
+        gauges, meters = frame_of(gauge_rows, tags), frame_of(meter_rows, tags)
         ranges = []
         for quantity, (low, high) in PLAUSIBLE.items():
             rows = gauges[gauges["quantity"] == quantity].reset_index(drop=True)
@@ -106,10 +108,11 @@ def raw_points_all_rolled_up(
         db = influxdb.for_tenant(home.tenant_id)
         # Per raw series (all tags: an entity re-paired under a new device id, or seen by two integrations, has
         # several, often with the same instants, which the rollup counts once).
-        raw = frame_of(db.query('SELECT count("value") FROM "raw"./.*/ WHERE time >= $start AND time < $end '
-                                'GROUP BY *', window_params(*window)), ("entity_id",))
-        rolled = frame_of(db.query(f'SELECT sum("count") FROM {ROLLUP_1M} WHERE time >= $start AND time < $end '
-                                   'GROUP BY "entity_id"', window_params(*window)), ("entity_id",))
+        raw_rows, rolled_rows = db.queries([
+            'SELECT count("value") FROM "raw"./.*/ WHERE time >= $start AND time < $end GROUP BY *',
+            f'SELECT sum("count") FROM {ROLLUP_1M} WHERE time >= $start AND time < $end GROUP BY "entity_id"'],
+            window_params(*window))
+        raw, rolled = frame_of(raw_rows, ("entity_id",)), frame_of(rolled_rows, ("entity_id",))
         per_entity = raw.groupby("entity_id")["count"].agg(raw_max="max", raw_sum="sum") if len(raw) else \
             pd.DataFrame(columns=["raw_max", "raw_sum"])
         counted = rolled.groupby("entity_id")["sum"].sum() if len(rolled) else pd.Series(dtype="float64")
@@ -145,12 +148,13 @@ def one_series_per_entity(
 
     def evaluate(home: Home, expect: Expectations) -> Judge:
         db = influxdb.for_tenant(home.tenant_id)
-        series = frame_of(db.query(f'SELECT count("count") FROM {ROLLUP_1M} WHERE time >= $start AND time < $end '
-                                   'GROUP BY "entity_id", "quantity"', window_params(*window)),
-                          ("entity_id", "quantity"))
-        future = {s["tags"]["entity_id"] for s in db.query(
+        counted, ahead = db.queries([
+            f'SELECT count("count") FROM {ROLLUP_1M} WHERE time >= $start AND time < $end '
+            'GROUP BY "entity_id", "quantity"',
             f'SELECT count("count") FROM {ROLLUP_1M} WHERE time >= $start AND time < $end AND time > now() '
-            'GROUP BY "entity_id"', window_params(*window))}
+            'GROUP BY "entity_id"'], window_params(*window))
+        series = frame_of(counted, ("entity_id", "quantity"))
+        future = {s["tags"]["entity_id"] for s in ahead}
         per_entity = series.groupby("entity_id").size().rename("series").reset_index() if len(series) else \
             pd.DataFrame(columns=["entity_id", "series"])
         asked = expect.ask(per_entity, "ExpectColumnValuesToBeBetween", column="series", min_value=1, max_value=1)

@@ -50,6 +50,7 @@ WATERMARKS_READ = (HERE / "watermarks_read.sql").read_text()
 WATERMARKS_WRITE = (HERE / "watermarks_write.sql").read_text()
 WATERMARKS_FORGET = ("DELETE FROM ops.rollup_watermarks WHERE tenant_id = %(tenant)s AND hour >= %(start)s "
                      "AND hour < %(end)s")
+ROLLUP_MEASUREMENTS = (*(measurement(kind, name) for name, _ in WINDOWS for kind in KINDS), STATE_MEASUREMENT)
 STORED_CHECK = "rollup_stored"  # the rollup's own per-home result in ops.dq_results (a gate, like a check)
 WRITERS = 2  # measured: 1.44 M lines in 6.7 s from one thread, 4.9 s from two
 TRIGGER_TAG = "hats/trigger"
@@ -178,14 +179,11 @@ def _roll_home(context: dg.AssetExecutionContext, db: TenantInflux, postgres: Po
                                                     **window_params(chunk_start, chunk_end)}).fetchall()
     window = read_window_for_run(db, chunk_start, chunk_end, context.run.run_id)
     result = compute(window, counters, epoch_ns(chunk_start), epoch_ns(chunk_end))
-    for name, _ in WINDOWS:
-        for kind in KINDS:
-            db.query(DELETE_WINDOW.format(measurement=quote_ident(measurement(kind, name))),
-                     window_params(chunk_start, chunk_end))
-        _write(db, lines(result, name))
-    db.query(DELETE_WINDOW.format(measurement=quote_ident(STATE_MEASUREMENT)),
-             window_params(chunk_start, chunk_end))
-    _write(db, state_lines(result))
+    # One request deletes the window in all seven measurements, then every window's lines travel together
+    # (one write per home instead of four: each write request is an fsync of InfluxDB's WAL).
+    db.queries([DELETE_WINDOW.format(measurement=quote_ident(name)) for name in ROLLUP_MEASUREMENTS],
+               window_params(chunk_start, chunk_end))
+    _write(db, itertools.chain(*(lines(result, name) for name, _ in WINDOWS), state_lines(result)))
     with postgres.connect() as conn, conn.cursor() as cur:
         # Every hour gets a watermark, data or not: a first point arriving later is late data too.
         seen = {hour: (version, n) for hour, version, n in watermarks}

@@ -20,7 +20,7 @@ Home Assistant states are step functions: a state holds until the next one. Noth
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -276,20 +276,51 @@ def reaggregate(frame: pd.DataFrame, window_ns: int, kind: str) -> pd.DataFrame:
     Gauges: the mean weighted by available time (sum of ``mean x available_s`` over sum of
     ``available_s``), min of mins, max of maxes, summed counts, the latest row's ``last``. Counters:
     summed consumption, counts and resets, the latest ``last``. Both: summed ``available_s``, latest
-    ``last_seen_s``. ``frame`` must be sorted by series then window_start (as the rollup builds it).
+    ``last_seen_s``. Missing values are skipped as pandas' groupby does (a sum of none is 0, a min or
+    last of none is NaN). Rows come out ordered by series then window.
+
+    numpy over contiguous groups, not ``DataFrame.groupby(...).agg``: the latter costs ~50 ms a call
+    whatever the rows, and a run serving 100 homes of 20 entities calls it 200 times.
     """
-    keys = [frame["series"], frame["window_start"] // window_ns * window_ns]
+    series_in = frame["series"].to_numpy(dtype=np.int64)
+    fine_start = frame["window_start"].to_numpy(dtype=np.int64)
+    order = np.lexsort((fine_start, series_in))
+    series, coarse = series_in[order], fine_start[order] // window_ns * window_ns
+    first = np.ones(series.size, dtype=bool)
+    first[1:] = (series[1:] != series[:-1]) | (coarse[1:] != coarse[:-1])
+    starts = np.flatnonzero(first)
+    ends = np.append(starts[1:], series.size) - 1  # each group's last row
+
+    def column(name: str) -> npt.NDArray[Any]:
+        return frame[name].to_numpy()[order]
+
+    def total(values: npt.NDArray[Any]) -> npt.NDArray[Any]:
+        if values.dtype.kind == "f":
+            values = np.where(np.isnan(values), 0.0, values)
+        return np.add.reduceat(values, starts) if starts.size else values[:0]
+
+    def extreme(ufunc: np.ufunc, values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        return ufunc.reduceat(values, starts) if starts.size else values[:0]  # fmin/fmax skip NaN
+
+    def latest(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        valid = np.maximum.accumulate(np.where(np.isnan(values), -1, np.arange(values.size)))
+        at = valid[ends]
+        return np.where(at >= starts, values[np.maximum(at, 0)], np.nan) if values.size else values[:0]
+
+    out: dict[str, Any] = {"series": series[starts], "window_start": coarse[starts]}
+    available = total(column("available_s").astype(np.float64))
     if kind == "gauge":
-        weighted = (frame["mean"] * frame["available_s"]).groupby(keys, sort=True).sum()
-        grouped = frame.groupby(keys, sort=True)
-        out = grouped.agg(min=("min", "min"), max=("max", "max"), count=("count", "sum"), last=("last", "last"),
-                          available_s=("available_s", "sum"), last_seen_s=("last_seen_s", "max"))
-        out.insert(0, "mean", weighted / out["available_s"])
+        weighted = total(column("mean").astype(np.float64) * column("available_s").astype(np.float64))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out["mean"] = weighted / available
+        out |= {"min": extreme(np.fmin, column("min").astype(np.float64)),
+                "max": extreme(np.fmax, column("max").astype(np.float64)), "count": total(column("count"))}
     else:
-        out = frame.groupby(keys, sort=True).agg(
-            consumption=("consumption", "sum"), count=("count", "sum"), resets=("resets", "sum"),
-            last=("last", "last"), available_s=("available_s", "sum"), last_seen_s=("last_seen_s", "max"))
-    return out.rename_axis(["series", "window_start"]).reset_index()
+        out |= {"consumption": total(column("consumption").astype(np.float64)), "count": total(column("count")),
+                "resets": total(column("resets"))}
+    out |= {"last": latest(column("last").astype(np.float64)), "available_s": available,
+            "last_seen_s": extreme(np.fmax, column("last_seen_s").astype(np.float64))}
+    return pd.DataFrame(out)
 
 
 def _benchmark(n_series: int = 1_000, cadence_s: int = 10) -> None:

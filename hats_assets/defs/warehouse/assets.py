@@ -54,15 +54,12 @@ HOURLY_COLUMNS = ("tenant_id", "entity_id", "quantity", "kind", "hour", "mean", 
 COMPUTED, IMPORTED = "computed", "imported"
 
 
-def _hourly_rows(db: TenantInflux, kind: Kind, start: datetime, end: datetime,
-                 origin: str = COMPUTED) -> list[tuple[Any, ...]]:
+def _hourly_rows(db: TenantInflux, kind: Kind, answer: list[dict[str, Any]], origin: str) -> list[tuple[Any, ...]]:
     """The 1 h rows of one kind: our rollup (``computed``) or Home Assistant's statistics (``imported``,
     the same fields; no ``last_seen_s``, ``count`` 0: they hold no raw points)."""
-    name = measurement(kind, "1h") if origin == COMPUTED else imported_measurement(kind, "1h")
-    query = ROLLUP_1H_QUERY.format(measurement=quote_ident(name))
     rows: list[tuple[Any, ...]] = []
     fields = GAUGE_FIELDS if kind == "gauge" else COUNTER_FIELDS
-    for series in db.query(query, window_params(start, end)):
+    for series in answer:
         position = {name: i for i, name in enumerate(series["columns"])}
         for values in series["values"]:
             got = {name: values[position[name]] if name in position else None for name in fields}
@@ -82,11 +79,18 @@ def merged_hourly_rows(db: TenantInflux, start: datetime, end: datetime) -> list
     """Our rollups of ``[start, end)`` and, for each (entity, hour) we have none of, the imported row.
 
     Ours win: they come from every raw point with its availability, HA's statistics only from its
-    5-minute samples. An imported hour is where we had no data (before the worker ran, an outage)."""
-    computed = [row for kind in KINDS for row in _hourly_rows(db, kind, start, end)]
+    5-minute samples. An imported hour is where we had no data (before the worker ran, an outage).
+    The four reads (two kinds, computed and imported) travel in one request."""
+    wanted = [(kind, origin) for origin in (COMPUTED, IMPORTED) for kind in KINDS]
+    names = [measurement(kind, "1h") if origin == COMPUTED else imported_measurement(kind, "1h")
+             for kind, origin in wanted]
+    answers = db.queries([ROLLUP_1H_QUERY.format(measurement=quote_ident(name)) for name in names],
+                         window_params(start, end))
+    rows = {(kind, origin): _hourly_rows(db, kind, answer, origin)
+            for (kind, origin), answer in zip(wanted, answers, strict=True)}
+    computed = [row for kind in KINDS for row in rows[(kind, COMPUTED)]]
     covered = {(row[1], row[4]) for row in computed}
-    imported = [row for kind in KINDS for row in _hourly_rows(db, kind, start, end, IMPORTED)
-                if (row[1], row[4]) not in covered]
+    imported = [row for kind in KINDS for row in rows[(kind, IMPORTED)] if (row[1], row[4]) not in covered]
     return computed + imported
 
 
