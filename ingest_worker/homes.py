@@ -303,6 +303,14 @@ class ManyHomes:
                   why[:500], RETRY_FAILED_S)
         self.failed[row.tenant_id] = (row, time.monotonic(), why[:500])
         metrics.TENANT_FAILURES.labels(row.tenant_id).inc()
+        # The retry must not wait for the next NOTIFY or re-read (HATS_TENANT_REREAD_S may be far longer): a
+        # home whose secret file is written later is served RETRY_FAILED_S after its failure, as logged.
+        self._loop.call_later(RETRY_FAILED_S + TICK_S, self._retry)
+
+    def _retry(self) -> None:
+        """Reconcile on the next tick: a failed home's retry is due."""
+        self._changes.set()
+        self.wakeup.set()
 
     # -- the loop ---------------------------------------------------------------------------------
     def _wake_threadsafe(self) -> None:
