@@ -253,6 +253,8 @@ class ManyHomes:
         await self._end_tasks_and_link(home)
         await home.wiring.influx.aclose()
         await home.wiring.pipeline.close()
+        with contextlib.suppress(KeyError):  # never reported ready; else its last 1 would outlive the home
+            metrics.TENANT_READY.remove(home.tenant)
         log.info("tenant %s: stopped (%s) %s", home.tenant, why, json.dumps(home.wiring.pipeline.counters,
                                                                            sort_keys=True))
 
