@@ -52,6 +52,7 @@ from tests.integration.test_websocket_source import (
     expected_points,
     stored_points,
 )
+from tests.integration.test_worker_formats import sample
 
 pytestmark = pytest.mark.integration
 
@@ -140,6 +141,12 @@ def ha_port(ha: HaPeer) -> int:
     return port
 
 
+def metrics_of(worker: WorkerProcess, name: str) -> str:
+    """The worker's /metrics sample lines of `name`."""
+    text = httpx.get(f"{worker.url}/metrics", timeout=10).text
+    return "\n".join(line for line in text.splitlines() if line.startswith(name + "{"))
+
+
 def readyz(worker: WorkerProcess) -> tuple[int, str]:
     answer = httpx.get(f"{worker.url}/readyz", timeout=5)
     return answer.status_code, answer.text.strip()
@@ -157,6 +164,7 @@ def test_a_home_added_with_hats_tenant_is_served_over_its_websocket_until_disabl
     assert home_assistant.token not in worker.output()
     assert connections_to(worker.proc.pid, ha_port(home_assistant)) >= 1
     assert worker.metric("hats_ha_connected") == 1
+    wait_for(lambda: sample(worker, "hats_tenant_ready", tenant=home.name) == 1, "the home's ready gauge")
 
     start = datetime.now(UTC) - timedelta(seconds=1)
     for step in range(6):
@@ -178,6 +186,7 @@ def test_a_home_added_with_hats_tenant_is_served_over_its_websocket_until_disabl
              "the worker's WebSocket to Home Assistant closed")
     assert worker.metric("hats_ha_connected") == 0
     assert home.name not in readyz(worker)[1]
+    assert f'tenant="{home.name}"' not in metrics_of(worker, "hats_tenant_ready")  # no readiness of a stopped home
     before = {entity: sorted(stored_points(home, entity)[1]) for entity in expected}
     for step in range(6, 8):
         change_all(home_assistant, home, step)
