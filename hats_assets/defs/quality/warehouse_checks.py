@@ -86,13 +86,11 @@ def warehouse_rows_match_rollups(
                                             ("warehouse", "distinct"))]
 
         def judge() -> Verdict:
-            records = frame.to_dict("records")
-            failing = [{"entity_id": records[i]["entity_id"], "rollup_rows": records[i]["rollup"],
-                        "imported_rows": records[i]["imported"],
-                        "warehouse_computed_rows": records[i]["warehouse_computed"],
-                        "warehouse_imported_rows": records[i]["warehouse_imported"],
-                        "distinct_rows": records[i]["distinct"]}
-                       for i in sorted({i for a in asked for i in a.rows()})]
+            bad = sorted({i for a in asked for i in a.rows()})
+            failing = [{"entity_id": record["entity_id"], "rollup_rows": record["rollup"],
+                        "imported_rows": record["imported"], "warehouse_computed_rows": record["warehouse_computed"],
+                        "warehouse_imported_rows": record["warehouse_imported"], "distinct_rows": record["distinct"]}
+                       for record in frame.iloc[bad].to_dict("records")]
             return Verdict(failing, len(frame), numbers={
                 "entities_checked": len(frame), "rows_in_rollup": int(frame["rollup"].sum()) if len(frame) else 0,
                 "imported_rows_expected": int(frame["imported"].sum()) if len(frame) else 0})

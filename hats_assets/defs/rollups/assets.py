@@ -16,6 +16,7 @@ are removed, so the late-data sensor asks for those hours again for that home on
 on; the materialisation's metadata lists per home what was done.
 """
 
+import functools
 import itertools
 import time
 from collections import deque
@@ -78,17 +79,26 @@ def _spec(name: str, deps: list[str]) -> dg.AssetSpec:
                         kinds={"influxdb", "python"}, owners=OWNERS, tags=ROLLUP_TAGS)
 
 
+@functools.cache
+def _writers() -> ThreadPoolExecutor:
+    """The process's writer threads (a pool per home started threads for every home)."""
+    return ThreadPoolExecutor(max_workers=WRITERS, thread_name_prefix="rollup-write")
+
+
 def _write(influxdb: TenantInflux, encoded: Iterator[str]) -> int:
     """Encode here while up to ``WRITERS`` earlier batches are written: InfluxDB parses each on a core."""
     written = 0
-    with ThreadPoolExecutor(max_workers=WRITERS) as pool:
-        pending: deque[Future[int]] = deque()
+    pending: deque[Future[int]] = deque()
+    try:
         while batch := list(itertools.islice(encoded, WRITE_CHUNK_LINES)):
             if len(pending) == WRITERS:
                 written += pending.popleft().result()
-            pending.append(pool.submit(influxdb.write, batch, ROLLUP_RP))
+            pending.append(_writers().submit(influxdb.write, batch, ROLLUP_RP))
         while pending:
             written += pending.popleft().result()
+    finally:
+        for future in pending:  # an error above: let the batches in flight finish before the caller goes on
+            future.exception()
     return written
 
 

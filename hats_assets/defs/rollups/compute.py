@@ -167,7 +167,9 @@ def state_lines(rollups: Rollups) -> Iterator[str]:
 
 
 def _empty(kind: Kind) -> pd.DataFrame:
-    return pd.DataFrame({c: pd.Series(dtype="float64") for c in ("series", "window_start", *FIELDS[kind])})
+    """No rows, every column float64 (one block: a frame of empty Series cost ~2 ms, three per home)."""
+    columns = ("series", "window_start", *FIELDS[kind])
+    return pd.DataFrame(np.empty((0, len(columns))), columns=list(columns))
 
 
 def lines(rollups: Rollups, window_name: str) -> Iterator[str]:
