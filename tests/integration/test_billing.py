@@ -3,7 +3,6 @@ letters and InfluxDB storage of one UTC day, each only its own."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,24 +11,15 @@ import httpx
 import psycopg
 import pytest
 
-from devstack.profile import Profile
 from hats_assets.defs.billing.assets import usage_daily
 from hats_assets.defs.common.resources import InfluxDBResource
 from hats_assets.defs.common.tenants import TenantSelection
-from tests.conftest import Tenant, new_tenant, remove_tenant
+from tests.conftest import Tenant
 from tests.homeassistant import asset_resources, metadata_of
 
 pytestmark = pytest.mark.integration
 
 DAY = (datetime.now(UTC) - timedelta(days=2)).replace(hour=0, minute=0, second=0, microsecond=0)
-
-
-@pytest.fixture
-def two_homes(tenant: Tenant, profile: Profile, stack_env: dict[str, str],
-              secrets: dict[str, str]) -> Iterator[tuple[Tenant, Tenant]]:
-    other = new_tenant(profile, stack_env, secrets)
-    yield tenant, other
-    remove_tenant(other.name)
 
 
 def plant(home: Tenant, entities: int, points_per_hour: dict[int, int], dead: int) -> None:

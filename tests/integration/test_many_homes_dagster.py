@@ -5,7 +5,6 @@ re-rolls only its hours (the other's rollup rows, watermarks and warehouse rows 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,7 +13,6 @@ import httpx
 import psycopg
 import pytest
 
-from devstack.profile import Profile
 from hats_assets.definitions import defs
 from hats_assets.defs.common.tenants import TENANTS_TAG, TenantSelection, tenants_run_config
 from hats_assets.defs.quality.rollup_checks import rollup_checks
@@ -22,7 +20,7 @@ from hats_assets.defs.quality.warehouse_checks import warehouse_rows_match_rollu
 from hats_assets.defs.rollups.assets import rollups
 from hats_assets.defs.rollups.schedules import late_data_sensor
 from hats_assets.defs.warehouse.assets import daily_rollup, hourly_rollup, local_daily_rollup
-from tests.conftest import Tenant, new_tenant, remove_tenant
+from tests.conftest import Tenant
 from tests.homeassistant import asset_resources, metadata_of
 
 pytestmark = pytest.mark.integration
@@ -31,14 +29,6 @@ HOUR = (datetime.now(UTC) - timedelta(days=1)).replace(hour=9, minute=0, second=
 PARTITION = HOUR.strftime("%Y-%m-%d-%H:%M")
 DAY = HOUR.strftime("%Y-%m-%d")
 WAREHOUSE = [hourly_rollup, daily_rollup, local_daily_rollup]
-
-
-@pytest.fixture
-def two_homes(tenant: Tenant, profile: Profile, stack_env: dict[str, str],
-              secrets: dict[str, str]) -> Iterator[tuple[Tenant, Tenant]]:
-    other = new_tenant(profile, stack_env, secrets)
-    yield tenant, other
-    remove_tenant(other.name)
 
 
 def both(first: Tenant, second: Tenant) -> dict[str, object]:
