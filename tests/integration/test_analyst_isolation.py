@@ -39,7 +39,9 @@ DAY = date(2026, 11, 26)
 # Every table 0012 puts under row-level security: what the analyst views read, and billing.
 RLS_TABLES = sorted(["analytics.daily_rollup", "analytics.hourly_rollup", "analytics.local_daily_rollup",
                      "analytics.state_local_daily", "billing.usage_daily", "core.areas", "core.devices",
-                     "core.entities", "ops.dq_results"])
+                     "core.entities", "ops.dq_results",
+                     # 0013: what analytics.home_day_status reads
+                     "core.tenants", "ops.ingest_hours", "ops.rollup_watermarks"])
 PARTITIONED = ("hourly_rollup", "daily_rollup", "local_daily_rollup", "state_local_daily")
 # Planner settings an analyst may change to reorder predicates or pick other scans.
 PLANNER_SETTINGS: tuple[dict[str, str], ...] = (
@@ -123,6 +125,9 @@ def _seed(cur: psycopg.Cursor[Any], home: Home) -> None:
                 "failing, checked, details) VALUES (%s, %s, 'plausible_ranges', %s, %s, false, 'WARN', %s, %s, %s)",
                 (t, f"asset_{t}", HOUR, HOUR.replace(hour=11), int(n) + 1, int(n) + 2,
                  psycopg.types.json.Jsonb([{"entity_id": f"sensor.temp_{t}", "value": n + 0.5}])))
+    cur.execute("INSERT INTO ops.ingest_hours (tenant_id, hour, points) VALUES (%s, %s, %s)", (t, HOUR, int(n) + 11))
+    cur.execute("INSERT INTO ops.rollup_watermarks (tenant_id, hour, version, points) "
+                "SELECT tenant_id, hour, version, points FROM ops.ingest_hours WHERE tenant_id = %s", (t,))
     cur.execute("INSERT INTO billing.usage_daily (tenant_id, day, points_ingested, series, dead_letters, raw_bytes, "
                 "rollup_bytes) VALUES (%s, %s, %s, %s, %s, %s, %s)",
                 (t, DAY, int(n) * 1000 + 1, int(n) + 3, int(n) + 4, int(n) * 4096 + 5, int(n) * 512 + 6))
@@ -531,7 +536,7 @@ def test_downgrade_to_0011_and_up_again(warehouse: Warehouse) -> None:
         at_0011 = _isolation_catalogue(wh.owner_dsn)
         assert at_0011["rls"] == []
         assert at_0011["policies"] == []
-        assert [options_ for _, options_ in at_0011["views"]] == [None] * len(at_head["views"])
+        assert {options_ for _, options_ in at_0011["views"]} == {None}  # (home_day_status, 0013, is gone too)
         assert at_0011["grants"] == []  # the group (kept for the stack's database) reads nothing here
         assert at_0011["lookup"] == (False,)
         # As before 0012: a home's role reads nothing, the operator reads the views (with their owner's rights).

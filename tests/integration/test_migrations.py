@@ -24,14 +24,17 @@ SCHEMAS = "('core', 'ops', 'analytics')"
 ROLES = {"hats_ingest", "hats_dagster", "hats_analyst", "hats_home_analysts"}
 # Since 0012 the views run with the reader's rights: the analysts read the tables behind them, under
 # row-level security (tests/integration/test_analyst_isolation.py); never their month partitions.
+# The tables behind the views (row-level security, 0012; 0013 adds those analytics.home_day_status reads, and of
+# core.tenants only tenant_id and time_zone, a column grant has_table_privilege does not count).
 ANALYST_TABLES = {"analytics.hourly_rollup", "analytics.daily_rollup", "analytics.local_daily_rollup",
-                  "analytics.state_local_daily", "core.entities", "core.devices", "core.areas", "ops.dq_results"}
+                  "analytics.state_local_daily", "core.entities", "core.devices", "core.areas", "ops.dq_results",
+                  "ops.ingest_hours", "ops.rollup_watermarks"}
 VIEWS_0005 = {"analytics.entity_hourly", "analytics.entity_daily", "analytics.energy_daily",
               "analytics.device_last_seen"}
 VIEWS_0008 = VIEWS_0005 | {"analytics.data_quality_daily"}
 VIEWS_0009 = VIEWS_0008 | {"analytics.entity_daily_utc", "analytics.energy_daily_utc", "analytics.energy_weekly",
                            "analytics.energy_monthly"}
-VIEWS = VIEWS_0009 | {"analytics.state_daily"}
+VIEWS = VIEWS_0009 | {"analytics.state_daily", "analytics.home_day_status"}
 TABLES_0002 = {"core.tenants", "core.devices", "core.entities", "ops.dead_letters", "ops.retention_audit",
                "analytics.entity_hourly"}
 TABLES_0004 = (TABLES_0002 - {"analytics.entity_hourly"}) | {
@@ -325,8 +328,13 @@ def test_analyst_privileges_hold_in_a_migrated_database(fresh_database: str, sta
         for relation in sorted(ANALYST_TABLES):
             conn.execute(f"SELECT count(*) FROM {relation}")
         for relation in ("analytics.hourly_rollup_p2026_11", "analytics.dagster_scratch", "analytics.state_hourly",
-                         "core.tenants", "ops.ingest_hours", "ops.rollup_watermarks", "ops.websocket_resume",
-                         "iam.accounts", "alembic_version"):
+                         "ops.websocket_resume", "iam.accounts", "alembic_version"):
             with pytest.raises(errors.InsufficientPrivilege):
                 conn.execute(f"SELECT count(*) FROM {relation}")
+            conn.rollback()
+        # Of core.tenants, the home's id and time zone (analytics.home_day_status counts local days), no more.
+        conn.execute("SELECT tenant_id, time_zone FROM core.tenants")
+        for column in ("name", "ha_url", "broker_username", "topic_prefix"):
+            with pytest.raises(errors.InsufficientPrivilege):
+                conn.execute(f"SELECT {column} FROM core.tenants")
             conn.rollback()
