@@ -8,7 +8,6 @@ Alembic's (migrations/versions/0003, 0009): they appear here as external assets 
 the MQTT feed to what analysts read.
 """
 
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from hats_assets.defs.common.resources import (
     quote_ident,
     window_params,
 )
-from hats_assets.defs.common.tenants import Outcomes, TenantSelection, run_homes
+from hats_assets.defs.common.tenants import TenantSelection
 from hats_assets.defs.rollups.contract import COUNTER_FIELDS, GAUGE_FIELDS, KINDS, Kind, measurement
 from hats_assets.defs.warehouse.tables import (
     DAILY_GATE,
@@ -31,16 +30,15 @@ from hats_assets.defs.warehouse.tables import (
     clear_local_days,
     day_asset,
     delete_period,
+    load_every_home,
     lock_day,
     lock_tenant,
     month_partition,
     previous_hour_day,
-    refuse_failed_hours,
     replace_hours,
     tenant_time_zone,
-    window_metadata,
 )
-from hats_assets.partitions import chunks, context_window
+from hats_assets.partitions import chunks
 from ingest_worker.contract import imported_measurement
 
 HERE = Path(__file__).parent
@@ -103,35 +101,26 @@ def hourly_rollup(
     for SQL users (partitioned by month); hours we have no rollup of come from Home Assistant's imported
     statistics (origin 'imported'). A home whose hours failed a blocking check keeps its last good rows
     (per_tenant: refused) while the other homes load. Read through the analytics.entity_hourly view."""
-    began = time.monotonic()
-    start, end = context_window(context)
-    outcomes = Outcomes(context.log)
-    with postgres.session():  # one connection for every home of the step
-        for home, outcome in outcomes.each(run_homes(context, postgres, tenant_selection)):
-            def load(tenant: str = home.tenant_id) -> dict[str, Any]:
-                refuse_failed_hours(postgres, tenant, start, end)
-                db = influxdb.for_tenant(tenant)
-                inserted = replaced = imported = 0
-                partitions: set[str] = set()
-                entities: set[str] = set()
-                with postgres.connect() as conn, conn.cursor() as cur:
-                    for day_start, day_end in chunks(start, end, timedelta(days=1)):
-                        rows = merged_hourly_rows(db, day_start, day_end)
-                        day_replaced, partition = replace_hours(cur, "hourly_rollup", tenant, day_start, day_end,
-                                                                HOURLY_COLUMNS, rows)
-                        replaced += day_replaced
-                        partitions.add(partition)
-                        inserted += len(rows)
-                        imported += sum(row[-1] == IMPORTED for row in rows)
-                        entities.update(row[1] for row in rows)
-                return {"rows_upserted": inserted, "rows_imported": imported, "rows_replaced": replaced,
-                        "entities": len(entities),
-                        "pg_partitions": ", ".join(sorted(f"analytics.{p}" for p in partitions))}
+    def load(tenant: str, start: datetime, end: datetime) -> dict[str, Any]:
+        db = influxdb.for_tenant(tenant)
+        inserted = replaced = imported = 0
+        partitions: set[str] = set()
+        entities: set[str] = set()
+        with postgres.connect() as conn, conn.cursor() as cur:
+            for day_start, day_end in chunks(start, end, timedelta(days=1)):
+                rows = merged_hourly_rows(db, day_start, day_end)
+                day_replaced, partition = replace_hours(cur, "hourly_rollup", tenant, day_start, day_end,
+                                                        HOURLY_COLUMNS, rows)
+                replaced += day_replaced
+                partitions.add(partition)
+                inserted += len(rows)
+                imported += sum(row[-1] == IMPORTED for row in rows)
+                entities.update(row[1] for row in rows)
+        return {"rows_upserted": inserted, "rows_imported": imported, "rows_replaced": replaced,
+                "entities": len(entities),
+                "pg_partitions": ", ".join(sorted(f"analytics.{p}" for p in partitions))}
 
-            outcomes.guard(home, outcome, load)
-    context.log.info("%s → %s: hourly rows of %d homes (%d failed, %d refused)", start, end, len(outcomes.by_home),
-                     len(outcomes.failed()), len(outcomes.refused()))
-    return dg.MaterializeResult(metadata=window_metadata(start, end, began, outcomes))
+    return load_every_home(context, postgres, tenant_selection, load)
 
 
 @day_asset([hourly_rollup])
@@ -141,29 +130,22 @@ def daily_rollup(context: dg.AssetExecutionContext, postgres: PostgresResource,
     (time-weighted mean, min, max, count, last, available time; consumption for meters), per home; a home
     whose hours or hourly load failed a blocking check is skipped. Read through analytics.entity_daily_utc
     and analytics.energy_daily_utc."""
-    began = time.monotonic()
-    start, end = context_window(context)
-    outcomes = Outcomes(context.log)
-    with postgres.session():  # one connection for every home of the step
-        for home, outcome in outcomes.each(run_homes(context, postgres, tenant_selection)):
-            def load(tenant: str = home.tenant_id) -> dict[str, Any]:
-                refuse_failed_hours(postgres, tenant, start, end, DAILY_GATE)
-                inserted = replaced = 0
-                with postgres.connect() as conn, conn.cursor() as cur:
-                    for day_start, day_end in chunks(start, end, timedelta(days=1)):
-                        lock_day(cur, "daily_rollup", tenant, day_start)
-                        ddl, _ = month_partition("daily_rollup", day_start.date())
-                        cur.execute(ddl)
-                        params = {"tenant": tenant, "start": day_start, "end": day_end}
-                        cur.execute(delete_period("daily_rollup", "day"),
-                                    {**params, "start": day_start.date(), "end": day_end.date()})
-                        replaced += cur.rowcount
-                        cur.execute(DAILY_FROM_HOURLY, params)
-                        inserted += cur.rowcount
-                return {"rows_upserted": inserted, "rows_replaced": replaced}
+    def load(tenant: str, start: datetime, end: datetime) -> dict[str, Any]:
+        inserted = replaced = 0
+        with postgres.connect() as conn, conn.cursor() as cur:
+            for day_start, day_end in chunks(start, end, timedelta(days=1)):
+                lock_day(cur, "daily_rollup", tenant, day_start)
+                ddl, _ = month_partition("daily_rollup", day_start.date())
+                cur.execute(ddl)
+                params = {"tenant": tenant, "start": day_start, "end": day_end}
+                cur.execute(delete_period("daily_rollup", "day"),
+                            {**params, "start": day_start.date(), "end": day_end.date()})
+                replaced += cur.rowcount
+                cur.execute(DAILY_FROM_HOURLY, params)
+                inserted += cur.rowcount
+        return {"rows_upserted": inserted, "rows_replaced": replaced}
 
-            outcomes.guard(home, outcome, load)
-    return dg.MaterializeResult(metadata=window_metadata(start, end, began, outcomes))
+    return load_every_home(context, postgres, tenant_selection, load, DAILY_GATE)
 
 
 @day_asset([hourly_rollup])
@@ -176,40 +158,33 @@ def local_daily_rollup(context: dg.AssetExecutionContext, postgres: PostgresReso
     (once: a year of 1,000 entities is one INSERT … SELECT over its hours), so no two zones are mixed. A home
     whose hours or hourly load failed a blocking check is skipped. Read through analytics.entity_daily,
     energy_daily, energy_weekly and energy_monthly."""
-    began = time.monotonic()
-    start, end = context_window(context)
-    outcomes = Outcomes(context.log)
-    with postgres.session():  # one connection for every home of the step
-        for home, outcome in outcomes.each(run_homes(context, postgres, tenant_selection)):
-            def load(tenant: str = home.tenant_id) -> dict[str, Any]:
-                refuse_failed_hours(postgres, tenant, start, end, DAILY_GATE)
-                with postgres.connect() as conn, conn.cursor() as cur:
-                    lock_tenant(cur, "local_daily_rollup", tenant)
-                    zone = tenant_time_zone(cur, tenant)
-                    window = (start, end)
-                    other_first, other_last, other_zones = cur.execute(
-                        OTHER_ZONE_DAYS, {"tenant": tenant, "zone": zone}).fetchone() or (None, None, None)
-                    if other_first is not None:
-                        # Local days of any zone lie within a day of their UTC date: this window holds all their
-                        # hours.
-                        first = datetime.combine(other_first, datetime.min.time(), UTC)
-                        last = datetime.combine(other_last, datetime.min.time(), UTC)
-                        window = (min(start, first - timedelta(days=1)), max(end, last + timedelta(days=2)))
-                        context.log.info("%s: time zone now %s: re-computing the local days %s … %s counted in %s",
-                                         tenant, zone, other_first, other_last, other_zones)
-                    days = clear_local_days(cur, "local_daily_rollup", tenant, zone, *window)
-                    cur.execute(LOCAL_DAYS, days.params(tenant, zone))
-                    inserted = cur.rowcount
-                    incomplete = cur.execute(
-                        "SELECT count(*) FROM analytics.local_daily_rollup WHERE tenant_id = %s AND local_day "
-                        "BETWEEN %s AND %s AND hours_loaded < day_hours",
-                        (tenant, days.first_day, days.last_day)).fetchone()
-                return {"time_zone": zone, "local_days": f"{days.first_day} … {days.last_day}",
-                        "recomputed_from_zone": other_zones or "", "rows_upserted": inserted,
-                        "rows_replaced": days.replaced, "incomplete_rows": int(incomplete[0]) if incomplete else 0}
+    def load(tenant: str, start: datetime, end: datetime) -> dict[str, Any]:
+        with postgres.connect() as conn, conn.cursor() as cur:
+            lock_tenant(cur, "local_daily_rollup", tenant)
+            zone = tenant_time_zone(cur, tenant)
+            window = (start, end)
+            other_first, other_last, other_zones = cur.execute(
+                OTHER_ZONE_DAYS, {"tenant": tenant, "zone": zone}).fetchone() or (None, None, None)
+            if other_first is not None:
+                # Local days of any zone lie within a day of their UTC date: this window holds all their
+                # hours.
+                first = datetime.combine(other_first, datetime.min.time(), UTC)
+                last = datetime.combine(other_last, datetime.min.time(), UTC)
+                window = (min(start, first - timedelta(days=1)), max(end, last + timedelta(days=2)))
+                context.log.info("%s: time zone now %s: re-computing the local days %s … %s counted in %s",
+                                 tenant, zone, other_first, other_last, other_zones)
+            days = clear_local_days(cur, "local_daily_rollup", tenant, zone, *window)
+            cur.execute(LOCAL_DAYS, days.params(tenant, zone))
+            inserted = cur.rowcount
+            incomplete = cur.execute(
+                "SELECT count(*) FROM analytics.local_daily_rollup WHERE tenant_id = %s AND local_day "
+                "BETWEEN %s AND %s AND hours_loaded < day_hours",
+                (tenant, days.first_day, days.last_day)).fetchone()
+        return {"time_zone": zone, "local_days": f"{days.first_day} … {days.last_day}",
+                "recomputed_from_zone": other_zones or "", "rows_upserted": inserted,
+                "rows_replaced": days.replaced, "incomplete_rows": int(incomplete[0]) if incomplete else 0}
 
-            outcomes.guard(home, outcome, load)
-    return dg.MaterializeResult(metadata=window_metadata(start, end, began, outcomes))
+    return load_every_home(context, postgres, tenant_selection, load, DAILY_GATE)
 
 
 def _view(name: str, deps: list[Any], description: str) -> dg.AssetSpec:

@@ -8,7 +8,6 @@ land as exact decimal seconds, so a day is the exact sum of its hours. Same dail
 gate and late-data reload as the sibling warehouse assets (``assets.py``); the view is Alembic's (0010).
 """
 
-import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -23,7 +22,7 @@ from hats_assets.defs.common.resources import (
     quote_ident,
     window_params,
 )
-from hats_assets.defs.common.tenants import Outcomes, TenantSelection, run_homes
+from hats_assets.defs.common.tenants import TenantSelection
 from hats_assets.defs.rollups.contract import MAX_STATES_PER_HOUR, OTHER_STATE, STATE_MEASUREMENT
 from hats_assets.defs.warehouse.assets import ROLLUP_1H_QUERY
 from hats_assets.defs.warehouse.tables import (
@@ -31,14 +30,13 @@ from hats_assets.defs.warehouse.tables import (
     WAREHOUSE_MINUTE_OF_HOUR,
     clear_local_days,
     day_asset,
+    load_every_home,
     lock_tenant,
     previous_hour_day,
-    refuse_failed_hours,
     replace_hours,
     tenant_time_zone,
-    window_metadata,
 )
-from hats_assets.partitions import chunks, context_window
+from hats_assets.partitions import chunks
 
 HERE = Path(__file__).parent
 STATE_LOCAL_DAYS = (HERE / "state_local_days.sql").read_text()
@@ -68,27 +66,20 @@ def state_hourly(
     """analytics.state_hourly: per entity, UTC hour and state of two-state and text-state entities (a door,
     a switch, an HVAC mode, an enum sensor), the seconds held and the entries into it, for the UTC day, per
     home (a home whose hours failed a blocking check keeps its last good rows)."""
-    began = time.monotonic()
-    start, end = context_window(context)
-    outcomes = Outcomes(context.log)
-    with postgres.session():  # one connection for every home of the step
-        for home, outcome in outcomes.each(run_homes(context, postgres, tenant_selection)):
-            def load(tenant: str = home.tenant_id) -> dict[str, Any]:
-                refuse_failed_hours(postgres, tenant, start, end)
-                db = influxdb.for_tenant(tenant)
-                inserted = replaced = 0
-                entities: set[str] = set()
-                with postgres.connect() as conn, conn.cursor() as cur:
-                    for day_start, day_end in chunks(start, end, timedelta(days=1)):
-                        rows = _state_rows(db, day_start, day_end)
-                        replaced += replace_hours(cur, "state_hourly", tenant, day_start, day_end,
-                                                  STATE_HOURLY_COLUMNS, rows)[0]
-                        inserted += len(rows)
-                        entities.update(row[1] for row in rows)
-                return {"rows_upserted": inserted, "rows_replaced": replaced, "entities": len(entities)}
+    def load(tenant: str, start: datetime, end: datetime) -> dict[str, Any]:
+        db = influxdb.for_tenant(tenant)
+        inserted = replaced = 0
+        entities: set[str] = set()
+        with postgres.connect() as conn, conn.cursor() as cur:
+            for day_start, day_end in chunks(start, end, timedelta(days=1)):
+                rows = _state_rows(db, day_start, day_end)
+                replaced += replace_hours(cur, "state_hourly", tenant, day_start, day_end,
+                                          STATE_HOURLY_COLUMNS, rows)[0]
+                inserted += len(rows)
+                entities.update(row[1] for row in rows)
+        return {"rows_upserted": inserted, "rows_replaced": replaced, "entities": len(entities)}
 
-            outcomes.guard(home, outcome, load)
-    return dg.MaterializeResult(metadata=window_metadata(start, end, began, outcomes))
+    return load_every_home(context, postgres, tenant_selection, load)
 
 
 @day_asset([state_hourly])
@@ -96,25 +87,18 @@ def state_local_daily(context: dg.AssetExecutionContext, postgres: PostgresResou
                       tenant_selection: TenantSelection) -> dg.MaterializeResult:
     """analytics.state_local_daily: time in each state per entity and LOCAL day of each home, with the day's
     length and the hours loaded ("door open 2 h 13 min, 14 openings"). Read through analytics.state_daily."""
-    began = time.monotonic()
-    start, end = context_window(context)
-    outcomes = Outcomes(context.log)
-    with postgres.session():  # one connection for every home of the step
-        for home, outcome in outcomes.each(run_homes(context, postgres, tenant_selection)):
-            def load(tenant: str = home.tenant_id) -> dict[str, Any]:
-                refuse_failed_hours(postgres, tenant, start, end)
-                with postgres.connect() as conn, conn.cursor() as cur:
-                    lock_tenant(cur, "state_local_daily", tenant)
-                    zone = tenant_time_zone(cur, tenant)
-                    days = clear_local_days(cur, "state_local_daily", tenant, zone, start, end)
-                    cur.execute(STATE_LOCAL_DAYS, {**days.params(tenant, zone),
-                                                   "max_states": MAX_STATES_PER_HOUR, "other": OTHER_STATE})
-                    inserted = cur.rowcount
-                return {"time_zone": zone, "local_days": f"{days.first_day} … {days.last_day}",
-                        "rows_upserted": inserted, "rows_replaced": days.replaced}
+    def load(tenant: str, start: datetime, end: datetime) -> dict[str, Any]:
+        with postgres.connect() as conn, conn.cursor() as cur:
+            lock_tenant(cur, "state_local_daily", tenant)
+            zone = tenant_time_zone(cur, tenant)
+            days = clear_local_days(cur, "state_local_daily", tenant, zone, start, end)
+            cur.execute(STATE_LOCAL_DAYS, {**days.params(tenant, zone),
+                                           "max_states": MAX_STATES_PER_HOUR, "other": OTHER_STATE})
+            inserted = cur.rowcount
+        return {"time_zone": zone, "local_days": f"{days.first_day} … {days.last_day}",
+                "rows_upserted": inserted, "rows_replaced": days.replaced}
 
-            outcomes.guard(home, outcome, load)
-    return dg.MaterializeResult(metadata=window_metadata(start, end, began, outcomes))
+    return load_every_home(context, postgres, tenant_selection, load)
 
 
 state_daily_view = dg.AssetSpec(

@@ -11,7 +11,7 @@ Kept here once so the tables cannot drift apart in how they are replaced.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -23,9 +23,9 @@ from psycopg import sql
 
 from hats_assets.defs.common.months import month_start
 from hats_assets.defs.common.resources import PostgresResource
-from hats_assets.defs.common.tenants import Outcomes, Refused
+from hats_assets.defs.common.tenants import Outcomes, Refused, TenantSelection, run_homes
 from hats_assets.defs.quality.results import failed_hours
-from hats_assets.partitions import daily_partitions
+from hats_assets.partitions import context_window, daily_partitions
 
 HERE = Path(__file__).parent
 DELETE_PERIOD = (HERE / "delete_period.sql").read_text()
@@ -172,6 +172,29 @@ def window_metadata(start: datetime, end: datetime, began: float, outcomes: Outc
     """A warehouse materialisation's metadata: its UTC window, per home what was loaded, the totals."""
     return {"window_start": dg.MetadataValue.timestamp(start), "window_end": dg.MetadataValue.timestamp(end),
             **outcomes.metadata(), "duration_s": round(time.monotonic() - began, 3)}
+
+
+HomeLoad = Callable[[str, datetime, datetime], dict[str, Any]]
+
+
+def load_every_home(context: dg.AssetExecutionContext, postgres: PostgresResource, tenant_selection: TenantSelection,
+                    load: HomeLoad, gate: tuple[str, ...] = ROLLUP_GATE) -> dg.MaterializeResult:
+    """One warehouse step for every home of the run, on one PostgreSQL connection: a home whose hours failed
+    a blocking check (`gate`) is refused, a home whose load fails is recorded, and neither stops the others;
+    `load(tenant, start, end)` returns what the home's metadata shows."""
+    began = time.monotonic()
+    start, end = context_window(context)
+    outcomes = Outcomes(context.log)
+    with postgres.session():  # one connection for every home of the step
+        for home, outcome in outcomes.each(run_homes(context, postgres, tenant_selection)):
+            def work(tenant: str = home.tenant_id) -> dict[str, Any]:
+                refuse_failed_hours(postgres, tenant, start, end, gate)
+                return load(tenant, start, end)
+
+            outcomes.guard(home, outcome, work)
+    context.log.info("%s → %s: %d homes (%d failed, %d refused)", start, end, len(outcomes.by_home),
+                     len(outcomes.failed()), len(outcomes.refused()))
+    return dg.MaterializeResult(metadata=window_metadata(start, end, began, outcomes))
 
 
 def previous_hour_day(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
