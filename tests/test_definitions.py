@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from datetime import datetime
@@ -251,3 +252,13 @@ def test_every_run_serves_every_home_or_the_ones_named() -> None:
         assert validate_config(schema, tenants_run_config(["home_a"])).success, name
         assert not validate_config(schema, tenants_run_config([]) | {"resources": {"tenant_selection": {
             "config": {"tenants": "home_a"}}}}).success, name
+
+
+def test_the_readme_names_every_schedule_and_only_real_ones() -> None:
+    """The README's **Schedules** paragraph lists the code location's schedules: a new one, or a renamed one,
+    fails here instead of drifting."""
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    start = readme.index("**Schedules**")
+    paragraph = readme[start:readme.index("**Metadata**", start)]
+    named = set(re.findall(r"`([a-z0-9_]+_schedule)`", paragraph))
+    assert named == {schedule.name for schedule in defs.schedules or ()}
