@@ -32,7 +32,7 @@ from tenancy.settings import load_settings
 from tenancy.spec import TenantSpec
 
 DEADLINE_S = 60.0
-# The code location's partitions start on the tenant's first day with data, read from PostgreSQL when
+# The code location's partitions start on the first day any home has data, read from PostgreSQL when
 # hats_assets loads (hats_assets/partitions.py); tests load it once for many fresh tenants and without
 # PostgreSQL in unit tests, so they fix the start (tests/integration/test_partitions_start.py tests the lookup).
 TEST_PARTITIONS_START = "2026-01-01"
