@@ -59,12 +59,28 @@ class Profile:
         return self.state_dir.joinpath(*parts)
 
 
+def _offset() -> int:
+    """HATS_PORT_OFFSET shifts every default port of both profiles, so two clones (or worktrees) on one machine
+    can each run their own dev and test stacks; it is explicit, unlike the per-service overrides."""
+    raw = os.environ.get("HATS_PORT_OFFSET", "0")
+    try:
+        offset = int(raw)
+    except ValueError:
+        raise StackConfigError(f"HATS_PORT_OFFSET={raw!r} is not a number; use 0-9000, a multiple of 100") from None
+    if not 0 <= offset <= 9000 or offset % 100:
+        raise StackConfigError(f"HATS_PORT_OFFSET={offset} must be a multiple of 100 within 0-9000")
+    return offset
+
+
 def _port(profile: str, service: str) -> int:
     """Only the dev profile honours port overrides: the test stack must not follow a developer's shell."""
     setting = PORT_SETTINGS[service]
     raw = os.environ.get(setting) if profile == "dev" else None
     if raw is None:
-        return _DEFAULT_PORTS[profile][service]
+        port = _DEFAULT_PORTS[profile][service] + _offset()
+        if port > 65535:
+            raise StackConfigError(f"HATS_PORT_OFFSET={_offset()} moves {setting} past 65535; use a smaller offset")
+        return port
     try:
         port = int(raw)
     except ValueError:

@@ -69,3 +69,14 @@ def test_unreachable_postgres_at_start_names_the_setting(clean_env: pytest.Monke
     assert result.returncode == 1
     assert "PostgreSQL is unreachable at start-up" in result.stderr
     assert "HATS_INGEST_DSN" in result.stderr
+
+
+def test_port_offset_moves_both_profiles_and_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    base = {name: load_profile(name).ports for name in ("dev", "test")}
+    monkeypatch.setenv("HATS_PORT_OFFSET", "300")
+    for name, ports in base.items():
+        assert load_profile(name).ports == {service: port + 300 for service, port in ports.items()}
+    for bad in ("x", "150", "-100", "9100"):
+        monkeypatch.setenv("HATS_PORT_OFFSET", bad)
+        with pytest.raises(StackConfigError, match="HATS_PORT_OFFSET"):
+            load_profile("test")
