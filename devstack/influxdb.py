@@ -55,6 +55,8 @@ bind-address = "{LOOPBACK}:{profile.ports['influx_rpc']}"
   auth-enabled = true
   log-enabled = false
   max-body-size = 50000000
+  # /debug/pprof answers without credentials even with auth on (1.6 has no pprof-auth-enabled): off.
+  pprof-enabled = false
 
 [continuous_queries]
   enabled = false

@@ -16,6 +16,7 @@ from devstack import envfile, influxdb, mosquitto, postgres
 from devstack.procs import Managed
 from devstack.profile import PROJECT_ROOT, Profile
 from devstack.secrets import load_or_create
+from tenancy import influx as tenant_influx
 from tenancy.registry import TenantRegistry
 from tenancy.settings import load_settings
 from tenancy.spec import TenantSpec
@@ -58,10 +59,14 @@ def migrate(dsn: str, revision: str = "head", downgrade: bool = False) -> None:
 def ensure_default_tenant(values: dict[str, str]) -> None:
     """The demo home (its row comes from migration 0001) is a normal tenant: `hats up` runs the registry's
     add for it, idempotently, so it has its database, retention policies, grants, analyst role, their
-    secrets and iam rows like any home added with `hats tenant add` (an existing row is kept as it is)."""
+    secrets and iam rows like any home added with `hats tenant add` (an existing row is kept as it is).
+    Databases made before `autogen` was dropped at creation lose it here."""
     spec = TenantSpec(id=values["HATS_TENANT"], name=DEFAULT_TENANT_NAME)
     with TenantRegistry(load_settings(values)) as registry:
         registry.add(spec, exist_ok=True)
+        dropped = tenant_influx.drop_every_autogen(registry.influx)
+    if dropped:
+        progress(f"dropped the autogen retention policy of {len(dropped)} database(s)")
 
 
 def up(profile: Profile) -> dict[str, str]:

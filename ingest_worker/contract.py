@@ -21,6 +21,7 @@ STATE_FIELD = "state"
 TAG_KEYS = ("entity_id", "device_id", "domain")
 AVAILABILITY_STATES = frozenset({"unavailable", "unknown"})
 TENANT_PATTERN = re.compile(r"^[a-z0-9_]{1,32}$")
+DATABASE_PREFIX = "hats_"
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +41,12 @@ class Point:
 def database_for(tenant: str) -> str:
     if not TENANT_PATTERN.match(tenant):
         raise ValueError(f"tenant {tenant!r} must match {TENANT_PATTERN.pattern}")
-    return f"hats_{tenant}"
+    return f"{DATABASE_PREFIX}{tenant}"
+
+
+def is_tenant_database(database: str) -> bool:
+    """Whether `database` is named as a home's (`database_for`'s form): what the worker may write."""
+    return database.startswith(DATABASE_PREFIX) and bool(TENANT_PATTERN.match(database[len(DATABASE_PREFIX):]))
 
 
 # Home Assistant's long-term statistics, imported (`hats import`): rows of the rollup contract

@@ -13,9 +13,12 @@ from typing import Any
 
 import httpx
 
-from ingest_worker.contract import RAW_RP, ROLLUP_RP, database_for
+from ingest_worker.contract import DATABASE_PREFIX, RAW_RP, ROLLUP_RP, database_for
 
 ADMIN_TIMEOUT_S = 30.0
+# The policy InfluxDB 1.x makes with every database: infinite duration and writable by the worker's account,
+# so a write that named it (or no policy, before `raw` became the default) would never expire. Dropped.
+AUTOGEN_RP = "autogen"
 # Months → days as the retention asset converts them (hats_assets/defs/retention/assets.py): a month is
 # 365.25 / 12 days and the policy is rounded up, so a retention run finds the policy where this left it.
 DAYS_PER_MONTH = 365.25 / 12
@@ -103,9 +106,26 @@ def ensure_named_database(admin: InfluxAdmin, database: str, raw_days: int, roll
         verb = "ALTER" if policy in existing else "CREATE"
         admin.query(f"{verb} RETENTION POLICY {ident(policy)} ON {ident(database)} DURATION {days}d "
                     f"REPLICATION 1{default}")
+    drop_autogen(admin, database)
     admin.query(f"GRANT WRITE ON {ident(database)} TO {ident(writer)}")
     admin.query(f"GRANT ALL ON {ident(database)} TO {ident(dagster)}")
     return created
+
+
+def drop_autogen(admin: InfluxAdmin, database: str) -> bool:
+    """Drop the `autogen` policy InfluxDB made with the database (never expiring, writable: a write to it
+    escaped retention); True if it was there. Run at creation, at `hats up` for every hats database, and
+    safe to repeat (`raw` is the default first, so the database never lacks one)."""
+    if AUTOGEN_RP not in admin.retention_policies(database):
+        return False
+    admin.query(f"DROP RETENTION POLICY {ident(AUTOGEN_RP)} ON {ident(database)}")
+    return True
+
+
+def drop_every_autogen(admin: InfluxAdmin) -> list[str]:
+    """`drop_autogen` on every hats database (those made before it existed); the databases it changed."""
+    return [database for database in admin.databases()
+            if database.startswith(DATABASE_PREFIX) and drop_autogen(admin, database)]
 
 
 def set_tier(admin: InfluxAdmin, tenant_id: str, raw_days: int, rollup_months: int) -> None:
