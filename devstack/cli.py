@@ -1,6 +1,7 @@
 """`hats`: the local stack and demo from one command line (`hats up|down|status|run|env`), `hats import`
 of a Home Assistant's history, from its recorder or its WebSocket API (the worker's settings from the
-environment; ingest_worker/importers/run.py), and `hats tenant` to administer homes (tenancy/cli.py)."""
+environment; ingest_worker/importers/run.py), `hats tenant` to administer homes (tenancy/cli.py), and
+`hats docs` to write the README's tables from the code (devstack/readme_tables.py)."""
 
 from __future__ import annotations
 
@@ -33,7 +34,14 @@ def main(argv: list[str] | None = None) -> int:
     importer.add_arguments(history)
     tenancy_cli.add_arguments(sub.add_parser("tenant", help="add, list, show, change, disable, enable or remove "
                                                            "homes (settings from the environment)"))
+    docs = sub.add_parser("docs", help="write README.md's tables of assets, checks, jobs, schedules, sensors and "
+                                       "settings from the code (--check: only say whether they are current)")
+    docs.add_argument("--check", action="store_true", help="exit 1 naming the stale tables, write nothing")
     args = parser.parse_args(argv)
+    if args.command == "docs":
+        from devstack import readme_tables
+
+        return readme_tables.main(check=args.check)
     if args.command == "import":
         return importer.main(args)
     if args.command == "tenant":

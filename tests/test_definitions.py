@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 from datetime import datetime
@@ -254,11 +253,14 @@ def test_every_run_serves_every_home_or_the_ones_named() -> None:
             "config": {"tenants": "home_a"}}}}).success, name
 
 
-def test_the_readme_names_every_schedule_and_only_real_ones() -> None:
-    """The README's **Schedules** paragraph lists the code location's schedules: a new one, or a renamed one,
-    fails here instead of drifting."""
+def test_the_readmes_tables_of_the_definitions_are_what_the_code_writes() -> None:
+    """The README's tables of assets, checks, jobs, schedules (cron, time zone) and sensors are written by
+    `hats docs` from these Definitions: a new, renamed or rescheduled one fails here instead of drifting."""
+    from devstack import readme_tables
+
     readme = (PROJECT_ROOT / "README.md").read_text()
-    start = readme.index("**Schedules**")
-    paragraph = readme[start:readme.index("**Metadata**", start)]
-    named = set(re.findall(r"`([a-z0-9_]+_schedule)`", paragraph))
-    assert named == {schedule.name for schedule in defs.schedules or ()}
+    stale = readme_tables.stale(readme, readme_tables.DEFINITIONS_SECTIONS)
+    assert stale == [], readme_tables.stale_message(stale)
+    schedules = readme_tables.schedules_table()
+    for schedule in defs.get_repository_def().schedule_defs:
+        assert f"| `{schedule.name}` | `{schedule.job_name}` | `{schedule.cron_schedule}` |" in schedules

@@ -26,9 +26,11 @@ from pathlib import Path
 
 from packaging.specifiers import SpecifierSet
 
+from devstack.stack_settings import value
+
 Progress = Callable[[str], None]
 
-HA_HOME = Path(os.environ.get("HATS_HA_HOME", "/opt/hats"))
+HA_HOME = Path(value("HATS_HA_HOME"))
 PYTHON_SETTING = "HATS_HA_PYTHON"
 MARKER = ".hats-installed.json"
 CANDIDATE_MINORS = range(11, 16)
@@ -159,7 +161,7 @@ def find_python(version: str, requires: SpecifierSet) -> tuple[str, str]:
         if found not in requires:
             continue
         key = tuple(int(part) for part in found.split("."))
-        if os.environ.get(PYTHON_SETTING):
+        if value(PYTHON_SETTING):
             return candidate, found  # an explicit choice that fits wins over discovery
         if best is None or key[:2] < best[0][:2]:
             best = (key, candidate, found)
@@ -173,7 +175,7 @@ def find_python(version: str, requires: SpecifierSet) -> tuple[str, str]:
 
 
 def _candidates() -> Iterator[str]:
-    explicit = os.environ.get(PYTHON_SETTING)
+    explicit = value(PYTHON_SETTING)
     if explicit:
         yield from explicit.split(os.pathsep)
         return

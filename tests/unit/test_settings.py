@@ -72,6 +72,7 @@ def test_unreachable_postgres_at_start_names_the_setting(clean_env: pytest.Monke
 
 
 def test_port_offset_moves_both_profiles_and_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HATS_PORT_OFFSET", raising=False)  # a worktree's own offset is not the base
     base = {name: load_profile(name).ports for name in ("dev", "test")}
     monkeypatch.setenv("HATS_PORT_OFFSET", "300")
     for name, ports in base.items():

@@ -67,9 +67,9 @@ class InfluxDBResource(dg.ConfigurableResource):
     resource, so one run serves many homes and each query names exactly one home's database.
     """
 
-    url: str = Field(description="Base URL, e.g. http://127.0.0.1:18086 (HATS_INFLUX_URL)")
-    username: str = Field(description="Account with ALL on the tenant databases (HATS_INFLUX_DAGSTER_USERNAME)")
-    password: str = Field(description="Its password (HATS_INFLUX_DAGSTER_PASSWORD)")
+    url: str = Field(description="InfluxDB base URL, e.g. http://127.0.0.1:18086")
+    username: str = Field(description="the InfluxDB account this resource acts as")
+    password: str = Field(description="its password")
 
     def for_tenant(self, tenant: str) -> TenantInflux:
         """The home's database ``hats_<tenant>`` through this account (the id is checked by ``database_for``)."""
@@ -235,7 +235,7 @@ class PostgresResource(dg.ConfigurableResource):
     shares nothing a home could see. Outside a session (a sensor, another thread) every block connects.
     """
 
-    dsn: str = Field(description="libpq URL of role hats_dagster on database hats (HATS_DAGSTER_DSN)")
+    dsn: str = Field(description="libpq URL of role hats_dagster on database hats (the warehouse)")
 
     @contextlib.contextmanager
     def session(self) -> Iterator[None]:
@@ -287,6 +287,14 @@ class _Session:
 
 # The open session of this thread (a new thread starts without one: psycopg connections are not shared).
 _SESSION: ContextVar[_Session | None] = ContextVar("hats_postgres_session", default=None)
+
+
+# What each InfluxDB resource's account is for (the README's Dagster settings table shows it by its variables).
+RESOURCE_ROLES = {
+    "influxdb": "InfluxDB account with ALL on the tenant databases (`hats_dagster`)",
+    "influxdb_admin": "InfluxDB admin, used by the `retention` asset only (InfluxDB 1.x requires an admin to "
+                      "`ALTER RETENTION POLICY`)",
+}
 
 
 def resources_from_env() -> dict[str, Any]:

@@ -74,7 +74,10 @@ def raw_points(influxdb: InfluxDBResource, postgres: PostgresResource) -> dg.Obs
     )
 
 
-observe_raw_points_job = dg.define_asset_job("observe_raw_points", selection=dg.AssetSelection.assets("raw_points"))
+observe_raw_points_job = dg.define_asset_job(
+    "observe_raw_points", selection=dg.AssetSelection.assets("raw_points"),
+    description="Observe raw_points: each home's newest raw point and series per measurement, so a stalled feed "
+                "shows in the UI.")
 observe_raw_points_schedule = dg.ScheduleDefinition(
     job=observe_raw_points_job, cron_schedule="*/5 * * * *", default_status=dg.DefaultScheduleStatus.RUNNING,
     description="Every 5 minutes: record the newest raw point and the series counts, so a stalled feed shows.",
