@@ -1,6 +1,7 @@
 """The README's behaviour tables, written from the code so that they cannot drift from it (`hats docs`).
 
-The tables of assets, asset checks, jobs, schedules, sensors and every settings table are rendered here
+The tables of assets, asset checks, jobs, schedules, sensors, the worker's metrics and every settings table
+are rendered here
 from the code location's `Definitions` and the settings classes, and written between marker comments in
 `README.md`; the prose around them stays a human's. `tests/test_definitions.py` and
 `tests/test_readme_settings.py` fail when the README differs from what this would write, naming the
@@ -266,18 +267,38 @@ def stack_settings_table() -> str:
                   for s in stack_settings.documented()])
 
 
+def worker_metrics_table() -> str:
+    """The worker's metrics as Prometheus scrapes them (a counter's samples end in `_total`, a histogram's in
+    `_bucket`/`_sum`/`_count`), from the collectors `ingest_worker/metrics.py` registers."""
+    from prometheus_client.metrics import MetricWrapperBase
+
+    from ingest_worker import metrics
+
+    rows = []
+    for collector in vars(metrics).values():
+        if not isinstance(collector, MetricWrapperBase):
+            continue
+        name, kind = collector._name, str(collector._type)
+        series = f"{name}_total" if kind == "counter" else name
+        labels = codes(collector._labelnames)
+        rows.append((code(series), kind, labels, collector._documentation))
+    return table(("metric", "type", "labels", "what it counts"), rows)
+
+
 SECTIONS: dict[str, Callable[[], str]] = {
     "assets": assets_table,
     "asset checks": checks_table,
     "jobs": jobs_table,
     "schedules": schedules_table,
     "sensors": sensors_table,
+    "worker metrics": worker_metrics_table,
     "worker settings": worker_settings_table,
     "Dagster settings": dagster_settings_table,
     "tenancy settings": tenancy_settings_table,
     "stack settings": stack_settings_table,
 }
 DEFINITIONS_SECTIONS = ("assets", "asset checks", "jobs", "schedules", "sensors")
+METRICS_SECTIONS = ("worker metrics",)
 SETTINGS_SECTIONS = ("worker settings", "Dagster settings", "tenancy settings", "stack settings")
 
 

@@ -8,7 +8,8 @@ disable_created_metrics()  # type: ignore[no-untyped-call]  # the _created sampl
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
-RECEIVED = Counter("hats_messages_received", "MQTT messages received", ["source"], registry=REGISTRY)
+RECEIVED = Counter("hats_messages_received", "Messages received, by source (the MQTT formats, websocket)",
+                   ["source"], registry=REGISTRY)
 IGNORED = Counter("hats_messages_ignored", "Valid messages that carry no state (counted, not stored)",
                   ["source", "why"], registry=REGISTRY)
 WRITTEN = Counter("hats_points_written", "Points accepted by InfluxDB (directly or from the outbox)",

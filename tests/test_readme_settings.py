@@ -1,6 +1,6 @@
-"""The README's settings tables cannot drift from the code: they are written by `hats docs` from the settings
-classes (devstack/readme_tables.py), this fails when the README holds anything else, and every environment
-variable the code reads must be in one of them."""
+"""The README's settings tables (and the worker's metrics) cannot drift from the code: they are written by
+`hats docs` from the settings classes and the metrics module (devstack/readme_tables.py), this fails when the
+README holds anything else, and every environment variable the code reads must be in one of them."""
 
 from __future__ import annotations
 
@@ -31,6 +31,12 @@ def documented() -> set[str]:
 def test_the_settings_tables_are_what_the_code_writes() -> None:
     stale = readme_tables.stale(README, readme_tables.SETTINGS_SECTIONS)
     assert stale == [], readme_tables.stale_message(stale)
+
+
+def test_the_worker_metrics_table_is_what_the_code_writes() -> None:
+    stale = readme_tables.stale(README, readme_tables.METRICS_SECTIONS)
+    assert stale == [], readme_tables.stale_message(stale)
+    assert "| `hats_write_seconds` | histogram |" in readme_tables.worker_metrics_table()
 
 
 def test_every_worker_setting_is_in_the_readme_table() -> None:
