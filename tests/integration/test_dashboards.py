@@ -83,12 +83,21 @@ def _seed(dsn: str, dagster_dsn: str, tenant: str) -> None:
 
 
 @pytest.fixture
-def seeded_home(tenant: Tenant, profile: Profile, stack_env: dict[str, str]) -> Iterator[str]:
-    _seed(stack_env["HATS_PG_DSN"], stack_env["HATS_DAGSTER_DSN"], tenant.name)
-    yield tenant.name
+def seeded_homes(two_homes: tuple[Tenant, Tenant], stack_env: dict[str, str]) -> Iterator[tuple[str, str]]:
+    """Two homes with the same day seeded: a home's analyst must see its own rows only."""
+    names = (two_homes[0].name, two_homes[1].name)
+    for name in names:
+        _seed(stack_env["HATS_PG_DSN"], stack_env["HATS_DAGSTER_DSN"], name)
+    yield names
     with psycopg.connect(stack_env["HATS_PG_DSN"]) as conn:
         for relation in SEEDED:
-            conn.execute(f"DELETE FROM {relation} WHERE tenant_id = %s", (tenant.name,))
+            conn.execute(f"DELETE FROM {relation} WHERE tenant_id = ANY(%s)", (list(names),))
+
+
+def _home_analyst(profile: Profile, stack_env: dict[str, str], tenant: str) -> str:
+    password = registry_for(profile, stack_env).secrets.read(tenant, tenant_secrets.PG_ANALYST)
+    assert password is not None, f"no analyst password for {tenant}"
+    return postgres.dsn(profile, analyst_role_name(tenant), password)
 
 
 def _run(dsn: str, text: str) -> list[tuple[Any, ...]]:
@@ -97,31 +106,31 @@ def _run(dsn: str, text: str) -> list[tuple[Any, ...]]:
 
 
 def test_every_sql_panel_runs_as_the_analysts_and_returns_seeded_rows(
-        seeded_home: str, profile: Profile, stack_env: dict[str, str]) -> None:
-    password = registry_for(profile, stack_env).secrets.read(seeded_home, tenant_secrets.PG_ANALYST)
-    assert password is not None
-    home_analyst = postgres.dsn(profile, analyst_role_name(seeded_home), password)
+        seeded_homes: tuple[str, str], profile: Profile, stack_env: dict[str, str]) -> None:
+    mine, other = seeded_homes
+    home_analyst = _home_analyst(profile, stack_env, mine)
     start = datetime.combine(DAY - timedelta(days=6), datetime.min.time(), UTC)
     end = datetime.now(UTC)
     sql_queries = [q for q in queries() if q.datasource == POSTGRES_UID]
     assert len(sql_queries) >= 5
     for dsn in (home_analyst, stack_env["HATS_ANALYST_DSN"]):
         for query in sql_queries:
-            rows = _run(dsn, runnable_sql(query.text, start, end, [seeded_home]))
+            rows = _run(dsn, runnable_sql(query.text, start, end, [mine]))
             assert rows, f"no rows for {query}"
-    # The home's analyst reads its home alone: the tenant variable's query lists exactly it.
+    # The home variable lists what the role may read: the home's analyst its home, the operator's both.
     [variable] = [q for q in sql_queries if q.panel == "$tenant"]
-    assert _run(home_analyst, variable.text) == [(seeded_home,)]
+    assert _run(home_analyst, variable.text) == [(mine,)]
+    assert {mine, other} <= {row[0] for row in _run(stack_env["HATS_ANALYST_DSN"], variable.text)}
+    # Asked for the other home, the home's analyst gets nothing from any panel (row-level security).
+    for query in sql_queries:
+        if query.panel != "$tenant":
+            assert _run(home_analyst, runnable_sql(query.text, start, end, [other])) == [], str(query)
 
 
-def test_a_panel_on_a_relation_the_analyst_cannot_read_fails(seeded_home: str, profile: Profile,
+def test_a_panel_on_a_relation_the_analyst_cannot_read_fails(seeded_homes: tuple[str, str], profile: Profile,
                                                              stack_env: dict[str, str]) -> None:
     """What the test above would report for a panel reading ops.* (the analyst reads `analytics` only)."""
-    password = registry_for(profile, stack_env).secrets.read(seeded_home, tenant_secrets.PG_ANALYST)
-    assert password is not None
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
-        _run(postgres.dsn(profile, analyst_role_name(seeded_home), password),
+        _run(_home_analyst(profile, stack_env, seeded_homes[0]),
              runnable_sql("SELECT count(*) FROM ops.dead_letters WHERE $__timeFilter(received_at)",
-                          datetime.now(UTC) - timedelta(days=1), datetime.now(UTC), [seeded_home]))
-
-
+                          datetime.now(UTC) - timedelta(days=1), datetime.now(UTC), [seeded_homes[0]]))
