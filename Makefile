@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 VENV := .venv/bin
 
-.PHONY: run test bootstrap up down status lint typecheck unit purge
+.PHONY: run test bootstrap up down status lint typecheck unit purge docs dashboards
 
 run: bootstrap ## install what is missing, start stack + worker + simulator + Dagster UI, first rollups
 	@$(VENV)/hats run
@@ -30,6 +30,12 @@ typecheck:
 
 unit: ## the tests that need no services
 	@$(VENV)/pytest -m "not integration"
+
+docs: ## write README.md's tables (assets, checks, jobs, schedules, sensors, metrics, settings) from the code
+	@$(VENV)/hats docs
+
+dashboards: ## write deploy/grafana/dashboards/*.json from deploy/grafana/build.py
+	@$(VENV)/python deploy/grafana/build.py
 
 purge: ## stop everything and delete all stack data and secrets (dev and test)
 	@if [ -x $(VENV)/hats ]; then $(VENV)/hats purge; $(VENV)/hats --profile test purge; fi
