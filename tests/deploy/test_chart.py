@@ -409,3 +409,15 @@ def test_the_code_location_loads_with_nothing_but_what_the_chart_gives_it(render
     jobs, assets = map(int, done.stdout.split()[-2:])
     assert jobs > 0
     assert assets > 0
+
+
+# --- the Grafana dashboards -------------------------------------------------------------------------------------
+
+def test_the_dashboards_ship_as_a_configmap_the_grafana_sidecar_loads(rendered: Rendered) -> None:
+    """The ConfigMap holds exactly deploy/grafana/dashboards/*.json, byte for byte (the chart links the folder)."""
+    dashboards = PROJECT_ROOT / "deploy" / "grafana" / "dashboards"
+    configmap = rendered.named("ConfigMap", "hats-grafana-dashboards")
+    assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert configmap["data"] == {path.name: path.read_text().rstrip("\n") for path in sorted(dashboards.glob("*.json"))}
+    off = render_values({"grafana": {"dashboards": False}})
+    assert [m for m in off.of_kind("ConfigMap") if m["metadata"]["name"] == "hats-grafana-dashboards"] == []
