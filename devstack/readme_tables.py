@@ -198,6 +198,10 @@ def _default(info: FieldInfo) -> str:
     return code(str(value))
 
 
+class UndescribedError(ValueError):
+    """A setting has no description for its table; the message names it and where to add one."""
+
+
 def settings_rows(model: type[BaseModel], prefix: str,
                   required_with: Callable[[str], str | None] = lambda field: None) -> list[tuple[str, str, str]]:
     rows = []
@@ -206,7 +210,11 @@ def settings_rows(model: type[BaseModel], prefix: str,
         condition = required_with(name)
         if condition:
             default = f"— (required with {condition})"
-        rows.append((code(prefix + name.upper()), default, info.description or ""))
+        if not info.description:
+            raise UndescribedError(f"{model.__name__}.{name} ({prefix + name.upper()}) has no description: give its "
+                                   "Field a description=… (the README's table shows it), then run "
+                                   f"`{REGENERATE}`")
+        rows.append((code(prefix + name.upper()), default, info.description))
     return rows
 
 

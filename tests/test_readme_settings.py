@@ -7,6 +7,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+from pydantic import Field
+from pydantic_settings import BaseSettings
+
 from devstack import readme_tables
 from devstack.profile import PROJECT_ROOT
 from ingest_worker.settings import ENV_PREFIX, WorkerSettings
@@ -77,6 +81,15 @@ def test_every_variable_the_stack_reads_is_documented() -> None:
     missing = named - documented()
     assert missing == set(), f"{sorted(missing)}: read by devstack/, in no README settings table; add them to " \
                              f"devstack/stack_settings.py, then run `{readme_tables.REGENERATE}`"
+
+
+def test_a_setting_without_a_description_is_refused_naming_it() -> None:
+    class Example(BaseSettings):
+        described: int = Field(1, description="what it does")
+        bare: int = 2
+
+    with pytest.raises(readme_tables.UndescribedError, match=r"Example\.bare \(HATS_BARE\) has no description"):
+        readme_tables.settings_rows(Example, ENV_PREFIX)
 
 
 def test_a_stale_table_is_named_and_regenerated(tmp_path: Path) -> None:
