@@ -14,6 +14,8 @@ from ingest_worker.rejections import Reason, Rejected
 _MEASUREMENT = str.maketrans({",": r"\,", " ": r"\ "})
 _KEY = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ "})
 _STRING = str.maketrans({'"': r"\"", "\\": "\\\\"})
+COMMENT = "#"  # a line that starts with it is a comment to InfluxDB
+SKIPPED = "\t\x00"  # InfluxDB skips these before a line's measurement (a space there is escaped)
 
 
 def _check(text: str, what: str) -> str:
@@ -38,6 +40,10 @@ def _utf8(text: str, what: str) -> None:
 
 def series_key(measurement: str, tags: tuple[tuple[str, str], ...]) -> str:
     """The escaped `measurement,tag=value,…` part: the same for every point of a series, so callers cache it."""
+    if measurement.startswith(COMMENT) or measurement[:1] in tuple(SKIPPED):
+        # InfluxDB 1.x reads a '#' line as a comment (answers 204, stores nothing: a silent loss) and skips
+        # tabs and NULs before the measurement (another name, or "missing measurement").
+        raise Rejected(Reason.UNWRITABLE, f"measurement {measurement[:40]!r} starts with {measurement[:1]!r}")
     parts = [_check(measurement, "measurement").translate(_MEASUREMENT)]
     for key, value in tags:
         parts.append(f"{_check(key, 'tag key').translate(_KEY)}={_check(value, 'tag value').translate(_KEY)}")

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import hypothesis
 import pytest
 
 from devstack import stack
@@ -32,6 +33,14 @@ from tenancy.settings import load_settings
 from tenancy.spec import TenantSpec
 
 DEADLINE_S = 60.0
+# Property tests (hypothesis) are deterministic by default: the same examples on every run and in CI, no
+# example database carried between runs. `pytest --hypothesis-profile=explore` searches afresh with 20
+# times the examples (tests scale theirs with `tests.ha_strategies.examples`); a failure prints its
+# example: keep it as an `@example` beside the fix.
+hypothesis.settings.register_profile("deterministic", derandomize=True, database=None, deadline=None,
+                                     print_blob=True)
+hypothesis.settings.register_profile("explore", max_examples=2_000, deadline=None, print_blob=True)
+hypothesis.settings.load_profile("deterministic")
 # The code location's partitions start on the first day any home has data, read from PostgreSQL when
 # hats_assets loads (hats_assets/partitions.py); tests load it once for many fresh tenants and without
 # PostgreSQL in unit tests, so they fix the start (tests/integration/test_partitions_start.py tests the lookup).
