@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import psycopg
 
-from ingest_worker import metrics
+from ingest_worker import metrics, tracing
 from ingest_worker.door import open_pipeline
 from ingest_worker.ha_link import HaLink, HaLinkSettings, HomeAssistantAuthError
 from ingest_worker.health import HealthServer
@@ -146,6 +146,7 @@ async def run(settings: WorkerSettings) -> dict[str, int]:
         await health.close()
         await influx.aclose()
         await pipeline.close()
+        tracing.flush()
     log.info("stopped: %s", json.dumps(pipeline.counters, sort_keys=True))
     if fatal is not None:
         raise fatal

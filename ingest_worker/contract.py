@@ -11,6 +11,9 @@ import hashlib
 import re
 from dataclasses import dataclass
 
+# Traces: both sides send their spans where the OpenTelemetry SDK's own variables say (tracing/settings.py).
+from ingest_worker.tracing.settings import TraceSettings as TraceSettings
+
 RAW_RP = "raw"
 ROLLUP_RP = "rollup"
 VALUE_FIELD = "value"

@@ -29,6 +29,7 @@ from typing import IO
 import httpx
 import psycopg
 
+from ingest_worker import tracing
 from ingest_worker.contract import database_for
 from ingest_worker.mqtt_link import Incoming, MqttLink
 from ingest_worker.outbox import Outbox
@@ -212,3 +213,4 @@ class Door:
         elif self._conn is not None:
             await self._conn.close()
         await self._release()
+        tracing.flush()

@@ -41,7 +41,7 @@ from urllib.parse import urlsplit
 import httpx
 import psycopg
 
-from ingest_worker import metrics
+from ingest_worker import metrics, tracing
 from ingest_worker.contract import shard_of, share_group_of
 from ingest_worker.door import Wiring, open_pipeline
 from ingest_worker.ha_link import HaLink, HaLinkSettings
@@ -483,6 +483,7 @@ class ManyHomes:
             for ops in self._ops:
                 await ops.close()
             await self._reader.close()
+            tracing.flush()
         for home in self.homes.values():
             for key, value in home.wiring.pipeline.counters.items():
                 self.counters[key] = self.counters.get(key, 0) + value

@@ -4,7 +4,8 @@
 batch from the network thread; `flush` makes everything durable (InfluxDB or the outbox, then dead
 letters, metadata and the points InfluxDB accepted per hour (`ops.ingest_hours`) in one PostgreSQL
 transaction) and only then acknowledges the messages. A batch that went to the outbox is counted per
-hour when the replayer has written it (`replayed`), before the outbox lets go of it.
+hour when the replayer has written it (`replayed`), before the outbox lets go of it. With an OTLP endpoint
+configured (`tracing/`), each batch is one span from its first message to its acknowledgement.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from datetime import datetime
 
 import psycopg
 
-from ingest_worker import metrics
+from ingest_worker import metrics, tracing
 from ingest_worker.lineprotocol import encode, series_key
 from ingest_worker.mqtt_link import Incoming, MqttLink
 from ingest_worker.normalise import EntityState, Series, describe, point_of
@@ -98,6 +99,10 @@ class Pipeline:
         self._received_by_source: dict[str, int] = {}
         self._ignored: dict[tuple[str, str], int] = {}
         self._emitted = 0
+        # Traces (tracing/): None when off, and then the only cost is the `is not None` tests below.
+        self._tracer = tracing.batch_tracer()
+        self._started_ns = 0  # when the batch's first message was processed (epoch ns), for its span
+        self._parse_ns = 0  # time spent in `process` for the batch
         self.counters: dict[str, int] = {"received": 0, "written": 0, "ignored": 0, "dead_lettered": 0}
 
     @property
@@ -107,8 +112,11 @@ class Pipeline:
     # -- CPU part ---------------------------------------------------------------------------------
     def process(self, items: Sequence[Incoming], force: bool = False) -> None:
         """Parse a hand-off batch (possibly empty: held states may have become complete meanwhile)."""
+        began = time.perf_counter_ns() if self._tracer is not None else 0
         if items and not self._acks and not self._lines and not self._letters:
             self._oldest = time.monotonic()
+            if self._tracer is not None:
+                self._started_ns = time.time_ns()
         if self._parked and (force or not self._settling()):
             parked, self._parked = self._parked, []
             self._process_items(parked, settled=True)
@@ -125,6 +133,8 @@ class Pipeline:
         for (name, why), count in self._ignored.items():
             metrics.IGNORED.labels(name, why).inc(count)
         self._ignored.clear()
+        if self._tracer is not None:
+            self._parse_ns += time.perf_counter_ns() - began
 
     def _settling(self) -> bool:
         """Whether the broker may still be replaying retained discovery configs after (re)subscribing:
@@ -267,8 +277,28 @@ class Pipeline:
         hours, self._hours = self._hours, {}
         acks, self._acks = self._acks, []
         marks = [(hook, mark) for hook in self._hooks if (mark := hook.snapshot()) is not None]
+        span = tracing.NO_SPAN
+        if self._tracer is not None:
+            if acks or lines or self._letters:  # a flush with nothing to make durable is no batch
+                span = self._tracer.batch(self._tenant, self._started_ns or time.time_ns(), len(acks),
+                                          self._parse_ns)
+            self._started_ns = self._parse_ns = 0
+        try:
+            letters = await self._make_durable(lines, origins, hours, marks, span)
+            if self._link is not None:
+                self._link.ack(acks)
+        except BaseException as error:
+            span.failed(error)
+            raise
+        span.acknowledged()
+        metrics.UNACKED.set(0)
+        return letters
+
+    async def _make_durable(self, lines: list[str], origins: list[Origin], hours: Hours,
+                            marks: Sequence[tuple[FlushHook, object]], span: tracing.BatchSpan) -> list[DeadLetter]:
         submitted = await self._writer.submit(lines)
         rejected = submitted.rejected
+        span.durable(submitted.written, len(lines), len(rejected))
         self.counters["written"] += len(lines) - len(rejected)
         if rejected:
             by_line = dict(zip(lines, origins, strict=True))
@@ -279,14 +309,13 @@ class Pipeline:
         if not submitted.written:
             hours = {}  # in the outbox, not in InfluxDB yet: `replayed` counts them once it is
         letters, self._letters = self._letters, []
-        await self._store_ops(letters, hours, marks)
-        if self._link is not None:
-            self._link.ack(acks)
-        metrics.UNACKED.set(0)
+        await self._store_ops(letters, hours, marks, span)
+        span.committed(len(letters))
         return letters
 
     async def _store_ops(self, letters: Sequence[DeadLetter], hours: Hours,
-                         marks: Sequence[tuple[FlushHook, object]] = ()) -> None:
+                         marks: Sequence[tuple[FlushHook, object]] = (),
+                         span: tracing.BatchSpan = tracing.NO_SPAN) -> None:
         """Dead letters, metadata and the per-hour counts of points InfluxDB accepted in one transaction;
         while PostgreSQL is away, retry (the batch's acknowledgements, or the outbox record's commit,
         wait, so the broker or the outbox keeps the batch) and reconnect."""
@@ -304,6 +333,7 @@ class Pipeline:
                     break
                 except psycopg.OperationalError as exc:
                     log.warning("PostgreSQL unavailable (%s); retrying in %.1f s", str(exc).strip()[:200], delay)
+                    span.retrying("postgresql", str(exc).strip(), delay)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, PG_RETRY_MAX_S)
                     if self._ops.conn is conn:  # not yet replaced by another pipeline sharing it
@@ -321,6 +351,7 @@ class Pipeline:
         """A batch from the outbox is in InfluxDB: count its points per hour (from the lines' timestamps)
         and dead-letter the lines InfluxDB refused, before the outbox lets go of it. The source messages
         are long acked, so a refused line itself is what its dead letter keeps."""
+        began = time.time_ns()
         hours = ingest_hours.count_lines(lines)
         letters: list[DeadLetter] = []
         if errors:
@@ -331,3 +362,5 @@ class Pipeline:
             self.counters["dead_lettered"] += len(letters)
             metrics.DEAD_LETTERED.labels(Reason.INFLUX_REJECTED).inc(len(letters))
         await self._store_ops(letters, hours)
+        if self._tracer is not None:
+            self._tracer.replayed(self._tenant, len(lines), len(errors), began)

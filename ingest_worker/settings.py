@@ -11,6 +11,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ingest_worker.contract import TENANT_PATTERN
+from ingest_worker.tracing.settings import TraceSettings
 
 ENV_PREFIX = "HATS_"
 SOURCES = ("statestream", "eventstream", "discovery", "status", "websocket")
@@ -222,6 +223,11 @@ def load_settings() -> WorkerSettings:
             problems.append(f"  {name} {hint}")
     known = {line.split()[0] for line in problems}
     problems += [line for line in _missing_for_sources(settings) if line.split()[0] not in known]
+    try:
+        TraceSettings()  # the OpenTelemetry SDK's own variables (tracing/settings.py), read again when used
+    except ValidationError as exc:
+        problems += [f"  {str(error['loc'][0]).upper()} is invalid: {error['msg'].removeprefix('Value error, ')}"
+                     for error in exc.errors()]
     if problems or settings is None:
         raise ConfigError(
             "ingest_worker: cannot start, settings need fixing:\n" + "\n".join(problems)

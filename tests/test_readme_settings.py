@@ -102,3 +102,15 @@ def test_a_stale_table_is_named_and_regenerated(tmp_path: Path) -> None:
     assert readme_tables.main(check=True, path=readme) == 1
     assert readme_tables.main(check=False, path=readme) == 0
     assert readme.read_text() == README
+
+
+def test_the_tracing_variables_are_in_both_settings_tables() -> None:
+    """The OpenTelemetry variables the worker and the code location read (TraceSettings) are documented in the
+    worker's table and in the Dagster table."""
+    from ingest_worker.tracing.settings import TraceSettings
+
+    start = README.index("### Dagster code location")
+    dagster_table = README[start:README.index("\n### ", start + 1)]
+    variables = {name.upper() for name in TraceSettings.model_fields}
+    for table in (worker_table(), dagster_table):
+        assert variables - set(re.findall(r"`(OTEL_[A-Z0-9_]+)`", table)) == set()

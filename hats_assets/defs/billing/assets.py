@@ -15,6 +15,7 @@ from typing import Any
 import dagster as dg
 
 from hats_assets.defs.billing.storage import day_bytes, disk_bytes, shards_of
+from hats_assets.defs.common import tracing
 from hats_assets.defs.common.resources import InfluxDBResource, PostgresResource, TenantInflux, window_params
 from hats_assets.defs.common.tenants import Outcomes, TenantSelection, run_homes
 from hats_assets.defs.warehouse.tables import OWNERS, previous_hour_day, window_metadata
@@ -52,7 +53,7 @@ def usage_daily(
     shards = shards_of(admin.query("SHOW SHARDS"))
     sizes = disk_bytes(admin.query("SHOW STATS FOR 'shard'"))
     outcomes = Outcomes(context.log)
-    with postgres.session():  # one connection for every home of the step
+    with tracing.step(context), postgres.session():  # one connection for every home of the step
         for home, outcome in outcomes.each(run_homes(context, postgres, tenant_selection)):
             def meter(tenant: str = home.tenant_id) -> dict[str, Any]:
                 db = influxdb.for_tenant(tenant)

@@ -19,6 +19,7 @@ from typing import Any, Final
 import dagster as dg
 from pydantic import Field
 
+from hats_assets.defs.common import tracing
 from hats_assets.defs.common.resources import PostgresResource
 from ingest_worker.contract import TENANT_PATTERN
 
@@ -140,23 +141,27 @@ class Outcomes:
             yield home, self.by_home.setdefault(home.tenant_id, Outcome())
 
     def guard(self, home: Home, outcome: Outcome, work: Callable[[], dict[str, Any] | None]) -> bool:
-        """Run one home's work; its numbers land in ``outcome``; an exception is recorded, not raised."""
-        began = time.monotonic()
+        """Run one home's work; its numbers land in ``outcome`` (and its span, ``tracing.home``); an exception
+        is recorded, not raised."""
+        began, started_ns = time.monotonic(), time.time_ns()
         try:
             numbers = work() or {}
         except Refused as refused:
             outcome.status, outcome.error = "refused", str(refused)
             outcome.numbers.update(refused.numbers)
             self.log.warning("tenant %s left out: %s", home.tenant_id, refused)
+            tracing.home(home.tenant_id, started_ns, "refused", {"reason": str(refused), **refused.numbers})
             return False
         except Exception as exc:
             outcome.status = "failed"
             outcome.error = f"{type(exc).__name__}: {exc}"[:ERROR_CHARS]
             self.log.error("tenant %s failed: %s", home.tenant_id, traceback.format_exc(limit=5))
+            tracing.home(home.tenant_id, started_ns, "failed", {}, exc)
             return False
         finally:
             outcome.duration_s += time.monotonic() - began
         outcome.numbers.update({key: _add(outcome.numbers.get(key), value) for key, value in numbers.items()})
+        tracing.home(home.tenant_id, started_ns, "ok", numbers)
         return outcome.status == "ok"
 
     def failed(self) -> list[str]:

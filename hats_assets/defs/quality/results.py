@@ -6,6 +6,7 @@ the Dagster check result lists per home what passed, what failed and the rows to
 """
 
 import json
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
+from hats_assets.defs.common import tracing
 from hats_assets.defs.common.resources import PostgresResource
 from hats_assets.defs.common.tenants import ERROR_CHARS, Home, TenantSelection, run_homes
 from hats_assets.defs.quality.expectations import Expectations
@@ -113,13 +115,17 @@ def check_homes(
         return Verdict([{"error": f"{type(exc).__name__}: {exc}"[:ERROR_CHARS]}], 0,
                        dg.AssetCheckSeverity.ERROR if spec.blocking else dg.AssetCheckSeverity.WARN)
 
-    with postgres.session():  # one connection for every home of the check
+    with tracing.step(context), postgres.session():  # one connection for every home of the check
         expectations = Expectations()
         pending: list[tuple[Home, Verdict | Judge]] = []
+        started: dict[str, int] = {}  # when each home's evaluation began (its span, epoch ns)
+        failures: dict[str, Exception] = {}
         for home in run_homes(context, postgres, selection):
+            started[home.tenant_id] = time.time_ns()
             try:
                 pending.append((home, evaluate(home, expectations)))
             except Exception as exc:
+                failures[home.tenant_id] = exc
                 pending.append((home, error(exc, home)))
         try:
             expectations.validate()
@@ -136,8 +142,14 @@ def check_homes(
                     raise validated
                 verdicts.append((home, judged()))
             except Exception as exc:
+                failures[home.tenant_id] = exc
                 verdicts.append((home, error(exc, home)))
         record_all(postgres, context.run.run_id, asset, spec.name, window, verdicts)
+        for home, verdict in verdicts:
+            failure = failures.get(home.tenant_id)
+            tracing.home(home.tenant_id, started[home.tenant_id],
+                         "failed" if failure else "failing" if verdict.failing else "passed",
+                         {"failing": len(verdict.failing), "checked": verdict.checked, **verdict.numbers}, failure)
 
     per_home: dict[str, dict[str, Any]] = {}
     listed: dict[str, Any] = {}

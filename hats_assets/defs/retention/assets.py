@@ -20,6 +20,7 @@ import dagster as dg
 from psycopg import sql
 from pydantic import Field, ValidationError
 
+from hats_assets.defs.common import tracing
 from hats_assets.defs.common.resources import InfluxDBResource, PostgresResource, TenantInflux, quote_ident
 from hats_assets.defs.common.tenants import Home, Outcomes, TenantSelection, run_homes
 from hats_assets.defs.retention.plan import (
@@ -188,7 +189,7 @@ def retention(
         partition_cutoff = months_before(now, longest)
         partition_actions = _expired_partitions(cur, partition_cutoff) if longest else []
 
-    with postgres.session():  # one connection for every home of the step
+    with tracing.step(context), postgres.session():  # one connection for every home of the step
         for home, outcome in outcomes.each(run_homes(context, postgres, tenant_selection)):
             def expire(home: Home = home) -> dict[str, Any]:
                 db = influxdb_admin.for_tenant(home.tenant_id)

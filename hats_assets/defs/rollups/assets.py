@@ -28,6 +28,7 @@ from typing import Any
 
 import dagster as dg
 
+from hats_assets.defs.common import tracing
 from hats_assets.defs.common.resources import (
     WRITE_CHUNK_LINES,
     InfluxDBResource,
@@ -121,7 +122,7 @@ def rollups(
     start, end = context_window(context)
     outcomes = Outcomes(context.log)
     total = RollupStats()
-    with postgres.session():  # one connection for every home of the step
+    with tracing.step(context), postgres.session():  # one connection for every home of the step
         for home, outcome in outcomes.each(run_homes(context, postgres, tenant_selection)):
             stats = RollupStats()
             for chunk_start, chunk_end in chunks(start, end, RAW_CHUNK):

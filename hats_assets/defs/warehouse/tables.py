@@ -21,6 +21,7 @@ import dagster as dg
 import psycopg
 from psycopg import sql
 
+from hats_assets.defs.common import tracing
 from hats_assets.defs.common.months import month_start
 from hats_assets.defs.common.resources import PostgresResource
 from hats_assets.defs.common.tenants import Outcomes, Refused, TenantSelection, run_homes
@@ -185,7 +186,7 @@ def load_every_home(context: dg.AssetExecutionContext, postgres: PostgresResourc
     began = time.monotonic()
     start, end = context_window(context)
     outcomes = Outcomes(context.log)
-    with postgres.session():  # one connection for every home of the step
+    with tracing.step(context), postgres.session():  # one connection for every home of the step
         for home, outcome in outcomes.each(run_homes(context, postgres, tenant_selection)):
             def work(tenant: str = home.tenant_id) -> dict[str, Any]:
                 refuse_failed_hours(postgres, tenant, start, end, gate)
