@@ -228,7 +228,10 @@ def worker_settings_table() -> str:
                     _SOURCES_WORDS.get(source, code(source)) for source in sorted(needed_by))
         return None
 
-    return table(("variable", "default", "meaning"), settings_rows(WorkerSettings, ENV_PREFIX, required_with))
+    from ingest_worker.tracing.settings import TraceSettings
+
+    return table(("variable", "default", "meaning"), settings_rows(WorkerSettings, ENV_PREFIX, required_with)
+                 + settings_rows(TraceSettings, ""))  # the OpenTelemetry SDK's own names: no prefix
 
 
 def dagster_settings_table() -> str:

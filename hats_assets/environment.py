@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from hats_assets.defs.common.tracing import DagsterTraceSettings
 from hats_assets.defs.imports.reload import URL_ENV
 from hats_assets.partitions import PARTITIONS_START_ENV
 
@@ -25,4 +26,10 @@ LOCATION_ENVIRONMENT: dict[str, tuple[str, str, str]] = {
     URL_ENV: (
         "`ha_history_import_sensor`", "`http://127.0.0.1:$HATS_DAGSTER_PORT`",
         "the Dagster webserver the import sensor asks to reload the code location"),
+    # The tracing variables, read by every rollup, check, warehouse, billing and retention step.
+    **{name.upper(): ("`hats_assets/defs/common/tracing.py`",
+                      f"`{str(info.default).lower() if isinstance(info.default, bool) else info.default}`"
+                      if info.default not in ("", None) else "(empty)",
+                      str(info.description))
+       for name, info in DagsterTraceSettings.model_fields.items()},
 }

@@ -56,6 +56,8 @@ TENANT_READY = Gauge("hats_tenant_ready", "1 while a home is subscribed and its 
                      registry=REGISTRY)
 
 # Traces (ingest_worker/tracing/): exported only when an OTLP endpoint is configured.
-TRACE_SPANS_EXPORTED = Counter("hats_trace_spans_exported", "Spans the OTLP collector accepted", registry=REGISTRY)
-TRACE_SPANS_DROPPED = Counter("hats_trace_spans_dropped", "Spans lost: the export queue was full (the collector "
-                              "is slow or away) or a request to the collector failed", ["reason"], registry=REGISTRY)
+TRACE_SPANS_EXPORTED = Counter("hats_trace_spans_exported", "Spans the OTLP collector accepted (tracing on)",
+                               registry=REGISTRY)
+TRACE_SPANS_DROPPED = Counter("hats_trace_spans_dropped", "Spans lost (tracing on): queue_full, the export queue "
+                              "was full (the collector slow or away); export_failed, a request to the collector "
+                              "failed", ["reason"], registry=REGISTRY)

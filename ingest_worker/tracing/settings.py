@@ -29,10 +29,15 @@ class TraceSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", frozen=True)
 
     otel_exporter_otlp_traces_endpoint: str = Field(
-        "", description="OTLP/HTTP traces URL, e.g. http://collector:4318/v1/traces (wins over the base URL)")
-    otel_exporter_otlp_endpoint: str = Field("", description="OTLP/HTTP base URL; /v1/traces is added")
-    otel_service_name: str = Field(DEFAULT_SERVICE_NAME, min_length=1, description="service.name of the spans")
-    otel_sdk_disabled: bool = Field(False, description="true: no traces whatever the endpoint")
+        "", description="traces: the OTLP/HTTP URL spans are posted to, e.g. `http://collector:4318/v1/traces`; "
+                        "this or the next one set turns tracing on (see \"Traces\"); neither: off, OpenTelemetry "
+                        "not even imported")
+    otel_exporter_otlp_endpoint: str = Field(
+        "", description="traces: the collector's base URL instead, e.g. `http://collector:4318` (`/v1/traces` is "
+                        "added); the one above wins")
+    otel_service_name: str = Field(DEFAULT_SERVICE_NAME, min_length=1, description="traces: the spans' `service.name`")
+    otel_sdk_disabled: bool = Field(False, description="traces: `true` turns them off whatever the endpoint",
+                                    json_schema_extra={"readme_default": "false"})
 
     @field_validator("otel_exporter_otlp_traces_endpoint", "otel_exporter_otlp_endpoint")
     @classmethod

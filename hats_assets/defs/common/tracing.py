@@ -53,7 +53,7 @@ ATTRIBUTE_CHARS = 1_000  # a text attribute (an error, a list of hours) is cut t
 class DagsterTraceSettings(TraceSettings):
     """The worker's tracing settings with the code location's own service name."""
 
-    otel_service_name: str = Field(DEFAULT_SERVICE_NAME, min_length=1, description="service.name of the spans")
+    otel_service_name: str = Field(DEFAULT_SERVICE_NAME, min_length=1, description="traces: the spans' `service.name`")
 
 
 class TraceSettingsError(ValueError):
