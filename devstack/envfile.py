@@ -42,6 +42,11 @@ def settings(profile: Profile, secrets: dict[str, str]) -> dict[str, str]:
         "HATS_DAGSTER_DSN": url("hats_dagster", "pg_dagster"),
         "HATS_ANALYST_DSN": url("hats_analyst", "pg_analyst"),
         "HATS_DAGSTER_PG_URL": url("hats_dagster", "pg_dagster", postgres.DAGSTER_DB),
+        # ops_exporter: read-only, the ops rows it counts (migration 0014) and Dagster's run statuses.
+        "HATS_EXPORTER_DSN": url("hats_exporter", "pg_exporter"),
+        "HATS_EXPORTER_DAGSTER_DSN": url("hats_exporter", "pg_exporter", postgres.DAGSTER_DB),
+        "HATS_EXPORTER_PORT": str(profile.ports["exporter"]),
+        "HATS_PROMETHEUS_URL": f"http://{LOOPBACK}:{profile.ports['prometheus']}",
         "HATS_DAGSTER_PORT": str(profile.ports["dagster"]),
         "DAGSTER_HOME": str(profile.path("dagster_home")),
         # One folder per home of secret files (tenancy/secrets.py); a Kubernetes Secret volume in a cluster.

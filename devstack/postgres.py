@@ -24,7 +24,8 @@ SUPERUSER = "postgres"
 WAREHOUSE_DB = "hats"
 DAGSTER_DB = "dagster"
 # Roles the baseline migration creates; the stack only gives them their passwords.
-LOGIN_ROLES = {"hats_ingest": "pg_ingest", "hats_dagster": "pg_dagster", "hats_analyst": "pg_analyst"}
+LOGIN_ROLES = {"hats_ingest": "pg_ingest", "hats_dagster": "pg_dagster", "hats_analyst": "pg_analyst",
+               "hats_exporter": "pg_exporter"}
 
 
 def log_path(profile: Profile) -> Path:

@@ -27,8 +27,10 @@ LOOPBACK = "127.0.0.1"
 
 # Before HATS_PORT_OFFSET (the README's table shows these).
 BASE_PORTS: dict[str, dict[str, int]] = {
-    "dev": {"mqtt": 18830, "influx": 18086, "influx_rpc": 18088, "pg": 15432, "dagster": 3000, "worker": 18090},
-    "test": {"mqtt": 28830, "influx": 28086, "influx_rpc": 28088, "pg": 25432, "dagster": 23000, "worker": 28090},
+    "dev": {"mqtt": 18830, "influx": 18086, "influx_rpc": 18088, "pg": 15432, "dagster": 3000, "worker": 18090,
+            "prometheus": 19090, "exporter": 19091},
+    "test": {"mqtt": 28830, "influx": 28086, "influx_rpc": 28088, "pg": 25432, "dagster": 23000, "worker": 28090,
+             "prometheus": 29090, "exporter": 29091},
 }
 PORT_SETTINGS = {
     "mqtt": "HATS_MQTT_PORT",
@@ -37,6 +39,8 @@ PORT_SETTINGS = {
     "pg": "HATS_PG_PORT",
     "dagster": "HATS_DAGSTER_PORT",
     "worker": "HATS_WORKER_PORT",
+    "prometheus": "HATS_PROMETHEUS_PORT",
+    "exporter": "HATS_EXPORTER_PORT",
 }
 PORT_MEANINGS = {
     "mqtt": "Mosquitto port",
@@ -45,6 +49,8 @@ PORT_MEANINGS = {
     "pg": "PostgreSQL port",
     "dagster": "Dagster UI port",
     "worker": "the demo worker's `/metrics`, `/healthz`, `/readyz`",
+    "prometheus": "the stack's Prometheus",
+    "exporter": "the ops exporter's `/metrics` (`python -m ops_exporter`)",
 }
 
 

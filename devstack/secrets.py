@@ -24,6 +24,7 @@ ACCOUNTS = (
     "pg_ingest",
     "pg_dagster",
     "pg_analyst",
+    "pg_exporter",
 )
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
-from devstack import envfile, influxdb, mosquitto, postgres
+from devstack import envfile, exporter, influxdb, mosquitto, postgres, prometheus, run_storage
 from devstack.procs import Managed
 from devstack.profile import PROJECT_ROOT, Profile
 from devstack.secrets import load_or_create
@@ -96,6 +96,10 @@ def up(profile: Profile) -> dict[str, str]:
         link.unlink(missing_ok=True)
         link.symlink_to(PROJECT_ROOT / "dagster.yaml")
     envfile.write(profile, values)
+    _timed("Dagster run storage readable by the ops exporter",
+           lambda: run_storage.grant_exporter(profile, secrets, values))
+    _timed(f"ops exporter on 127.0.0.1:{profile.ports['exporter']}", lambda: exporter.start(profile, values))
+    _timed(f"Prometheus on 127.0.0.1:{profile.ports['prometheus']}", lambda: prometheus.start(profile))
     if profile.name == "dev":
         shortcut = profile.state_dir.parent / "env"
         shortcut.unlink(missing_ok=True)
@@ -117,7 +121,9 @@ def down(profile: Profile) -> None:
     for pidfile in sorted(profile.path("homeassistant").glob("*/slot-*/config/hass.pid")):
         if Managed("Home Assistant", pidfile, pidfile.with_name("hass.out")).stop():
             progress(f"stopped Home Assistant in {pidfile.parent}")
-    for name, stop in (("Mosquitto", mosquitto.stop), ("InfluxDB", influxdb.stop), ("PostgreSQL", postgres.stop)):
+    prometheus.unregister_all(profile)
+    for name, stop in (("Prometheus", prometheus.stop), ("ops exporter", exporter.stop), ("Mosquitto", mosquitto.stop),
+                       ("InfluxDB", influxdb.stop), ("PostgreSQL", postgres.stop)):
         if stop(profile):
             progress(f"stopped {name}")
 
@@ -134,6 +140,8 @@ def status(profile: Profile) -> dict[str, bool]:
         "mosquitto": mosquitto.process(profile).running(),
         "influxdb": influxdb.process(profile).running(),
         "postgresql": postgres.running(profile),
+        "prometheus": prometheus.process(profile).running(),
+        "ops_exporter": exporter.process(profile).running(),
     }
     states |= {proc.name: proc.running() for proc in app_processes(profile)}
     return states

@@ -10,6 +10,10 @@ echo "==> ruff"
 $VENV/ruff check . || exit 1
 echo "==> mypy"
 $VENV/mypy || exit 1
+echo "==> promtool: the alert rules, their unit tests, the stack's Prometheus config"
+promtool check rules deploy/hats/prometheus/alerts.yml || exit 1
+promtool test rules tests/prometheus/alerts_test.yml || exit 1
+$VENV/python -m devstack.prometheus check-config test || exit 1
 echo "==> test stack"
 $VENV/hats --profile test up || exit 1
 echo "==> pytest"

@@ -396,6 +396,7 @@ class ManyHomes:
         if self.platform is not None:
             metrics.MQTT_CONNECTED.set(1 if self.platform.connected else 0)
             metrics.INBOX_DEPTH.set(self.platform.inbox_depth() + sum(len(h.inbox) for h in self.homes.values()))
+        metrics.READY.set(1 if self.ready()[0] else 0)
 
     def ready(self) -> tuple[bool, str]:
         """Ready while the worker can serve its homes (the platform broker, the registry); a home that is not

@@ -31,6 +31,9 @@ WRITE_LATENCY = Histogram("hats_write_seconds", "InfluxDB write latency", regist
 EVENT_AGE = Histogram("hats_event_age_seconds", "Receipt time minus the state's own timestamp", registry=REGISTRY,
                       buckets=(0.01, 0.1, 0.5, 1, 5, 30, 60, 300, 3_600, 86_400))
 MQTT_CONNECTED = Gauge("hats_mqtt_connected", "1 while connected to the broker", registry=REGISTRY)
+# /readyz as a number, so Prometheus (which scrapes /metrics, not /readyz) can alert on a worker that is up
+# but not taking work (broker lost, subscriptions refused, outbox full).
+READY = Gauge("hats_ready", "1 while /readyz answers 200 (connected and able to take work)", registry=REGISTRY)
 HA_CONNECTED = Gauge("hats_ha_connected", "1 while subscribed to Home Assistant's WebSocket API", registry=REGISTRY)
 HA_RECONNECTS = Counter("hats_ha_reconnects", "WebSocket connections to Home Assistant lost or refused",
                         registry=REGISTRY)
