@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "HATS_EXPORTER_"
@@ -22,3 +22,9 @@ class ExporterSettings(BaseSettings):
     statement_timeout_s: float = Field(10.0, gt=0, le=300,
                                        description="A scrape's query budget; a slower query fails the scrape "
                                                    "(hats_exporter_up 0) instead of piling up")
+
+    @field_validator("dagster_dsn", mode="before")
+    @classmethod
+    def _unset_when_empty(cls, value: object) -> object:
+        """An empty value (a chart Secret's key left blank) means unset, not a DSN that cannot connect."""
+        return None if value == "" else value

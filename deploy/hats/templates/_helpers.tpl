@@ -50,3 +50,7 @@ readOnlyRootFilesystem: true
 capabilities:
   drop: [ALL]
 {{- end -}}
+
+{{- define "hats.exporterSecret" -}}
+{{- default (printf "%s-exporter" (include "hats.fullname" .)) .Values.secrets.exporter.existingSecret -}}
+{{- end -}}
