@@ -14,7 +14,6 @@ compressed row each, `sources/websocket.py` parses it), leaving out rows at or b
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator, Sequence
 from typing import NamedTuple
@@ -22,6 +21,7 @@ from typing import NamedTuple
 from ingest_worker.ha_client import ConnectionLost
 from ingest_worker.rejections import Rejected
 from ingest_worker.sources import websocket as ws_source
+from ingest_worker.sources.base import json_bytes
 from ingest_worker.store.resume import us_to_datetime
 
 COMMAND = "history/history_during_period"
@@ -88,10 +88,10 @@ def history_items(result: object, window_start_us: int) -> Iterator[HistoryItem]
     for entity_id, entity_rows in result.items():
         topic = ws_source.history_topic(str(entity_id))
         if not isinstance(entity_rows, list):
-            yield HistoryItem(topic, json.dumps(entity_rows, ensure_ascii=False).encode(), None, False)
+            yield HistoryItem(topic, json_bytes(entity_rows), None, False)
             continue
         for row in entity_rows:
             stamp = row_us(row)
             if stamp is not None and stamp <= window_start_us:
                 continue  # the state at the window's start (HA stamps it with the start): not a change
-            yield HistoryItem(topic, json.dumps(row, ensure_ascii=False, separators=(",", ":")).encode(), stamp, True)
+            yield HistoryItem(topic, json_bytes(row, (",", ":")), stamp, True)

@@ -45,7 +45,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import logging
 import random
 import time
@@ -79,6 +78,7 @@ from ingest_worker.mqtt_link import Incoming
 from ingest_worker.normalise import parse_time_ns
 from ingest_worker.rejections import Rejected
 from ingest_worker.sources import websocket as ws_source
+from ingest_worker.sources.base import json_bytes
 from ingest_worker.store.registry import RegistryStore, parse_areas, parse_devices, parse_entities
 from ingest_worker.store.resume import ResumePoint
 from ingest_worker.store.time_zone import home_time_zone
@@ -309,7 +309,7 @@ class HaLink:
 
     def _message(self, conn: _Connection, message: object, text: str | None) -> None:
         def payload() -> bytes:
-            return text.encode() if text is not None else json.dumps(message, ensure_ascii=False).encode()
+            return text.encode() if text is not None else json_bytes(message)
 
         if not isinstance(message, dict) or not isinstance(message.get("type"), str):
             self._queue(_item(ws_source.FRAME_TOPIC, payload()), None)
@@ -424,7 +424,7 @@ class HaLink:
         if point is None:
             # First connection of this tenant: the current states, not the recorder's whole history.
             for state in states:
-                self._queue(_item(ws_source.STATE_TOPIC, json.dumps(state, ensure_ascii=False).encode()),
+                self._queue(_item(ws_source.STATE_TOPIC, json_bytes(state)),
                             _state_us(state))
             self._release(conn)
             log.info("first connection for this tenant: %d current states queued, no history fetched", len(states))

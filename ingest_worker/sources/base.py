@@ -31,6 +31,16 @@ def parse_json(text: str, what: str = "payload") -> object:
         raise Rejected(Reason.INVALID_JSON, f"{what}: {type(exc).__name__}: {str(exc)[:200]}") from None
 
 
+def json_bytes(value: object, separators: tuple[str, str] | None = None) -> bytes:
+    """A parsed message as the payload of an item (`parse_json` reads it back to the same value). UTF-8 as
+    received; a message holding a lone surrogate (JSON can escape one, UTF-8 cannot carry it) is written
+    with ASCII escapes instead, so it stays one payload a source parses, never an error in the link."""
+    try:
+        return json.dumps(value, ensure_ascii=False, separators=separators).encode()
+    except UnicodeEncodeError:
+        return json.dumps(value, separators=separators).encode()
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
     states: tuple[EntityState, ...] = ()
