@@ -296,6 +296,21 @@ def worker_metrics_table() -> str:
     return table(("metric", "type", "labels", "what it counts"), rows)
 
 
+def exporter_settings_table() -> str:
+    from ops_exporter.settings import ENV_PREFIX, ExporterSettings
+
+    return table(("variable", "default", "meaning"), settings_rows(ExporterSettings, ENV_PREFIX))
+
+
+def exporter_metrics_table() -> str:
+    """The ops exporter's metrics as Prometheus scrapes them, from ``ops_exporter.collector.METRICS``."""
+    from ops_exporter.collector import LABELS, METRICS
+
+    return table(("metric", "type", "labels", "what it counts"),
+                 [(code(f"{name}_total" if kind == "counter" else name), kind, codes(LABELS.get(name, ())), doc)
+                  for name, (kind, doc) in METRICS.items()])
+
+
 SECTIONS: dict[str, Callable[[], str]] = {
     "assets": assets_table,
     "asset checks": checks_table,
@@ -303,14 +318,16 @@ SECTIONS: dict[str, Callable[[], str]] = {
     "schedules": schedules_table,
     "sensors": sensors_table,
     "worker metrics": worker_metrics_table,
+    "exporter metrics": exporter_metrics_table,
     "worker settings": worker_settings_table,
     "Dagster settings": dagster_settings_table,
     "tenancy settings": tenancy_settings_table,
     "stack settings": stack_settings_table,
+    "exporter settings": exporter_settings_table,
 }
 DEFINITIONS_SECTIONS = ("assets", "asset checks", "jobs", "schedules", "sensors")
-METRICS_SECTIONS = ("worker metrics",)
-SETTINGS_SECTIONS = ("worker settings", "Dagster settings", "tenancy settings", "stack settings")
+METRICS_SECTIONS = ("worker metrics", "exporter metrics")
+SETTINGS_SECTIONS = ("worker settings", "Dagster settings", "tenancy settings", "stack settings", "exporter settings")
 
 
 class ReadmeMarkersError(ValueError):

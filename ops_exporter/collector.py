@@ -54,6 +54,14 @@ METRICS: dict[str, tuple[str, str]] = {
 }
 
 
+# Each metric's labels (the rest have none): per home or per job, never per entity.
+LABELS: dict[str, tuple[str, ...]] = {
+    "hats_rollup_behind_seconds": ("tenant",), "hats_rollup_owed_hours": ("tenant",),
+    "hats_checks_failing": ("tenant", "blocking"), "hats_warehouse_refused_days": ("tenant",),
+    "hats_retention_raw_extended": ("tenant",), "hats_dagster_run_failures": ("dagster_job",),
+}
+
+
 @dataclass
 class Reading:
     """One scrape's values, per home (and per job for the run failures)."""
@@ -121,16 +129,16 @@ def families(reading: Reading | None, seconds: float) -> list[Metric]:
         "hats_rollup_behind_seconds": reading.behind_s, "hats_rollup_owed_hours": reading.owed_hours,
         "hats_warehouse_refused_days": reading.refused_days, "hats_retention_raw_extended": reading.raw_extended}
     for name, values in per_home.items():
-        family = _family(name, ["tenant"])
+        family = _family(name, list(LABELS[name]))
         for tenant, value in sorted(values.items()):
             family.add_metric([tenant], value)
         out.append(family)
-    failing = _family("hats_checks_failing", ["tenant", "blocking"])
+    failing = _family("hats_checks_failing", list(LABELS["hats_checks_failing"]))
     for (tenant, blocking), count in sorted(reading.failing.items()):
         failing.add_metric([tenant, "true" if blocking else "false"], count)
     out.append(failing)
     if reading.run_failures is not None:
-        runs = _family("hats_dagster_run_failures", ["dagster_job"])
+        runs = _family("hats_dagster_run_failures", list(LABELS["hats_dagster_run_failures"]))
         for job, count in sorted(reading.run_failures.items()):
             runs.add_metric([job], count)
         out.append(runs)
