@@ -119,10 +119,11 @@ def start(profile: Profile, secrets: dict[str, str]) -> None:
         ensure_database(profile, secrets, database)
 
 
-def stop(profile: Profile) -> bool:
+def stop(profile: Profile, mode: str = "fast") -> bool:
+    """`mode` is pg_ctl's: "fast" for the stack, "immediate" (a crash: recovery at the next start) for faults."""
     if not running(profile):
         return False
-    result = _pg_ctl(profile, "stop", "-m", "fast", "-w", "-t", "60")
+    result = _pg_ctl(profile, "stop", "-m", mode, "-w", "-t", "60")
     if result.returncode != 0:
         raise StackError(f"pg_ctl stop failed: {result.stderr.strip()}")
     return True

@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol, TextIO
@@ -192,8 +193,9 @@ class _Run:
     """One run's mutable state: the sink, counters, pacing and progress output."""
 
     def __init__(self, sink: Sink, simulation: Simulation, options: RunOptions, out: TextIO,
-                 stop: threading.Event) -> None:
+                 stop: threading.Event, on_time: Callable[[datetime], None] | None = None) -> None:
         self.sink = sink
+        self.on_time = on_time
         self.stop = stop
         self.simulation = simulation
         self.options = options
@@ -232,6 +234,8 @@ class _Run:
                 self.progress(phase)
 
     def progress(self, phase: str) -> None:
+        if self.on_time is not None:
+            self.on_time(from_us(self.simulation.now_us))
         now = time.monotonic()
         if now - self._shown < self.options.progress_every_s:
             return
@@ -243,10 +247,11 @@ class _Run:
 
 
 def run(sink: Sink, config: SimulationConfig, options: RunOptions, out: TextIO | None = None,
-        stop: threading.Event | None = None) -> Stats:
+        stop: threading.Event | None = None, on_time: Callable[[datetime], None] | None = None) -> Stats:
     """Publish the fleet to `sink`: retained announcements, `backfill_hours` of history, then live traffic
     for `duration_s` (or until `count` state messages, or until `stop` is set). Returns exactly what was
-    published.
+    published. `on_time` hears the simulated clock as publishing goes on (a capped `rate` makes it lag
+    the wall clock × `speed`): what a caller scheduling work by simulated hours follows.
 
     The line `simulator: backfilled {hours} h with {N} messages from {devices} devices` (N = state
     messages of the backfill) is what `hats run` parses: keep its format, and no later line may
@@ -257,7 +262,7 @@ def run(sink: Sink, config: SimulationConfig, options: RunOptions, out: TextIO |
     start = options.start if options.start is not None else datetime.now(UTC) - backfill
     simulation = Simulation(config, start)
     stop = threading.Event() if stop is None else stop
-    state = _Run(sink, simulation, options, out, stop)
+    state = _Run(sink, simulation, options, out, stop, on_time)
     stats = state.stats
     backfill_end_us = to_us(start.astimezone(UTC) + backfill)
     try:
