@@ -71,9 +71,10 @@ OPERATOR_PANELS = [
     prom_panel(8, "Per-home backlog", "Messages routed to a home and not yet parsed, and its outbox bytes.",
                {"queued {{tenant}}": "sum by (tenant) (hats_tenant_queued_messages)",
                 "outbox {{tenant}}": "sum by (tenant) (hats_tenant_outbox_bytes)"}),
-    prom_panel(9, "Readiness", "1 while connected: the broker, Home Assistant's WebSocket API, and each home "
-               "(subscribed, outbox has room); homes served and their failures.",
-               {"broker {{instance}}": "min by (instance) (hats_mqtt_connected)",
+    prom_panel(9, "Readiness", "1 while ready (/readyz answers 200), connected to the broker and to Home "
+               "Assistant's WebSocket API, and per home (subscribed, outbox has room); homes served, their failures.",
+               {"ready {{instance}}": "min by (instance) (hats_ready)",
+                "broker {{instance}}": "min by (instance) (hats_mqtt_connected)",
                 "home assistant {{instance}}": "min by (instance) (hats_ha_connected)",
                 "ready {{tenant}}": "min by (tenant) (hats_tenant_ready)",
                 "homes served": "sum(hats_tenants_served)",
@@ -81,6 +82,19 @@ OPERATOR_PANELS = [
     prom_panel(10, "Event age", "p99 of receipt time minus the state's own timestamp (late or replayed data).",
                {"p99": f"histogram_quantile(0.99, sum by (le) (rate(hats_event_age_seconds_bucket{RATE})))"},
                unit="s"),
+    prom_panel(12, "Rollups behind, per home", "Now minus the end of the newest rolled-up hour, and the complete "
+               "hours with raw points not rolled up (ops exporter).",
+               {"behind {{tenant}}": "max by (tenant) (hats_rollup_behind_seconds)",
+                "owed hours {{tenant}}": "max by (tenant) (hats_rollup_owed_hours)"}, unit="s"),
+    prom_panel(13, "Failing checks and refused days", "(check, hour) pairs whose latest result failed, by home and "
+               "blocking; UTC days the warehouse refuses to load; homes whose raw retention is held (ops exporter).",
+               {"failing {{tenant}} blocking={{blocking}}": "sum by (tenant, blocking) (hats_checks_failing)",
+                "refused days {{tenant}}": "max by (tenant) (hats_warehouse_refused_days)",
+                "raw held {{tenant}}": "max by (tenant) (hats_retention_raw_extended)"}),
+    prom_panel(14, "Dagster run failures", "Runs that ended in FAILURE over the last hour, by Dagster job (run "
+               "storage, through the ops exporter), and whether the exporter read every source.",
+               {"{{dagster_job}}": "sum by (dagster_job) (increase(hats_dagster_run_failures_total[1h]))",
+                "exporter up": "min(hats_exporter_up)"}),
     prom_panel(11, "Home Assistant WebSocket", "Reconnects, recorder rows fetched to fill gaps, the last gap fill.",
                {"reconnects": f"sum(increase(hats_ha_reconnects_total{RATE}))",
                 "history rows/s": f"sum(rate(hats_ha_history_rows_total{RATE}))",
@@ -123,8 +137,10 @@ ANALYST_PANELS = [
 ]
 
 DASHBOARDS = {
-    "operators.json": dashboard("hats-operators", "hats · operators", "The ingest workers: rates, lag, outbox, "
-                                "dead letters, InfluxDB writes, homes, readiness (Prometheus).", OPERATOR_PANELS,
+    "operators.json": dashboard("hats-operators", "hats · operators", "The ingest workers (rates, lag, outbox, "
+                                "dead letters, InfluxDB writes, homes, readiness) and the Dagster side through the "
+                                "ops exporter (rollups behind, failing checks, refused days, run failures); "
+                                "Prometheus.", sorted(OPERATOR_PANELS, key=lambda panel: panel["id"]),
                                 [], "now-6h"),
     "analysts.json": dashboard("hats-analysts", "hats · analysts", "Energy, coverage and batteries from the analyst "
                                "views (PostgreSQL analytics.*; a home's analyst sees only its home).",

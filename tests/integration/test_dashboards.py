@@ -1,7 +1,8 @@
 """Every Grafana panel's query names what really exists (no Grafana server installs here): each PromQL
-expression's metric names are on a real running worker's /metrics, and each SQL query (Grafana's macros
-replaced by a real range) runs as a home's analyst role and as the operator's analyst on the stack's
-warehouse and returns rows from seeded data: a panel naming a relation the analyst cannot read fails."""
+expression's metric names are on a real running worker's /metrics or the stack's ops exporter's, and each
+SQL query (Grafana's macros replaced by a real range) runs as a home's analyst role and as the operator's
+analyst on the stack's warehouse and returns rows from seeded data: a panel naming a relation the analyst
+cannot read fails."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import httpx
 import psycopg
 import pytest
 
-from devstack import postgres
+from devstack import exporter, postgres
 from devstack.profile import Profile
 from hats_assets.defs.warehouse.tables import month_partition
 from tenancy import secrets as tenant_secrets
@@ -29,11 +30,15 @@ SEEDED = ("analytics.hourly_rollup", "analytics.daily_rollup", "analytics.local_
           "ops.rollup_watermarks", "core.entities", "core.devices", "core.areas")
 
 
-def test_every_promql_panel_names_a_metric_the_worker_exports(
-        tenant: Tenant, start_worker: Callable[..., WorkerProcess]) -> None:
+def test_every_promql_panel_names_a_metric_the_worker_or_the_exporter_exports(
+        tenant: Tenant, profile: Profile, start_worker: Callable[..., WorkerProcess]) -> None:
+    """The worker started here and the stack's ops exporter (the Dagster side), scraped as Prometheus does."""
     worker = start_worker(tenant.env)
-    exported = exported_names(httpx.get(f"{worker.url}/metrics", timeout=10).text)
-    assert "hats_write_seconds_bucket" in exported  # histograms are seen with their suffixes
+    from_worker = exported_names(httpx.get(f"{worker.url}/metrics", timeout=10).text)
+    from_exporter = exported_names(httpx.get(f"{exporter.url(profile)}/metrics", timeout=30).text)
+    assert "hats_write_seconds_bucket" in from_worker  # histograms are seen with their suffixes
+    assert "hats_rollup_behind_seconds" in from_exporter
+    exported = from_worker | from_exporter
     promql = [q for q in queries() if q.datasource == PROMETHEUS_UID]
     assert len(promql) >= 10
     unknown = {str(q): sorted(metric_names(q.text) - exported) for q in promql}
