@@ -22,6 +22,7 @@ COPY tenancy ./tenancy
 COPY devstack ./devstack
 COPY ha_simulator ./ha_simulator
 COPY ops_exporter ./ops_exporter
+COPY backups ./backups
 RUN uv sync --frozen --no-dev --group k8s --no-editable
 
 # --- runtime: the same Python, the venv, the migrations; no uv, pip or compilers ------------------------

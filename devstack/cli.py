@@ -1,13 +1,15 @@
 """`hats`: the local stack and demo from one command line (`hats up|down|status|run|env`), `hats import`
 of a Home Assistant's history, from its recorder or its WebSocket API (the worker's settings from the
-environment; ingest_worker/importers/run.py), `hats tenant` to administer homes (tenancy/cli.py), and
-`hats docs` to write the README's tables from the code (devstack/readme_tables.py)."""
+environment; ingest_worker/importers/run.py), `hats tenant` to administer homes (tenancy/cli.py),
+`hats backup` / `hats restore` (backups/cli.py), and `hats docs` to write the README's tables from the code
+(devstack/readme_tables.py)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
+from backups import cli as backups_cli
 from devstack import stack
 from devstack.procs import StackError
 from devstack.profile import StackConfigError, load_profile
@@ -37,11 +39,19 @@ def main(argv: list[str] | None = None) -> int:
     docs = sub.add_parser("docs", help="write README.md's tables of assets, checks, jobs, schedules, sensors and "
                                        "settings from the code (--check: only say whether they are current)")
     docs.add_argument("--check", action="store_true", help="exit 1 naming the stale tables, write nothing")
+    backups_cli.add_backup_arguments(sub.add_parser("backup", help="back up PostgreSQL and InfluxDB now, list the "
+                                                               "backups, or apply their retention"))
+    backups_cli.add_restore_arguments(sub.add_parser("restore", help="restore a backup into a scratch stack "
+                                                                     "(or --live), PostgreSQL to the latest or --to"))
     args = parser.parse_args(argv)
     if args.command == "docs":
         from devstack import readme_tables
 
         return readme_tables.main(check=args.check)
+    if args.command == "backup":
+        return backups_cli.main_backup(args)
+    if args.command == "restore":
+        return backups_cli.main_restore(args)
     if args.command == "import":
         return importer.main(args)
     if args.command == "tenant":

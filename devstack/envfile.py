@@ -48,6 +48,10 @@ def settings(profile: Profile, secrets: dict[str, str]) -> dict[str, str]:
         "HATS_EXPORTER_PORT": str(profile.ports["exporter"]),
         "HATS_PROMETHEUS_URL": f"http://{LOOPBACK}:{profile.ports['prometheus']}",
         "HATS_DAGSTER_PORT": str(profile.ports["dagster"]),
+        # `hats backup` / `hats restore` (backups/): the REPLICATION-only role, the folder, InfluxDB's backup RPC.
+        "HATS_BACKUP_DSN": url("hats_backup", "pg_backup"),
+        "HATS_BACKUP_DIR": str(profile.backup_dir),
+        "HATS_INFLUX_RPC_ADDR": f"{LOOPBACK}:{profile.ports['influx_rpc']}",
         "DAGSTER_HOME": str(profile.path("dagster_home")),
         # One folder per home of secret files (tenancy/secrets.py); a Kubernetes Secret volume in a cluster.
         "HATS_TENANT_SECRETS_DIR": str(profile.path("tenants")),

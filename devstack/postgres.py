@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import shlex
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,15 +18,18 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from backups import wal
 from devstack.procs import StackError, ensure_port_free, port_open, wait_until
 from devstack.profile import LOOPBACK, Profile, pg_bin_dir
 
 SUPERUSER = "postgres"
 WAREHOUSE_DB = "hats"
 DAGSTER_DB = "dagster"
+# A quiet cluster still closes a WAL segment each hour, so archived WAL is never more than that behind.
+ARCHIVE_TIMEOUT_S = 3600
 # Roles the baseline migration creates; the stack only gives them their passwords.
 LOGIN_ROLES = {"hats_ingest": "pg_ingest", "hats_dagster": "pg_dagster", "hats_analyst": "pg_analyst",
-               "hats_exporter": "pg_exporter"}
+               "hats_exporter": "pg_exporter", "hats_backup": "pg_backup"}
 
 
 def log_path(profile: Profile) -> Path:
@@ -53,7 +57,7 @@ def running(profile: Profile) -> bool:
     return (profile.pg_data_dir / "data" / "PG_VERSION").exists() and _pg_ctl(profile, "status").returncode == 0
 
 
-def _prepare_dirs(profile: Profile) -> None:
+def prepare_dirs(profile: Profile) -> None:
     owner = pwd.getpwnam(SUPERUSER)
     root = profile.pg_data_dir
     root.parent.mkdir(parents=True, exist_ok=True)
@@ -88,22 +92,49 @@ def _initdb(profile: Profile, password: str) -> None:
         raise StackError(f"initdb failed in {root / 'data'}:\n{result.stderr or result.stdout}")
 
 
+def system_identifier(profile: Profile) -> str:
+    """The cluster's identifier (pg_controldata): its WAL archive's folder name (backups/wal.py)."""
+    result = _as_postgres([str(pg_bin_dir() / "pg_controldata"), "-D", str(profile.pg_data_dir / "data")])
+    for line in result.stdout.splitlines():
+        if line.startswith("Database system identifier:"):
+            return line.split(":", 1)[1].strip()
+    raise StackError(f"pg_controldata found no system identifier in {profile.pg_data_dir / 'data'}: "
+                     f"{result.stderr.strip()}")
+
+
+def _archive_folder(profile: Profile) -> Path:
+    """Every finished WAL segment goes to the stack's backup folder, for point-in-time recovery (`hats restore
+    --to`); made here, owned by postgres, since the server writes it."""
+    owner = pwd.getpwnam(SUPERUSER)
+    folder = wal.archive_dir(profile.backup_dir, system_identifier(profile))
+    for path in (profile.backup_dir, profile.backup_dir / wal.WAL_FOLDER, folder):
+        path.mkdir(mode=0o700, exist_ok=True)
+        os.chown(path, owner.pw_uid, owner.pw_gid)
+    return folder
+
+
 def _server_options(profile: Profile) -> str:
+    archive = _archive_folder(profile)
     options = [
         f"listen_addresses={LOOPBACK}",
         f"port={profile.ports['pg']}",
         f"unix_socket_directories={profile.pg_data_dir / 'socket'}",
         "password_encryption=scram-sha-256",
         "max_connections=200",
+        "wal_level=replica",
+        "archive_mode=on",
+        f"archive_timeout={ARCHIVE_TIMEOUT_S}",
     ]
     if profile.name == "test":
         # The test cluster is disposable: durability costs time and proves nothing there.
         options += ["fsync=off", "synchronous_commit=off", "full_page_writes=off"]
-    return " ".join(f"-c {option}" for option in options)
+    # archive_command is a shell command with spaces and quotes: one -c argument, quoted for pg_ctl's shell.
+    return " ".join([*(f"-c {option}" for option in options),
+                     "-c " + shlex.quote(f"archive_command={wal.archive_command(archive)}")])
 
 
 def start(profile: Profile, secrets: dict[str, str]) -> None:
-    _prepare_dirs(profile)
+    prepare_dirs(profile)
     if not (profile.pg_data_dir / "data" / "PG_VERSION").exists():
         _initdb(profile, secrets["pg_superuser"])
     if running(profile):

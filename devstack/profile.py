@@ -71,6 +71,12 @@ class Profile:
         return PG_DATA_ROOT / f"{self.name}-{key}"
 
     @property
+    def backup_dir(self) -> Path:
+        """The stack's backups and WAL archive (HATS_BACKUP_DIR): beside the cluster, where the postgres user
+        that archives the WAL can write, and outside the state folder, so deleting that keeps the backups."""
+        return self.pg_data_dir.with_name(self.pg_data_dir.name + "-backups")
+
+    @property
     def env_file(self) -> Path:
         return self.state_dir / "env"
 

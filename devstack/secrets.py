@@ -25,6 +25,7 @@ ACCOUNTS = (
     "pg_dagster",
     "pg_analyst",
     "pg_exporter",
+    "pg_backup",
 )
 
 

@@ -21,7 +21,7 @@ from devstack.stack import migrate
 pytestmark = pytest.mark.integration
 
 SCHEMAS = "('core', 'ops', 'analytics')"
-ROLES = {"hats_ingest", "hats_dagster", "hats_analyst", "hats_home_analysts", "hats_exporter"}
+ROLES = {"hats_ingest", "hats_dagster", "hats_analyst", "hats_home_analysts", "hats_exporter", "hats_backup"}
 # Since 0012 the views run with the reader's rights: the analysts read the tables behind them, under
 # row-level security (tests/integration/test_analyst_isolation.py); never their month partitions.
 # The tables behind the views (row-level security, 0012; 0013 adds those analytics.home_day_status reads, and of
