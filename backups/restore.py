@@ -14,9 +14,7 @@ database comes back as it was at that backup.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,10 +26,9 @@ import psycopg
 from backups import catalogue, influx, postgres, wal
 from backups.catalogue import Backup, BackupError
 from backups.settings import BackupSettings
-from devstack import envfile, mosquitto
+from devstack import envfile, mosquitto, stack
 from devstack import influxdb as stack_influx
 from devstack import postgres as stack_postgres
-from devstack import stack
 from devstack.profile import STATE_ROOT, Profile
 from ingest_worker.contract import database_for
 from tenancy.influx import InfluxAdmin, ident
@@ -174,5 +171,3 @@ def _grant_again(admin: InfluxAdmin, target: Profile, secrets: dict[str, str]) -
 def purge_scratch(target: Profile) -> None:
     """Remove a scratch stack: its processes, cluster, state and the WAL it archived."""
     stack.purge(target)
-    with contextlib.suppress(FileNotFoundError):
-        shutil.rmtree(target.backup_dir)

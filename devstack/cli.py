@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("up", help="start Mosquitto, InfluxDB and PostgreSQL, migrate, write the env file")
     sub.add_parser("down", help="stop everything this profile started")
-    sub.add_parser("purge", help="stop everything and delete the profile's data, secrets and logs")
+    sub.add_parser("purge", help="stop everything and delete the profile's data, secrets, logs and backups")
     sub.add_parser("status", help="which services and processes are running")
     sub.add_parser("env", help="print the env file's path (source it for the stack's settings)")
     run = sub.add_parser("run", help="the demo: stack, worker, simulated fleet, Dagster UI, first rollups")

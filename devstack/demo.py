@@ -110,6 +110,9 @@ def run(profile: Profile, backfill_hours: int | None) -> None:
         subprocess.run([PYTHON, "-m", "devstack.first_runs", str(backfill_hours - 1)], env={**os.environ, **child_env},
                        cwd=PROJECT_ROOT, check=True, stderr=run_log)
 
+    # The daily backup (backups/scheduler.py): operator-side, so its REPLICATION role stays out of Dagster.
+    _start(procs["backups"], [PYTHON, "-m", "backups.scheduler"], child_env)
+
     print("hats run: 5/5 Dagster UI", file=sys.stderr)
     port = profile.ports["dagster"]
     ui = f"http://{LOOPBACK}:{port}"

@@ -19,7 +19,7 @@ import psycopg
 from psycopg import sql
 
 from backups import wal
-from devstack.procs import StackError, ensure_port_free, port_open, wait_until
+from devstack.procs import StackError, ensure_port_free, pid_alive, port_open, wait_until
 from devstack.profile import LOOPBACK, Profile, pg_bin_dir
 
 SUPERUSER = "postgres"
@@ -154,9 +154,15 @@ def stop(profile: Profile, mode: str = "fast") -> bool:
     """`mode` is pg_ctl's: "fast" for the stack, "immediate" (a crash: recovery at the next start) for faults."""
     if not running(profile):
         return False
+    pidfile = profile.pg_data_dir / "data" / "postmaster.pid"
+    postmaster = int(pidfile.read_text().split()[0]) if pidfile.exists() else None
     result = _pg_ctl(profile, "stop", "-m", mode, "-w", "-t", "60")
     if result.returncode != 0:
         raise StackError(f"pg_ctl stop failed: {result.stderr.strip()}")
+    if postmaster is not None:
+        # pg_ctl returns once the pid file is gone, which the postmaster removes just before it exits (later
+        # with WAL archiving, whose last segments it waits for): "stopped" means the process is gone too.
+        wait_until(lambda: not pid_alive(postmaster), "PostgreSQL's postmaster to exit", timeout=30)
     return True
 
 

@@ -272,6 +272,12 @@ def tenancy_settings_table() -> str:
     return table(("variable", "default", "meaning"), settings_rows(TenancySettings, ENV_PREFIX))
 
 
+def backup_settings_table() -> str:
+    from backups.settings import ENV_PREFIX, BackupSettings
+
+    return table(("variable", "default", "meaning"), settings_rows(BackupSettings, ENV_PREFIX))
+
+
 def stack_settings_table() -> str:
     return table(("variable", "default", "meaning"),
                  [(code(s.variable), code(s.default) if s.default else "—", s.meaning)
@@ -322,12 +328,14 @@ SECTIONS: dict[str, Callable[[], str]] = {
     "worker settings": worker_settings_table,
     "Dagster settings": dagster_settings_table,
     "tenancy settings": tenancy_settings_table,
+    "backup settings": backup_settings_table,
     "stack settings": stack_settings_table,
     "exporter settings": exporter_settings_table,
 }
 DEFINITIONS_SECTIONS = ("assets", "asset checks", "jobs", "schedules", "sensors")
 METRICS_SECTIONS = ("worker metrics", "exporter metrics")
-SETTINGS_SECTIONS = ("worker settings", "Dagster settings", "tenancy settings", "stack settings", "exporter settings")
+SETTINGS_SECTIONS = ("worker settings", "Dagster settings", "tenancy settings", "backup settings", "stack settings",
+                     "exporter settings")
 
 
 class ReadmeMarkersError(ValueError):

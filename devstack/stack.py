@@ -110,7 +110,7 @@ def up(profile: Profile) -> dict[str, str]:
 def app_processes(profile: Profile) -> list[Managed]:
     """The platform's own processes that `hats run` starts on top of the services."""
     return [Managed(name, profile.path("run", f"{name}.pid"), profile.path("logs", f"{name}.log"))
-            for name in ("simulator", "worker", "dagster")]
+            for name in ("simulator", "worker", "dagster", "backups")]
 
 
 def down(profile: Profile) -> None:
@@ -129,9 +129,11 @@ def down(profile: Profile) -> None:
 
 
 def purge(profile: Profile) -> None:
-    """Stop everything and delete the profile's state: data, secrets, logs and its PostgreSQL cluster."""
+    """Stop everything and delete the profile's state: data, secrets, logs, its PostgreSQL cluster and its
+    backups with their WAL archive (a new cluster starts its WAL names again; `hats backup` first to keep one)."""
     down(profile)
     shutil.rmtree(profile.pg_data_dir, ignore_errors=True)
+    shutil.rmtree(profile.backup_dir, ignore_errors=True)
     shutil.rmtree(profile.state_dir, ignore_errors=True)
 
 

@@ -55,7 +55,9 @@ def render_values(values: dict[str, Any]) -> Rendered:
 
 
 def pod_spec(workload: dict[str, Any]) -> dict[str, Any]:
-    spec: dict[str, Any] = workload["spec"]["template"]["spec"]
+    """The pod a workload runs; a CronJob's is its job template's."""
+    outer = workload["spec"]["jobTemplate"]["spec"] if workload["kind"] == "CronJob" else workload["spec"]
+    spec: dict[str, Any] = outer["template"]["spec"]
     return spec
 
 

@@ -173,6 +173,8 @@ def test_worker_secrets_come_only_from_secrets(rendered: Rendered) -> None:
     ({"tenantSecrets": {"mountPath": "tenants"}}, "at '/tenantSecrets/mountPath'"),
     ({"worker": {"settings": {"HATS_BATCH_MAX_POINTS": 100}}}, "at '/worker/settings/HATS_BATCH_MAX_POINTS'"),
     ({"external": {"influxdb": {"url": "influxdb:8086"}}}, "at '/external/influxdb/url'"),
+    ({"backup": {"enabled": True}}, "backup.image.repository: the backup needs an image"),
+    ({"backup": {"influxRpcAddr": "influxdb"}}, "at '/backup/influxRpcAddr'"),
 ])
 def test_bad_values_fail_before_anything_is_made_naming_the_value(values: dict[str, Any], message: str) -> None:
     with helm.Chart.load(CHART) as chart, pytest.raises(helm.HelmError, match=re.escape(message)):
@@ -421,3 +423,31 @@ def test_the_dashboards_ship_as_a_configmap_the_grafana_sidecar_loads(rendered: 
     assert configmap["data"] == {path.name: path.read_text().rstrip("\n") for path in sorted(dashboards.glob("*.json"))}
     off = render_values({"grafana": {"dashboards": False}})
     assert [m for m in off.of_kind("ConfigMap") if m["metadata"]["name"] == "hats-grafana-dashboards"] == []
+
+
+# --- the daily backup -------------------------------------------------------------------------------------------
+
+def test_the_daily_backup_is_a_cronjob_with_only_backup_settings_and_its_own_secret() -> None:
+    """The production values' CronJob runs `python -m backups` one at a time, with the DSN of hats_backup from a
+    Secret (never a value), a volume for HATS_BACKUP_DIR, and only variables the backup reads."""
+    from backups.settings import ENV_PREFIX as BACKUP_PREFIX
+    from backups.settings import BackupSettings
+
+    rendered = render("production")
+    [cronjob] = rendered.of_kind("CronJob")
+    assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
+    [container] = containers(cronjob)
+    assert container["command"] == ["python", "-m", "backups"]
+    assert container["image"] == "registry.example.com/hats/hats-backup:0.1.0"
+    env = {item["name"]: item for item in container["env"]}
+    fields = {BACKUP_PREFIX + name.upper() for name in BackupSettings.model_fields}
+    assert set(env) - fields == {"HATS_PG_BIN_DIR"}
+    assert {"HATS_BACKUP_DIR", "HATS_BACKUP_DSN", "HATS_INFLUX_RPC_ADDR"} <= set(env)
+    assert env["HATS_BACKUP_DSN"]["valueFrom"]["secretKeyRef"] == {"name": "hats-backup-credentials",
+                                                                  "key": "HATS_BACKUP_DSN"}
+    mounts = {mount["mountPath"] for mount in container["volumeMounts"]}
+    assert env["HATS_BACKUP_DIR"]["value"] in mounts
+    [claim] = rendered.of_kind("PersistentVolumeClaim")
+    assert claim["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    assert "hats-backup" not in {secret["metadata"]["name"] for secret in rendered.of_kind("Secret")}
+    assert render("default").of_kind("CronJob") == []
