@@ -122,6 +122,10 @@ def describe(state: EntityState) -> Series:
     if state.device_id:
         if len(state.device_id) > MAX_TAG_CHARS:
             raise Rejected(Reason.TAG_TOO_LONG, f"device_id of {len(state.device_id)} chars, over {MAX_TAG_CHARS}")
+        if "\x00" in state.device_id:
+            # InfluxDB would take it as a tag, but core.entities/core.devices (PostgreSQL text) cannot hold it,
+            # and the flush that failed on it would fail again for every batch.
+            raise Rejected(Reason.UNWRITABLE, f"device_id {state.device_id[:80]!r} holds a NUL character")
         tags.append(("device_id", state.device_id))
     tags.sort()
     conversion = conversion_for(None if is_percent_class(device_class) else unit)

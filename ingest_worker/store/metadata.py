@@ -39,12 +39,13 @@ class EntityRow:
     source: str
 
 
-def column_text(value: object) -> str | None:
+def column_text(value: object, limit: int | None = MAX_TEXT_CHARS) -> str | None:
     """A text column's value: PostgreSQL text cannot hold NUL or a lone surrogate, and a name is not worth a
-    dead letter (the one cleaning of names for `core`, whichever source or registry they come from)."""
+    dead letter (the one cleaning of names for `core`, whichever source or registry they come from, and of
+    a dead letter's topic and detail). `limit` characters at most (None: all)."""
     if not isinstance(value, str) or not value:
         return None
-    return value.replace("\x00", "")[:MAX_TEXT_CHARS].encode("utf-8", "replace").decode("utf-8")
+    return value.replace("\x00", "")[:limit].encode("utf-8", "replace").decode("utf-8")
 
 
 DEFAULT_BUDGET = 10_000  # core.tenants.series_budget's default (migration 0011)

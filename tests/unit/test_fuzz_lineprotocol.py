@@ -15,7 +15,7 @@ tags = st.lists(st.tuples(any_text, any_text), max_size=4).map(tuple)
 points = st.builds(Point, any_text, tags, times, st.floats() | st.none(), any_text | st.none())
 
 
-@examples(400)
+@examples(300)
 @given(points)
 @example(Point("#comment", (("entity_id", "sensor.x"),), 1, value=1.0))  # InfluxDB skips a '#' line: refused
 @example(Point("state", (("device_id", "a\\ b"),), 1, value=1.0))

@@ -41,7 +41,7 @@ def check(source: WebsocketSource | RecorderSource, topic: str, payload: bytes) 
             through_worker(state)
 
 
-@examples(300)
+@examples(200)
 @given(topics, payload_bytes | rows.map(dumps) | st.builds(
     lambda new: {"id": 2, "type": "event", "event": {"event_type": "state_changed", "data": {"new_state": new}}},
     hostile_json()).map(dumps))
