@@ -27,10 +27,15 @@ def version() -> str:
     return result.stdout.strip()
 
 
+def influxd(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    """`influxd backup|restore …`: the one place the tool runs, so a stack that puts InfluxDB's RPC port out of
+    reach (a network namespace, say) changes only this."""
+    return subprocess.run(["influxd", *argv], capture_output=True, text=True, check=False)
+
+
 def backup(rpc_addr: str, dest: Path) -> dict[str, Any]:
     """Every database and the meta store into `dest`; what it holds (databases → policies) for the manifest."""
-    result = subprocess.run(["influxd", "backup", "-portable", "-host", rpc_addr, str(dest)],
-                            capture_output=True, text=True, check=False)
+    result = influxd(["backup", "-portable", "-host", rpc_addr, str(dest)])
     if result.returncode != 0:
         raise BackupError(f"influxd backup failed: {result.stderr.strip()[-500:]}; is InfluxDB's backup RPC "
                           f"listening on {rpc_addr} (HATS_INFLUX_RPC_ADDR)?")
@@ -63,10 +68,10 @@ def restore(admin: InfluxAdmin, rpc_addr: str, folder: Path, database: str, poli
                               "histories. Restore it under another name (--as), or replace it (--replace) to drop "
                               "it first")
         admin.query(f"DROP DATABASE {ident(target)}")
-    argv = ["influxd", "restore", "-portable", "-host", rpc_addr, "-db", database]
+    argv = ["restore", "-portable", "-host", rpc_addr, "-db", database]
     if target != database:
         argv += ["-newdb", target]
-    result = subprocess.run([*argv, str(folder)], capture_output=True, text=True, check=False)
+    result = influxd([*argv, str(folder)])
     if result.returncode != 0:
         raise BackupError(f"influxd restore of {database} failed: {result.stderr.strip()[-500:]}; is InfluxDB's "
                           f"backup RPC listening on {rpc_addr}?")

@@ -28,6 +28,7 @@ import pytest
 from backups import catalogue, restore, retention, take
 from backups.catalogue import BackupError
 from backups.settings import BackupSettings, load_settings
+from devstack import influxdb as stack_influx
 from devstack import postgres
 from devstack.profile import PORT_SETTINGS, PROJECT_ROOT, Profile
 from hats_assets.defs.warehouse.tables import month_partition
@@ -202,7 +203,7 @@ def test_a_restore_equals_its_source(profile: Profile, stack_env: dict[str, str]
         assert entities == {"sensor.before_backup", "sensor.after_backup"}
         assert _points(restored_env) == points_at_backup
         # The restored home's accounts may use its database again (a restore drops InfluxDB's grants).
-        grants = _influx(restored_env, 'SHOW GRANTS FOR "hats_writer"')
+        grants = _influx(restored_env, f'SHOW GRANTS FOR "{stack_influx.WRITER_USER}"')
         assert [tenant.database, "WRITE"] in [row for one in grants for row in one["values"]]
     finally:
         _delete_rows(dsn, tenant.name)
@@ -277,3 +278,40 @@ def test_restoring_over_what_exists_is_refused(profile: Profile, stack_env: dict
     finally:
         admin.close()
     assert postgres.running(profile)
+
+
+@pytest.fixture
+def second_stack(tmp_path: Path) -> Iterator[Profile]:
+    """A whole stack to restore over, so that `--live` is exercised without touching the test stack."""
+    ports = dict(zip(PORT_SETTINGS, _free_ports(len(PORT_SETTINGS)), strict=True))
+    profile = Profile(name="test", state_dir=tmp_path / "live", ports=ports)
+    yield profile
+    restore.purge_scratch(profile)
+
+
+def test_a_live_restore_stops_the_stack_keeps_its_old_cluster_and_starts_it(second_stack: Profile) -> None:
+    from devstack import envfile, stack
+
+    env = stack.up(second_stack)
+    settings = load_settings(env)
+    hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
+    home = Tenant("home", "hats_home", "", env)
+    _write_rows(env["HATS_PG_DSN"], "home", "before_backup", hour)
+    _write_points(home, hour, 10)
+    made = take.take(settings, lambda _: None)
+    points_at_backup = _points(env)
+    _write_rows(env["HATS_PG_DSN"], "home", "after_backup", hour + timedelta(hours=1))
+    _write_points(home, hour + timedelta(minutes=20), 5)
+    rows = _digests(env["HATS_PG_DSN"])
+    assert _points(env) != points_at_backup
+
+    done = restore.restore(settings, second_stack, second_stack, live=True, progress=lambda _: None)
+    assert done.backup == made.id
+    assert done.set_aside is not None
+    assert (done.set_aside / "PG_VERSION").is_file()
+    assert envfile.read(second_stack) == env  # the same stack, settings and secrets
+    assert postgres.running(second_stack)
+    assert _digests(env["HATS_PG_DSN"]) == rows
+    assert _points(env) == points_at_backup  # replaced by the backup's (InfluxDB has no PITR)
+    grants = _influx(env, f'SHOW GRANTS FOR "{stack_influx.WRITER_USER}"')
+    assert ["hats_home", "WRITE"] in [row for one in grants for row in one["values"]]
