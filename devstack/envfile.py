@@ -55,6 +55,8 @@ def settings(profile: Profile, secrets: dict[str, str]) -> dict[str, str]:
         "DAGSTER_HOME": str(profile.path("dagster_home")),
         # One folder per home of secret files (tenancy/secrets.py); a Kubernetes Secret volume in a cluster.
         "HATS_TENANT_SECRETS_DIR": str(profile.path("tenants")),
+        # Store outages retried quickly in tests (the code location's defaults: 4 retries from 30 s).
+        **({"HATS_DAGSTER_STEP_RETRIES": "2", "HATS_DAGSTER_RETRY_DELAY_S": "0.5"} if profile.name == "test" else {}),
     }
 
 

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from hats_assets.defs.common.faults import DEFAULT_DELAY_S, DEFAULT_RETRIES, DELAY_ENV, RETRIES_ENV
 from hats_assets.defs.common.tracing import DagsterTraceSettings
 from hats_assets.defs.imports.reload import URL_ENV
 from hats_assets.partitions import PARTITIONS_START_ENV
@@ -26,6 +27,14 @@ LOCATION_ENVIRONMENT: dict[str, tuple[str, str, str]] = {
     URL_ENV: (
         "`ha_history_import_sensor`", "`http://127.0.0.1:$HATS_DAGSTER_PORT`",
         "the Dagster webserver the import sensor asks to reload the code location"),
+    RETRIES_ENV: (
+        "`hats_assets/defs/common/faults.py`", f"`{DEFAULT_RETRIES}`",
+        "retries (0–20) of a rollup, warehouse or retention step after InfluxDB or PostgreSQL went away (see "
+        "\"When a store goes away mid-run\"); the test profile: 2"),
+    DELAY_ENV: (
+        "`hats_assets/defs/common/faults.py`", f"`{DEFAULT_DELAY_S:g}`",
+        "the first retry's delay in seconds, doubled for each next one, ± half of it at random (30: 30, 60, 120, "
+        "240 s); the test profile: 0.5"),
     # The tracing variables, read by every rollup, check, warehouse, billing and retention step.
     **{name.upper(): ("`hats_assets/defs/common/tracing.py`",
                       f"`{str(info.default).lower() if isinstance(info.default, bool) else info.default}`"

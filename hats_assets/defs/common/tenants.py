@@ -5,7 +5,8 @@ Partitions stay UTC hours and days (a tenant × hour multi-partition did not sca
 or a sensor names — the ``tenant_selection`` resource's ``tenants`` in the run config, or the run tag
 ``hats/tenants`` (comma-separated: a UI backfill can carry tags, not resource config); both given must
 agree. Each home is processed on its own: an error in one is caught, recorded and listed in the asset's
-metadata, and the other homes go on (``Outcomes``).
+metadata, and the other homes go on (``Outcomes``) — except a store outage (``faults.py``): InfluxDB or
+PostgreSQL gone is no home's failure, it stops the step, which is retried.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import dagster as dg
 from pydantic import Field
 
 from hats_assets.defs.common import tracing
+from hats_assets.defs.common.faults import outage_of
 from hats_assets.defs.common.resources import PostgresResource
 from ingest_worker.contract import TENANT_PATTERN
 
@@ -142,7 +144,8 @@ class Outcomes:
 
     def guard(self, home: Home, outcome: Outcome, work: Callable[[], dict[str, Any] | None]) -> bool:
         """Run one home's work; its numbers land in ``outcome`` (and its span, ``tracing.home``); an exception
-        is recorded, not raised."""
+        is recorded, not raised — but a store outage is raised: recorded against every home after it, it would
+        turn one restart into N failed homes."""
         began, started_ns = time.monotonic(), time.time_ns()
         try:
             numbers = work() or {}
@@ -153,6 +156,9 @@ class Outcomes:
             tracing.home(home.tenant_id, started_ns, "refused", {"reason": str(refused), **refused.numbers})
             return False
         except Exception as exc:
+            if outage_of(exc) is not None:
+                tracing.home(home.tenant_id, started_ns, "failed", {}, exc)
+                raise
             outcome.status = "failed"
             outcome.error = f"{type(exc).__name__}: {exc}"[:ERROR_CHARS]
             self.log.error("tenant %s failed: %s", home.tenant_id, traceback.format_exc(limit=5))

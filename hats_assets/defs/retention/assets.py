@@ -8,10 +8,19 @@ than its rollup months and its expired per-home ``ops`` rows. Shared by all home
 month partitions wholly older than the longest tier of any home are dropped, and the shared ``ops`` logs
 purged after ``HATS_RETENTION_OPS_MONTHS``. Every action is written to ``ops.retention_audit``; ``dry_run``
 records and prints the same plan without changing anything. One home's failure is recorded and the others go on.
+
+Never on a stale plan: a home's plan carries what it was computed from (``Basis``: its tier, the longest
+tier, its unverified raw hours, its current retention policies) and is acted on only if a fresh read of that
+basis, in the transaction that acts, still matches — otherwise it is computed again. A home's deletes, its
+audit rows and its policy changes share one PostgreSQL transaction, committed after InfluxDB took the
+durations; a store gone in the middle (``common/faults.py``) stops the step, and its retry plans everything
+again from the stores as they are then. The shared partitions and ops rows are planned and acted on in one
+final transaction.
 """
 
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,6 +30,7 @@ from psycopg import sql
 from pydantic import Field, ValidationError
 
 from hats_assets.defs.common import tracing
+from hats_assets.defs.common.faults import RUN_RETRY_TAGS, STEP_RETRY_POLICY, step_faults, store_addresses
 from hats_assets.defs.common.resources import InfluxDBResource, PostgresResource, TenantInflux, quote_ident
 from hats_assets.defs.common.tenants import Home, Outcomes, TenantSelection, run_homes
 from hats_assets.defs.retention.plan import (
@@ -42,6 +52,8 @@ WAREHOUSE_PERIODS = {"hourly_rollup": "hour", "daily_rollup": "day", "local_dail
                      "state_hourly": "hour", "state_local_daily": "local_day"}
 WAREHOUSE_TABLES = list(WAREHOUSE_PERIODS)
 LONGEST_TIER_SQL = "SELECT coalesce(max(rollup_months), 0) FROM core.tenants"
+TIER_SQL = "SELECT raw_days, rollup_months FROM core.tenants WHERE tenant_id = %(tenant)s"
+PLAN_ATTEMPTS = 3  # a basis that changes this often while planning is a home being edited: fail it, retry later
 DAYS_PER_MONTH = 365.25 / 12
 UNVERIFIED_LISTED = 48
 CHECK_NAME = "raw_kept_for_unverified_rollups"
@@ -97,16 +109,88 @@ def _rp_durations(influxdb_admin: TenantInflux) -> dict[str, timedelta]:
     return {values[0]: parse_influx_duration(values[1]) for series in rows for values in series["values"]}
 
 
-def _influx_actions(influxdb_admin: TenantInflux, home: Home, settings: RetentionSettings, now: datetime,
-                    oldest_unverified: datetime | None) -> tuple[list[Action], dict[str, timedelta], bool]:
-    raw, extended = raw_duration(now, home.raw_days, oldest_unverified, timedelta(hours=settings.margin_hours))
-    wanted = {RAW_RP: raw, ROLLUP_RP: timedelta(days=round(home.rollup_months * DAYS_PER_MONTH + 0.5))}
-    current = _rp_durations(influxdb_admin)
+@dataclass(frozen=True, slots=True)
+class Basis:
+    """What a home's retention plan is computed from; the plan is acted on only while a fresh read equals it."""
+
+    raw_days: int
+    rollup_months: int
+    longest_tier_months: int
+    unverified: tuple[datetime, ...]
+    policies: tuple[tuple[str, timedelta], ...]
+
+
+def _basis(cur: Any, db: TenantInflux, tenant: str, now: datetime) -> Basis:
+    """Read it all again (PostgreSQL's tier and watermarks, InfluxDB's policies): READ COMMITTED sees the
+    latest committed state at each statement."""
+    tier = cur.execute(TIER_SQL, {"tenant": tenant}).fetchone()
+    if tier is None:
+        raise RuntimeError(f"tenant {tenant!r} left core.tenants while retention ran; nothing of it was changed")
+    longest = cur.execute(LONGEST_TIER_SQL).fetchone()
+    unverified = tuple(row[0] for row in cur.execute(UNVERIFIED_SQL, {
+        "tenant": tenant, "current_hour": now.replace(minute=0, second=0, microsecond=0),
+        "limit": UNVERIFIED_LISTED}).fetchall())
+    return Basis(int(tier[0]), int(tier[1]), int(longest[0]) if longest else 0, unverified,
+                 tuple(sorted(_rp_durations(db).items())))
+
+
+@dataclass(frozen=True, slots=True)
+class HomePlan:
+    """One home's retention, computed from ``basis`` at ``computed_at`` (wall clock, for the log)."""
+
+    basis: Basis
+    computed_at: datetime
+    influx_actions: list[Action]
+    durations: dict[str, timedelta]
+    extended: bool
+    purges: list["Purge"]
+
+    @property
+    def actions(self) -> list[Action]:
+        return [*self.influx_actions, *(action for action, _ in self.purges)]
+
+
+def _plan_home(cur: Any, db: TenantInflux, tenant: str, settings: RetentionSettings, now: datetime,
+               basis: Basis) -> HomePlan:
+    influx_actions, durations, extended = _influx_actions(db, basis, settings, now)
+    rollup_cutoff = months_before(now, basis.rollup_months)
+    partition_cutoff = months_before(now, basis.longest_tier_months)
+    purges = _purges(cur, tenant, [
+        ("ops", "ingest_hours", "hour", now - durations[RAW_RP], None),
+        ("ops", "rollup_watermarks", "hour", now - durations[RAW_RP], None),
+        *(("analytics", table, column,
+           rollup_cutoff if column == "hour" else rollup_cutoff.date(),
+           partition_cutoff if column == "hour" else partition_cutoff.date())
+          for table, column in WAREHOUSE_PERIODS.items() if rollup_cutoff > partition_cutoff)])
+    return HomePlan(basis, datetime.now(UTC), influx_actions, durations, extended, purges)
+
+
+def _current_plan(context: dg.AssetExecutionContext, cur: Any, db: TenantInflux, tenant: str,
+                  settings: RetentionSettings, now: datetime) -> HomePlan:
+    """A plan whose basis still holds when read again just before acting (the stale-plan guard)."""
+    plan = _plan_home(cur, db, tenant, settings, now, _basis(cur, db, tenant, now))
+    for _ in range(PLAN_ATTEMPTS):
+        fresh = _basis(cur, db, tenant, now)
+        if fresh == plan.basis:
+            return plan
+        context.log.warning("retention of %s: what its plan of %s was computed from changed (%s → %s); planning "
+                            "again", tenant, plan.computed_at.isoformat(), plan.basis, fresh)
+        plan = _plan_home(cur, db, tenant, settings, now, fresh)
+    raise RuntimeError(f"retention of {tenant}: its tier, unverified hours or retention policies changed "
+                       f"{PLAN_ATTEMPTS} times while planning; nothing was changed, the next run plans it again")
+
+
+def _influx_actions(influxdb_admin: TenantInflux, basis: Basis, settings: RetentionSettings,
+                    now: datetime) -> tuple[list[Action], dict[str, timedelta], bool]:
+    oldest_unverified = basis.unverified[0] if basis.unverified else None
+    raw, extended = raw_duration(now, basis.raw_days, oldest_unverified, timedelta(hours=settings.margin_hours))
+    wanted = {RAW_RP: raw, ROLLUP_RP: timedelta(days=round(basis.rollup_months * DAYS_PER_MONTH + 0.5))}
+    current = dict(basis.policies)
     actions = []
     for rp, duration in wanted.items():
         if current.get(rp) == duration:
             continue
-        why = (f"extended beyond the home's {home.raw_days} d: raw hours from "
+        why = (f"extended beyond the home's {basis.raw_days} d: raw hours from "
                f"{oldest_unverified:%Y-%m-%d %H:00} UTC are not rolled up yet" if rp == RAW_RP and extended
                else "the home's tier")
         actions.append(Action("influxdb", "set_retention_policy", f"{influxdb_admin.database}.{rp}",
@@ -157,6 +241,7 @@ def _purges(cur: Any, tenant: str | None, targets: list[Target]) -> list[Purge]:
 
 
 @dg.asset(
+    retry_policy=STEP_RETRY_POLICY,
     deps=["raw_points", "rollup_1h", "hourly_rollup", "daily_rollup", "local_daily_rollup", "state_hourly",
           "state_local_daily"],
     check_specs=[dg.AssetCheckSpec(CHECK_NAME, asset="retention",
@@ -181,57 +266,56 @@ def retention(
     unverified_by_home: dict[str, list[str]] = {}
     extended_homes: list[str] = []
 
-    with postgres.connect() as conn, conn.cursor() as cur:
-        # Month partitions hold every home's rows: one goes when it is older than the longest tier of any home
-        # (a home with a shorter tier has its older rows deleted below, from that cutoff on).
-        tier = cur.execute(LONGEST_TIER_SQL).fetchone()
-        longest = int(tier[0]) if tier else 0
-        partition_cutoff = months_before(now, longest)
-        partition_actions = _expired_partitions(cur, partition_cutoff) if longest else []
+    def audit(cur: Any, done: list[Action]) -> None:
+        cur.executemany(AUDIT_SQL, [{**_row(a), "run_id": context.run.run_id, "dry_run": config.dry_run}
+                                    for a in done])
 
-    with tracing.step(context), postgres.session():  # one connection for every home of the step
+    with (step_faults(context, "retention", store_addresses(influxdb_admin.url, postgres.dsn)) as progress,
+          tracing.step(context), postgres.session()):  # one connection for every home of the step
         for home, outcome in outcomes.each(run_homes(context, postgres, tenant_selection)):
+            progress.at(f"home {home.tenant_id}",
+                        "nothing of this home's plan is kept: its deletes and audit rows were rolled back, and the "
+                        "retry plans it again from the stores as they are then (homes before it are done and "
+                        "audited)")
+
             def expire(home: Home = home) -> dict[str, Any]:
                 db = influxdb_admin.for_tenant(home.tenant_id)
                 with postgres.connect() as conn, conn.cursor() as cur:
-                    unverified = [row[0] for row in cur.execute(UNVERIFIED_SQL, {
-                        "tenant": home.tenant_id, "current_hour": now.replace(minute=0, second=0, microsecond=0),
-                        "limit": UNVERIFIED_LISTED}).fetchall()]
-                    influx_actions, durations, extended = _influx_actions(
-                        db, home, retention_settings, now, unverified[0] if unverified else None)
-                    rollup_cutoff = months_before(now, home.rollup_months)
-                    purges = _purges(cur, home.tenant_id, [
-                        ("ops", "ingest_hours", "hour", now - durations[RAW_RP], None),
-                        ("ops", "rollup_watermarks", "hour", now - durations[RAW_RP], None),
-                        *(("analytics", table, column,
-                           rollup_cutoff if column == "hour" else rollup_cutoff.date(),
-                           partition_cutoff if column == "hour" else partition_cutoff.date())
-                          for table, column in WAREHOUSE_PERIODS.items() if rollup_cutoff > partition_cutoff)])
-                    mine = [*influx_actions, *(action for action, _ in purges)]
-                    _apply(context, config.dry_run, db, influx_actions, durations, cur, purges, mine)
+                    plan = _current_plan(context, cur, db, home.tenant_id, retention_settings, now)
+                    mine = plan.actions
+                    audit(cur, mine)  # committed with the deletes, after InfluxDB took the durations
+                    _apply(context, config.dry_run, db, plan.influx_actions, plan.durations, cur, plan.purges, mine)
                 actions.extend(mine)
-                if unverified:
-                    unverified_by_home[home.tenant_id] = [f"{h:%Y-%m-%d-%H:00}" for h in unverified]
-                if extended:
+                if plan.basis.unverified:
+                    unverified_by_home[home.tenant_id] = [f"{h:%Y-%m-%d-%H:00}" for h in plan.basis.unverified]
+                if plan.extended:
                     extended_homes.append(home.tenant_id)
-                return {"raw_duration_h": int(durations[RAW_RP] / timedelta(hours=1)), "raw_extended": extended,
-                        "rows_purged": sum(a.affected or 0 for a, _ in purges), "actions": len(mine)}
+                return {"raw_duration_h": int(plan.durations[RAW_RP] / timedelta(hours=1)),
+                        "raw_extended": plan.extended,
+                        "rows_purged": sum(a.affected or 0 for a, _ in plan.purges), "actions": len(mine)}
 
             outcomes.guard(home, outcome, expire)
 
-    with postgres.connect() as conn, conn.cursor() as cur:
-        ops_cutoff = months_before(now, retention_settings.ops_months)
-        shared = _purges(cur, None, [("ops", "dead_letters", "received_at", ops_cutoff, None),
-                                     ("ops", "retention_audit", "executed_at", ops_cutoff, None),
-                                     ("ops", "dq_results", "checked_at", ops_cutoff, None)])
-        common = [*partition_actions, *(action for action, _ in shared)]
-        _apply(context, config.dry_run, None, [], {}, cur, shared, common)
-        if not config.dry_run:
-            for action in partition_actions:
-                cur.execute(sql.SQL("DROP TABLE {}.{}").format(*map(sql.Identifier, action.target.split("."))))
-        actions.extend(common)
-        cur.executemany(AUDIT_SQL, [{**_row(a), "run_id": context.run.run_id, "dry_run": config.dry_run}
-                                    for a in actions])
+        progress.at("the shared month partitions and ops logs",
+                    "none of them was dropped or purged (one transaction, rolled back); the retry plans them again")
+        with postgres.connect() as conn, conn.cursor() as cur:
+            # Month partitions hold every home's rows: one goes when it is older than the longest tier of any
+            # home (a home with a shorter tier had its older rows deleted above, from that cutoff on). Planned
+            # here, in the transaction that drops them, from the tiers as they are now.
+            tier = cur.execute(LONGEST_TIER_SQL).fetchone()
+            longest = int(tier[0]) if tier else 0
+            partition_actions = _expired_partitions(cur, months_before(now, longest)) if longest else []
+            ops_cutoff = months_before(now, retention_settings.ops_months)
+            shared = _purges(cur, None, [("ops", "dead_letters", "received_at", ops_cutoff, None),
+                                         ("ops", "retention_audit", "executed_at", ops_cutoff, None),
+                                         ("ops", "dq_results", "checked_at", ops_cutoff, None)])
+            common = [*partition_actions, *(action for action, _ in shared)]
+            _apply(context, config.dry_run, None, [], {}, cur, shared, common)
+            if not config.dry_run:
+                for action in partition_actions:
+                    cur.execute(sql.SQL("DROP TABLE {}.{}").format(*map(sql.Identifier, action.target.split("."))))
+            actions.extend(common)
+            audit(cur, common)
     per_home = outcomes.metadata()
     return dg.MaterializeResult(
         metadata={
@@ -294,7 +378,7 @@ def _table(actions: list[Action]) -> str:
 
 
 retention_job = dg.define_asset_job(
-    "retention_job", selection=[retention], executor_def=dg.in_process_executor,
+    "retention_job", selection=[retention], executor_def=dg.in_process_executor, tags=RUN_RETRY_TAGS,
     description="Apply retention to every store (run config dry_run: true to only plan it).",
 )
 retention_schedule = dg.ScheduleDefinition(

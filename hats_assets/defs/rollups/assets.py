@@ -14,6 +14,12 @@ rollup fails (InfluxDB refused a write, a query timed out) is recorded — ``ops
 ``rollup_stored`` failed for its hours, which holds them out of the warehouse, and its watermarks for them
 are removed, so the late-data sensor asks for those hours again for that home only — and the other homes go
 on; the materialisation's metadata lists per home what was done.
+
+A store gone in the middle (``common/faults.py``) stops the step, which is retried. Nothing can be left
+half-written by it: before a home's window is deleted in InfluxDB, its watermarks are removed and its hours
+marked ``rollup_stored`` failed ("interrupted") in one committed transaction; only once every line is
+written do the watermarks and the passing ``rollup_stored`` land, again together. Wherever it stops, an
+hour is either complete and marked, or unmarked and held out of the warehouse until a run rolls it again.
 """
 
 import functools
@@ -29,6 +35,7 @@ from typing import Any
 import dagster as dg
 
 from hats_assets.defs.common import tracing
+from hats_assets.defs.common.faults import STEP_RETRY_POLICY, step_faults, store_addresses
 from hats_assets.defs.common.resources import (
     WRITE_CHUNK_LINES,
     InfluxDBResource,
@@ -50,12 +57,18 @@ HERE = Path(__file__).parent
 DELETE_WINDOW = (HERE / "delete_window.influxql").read_text()
 WATERMARKS_READ = (HERE / "watermarks_read.sql").read_text()
 WATERMARKS_WRITE = (HERE / "watermarks_write.sql").read_text()
+INTERRUPTED_CLEAR = (HERE / "interrupted_clear.sql").read_text()
 WATERMARKS_FORGET = ("DELETE FROM ops.rollup_watermarks WHERE tenant_id = %(tenant)s AND hour >= %(start)s "
                      "AND hour < %(end)s")
 ROLLUP_MEASUREMENTS = (*(measurement(kind, name) for name, _ in WINDOWS for kind in KINDS), STATE_MEASUREMENT)
 STORED_CHECK = "rollup_stored"  # the rollup's own per-home result in ops.dq_results (a gate, like a check)
 WRITERS = 2  # measured: 1.44 M lines in 6.7 s from one thread, 4.9 s from two
 TRIGGER_TAG = "hats/trigger"
+# What an hour marked before its window is replaced says until the rollup finishes (it stays if it never does).
+INTERRUPTED_ERROR = "rollup interrupted: its window was being replaced when the run stopped; it is rolled up again"
+INTERRUPTED_LEAVES = ("the home's hours being rolled up are left unmarked (no watermark, rollup_stored failed: the "
+                      "warehouse holds them out) and are rolled up again by the retry or the late-data sensor; "
+                      "homes and hours before them are complete")
 ROLLUP_TAGS = {"layer": "rollup"}
 OWNERS = ["team:data-platform"]
 DESCRIPTIONS = {
@@ -109,6 +122,7 @@ def _write(influxdb: TenantInflux, encoded: Iterator[str]) -> int:
     partitions_def=hourly_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     can_subset=False,
+    retry_policy=STEP_RETRY_POLICY,
 )
 def rollups(
     context: dg.AssetExecutionContext, influxdb: InfluxDBResource, postgres: PostgresResource,
@@ -122,22 +136,24 @@ def rollups(
     start, end = context_window(context)
     outcomes = Outcomes(context.log)
     total = RollupStats()
-    with tracing.step(context), postgres.session():  # one connection for every home of the step
+    with (step_faults(context, "the rollup (rollup_1m, rollup_5m, rollup_1h, rollup_states_1h)",
+                      store_addresses(influxdb.url, postgres.dsn)) as progress,
+          tracing.step(context), postgres.session()):  # one connection for every home of the step
         for home, outcome in outcomes.each(run_homes(context, postgres, tenant_selection)):
             stats = RollupStats()
             for chunk_start, chunk_end in chunks(start, end, RAW_CHUNK):
+                progress.at(f"home {home.tenant_id}, hours {hour_key(chunk_start)} to {hour_key(chunk_end)} UTC "
+                            "(end exclusive)", INTERRUPTED_LEAVES)
+
                 def roll(home: Home = home, chunk: tuple[datetime, datetime] = (chunk_start, chunk_end),
                          stats: RollupStats = stats) -> dict[str, Any]:
                     return _roll_home(context, influxdb.for_tenant(home.tenant_id), postgres, *chunk, stats)
 
-                stored = outcomes.guard(home, outcome, roll)
-                hours = _hour_keys(chunk_start, chunk_end)
-                verdict = Verdict([] if stored else [{"error": outcome.error, "hours": hours}], len(hours))
-                if not stored:
+                if not outcomes.guard(home, outcome, roll):
+                    hours = _hour_keys(chunk_start, chunk_end)
                     _forget_watermarks(postgres, home.tenant_id, chunk_start, chunk_end)
-                record(postgres, context.run.run_id, home.tenant_id, "rollup_1m", STORED_CHECK,
-                       (chunk_start, chunk_end), verdict)
-                if not stored:
+                    record(postgres, context.run.run_id, home.tenant_id, "rollup_1m", STORED_CHECK,
+                           (chunk_start, chunk_end), Verdict([{"error": outcome.error, "hours": hours}], len(hours)))
                     break  # this home's later days wait for the targeted retry; the other homes go on
             total.add(stats)
     series = len(total.series["gauge"]) + len(total.series["counter"])
@@ -190,12 +206,17 @@ def _roll_home(context: dg.AssetExecutionContext, db: TenantInflux, postgres: Po
                                                     **window_params(chunk_start, chunk_end)}).fetchall()
     window = read_window_for_run(db, chunk_start, chunk_end, context.run.run_id)
     result = compute(window, counters, epoch_ns(chunk_start), epoch_ns(chunk_end))
+    hours = _hour_keys(chunk_start, chunk_end)
+    with postgres.connect():  # committed before the window is touched: no mark may outlive its data
+        _forget_watermarks(postgres, db.tenant, chunk_start, chunk_end)
+        record(postgres, context.run.run_id, db.tenant, "rollup_1m", STORED_CHECK, (chunk_start, chunk_end),
+               Verdict([{"error": INTERRUPTED_ERROR, "hours": hours}], len(hours)))
     # One request deletes the window in all seven measurements, then every window's lines travel together
     # (one write per home instead of four: each write request is an fsync of InfluxDB's WAL).
     db.queries([DELETE_WINDOW.format(measurement=quote_ident(name)) for name in ROLLUP_MEASUREMENTS],
                window_params(chunk_start, chunk_end))
     _write(db, itertools.chain(*(lines(result, name) for name, _ in WINDOWS), state_lines(result)))
-    with postgres.connect() as conn, conn.cursor() as cur:
+    with postgres.connect() as conn, conn.cursor() as cur:  # the watermarks and the passing mark, together
         # Every hour gets a watermark, data or not: a first point arriving later is late data too.
         seen = {hour: (version, n) for hour, version, n in watermarks}
         cur.executemany(WATERMARKS_WRITE, [
@@ -203,6 +224,10 @@ def _roll_home(context: dg.AssetExecutionContext, db: TenantInflux, postgres: Po
              "points": seen.get(hour, (0, 0))[1], "run_id": context.run.run_id}
             for hour, _ in chunks(chunk_start, chunk_end, timedelta(hours=1))
         ])
+        cur.execute(INTERRUPTED_CLEAR, {"tenant": db.tenant, "check": STORED_CHECK, "start": chunk_start,
+                                        "end": chunk_end, "error": INTERRUPTED_ERROR})
+        record(postgres, context.run.run_id, db.tenant, "rollup_1m", STORED_CHECK, (chunk_start, chunk_end),
+               Verdict([], len(hours)))
     context.log.debug("%s %s → %s: %d raw points, %d gauges, %d meters → %s rows", db.tenant, chunk_start,
                       chunk_end, window.points_read, len(result.stats.series["gauge"]),
                       len(result.stats.series["counter"]), result.stats.rows)

@@ -16,6 +16,7 @@ from typing import Any
 
 import dagster as dg
 
+from hats_assets.defs.common.faults import RUN_RETRY_TAGS
 from hats_assets.defs.common.resources import PostgresResource
 from hats_assets.defs.common.tenants import TENANTS_TAG, TenantSelection, homes, tenants_run_config, tenants_tag
 from hats_assets.defs.rollups.assets import TRIGGER_TAG, rollups
@@ -39,6 +40,7 @@ rollup_job = dg.define_asset_job(
     selection=[rollups],
     description="Raw points → 1 min → 5 min → 1 h rollups for one hour (or a range, in one run).",
     executor_def=dg.in_process_executor,  # three short sequential steps: one process, no per-step start-up
+    tags=RUN_RETRY_TAGS,
 )
 
 rollup_schedule = dg.build_schedule_from_partitioned_job(

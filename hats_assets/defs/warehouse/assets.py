@@ -14,6 +14,7 @@ from typing import Any
 
 import dagster as dg
 
+from hats_assets.defs.common.faults import RUN_RETRY_TAGS
 from hats_assets.defs.common.resources import (
     InfluxDBResource,
     PostgresResource,
@@ -120,7 +121,7 @@ def hourly_rollup(
                 "entities": len(entities),
                 "pg_partitions": ", ".join(sorted(f"analytics.{p}" for p in partitions))}
 
-    return load_every_home(context, postgres, tenant_selection, load)
+    return load_every_home(context, postgres, tenant_selection, load, influxdb_url=influxdb.url)
 
 
 @day_asset([hourly_rollup])
@@ -221,6 +222,7 @@ warehouse_job = dg.define_asset_job(
     description="Load one UTC day of 1 h rollups into PostgreSQL and re-aggregate it into the UTC and local "
                 "daily tables.",
     executor_def=dg.in_process_executor,
+    tags=RUN_RETRY_TAGS,
 )
 # Dagster's automatic automation-condition sensor starts STOPPED; this one runs the reload by default.
 warehouse_reload_sensor = dg.AutomationConditionSensorDefinition(

@@ -15,6 +15,7 @@ from typing import Any
 
 import dagster as dg
 
+from hats_assets.defs.common.faults import RUN_RETRY_TAGS
 from hats_assets.defs.common.resources import (
     InfluxDBResource,
     PostgresResource,
@@ -79,7 +80,7 @@ def state_hourly(
                 entities.update(row[1] for row in rows)
         return {"rows_upserted": inserted, "rows_replaced": replaced, "entities": len(entities)}
 
-    return load_every_home(context, postgres, tenant_selection, load)
+    return load_every_home(context, postgres, tenant_selection, load, influxdb_url=influxdb.url)
 
 
 @day_asset([state_hourly])
@@ -114,6 +115,7 @@ state_job = dg.define_asset_job(
     description="Load one UTC day of hourly state durations into PostgreSQL and re-aggregate the local days "
                 "it touches.",
     executor_def=dg.in_process_executor,
+    tags=RUN_RETRY_TAGS,
 )
 state_reload_sensor = dg.AutomationConditionSensorDefinition(
     "warehouse_states_late_data_reload", target=[state_hourly, state_local_daily],

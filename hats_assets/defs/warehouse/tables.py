@@ -6,6 +6,10 @@ create the month partition, delete exactly the tenant's period and write it agai
 transaction — so a re-run replaces, never duplicates, and an interrupted run leaves the old rows. The
 local-day tables replace every local day (in the tenant's zone) that has an hour in the run's UTC window.
 Kept here once so the tables cannot drift apart in how they are replaced.
+
+A store gone in the middle (``common/faults.py``) stops the step and it is retried: a home's load is one
+transaction, so the home being loaded keeps its previous rows, the homes before it are complete, and the
+retry replaces every home's period again (a replacement, so no row twice).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import psycopg
 from psycopg import sql
 
 from hats_assets.defs.common import tracing
+from hats_assets.defs.common.faults import STEP_RETRY_POLICY, step_faults, store_addresses
 from hats_assets.defs.common.months import month_start
 from hats_assets.defs.common.resources import PostgresResource
 from hats_assets.defs.common.tenants import Outcomes, Refused, TenantSelection, run_homes
@@ -59,7 +64,7 @@ def day_asset(deps: Sequence[Any]) -> Any:
     the late-data reload, and the warehouse's group, kind, owners and tags."""
     return dg.asset(partitions_def=daily_partitions, backfill_policy=dg.BackfillPolicy.single_run(), deps=deps,
                     automation_condition=reload_on_late_data, group_name="warehouse", kinds={"postgres"},
-                    owners=OWNERS, tags=WAREHOUSE_TAGS)
+                    owners=OWNERS, tags=WAREHOUSE_TAGS, retry_policy=STEP_RETRY_POLICY)
 
 
 def month_partition(parent: str, moment: datetime | date) -> tuple[sql.Composed, str]:
@@ -179,15 +184,24 @@ HomeLoad = Callable[[str, datetime, datetime], dict[str, Any]]
 
 
 def load_every_home(context: dg.AssetExecutionContext, postgres: PostgresResource, tenant_selection: TenantSelection,
-                    load: HomeLoad, gate: tuple[str, ...] = ROLLUP_GATE) -> dg.MaterializeResult:
+                    load: HomeLoad, gate: tuple[str, ...] = ROLLUP_GATE,
+                    influxdb_url: str | None = None) -> dg.MaterializeResult:
     """One warehouse step for every home of the run, on one PostgreSQL connection: a home whose hours failed
     a blocking check (`gate`) is refused, a home whose load fails is recorded, and neither stops the others;
-    `load(tenant, start, end)` returns what the home's metadata shows."""
+    `load(tenant, start, end)` returns what the home's metadata shows. A store outage stops the step
+    (``faults.step_faults``; `influxdb_url`: the load reads InfluxDB too)."""
     began = time.monotonic()
     start, end = context_window(context)
     outcomes = Outcomes(context.log)
-    with tracing.step(context), postgres.session():  # one connection for every home of the step
+    table = context.asset_key.to_user_string()
+    with (step_faults(context, f"the warehouse load of analytics.{table}",
+                      store_addresses(influxdb_url, postgres.dsn)) as progress,
+          tracing.step(context), postgres.session()):  # one connection for every home of the step
         for home, outcome in outcomes.each(run_homes(context, postgres, tenant_selection)):
+            progress.at(f"home {home.tenant_id}, UTC {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M}",
+                        f"the home's rows of analytics.{table} are left as they were (its load is one "
+                        "transaction, rolled back) and are loaded again by the retry; homes before it are loaded")
+
             def work(tenant: str = home.tenant_id) -> dict[str, Any]:
                 refuse_failed_hours(postgres, tenant, start, end, gate)
                 return load(tenant, start, end)
