@@ -379,6 +379,10 @@ def test_dagster_runs_each_run_in_its_pod_on_external_postgresql_as_dagster_yaml
     assert (coordinator["config"]["queuedRunCoordinator"]["maxConcurrentRuns"]
             == instance["run_coordinator"]["config"]["max_concurrent_runs"])
     assert dagster["telemetry"]["enabled"] == instance["telemetry"]["enabled"]
+    retries = dagster["dagsterDaemon"]["runRetries"]  # runs whose pod died, as dagster.yaml retries them
+    assert (retries["enabled"], retries["maxRetries"], retries["retryOnAssetOrOpFailure"]) == (
+        instance["run_retries"]["enabled"], instance["run_retries"]["max_retries"],
+        instance["run_retries"]["retry_on_asset_or_op_failure"])
     # the storage password: from the Secret the dagster chart is told to read, never generated in values
     assert dagster["generatePostgresqlPasswordSecret"] is False
     secret_name = dagster["global"]["postgresqlSecretName"]
