@@ -157,11 +157,15 @@ class Bench:
         client.loop_stop()
         return elapsed, written[0]
 
+    def worker_env(self, tenant: str, client_id: str, topic: str) -> dict[str, str]:
+        """The environment of a bench worker for one tenant and topic."""
+        return {**os.environ, **self.env, "HATS_TENANT": tenant, "HATS_MQTT_CLIENT_ID": client_id,
+                "HATS_EVENTSTREAM_TOPIC": topic, "HATS_SOURCES": "eventstream", "HATS_HTTP_PORT": "0",
+                "HATS_OUTBOX_DIR": str(ROOT / ".hats" / "bench-outbox"), "HATS_LOG_FORMAT": "text"}
+
     def start_worker(self, tenant: str, client_id: str, topic: str) -> tuple[subprocess.Popen[bytes], Path]:
         """`python -m ingest_worker` for one tenant and topic, returned once the broker confirmed it."""
-        env = {**os.environ, **self.env, "HATS_TENANT": tenant, "HATS_MQTT_CLIENT_ID": client_id,
-               "HATS_EVENTSTREAM_TOPIC": topic, "HATS_SOURCES": "eventstream", "HATS_HTTP_PORT": "0",
-               "HATS_OUTBOX_DIR": str(ROOT / ".hats" / "bench-outbox"), "HATS_LOG_FORMAT": "text"}
+        env = self.worker_env(tenant, client_id, topic)
         log = ROOT / ".hats" / f"bench-worker-{tenant}.log"
         with log.open("wb") as out:
             proc = subprocess.Popen([sys.executable, "-m", "ingest_worker"], env=env, cwd=ROOT, stdout=out,

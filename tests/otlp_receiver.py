@@ -10,6 +10,7 @@ it received, flattened. `hold()` makes it a hung collector (requests wait, unans
 from __future__ import annotations
 
 import gzip
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -149,3 +150,16 @@ def otlp_receiver() -> Iterator[OtlpReceiver]:
         yield receiver
     finally:
         receiver.close()
+
+
+def main() -> None:
+    """`python -m tests.otlp_receiver`: a receiver in a process of its own (a benchmark's CPU time is then not
+    the receiver's). Prints its endpoint, serves until standard input closes, then prints the spans received."""
+    with otlp_receiver() as receiver:
+        print(receiver.endpoint, flush=True)
+        sys.stdin.read()
+        print(len(receiver.received()), flush=True)
+
+
+if __name__ == "__main__":
+    main()
