@@ -29,7 +29,7 @@ LOCATION_ENVIRONMENT: dict[str, tuple[str, str, str]] = {
         "the Dagster webserver the import sensor asks to reload the code location"),
     RETRIES_ENV: (
         "`hats_assets/defs/common/faults.py`", f"`{DEFAULT_RETRIES}`",
-        "retries (0–20) of a rollup, warehouse or retention step after InfluxDB or PostgreSQL went away (see "
+        "retries (0–20) of a rollup, warehouse, billing or retention step after InfluxDB or PostgreSQL went away (see "
         "\"When a store goes away mid-run\"); the test profile: 2"),
     DELAY_ENV: (
         "`hats_assets/defs/common/faults.py`", f"`{DEFAULT_DELAY_S:g}`",

@@ -16,6 +16,7 @@ import dagster as dg
 
 from hats_assets.defs.billing.storage import day_bytes, disk_bytes, shards_of
 from hats_assets.defs.common import tracing
+from hats_assets.defs.common.faults import RUN_RETRY_TAGS, STEP_RETRY_POLICY, step_faults, store_addresses
 from hats_assets.defs.common.resources import InfluxDBResource, PostgresResource, TenantInflux, window_params
 from hats_assets.defs.common.tenants import Outcomes, TenantSelection, run_homes
 from hats_assets.defs.warehouse.tables import OWNERS, previous_hour_day, window_metadata
@@ -38,7 +39,7 @@ def entities_seen(db: TenantInflux, start: datetime, end: datetime) -> int:
 
 @dg.asset(
     partitions_def=daily_partitions, deps=["raw_points", "rollup_1h"], group_name="billing",
-    kinds={"postgres", "influxdb"}, owners=OWNERS, tags={"layer": "meter"},
+    kinds={"postgres", "influxdb"}, owners=OWNERS, tags={"layer": "meter"}, retry_policy=STEP_RETRY_POLICY,
 )
 def usage_daily(
     context: dg.AssetExecutionContext, influxdb: InfluxDBResource, influxdb_admin: InfluxDBResource,
@@ -49,12 +50,18 @@ def usage_daily(
     day covers), so an operator can meter and bill homes."""
     began = time.monotonic()
     start, end = context_window(context)
-    admin = influxdb_admin.for_tenant("home")  # SHOW SHARDS / SHOW STATS are server-wide (admin only)
-    shards = shards_of(admin.query("SHOW SHARDS"))
-    sizes = disk_bytes(admin.query("SHOW STATS FOR 'shard'"))
     outcomes = Outcomes(context.log)
-    with tracing.step(context), postgres.session():  # one connection for every home of the step
+    with (step_faults(context, "metering (billing.usage_daily)", store_addresses(influxdb.url, postgres.dsn))
+          as progress, tracing.step(context), postgres.session()):  # one connection for every home of the step
+        progress.at("reading InfluxDB's shards and their sizes", "nothing was written by this step")
+        admin = influxdb_admin.for_tenant("home")  # SHOW SHARDS / SHOW STATS are server-wide (admin only)
+        shards = shards_of(admin.query("SHOW SHARDS"))
+        sizes = disk_bytes(admin.query("SHOW STATS FOR 'shard'"))
         for home, outcome in outcomes.each(run_homes(context, postgres, tenant_selection)):
+            progress.at(f"home {home.tenant_id}, UTC {start:%Y-%m-%d} to {end:%Y-%m-%d}",
+                        "the home's usage rows are left as they were (one transaction, rolled back) and are "
+                        "metered again by the retry; homes before it are metered")
+
             def meter(tenant: str = home.tenant_id) -> dict[str, Any]:
                 db = influxdb.for_tenant(tenant)
                 database = database_for(tenant)
@@ -79,7 +86,7 @@ def usage_daily(
 
 
 billing_job = dg.define_asset_job(
-    "billing_daily_job", selection=[usage_daily], executor_def=dg.in_process_executor,
+    "billing_daily_job", selection=[usage_daily], executor_def=dg.in_process_executor, tags=RUN_RETRY_TAGS,
     description="Meter every home's usage of one UTC day into billing.usage_daily.",
 )
 
