@@ -115,8 +115,11 @@ def _control_identifier(data: Path) -> str:
 
 def switch_wal(settings: BackupSettings, progress: Progress, timeout: float = ARCHIVE_WAIT_S) -> str:
     """Close the source's current WAL segment and wait until the archive has it, so that a restore sees every
-    commit made so far; returns the segment's name."""
+    commit made so far; returns the segment's name. A transaction that takes an xid commits first: recovery to a
+    time stops at the first commit after it, and a quiet cluster may have none after the --to asked for (PostgreSQL
+    then refuses to end recovery short of its target)."""
     with _connect(settings) as conn:
+        conn.execute("SELECT pg_current_xact_id()")
         # The switch returns the end of the segment it closed + 1, or, with nothing written since the last
         # switch, the start of the current one: either way the byte before is in the segment to wait for.
         row = conn.execute("SELECT pg_walfile_name(pg_switch_wal() - 1)").fetchone()

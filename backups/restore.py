@@ -29,6 +29,7 @@ from backups.settings import BackupSettings
 from devstack import envfile, mosquitto, stack
 from devstack import influxdb as stack_influx
 from devstack import postgres as stack_postgres
+from devstack.procs import StackError
 from devstack.profile import STATE_ROOT, Profile
 from ingest_worker.contract import database_for
 from tenancy.influx import InfluxAdmin, ident
@@ -116,7 +117,12 @@ def restore(settings: BackupSettings, source: Profile, target: Profile, *, backu
     stack_postgres.prepare_dirs(target)
     progress("laying down the base backup" + (f", recovery to {target_time.isoformat()}" if target_time else ""))
     postgres.lay_down(backup.path / "postgresql", target.pg_data_dir / "data", archive, target_time)
-    stack_postgres.start(target, secrets)
+    try:
+        stack_postgres.start(target, secrets)
+    except StackError as exc:
+        hint = (" --to is later than the last commit in the archive: leave --to out for the latest, or give an "
+                "earlier time" if "before configured recovery target was reached" in str(exc) else "")
+        raise BackupError(f"the restored PostgreSQL did not start: {exc}{hint}") from exc
     postgres.wait_promoted(stack_postgres.superuser_dsn(target, secrets), RECOVERY_TIMEOUT_S, progress)
     progress(f"PostgreSQL restored ({time.monotonic() - clock:.1f} s)")
 

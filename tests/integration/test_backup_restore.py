@@ -205,6 +205,11 @@ def test_a_restore_equals_its_source(profile: Profile, stack_env: dict[str, str]
         # The restored home's accounts may use its database again (a restore drops InfluxDB's grants).
         grants = _influx(restored_env, f'SHOW GRANTS FOR "{stack_influx.WRITER_USER}"')
         assert [tenant.database, "WRITE"] in [row for one in grants for row in one["values"]]
+
+        # A time after the source's last commit (nothing written since) is the latest state, not an error.
+        quiet = _server_now(dsn)
+        restore.restore(backup_settings, profile, scratch, target_time=quiet, progress=lambda _: None)
+        assert _digests(_env_of(scratch)["HATS_PG_DSN"]) == rows_latest
     finally:
         _delete_rows(dsn, tenant.name)
 
