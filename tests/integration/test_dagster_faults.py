@@ -177,6 +177,28 @@ def test_influxdb_gone_mid_rollup_write_is_retried_and_leaves_what_a_clean_run_l
         assert ops_state(done) == ops_state(reference)
 
 
+def test_postgresql_gone_mid_rollup_is_retried_and_leaves_what_a_clean_run_leaves(
+        pairs: tuple[Pair, Pair], profile: Profile, secrets: dict[str, str]) -> None:
+    clean, faulty = pairs
+    for tenant in (*clean, *faulty):
+        seed(tenant)
+    counting = Fault(profile, secrets)
+    assert dg.materialize([rollups], partition_key=PARTITION, resources=resources(clean, counting, "count")).success
+    # Stopped after the middle of the step's transactions (a home's marks, reads or watermarks), back at the retry.
+    fault = Fault(profile, secrets, POSTGRESQL, stop_at=counting.blocks // 2)
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize([rollups], partition_key=PARTITION, instance=instance,
+                            resources=resources(faulty, fault, "rollup-pg"))
+    assert fault.tripped
+    assert result.success
+    [failure] = retries(instance, result.run_id)
+    assert f"PostgreSQL at 127.0.0.1:{profile.ports['pg']}/hats " in failure
+    assert " during the rollup (rollup_1m, rollup_5m, rollup_1h, rollup_states_1h): " in failure
+    for done, reference in zip(faulty, clean, strict=True):
+        assert rollup_points(done) == rollup_points(reference)
+        assert ops_state(done) == ops_state(reference)
+
+
 def test_a_rollup_re_run_interrupted_between_delete_and_write_leaves_no_watermark_on_the_deleted_hour(
         two_homes: Pair, profile: Profile, secrets: dict[str, str]) -> None:
     """The root of "a watermark before its data": an hour rolled up once is rolled up again (a manual
