@@ -1,7 +1,7 @@
 """100,000 hostile payloads through every parser and the worker's own pipeline: crashes, rejects by reason,
 accepted points, and whether every accepted point reads back exactly.
 
-Usage: .venv/bin/python bench/fuzz.py [--payloads 100000] [--seed 12]
+Usage: .venv/bin/python bench/fuzz.py [--payloads 100000] [--seed 12] [--store]
 
 Payloads are real Home Assistant messages (statestream bursts, eventstream events, discovery configs and
 zigbee2mqtt states, WebSocket events / history rows / `get_states` states and coalesced frames, recorder
@@ -14,11 +14,18 @@ dead letter of reason `internal_error`, i.e. a parser raising something other th
 dead letters by reason (each must carry a known reason and a detail), lines written, and lines that do not
 read back (tests/lineprotocol_reader.py, independent of the encoder) to the same point when re-encoded.
 Prints payloads/s of the whole run; exit status 1 on any crash or round-trip failure.
+
+`--store`: the same payloads through the real worker's door (`door.py`: the pipeline wired to the test
+stack's InfluxDB and PostgreSQL, as the dead-letter replay and the importer use it) for a throwaway tenant,
+a flush per batch: the dead letters land in the real `ops.dead_letters` (every one must be there: rows
+counted against the letters the flushes returned), the points in the tenant's InfluxDB database. The
+tenant's rows and database are removed afterwards.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import random
 import sys
@@ -31,6 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from ingest_worker.contract import Point  # noqa: E402
+from ingest_worker.door import Door  # noqa: E402
 from ingest_worker.lineprotocol import encode  # noqa: E402
 from ingest_worker.mqtt_link import Incoming  # noqa: E402
 from ingest_worker.pipeline import Pipeline  # noqa: E402
@@ -99,11 +107,11 @@ def real_messages(rng: random.Random, n: int) -> list[tuple[str, bytes]]:
                 "event_type": "state_changed", "data": {"entity_id": entity, "new_state": new_state}}}).encode()))
         elif form == 4:
             out.append((history_topic(entity), json.dumps({"s": value, "a": attributes,
-                                                           "lu": 1_764_496_800.123456 + i}).encode()))
+                                                           "lu": 1_796_032_800.123456 + i}).encode()))
         elif form == 5:
             out.append((STATE_TOPIC, json.dumps(new_state).encode()))
         elif form == 6:
-            out.append((state_topic(entity), row_payload(value, json.dumps(attributes), 1_764_496_800.5 + i, None)))
+            out.append((state_topic(entity), row_payload(value, json.dumps(attributes), 1_796_032_800.5 + i, None)))
         else:
             out.append((STATUS, rng.choice([b"online", b"offline"])))
     return out[:n]
@@ -176,13 +184,16 @@ def round_trips(line: str) -> bool:
     return encode(point) == line
 
 
-def run(n: int, seed: int, say: Callable[[str], None]) -> int:
+async def run(n: int, seed: int, say: Callable[[str], None], door: Door | None = None) -> int:
+    """Without `door`: the pipeline alone, `discard` after each batch; with it: flushed into the stores."""
     rng = random.Random(seed)
     items, kinds = payloads(rng, n)
-    pipeline = Pipeline("fuzz", sources(), None, MetadataStore("fuzz", 10**7), None, "", None,  # type: ignore[arg-type]
-                        262_144, 10**9, 60.0)
-    crashes, lines, bad_lines, bad_letters = 0, 0, 0, 0
+    pipeline = door.pipeline if door is not None else Pipeline(
+        "fuzz", sources(), None, MetadataStore("fuzz", 10**7), None, "", None,  # type: ignore[arg-type]
+        262_144, 10**9, 60.0)
+    crashes, lines, bad_lines, bad_letters, stored_letters, unparsable = 0, 0, 0, 0, 0, 0
     reasons: Counter[str] = Counter()
+    samples: dict[str, str] = {}
     started = time.perf_counter()
     for first in range(0, len(items), BATCH):
         batch = [Incoming(topic, payload, i, 1, 1, time.time_ns())
@@ -193,32 +204,88 @@ def run(n: int, seed: int, say: Callable[[str], None]) -> int:
             crashes += 1
             say(f"CRASH {type(exc).__name__}: {exc!s:.200}")
         written = list(pipeline._lines)
-        _, letters = pipeline.discard()
+        if door is None:
+            _, letters = pipeline.discard()
+        else:
+            try:
+                letters = await pipeline.flush()
+            except Exception as exc:  # the flush failed on what this batch made: a crash of the worker
+                crashes += 1
+                say(f"CRASH in flush {type(exc).__name__}: {exc!s:.200}")
+                pipeline.discard()
+                continue
+            stored_letters += len(letters)
         lines += len(written)
         bad_lines += sum(not round_trips(line) for line in written)
         for letter in letters:
             reasons[letter.reason] += 1
+            samples.setdefault(letter.reason, letter.detail)
+            if letter.reason == Reason.INFLUX_REJECTED and "unable to parse" in letter.detail:
+                unparsable += 1  # a line of ours InfluxDB cannot read: an encoder defect
             if letter.reason not in set(Reason) or not letter.detail.strip():
                 bad_letters += 1
     elapsed = time.perf_counter() - started
     crashes += reasons[Reason.INTERNAL_ERROR]
     say(f"payloads: {len(items):,} ({', '.join(f'{k} {v:,}' for k, v in kinds.most_common())})")
-    say(f"in {elapsed:.1f} s = {len(items) / elapsed:,.0f} payloads/s through Pipeline.process (every source)")
+    where = "the door into InfluxDB and ops.dead_letters" if door else "Pipeline.process (every source, no I/O)"
+    say(f"in {elapsed:.1f} s = {len(items) / elapsed:,.0f} payloads/s through {where}")
     say(f"crashes: {crashes} (exceptions out of process + internal_error dead letters)")
     say(f"points accepted: {lines:,}; not round-tripping: {bad_lines}")
     say(f"ignored (valid, nothing to store): {pipeline.counters['ignored']:,}")
     say(f"dead letters: {sum(reasons.values()):,}; without a known reason or detail: {bad_letters}")
     for reason, count in reasons.most_common():
-        say(f"  {count:>8,}  {reason}")
-    return 1 if crashes or bad_lines or bad_letters else 0
+        say(f"  {count:>8,}  {reason:<28} e.g. {samples[reason][:90]!r}")
+    missing = 0
+    if door is not None:
+        say(f"points InfluxDB took: {door.counters['written']:,}; lines it could not parse: {unparsable}")
+        cur = await door.conn.execute("SELECT count(*) FROM ops.dead_letters WHERE tenant_id = %s",
+                                      (door.settings.tenant,))
+        rows = int(str((await cur.fetchone() or (0,))[0]))
+        missing = stored_letters - rows
+        say(f"ops.dead_letters rows: {rows:,} of the {stored_letters:,} letters the flushes returned")
+    return 1 if crashes or bad_lines or bad_letters or missing or unparsable else 0
+
+
+async def stored_run(n: int, seed: int) -> int:
+    """`run` through the door of a throwaway tenant of the test stack, removed afterwards."""
+    import os
+    import uuid
+
+    import psycopg
+
+    from devstack import influxdb, stack
+    from devstack.profile import load_profile
+    from ingest_worker.settings import load_settings
+
+    profile = load_profile("test")
+    env = stack.up(profile)
+    tenant = f"fuzz{uuid.uuid4().hex[:8]}"
+    database = f"hats_{tenant}"
+    influxdb.ensure_tenant_database(profile, stack.secrets_for(profile), database, raw_days=30, rollup_days=730)
+    os.environ.update({**env, "HATS_TENANT": tenant, "HATS_OUTBOX_DIR": str(ROOT / ".hats" / "bench" / "outbox")})
+    try:
+        async with Door(load_settings(), "fuzz", sources()) as door:
+            status = await run(n, seed, print, door)
+            await door.finish(print)
+        return status
+    finally:
+        influxdb.query(profile, f'DROP DATABASE "{database}"', env["HATS_INFLUX_ADMIN_USERNAME"],
+                       env["HATS_INFLUX_ADMIN_PASSWORD"])
+        with psycopg.connect(env["HATS_PG_DSN"], autocommit=True) as conn:
+            for table in ("core.entities", "core.devices", "ops.ingest_hours", "ops.dead_letters"):
+                conn.execute(f"DELETE FROM {table} WHERE tenant_id = %s", (tenant,))
+            conn.execute("DELETE FROM core.tenants WHERE tenant_id = %s", (tenant,))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--payloads", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=12)
+    parser.add_argument("--store", action="store_true", help="through the door into the test stack's stores")
     args = parser.parse_args()
-    sys.exit(run(args.payloads, args.seed, print))
+    if args.store:
+        sys.exit(asyncio.run(stored_run(args.payloads, args.seed)))
+    sys.exit(asyncio.run(run(args.payloads, args.seed, print)))
 
 
 if __name__ == "__main__":
