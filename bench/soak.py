@@ -40,12 +40,19 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HATS_PARTITIONS_START", (datetime.now(UTC) - timedelta(days=2)).strftime("%Y-%m-%d"))
 
-from devstack import influxdb, mosquitto, postgres, stack  # noqa: E402
+from devstack import alerts, influxdb, mosquitto, postgres, prometheus, stack  # noqa: E402
+from devstack.procs import free_port  # noqa: E402
 from devstack.profile import Profile, load_profile  # noqa: E402
 
 HOUR = timedelta(hours=1)
 LATE_MARGIN = timedelta(minutes=20)  # the simulator publishes late readings up to 15 simulated minutes late
 DRAIN_TIMEOUT_S = 600.0
+RESOLVE_TIMEOUT_S = 300.0
+ALERT_GRACE = timedelta(seconds=60)  # an alert's `for:` (scaled in the test profile) and a few evaluations
+
+
+def grace(moment: str) -> str:
+    return (datetime.fromisoformat(moment) + ALERT_GRACE).isoformat(timespec="seconds")
 
 
 def log(message: str) -> None:
@@ -71,6 +78,7 @@ class Soak:
     prefix: str
     outbox_bytes: int
     run_dir: Path
+    http_port: int = field(default_factory=free_port)
     events: list[dict[str, Any]] = field(default_factory=list)
     crashes: list[dict[str, Any]] = field(default_factory=list)
     rollups: list[dict[str, Any]] = field(default_factory=list)
@@ -83,13 +91,17 @@ class Soak:
     # -- the worker ------------------------------------------------------------------------------------
     def worker_env(self) -> dict[str, str]:
         return {**os.environ, **self.env, "HATS_TENANT": self.tenant, "HATS_TOPIC_PREFIX": self.prefix,
-                "HATS_MQTT_CLIENT_ID": f"hats-soak-{self.tenant}", "HATS_HTTP_PORT": str(self.profile.ports["worker"]),
+                "HATS_MQTT_CLIENT_ID": f"hats-soak-{self.tenant}", "HATS_HTTP_PORT": str(self.http_port),
                 "HATS_OUTBOX_DIR": str(self.run_dir / "outbox"), "HATS_OUTBOX_MAX_BYTES": str(self.outbox_bytes),
                 "HATS_LOG_FORMAT": "text"}
 
     @property
+    def worker_name(self) -> str:
+        return f"soak-{self.tenant}"
+
+    @property
     def worker_url(self) -> str:
-        return f"http://127.0.0.1:{self.profile.ports['worker']}"
+        return f"http://127.0.0.1:{self.http_port}"
 
     def start_worker(self) -> None:
         self.worker_log = self.run_dir / f"worker-{len(self.events)}.log"
@@ -103,13 +115,15 @@ class Soak:
     def worker_exited(self) -> bool:
         return self.worker is not None and self.worker.poll() is not None
 
-    def kill_worker(self) -> None:
+    def kill_worker(self, down_s: float = 0.0) -> None:
+        """SIGKILL, then a restart after `down_s` (a supervisor's back-off)."""
         assert self.worker is not None
         with self.lock:
             self.kills_expected += 1
             self.worker.kill()
             self.worker.wait(30)
-        self.start_worker()
+            self.stopping.wait(down_s)
+            self.start_worker()
 
     def metric(self, name: str) -> float | None:
         try:
@@ -155,15 +169,16 @@ class Soak:
     def expected_down(self, name: str) -> bool:
         return any(e["service"] == name and e.get("end") is None for e in self.events)
 
-    def record(self, fault: str, service: str) -> dict[str, Any]:
-        event: dict[str, Any] = {"fault": fault, "service": service, "start": now(), "end": None}
+    def record(self, fault: str, service: str, alerts: tuple[str, ...]) -> dict[str, Any]:
+        event: dict[str, Any] = {"fault": fault, "service": service, "start": now(), "end": None,
+                                 "alerts_expected": list(alerts)}
         self.events.append(event)
         log(f"fault: {fault}")
         return event
 
     # -- faults ----------------------------------------------------------------------------------------
     def kill_influxdb(self, seconds: float) -> None:
-        event = self.record(f"InfluxDB killed for {seconds:.0f} s", "InfluxDB")
+        event = self.record(f"InfluxDB killed for {seconds:.0f} s", "InfluxDB", ("HatsOutboxGrowing",))
         pid = influxdb.process(self.profile).pid()
         assert pid is not None, "InfluxDB is not running"
         os.kill(pid, signal.SIGKILL)
@@ -172,30 +187,34 @@ class Soak:
         event["end"] = now()
 
     def kill_postgres(self, seconds: float) -> None:
-        event = self.record(f"PostgreSQL killed (immediate) for {seconds:.0f} s", "PostgreSQL")
+        event = self.record(f"PostgreSQL killed (immediate) for {seconds:.0f} s", "PostgreSQL",
+                            ("HatsOpsExporterDown",))
         postgres.stop(self.profile, mode="immediate")
         self.stopping.wait(seconds)
         postgres.start(self.profile, self.secrets)
         event["end"] = now()
 
-    def restart_broker(self) -> None:
-        event = self.record("broker restarted", "Mosquitto")
+    def restart_broker(self, down_s: float) -> None:
+        """Down long enough for the connection-lost alert's `for:` (a restart's own second or two is not)."""
+        event = self.record(f"broker restarted after {down_s:.0f} s down", "Mosquitto", ("HatsBrokerConnectionLost",))
         mosquitto.stop(self.profile)
+        self.stopping.wait(down_s)
         mosquitto.start(self.profile, self.secrets)
         event["end"] = now()
 
-    def kill_worker_five_times(self, gap_s: float) -> None:
-        event = self.record("worker SIGKILLed 5 times", "worker")
+    def kill_worker_five_times(self, gap_s: float, down_s: float) -> None:
+        event = self.record(f"worker SIGKILLed 5 times, each down {down_s:.0f} s", "worker", ("HatsWorkerDown",))
         for _ in range(5):
             before = self.points()
             wait(lambda b=before: self.points() > b, "progress before the kill", 120)  # type: ignore[misc]
-            self.kill_worker()
+            self.kill_worker(down_s)
             self.stopping.wait(gap_s)
         event["end"] = now()
 
     def fill_outbox(self, hold_s: float) -> None:
         """InfluxDB stopped until the outbox reaches its bound (the worker says so in /readyz), held there."""
-        event = self.record("outbox filled to its bound", "InfluxDB")
+        event = self.record("outbox filled to its bound", "InfluxDB",
+                            ("HatsWorkerNotReady", "HatsOutboxGrowing"))
         influxdb.stop(self.profile)
         try:
             waited = wait(lambda: "outbox full" in self.readiness(),
@@ -325,11 +344,6 @@ def rollups_through(soak: Soak, sim_start: datetime, sim_clock: list[datetime], 
 
 
 # -- alerts -------------------------------------------------------------------------------------------------
-def prometheus_url(env: dict[str, str]) -> str | None:
-    port = env.get("HATS_PROMETHEUS_PORT")
-    return f"http://127.0.0.1:{port}" if port else None
-
-
 def firing(prom: str, start: datetime, end: datetime) -> dict[str, list[str]]:
     """Alert name → the moments (5 s steps) Prometheus recorded it firing between start and end."""
     response = httpx.get(f"{prom}/api/v1/query_range", timeout=30, params={
@@ -341,12 +355,6 @@ def firing(prom: str, start: datetime, end: datetime) -> dict[str, list[str]]:
         out.setdefault(name, []).extend(datetime.fromtimestamp(float(t), UTC).isoformat(timespec="seconds")
                                         for t, _ in series["values"])
     return out
-
-
-def firing_now(prom: str) -> list[str]:
-    response = httpx.get(f"{prom}/api/v1/alerts", timeout=30)
-    response.raise_for_status()
-    return sorted({a["labels"]["alertname"] for a in response.json()["data"]["alerts"] if a["state"] == "firing"})
 
 
 # -- the run ------------------------------------------------------------------------------------------------
@@ -395,6 +403,7 @@ def main() -> int:  # one run, read top to bottom
     soak = Soak(profile, env, secrets, tenant, prefix, args.outbox_mib * 1024**2, run_dir)
     log(f"soak {run_id}: home {tenant}, {args.minutes:.0f} min at {args.rate:.0f} msg/s, {args.devices} devices, "
         f"speed {args.speed:g}, outbox bound {args.outbox_mib} MiB; logs in {run_dir}")
+    prometheus.register_worker(profile, soak.worker_name, soak.http_port)
     soak.start_worker()
     watcher = threading.Thread(target=soak.watch, daemon=True)
     watcher.start()
@@ -424,8 +433,8 @@ def main() -> int:  # one run, read top to bottom
     plan: list[tuple[float, Callable[[], None]]] = [
         (0.10, lambda: soak.kill_influxdb(60)),
         (0.27, lambda: soak.kill_postgres(30)),
-        (0.40, soak.restart_broker),
-        (0.50, lambda: soak.kill_worker_five_times(gap_s=total * 0.02)),
+        (0.40, lambda: soak.restart_broker(down_s=10)),
+        (0.50, lambda: soak.kill_worker_five_times(gap_s=total * 0.02, down_s=8)),
         (0.70, lambda: soak.fill_outbox(hold_s=30)),
     ]
     for fraction, fault in [] if args.no_faults else plan:
@@ -467,11 +476,22 @@ def main() -> int:  # one run, read top to bottom
     soak.worker.send_signal(signal.SIGTERM)
     clean_exit = soak.worker.wait(60)
 
-    prom = prometheus_url(env)
-    alerts: dict[str, Any] = {}
-    if prom is not None:
-        alerts["fired"] = firing(prom, began_at, datetime.now(UTC))
-        alerts["firing_at_end"] = firing_now(prom)
+    prom = f"http://127.0.0.1:{profile.ports['prometheus']}"
+    expected = sorted({name for event in soak.events for name in event["alerts_expected"]})
+    try:
+        resolved_s: float | None = wait(lambda: not {a.name for a in alerts.firing(prom)} & set(expected),
+                                        "the faults' alerts to resolve", RESOLVE_TIMEOUT_S)
+    except TimeoutError:
+        resolved_s = None
+    fired = firing(prom, began_at, datetime.now(UTC))
+    prometheus.unregister_worker(profile, soak.worker_name)
+    alert_report = {"fired": {name: {"first": moments[0], "last": moments[-1], "samples": len(moments)}
+                              for name, moments in sorted(fired.items())},
+                    "firing_at_end": sorted({a.name for a in alerts.firing(prom)}),
+                    "resolved_after_s": None if resolved_s is None else round(resolved_s, 1)}
+    missed = [f"{name} ({event['fault']})" for event in soak.events for name in event["alerts_expected"]
+              if not any(event["start"] <= moment <= grace(event["end"]) for moment in fired.get(name, []))]
+    alert_report["expected_but_not_fired"] = missed
     report = {
         "minutes": args.minutes, "rate_target_msg_s": args.rate,
         "published_values": stats.points, "written_points": written,
@@ -484,7 +504,7 @@ def main() -> int:  # one run, read top to bottom
         "worker_clean_exit": clean_exit, "peaks": soak.peaks, "faults": soak.events,
         "rollup_runs": len(soak.rollups), "rollup_runs_failed": sum(not o["success"] for o in soak.rollups),
         "rollup_failures": [o["failure"][:200] for o in soak.rollups if not o["success"]],
-        "hours_checked": len(final), "checks_failed_after": failed_checks, "alerts": alerts,
+        "hours_checked": len(final), "checks_failed_after": failed_checks, "alerts": alert_report,
     }
     print(json.dumps(report, indent=2, default=str))
     broken = []
@@ -498,6 +518,10 @@ def main() -> int:  # one run, read top to bottom
         broken.append(f"rollups after the soak: {failed_checks or 'a run failed'}")
     if not final:
         broken.append("no closed hour to roll up")
+    if missed:
+        broken.append(f"alerts that should have fired did not: {missed}")
+    if resolved_s is None:
+        broken.append(f"alerts still firing at the end: {alert_report['firing_at_end']}")
     for problem in broken:
         log(f"BROKEN: {problem}")
     return 1 if broken else 0
