@@ -27,6 +27,11 @@ WAREHOUSE_DB = "hats"
 DAGSTER_DB = "dagster"
 # A quiet cluster still closes a WAL segment each hour, so archived WAL is never more than that behind.
 ARCHIVE_TIMEOUT_S = 3600
+# The databases every cluster has: PUBLIC may connect to them and make temporary tables there unless revoked.
+SYSTEM_DBS = ("postgres", "template1")
+# Large-object functions PUBLIC may execute in a stock cluster (a place to store data outside every grant).
+LARGE_OBJECT_FUNCTIONS = ("SELECT p.oid::regprocedure::text FROM pg_proc p WHERE p.pronamespace = 'pg_catalog'::"
+                          "regnamespace AND (p.proname LIKE 'lo\\_%' OR p.proname IN ('loread', 'lowrite'))")
 # Roles the baseline migration creates; the stack only gives them their passwords.
 LOGIN_ROLES = {"hats_ingest": "pg_ingest", "hats_dagster": "pg_dagster", "hats_analyst": "pg_analyst",
                "hats_exporter": "pg_exporter", "hats_backup": "pg_backup"}
@@ -188,3 +193,17 @@ def set_role_passwords(profile: Profile, secrets: dict[str, str]) -> None:
         for role, account in LOGIN_ROLES.items():
             conn.execute(sql.SQL("ALTER ROLE {} WITH LOGIN PASSWORD {}").format(
                 sql.Identifier(role), sql.Literal(secrets[account])))
+
+
+def harden_cluster(profile: Profile, secrets: dict[str, str]) -> None:
+    """What no migration can do for a cluster (they run per database): PUBLIC loses CONNECT and TEMPORARY on
+    `postgres` and `template1`, and EXECUTE on the large-object functions in them and in `dagster` (template1's
+    catalog is copied into every database made later). The `hats` database's are its migration's (0014)."""
+    with connect(superuser_dsn(profile, secrets, "postgres")) as conn:
+        for database in SYSTEM_DBS:
+            conn.execute(sql.SQL("REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM PUBLIC").format(
+                sql.Identifier(database)))
+    for database in (*SYSTEM_DBS, DAGSTER_DB):
+        with connect(superuser_dsn(profile, secrets, database)) as conn:
+            for (function,) in conn.execute(LARGE_OBJECT_FUNCTIONS).fetchall():
+                conn.execute(sql.SQL("REVOKE EXECUTE ON FUNCTION {} FROM PUBLIC").format(sql.SQL(str(function))))

@@ -22,6 +22,11 @@ from ingest_worker.contract import TENANT_PATTERN
 from tenancy.iam import IamAccount
 
 GROUP = "hats_home_analysts"
+# A home's analyst runs ad-hoc reads: a few sessions, no statement or idle transaction holding the warehouse for
+# long (migration 0014 gives the roles that existed before the same).
+CONNECTION_LIMIT = 5
+STATEMENT_TIMEOUT = "2min"
+IDLE_IN_TRANSACTION_TIMEOUT = "5min"
 ROLE_PREFIX = "hats_analyst_"
 PURPOSE = "analyst: reads this home's rows in the analytics views (row-level security)"
 
@@ -53,6 +58,12 @@ def ensure_analyst_role(cur: psycopg.Cursor[Any], tenant_id: str, password: str)
     cur.execute(sql.SQL(verb + " ROLE {} LOGIN INHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION "
                         "NOBYPASSRLS PASSWORD {}").format(sql.Identifier(role), sql.Literal(_verifier(cur, role,
                                                                                                        password))))
+    cur.execute(sql.SQL("ALTER ROLE {} CONNECTION LIMIT {}").format(sql.Identifier(role),
+                                                                     sql.Literal(CONNECTION_LIMIT)))
+    for setting, value in (("statement_timeout", STATEMENT_TIMEOUT),
+                           ("idle_in_transaction_session_timeout", IDLE_IN_TRANSACTION_TIMEOUT)):
+        cur.execute(sql.SQL("ALTER ROLE {} SET {} = {}").format(sql.Identifier(role), sql.Identifier(setting),
+                                                                 sql.Literal(value)))
     cur.execute(sql.SQL("GRANT {} TO {} WITH INHERIT TRUE, SET FALSE, ADMIN FALSE").format(
         sql.Identifier(GROUP), sql.Identifier(role)))
     cur.execute(sql.SQL("COMMENT ON ROLE {} IS {}").format(

@@ -489,9 +489,10 @@ def test_the_services_write_and_read_every_home(warehouse: Warehouse, stack_env:
         for table in ("ops.dq_results", "billing.usage_daily"):
             before = dagster.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.SQL(table))).fetchone()
             assert before == (2,), table
-        dagster.execute("DELETE FROM billing.usage_daily WHERE tenant_id = %s AND day = %s", (wh.b.tenant, DAY))
+        # The usage asset's upsert (hats_assets/defs/billing/usage_upsert.sql); it deletes nothing (migration 0014).
         dagster.execute("INSERT INTO billing.usage_daily (tenant_id, day, points_ingested, series, dead_letters, "
-                        "raw_bytes, rollup_bytes) VALUES (%s, %s, 1, 1, 0, 1, 1)", (wh.b.tenant, DAY))
+                        "raw_bytes, rollup_bytes) VALUES (%s, %s, 1, 1, 0, 1, 1) ON CONFLICT (tenant_id, day) "
+                        "DO UPDATE SET points_ingested = EXCLUDED.points_ingested", (wh.b.tenant, DAY))
         dagster.execute("INSERT INTO ops.dq_results (tenant_id, asset, check_name, window_start, window_end, passed, "
                         "severity) VALUES (%s, 'probe', 'probe', %s, %s, true, 'WARN')", (wh.a.tenant, HOUR, HOUR))
         dagster.execute("DELETE FROM ops.dq_results WHERE check_name = 'probe'")
