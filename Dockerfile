@@ -17,6 +17,7 @@ WORKDIR /app
 COPY pyproject.toml uv.lock README.md ./
 RUN uv sync --frozen --no-dev --group k8s --no-install-project
 COPY ingest_worker ./ingest_worker
+COPY influx_gate ./influx_gate
 COPY hats_assets ./hats_assets
 COPY tenancy ./tenancy
 COPY devstack ./devstack

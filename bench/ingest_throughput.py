@@ -129,7 +129,7 @@ class Bench:
     def naive_writer(self, client_id: str, topic: str, tenant: str, limit_s: float,
                      available: int) -> tuple[float, int]:
         """One HTTP write per message, acked by paho as it arrives: what a first draft would do."""
-        http = httpx.Client(base_url=self.env["HATS_INFLUX_URL"],
+        http = httpx.Client(base_url=self.env["HATS_INFLUX_WRITE_URL"],
                             auth=(self.env["HATS_INFLUX_USERNAME"], self.env["HATS_INFLUX_PASSWORD"]))
         from ingest_worker.lineprotocol import encode
         from ingest_worker.normalise import normalise

@@ -124,7 +124,7 @@ def baseline(path: Path) -> tuple[int, float]:
 
 async def ours(path: Path, env: dict[str, str], dry_run: bool) -> tuple[int, float]:
     recorder = open_recorder(str(path))
-    influx = InfluxWriter(env["HATS_INFLUX_URL"], database_for(TENANT), env["HATS_INFLUX_USERNAME"],
+    influx = InfluxWriter(env["HATS_INFLUX_WRITE_URL"], database_for(TENANT), env["HATS_INFLUX_USERNAME"],
                           env["HATS_INFLUX_PASSWORD"], 60.0, rp=ROLLUP_RP)
     conn = await psycopg.AsyncConnection.connect(env["HATS_INGEST_DSN"], autocommit=True)
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shlex
 
-from devstack import influxdb, mosquitto, postgres
+from devstack import influx_gate, influxdb, mosquitto, postgres
 from devstack.profile import LOOPBACK, Profile
 
 DEFAULT_TENANT = "home"
@@ -31,8 +31,12 @@ def settings(profile: Profile, secrets: dict[str, str]) -> dict[str, str]:
         "HATS_BROKER_ADMIN_USERNAME": mosquitto.ADMIN_USER,
         "HATS_BROKER_ADMIN_PASSWORD": secrets["mqtt_broker_admin"],
         "HATS_INFLUX_URL": influxdb.url(profile),
-        "HATS_INFLUX_USERNAME": influxdb.WRITER_USER,
-        "HATS_INFLUX_PASSWORD": secrets["influx_writer"],
+        # The worker writes through the gate with the gate's credential; the InfluxDB WRITE account's password
+        # is the gate's alone (devstack/influx_gate.py), tenancy only grants that account WRITE.
+        "HATS_INFLUX_WRITE_URL": influx_gate.url(profile),
+        "HATS_INFLUX_USERNAME": influx_gate.WORKER_USER,
+        "HATS_INFLUX_PASSWORD": secrets["influx_gate_worker"],
+        "HATS_INFLUX_WRITER_USERNAME": influxdb.WRITER_USER,
         "HATS_INFLUX_DAGSTER_USERNAME": influxdb.DAGSTER_USER,
         "HATS_INFLUX_DAGSTER_PASSWORD": secrets["influx_dagster"],
         "HATS_INFLUX_ADMIN_USERNAME": influxdb.ADMIN_USER,

@@ -1,20 +1,33 @@
-"""InfluxDB 1.x with authentication, an admin, a writer (the worker) and a Dagster account.
+"""InfluxDB 1.x with authentication, an admin, a writer (the write gate's) and a Dagster account.
 
 Debian's `influxdb` (1.6.7) is the only InfluxDB server installable here; the project speaks the v1
 HTTP API (`/write`, `/query`), which InfluxDB 2.x and 3.x also serve through their v1 compatibility
 endpoints, so the same code runs against a managed instance.
+
+InfluxDB 1.6 answers `/debug/vars` and `/debug/requests` without credentials whatever `auth-enabled` says, and
+its backup RPC port (`bind-address`, always on) hands out a portable backup of the meta store, password hashes
+included, to anyone who connects. Neither can be switched off in 1.6, so `influxd` runs in a network namespace
+of its own (`unshare --net`): its TCP listeners exist only there, nobody on the host reaches them. Its HTTP API
+is also on a unix socket (`bind-socket`, 0700), which the InfluxDB write gate process reaches: its front
+listener on `HATS_INFLUX_PORT` forwards everything but /debug/* for InfluxDB's own accounts (devstack/influx_gate.py).
+The backup tool runs inside the namespace (`backup_tool`): the one way to the RPC port.
 """
 
 from __future__ import annotations
 
 import base64
+import http.client
 import json
+import shlex
+import socket
+import subprocess
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 
-from devstack.procs import Managed, StackError, ensure_port_free, wait_until
+from devstack.procs import Managed, StackError, wait_until
 from devstack.profile import LOOPBACK, Profile
 from tenancy import influx as tenant_influx
 
@@ -27,8 +40,22 @@ def process(profile: Profile) -> Managed:
     return Managed("influxdb", profile.path("influxdb", "influxd.pid"), profile.path("logs", "influxdb.log"))
 
 
+# A unix socket's path is at most 107 bytes (sun_path).
+SOCKET_PATH_MAX = 107
+
+
 def url(profile: Profile) -> str:
+    """InfluxDB's URL for its own accounts: the write gate process's front (InfluxDB itself is not on the host)."""
     return f"http://{LOOPBACK}:{profile.ports['influx']}"
+
+
+def socket_path(profile: Profile) -> Path:
+    return profile.path("influxdb", "influxd.sock")
+
+
+def rpc_address(profile: Profile) -> str:
+    """The backup RPC address inside InfluxDB's network namespace (`influxd backup/restore -host`)."""
+    return f"{LOOPBACK}:{profile.ports['influx_rpc']}"
 
 
 def render_config(profile: Profile) -> str:
@@ -55,6 +82,10 @@ bind-address = "{LOOPBACK}:{profile.ports['influx_rpc']}"
   auth-enabled = true
   log-enabled = false
   max-body-size = 50000000
+  # The HTTP API for the write gate process (the TCP listener above is inside InfluxDB's network namespace).
+  unix-socket-enabled = true
+  bind-socket = "{socket_path(profile)}"
+  unix-socket-permissions = "0700"
   # /debug/pprof answers without credentials even with auth on (1.6 has no pprof-auth-enabled): off.
   pprof-enabled = false
 
@@ -66,12 +97,29 @@ bind-address = "{LOOPBACK}:{profile.ports['influx_rpc']}"
 """
 
 
+class _SocketConnection(http.client.HTTPConnection):
+    """HTTP over InfluxDB's unix socket."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__("localhost", timeout=1)
+        self._path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(1)
+        self.sock.connect(str(self._path))
+
+
 def _ping(profile: Profile) -> bool:
+    """InfluxDB answers on its socket (it is up, whatever the front does)."""
+    conn = _SocketConnection(socket_path(profile))
     try:
-        with urllib.request.urlopen(f"{url(profile)}/ping", timeout=1) as resp:  # noqa: S310 (loopback)
-            return bool(resp.status == 204)
-    except (urllib.error.URLError, OSError):
+        conn.request("GET", "/ping")
+        return conn.getresponse().status == 204
+    except OSError:
         return False
+    finally:
+        conn.close()
 
 
 def query(profile: Profile, q: str, user: str | None = None, password: str | None = None) -> dict[str, object]:
@@ -93,25 +141,41 @@ def query(profile: Profile, q: str, user: str | None = None, password: str | Non
     return body
 
 
-def start(profile: Profile, secrets: dict[str, str]) -> None:
+def start(profile: Profile) -> None:
+    """Start `influxd` in its own network namespace (idempotent); ready when its socket answers. Its accounts
+    are made by `provision`, through the front (the stack starts the write gate process in between)."""
     proc = process(profile)
-    base = profile.path("influxdb")
     if not proc.running():
-        _launch(profile, proc, base)
-    _provision(profile, secrets)
+        _launch(profile, proc, profile.path("influxdb"))
 
 
 def _launch(profile: Profile, proc: Managed, base: Path) -> None:
-    ensure_port_free(profile.ports["influx"], "HATS_INFLUX_PORT", "InfluxDB")
-    ensure_port_free(profile.ports["influx_rpc"], "HATS_INFLUX_RPC_PORT", "InfluxDB (backup RPC)")
+    sock = socket_path(profile)
+    if len(str(sock).encode()) > SOCKET_PATH_MAX:
+        raise StackError(f"InfluxDB's socket path {sock} is longer than a unix socket allows "
+                         f"({SOCKET_PATH_MAX} bytes); set HATS_STATE_DIR to a shorter folder")
     base.mkdir(parents=True, exist_ok=True)
+    sock.unlink(missing_ok=True)
     conf = base / "influxdb.conf"
     conf.write_text(render_config(profile))
-    proc.start(["influxd", "-config", str(conf)])
+    # `unshare` execs sh, which execs influxd: the pid recorded is InfluxDB's. Loopback is down in a new
+    # namespace; the backup tool (nsenter) reaches the RPC port on it.
+    launch = f"ip link set lo up && exec influxd -config {shlex.quote(str(conf))}"
+    proc.start(["unshare", "--net", "--", "sh", "-c", launch])
     wait_until(lambda: _ping(profile), "InfluxDB", log=proc.log)
 
 
-def _provision(profile: Profile, secrets: dict[str, str]) -> None:
+def backup_tool(profile: Profile, argv: Sequence[str], timeout_s: float = 600) -> subprocess.CompletedProcess[str]:
+    """Run `influxd <argv>` (`backup -portable -host <rpc_address> <dir>`, `restore -portable …`) inside InfluxDB's
+    network namespace: the backup RPC port answers there only, so this is the one way to a backup."""
+    pid = process(profile).pid()
+    if pid is None:
+        raise StackError("InfluxDB is not running: `hats up` first")
+    return subprocess.run(["nsenter", f"--net=/proc/{pid}/ns/net", "--", "influxd", *argv], capture_output=True,
+                          text=True, check=False, timeout=timeout_s)
+
+
+def provision(profile: Profile, secrets: dict[str, str]) -> None:
     """Create the accounts; with auth on and no admin yet, InfluxDB lets anyone create the first admin."""
     admin_pw = secrets["influx_admin"]
     try:

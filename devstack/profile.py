@@ -27,14 +27,15 @@ LOOPBACK = "127.0.0.1"
 
 # Before HATS_PORT_OFFSET (the README's table shows these).
 BASE_PORTS: dict[str, dict[str, int]] = {
-    "dev": {"mqtt": 18830, "influx": 18086, "influx_rpc": 18088, "pg": 15432, "dagster": 3000, "worker": 18090,
-            "prometheus": 19090, "exporter": 19091},
-    "test": {"mqtt": 28830, "influx": 28086, "influx_rpc": 28088, "pg": 25432, "dagster": 23000, "worker": 28090,
-             "prometheus": 29090, "exporter": 29091},
+    "dev": {"mqtt": 18830, "influx": 18086, "influx_gate": 18087, "influx_rpc": 18088, "pg": 15432, "dagster": 3000,
+            "worker": 18090, "prometheus": 19090, "exporter": 19091},
+    "test": {"mqtt": 28830, "influx": 28086, "influx_gate": 28087, "influx_rpc": 28088, "pg": 25432, "dagster": 23000,
+             "worker": 28090, "prometheus": 29090, "exporter": 29091},
 }
 PORT_SETTINGS = {
     "mqtt": "HATS_MQTT_PORT",
     "influx": "HATS_INFLUX_PORT",
+    "influx_gate": "HATS_INFLUX_GATE_PORT",
     "influx_rpc": "HATS_INFLUX_RPC_PORT",
     "pg": "HATS_PG_PORT",
     "dagster": "HATS_DAGSTER_PORT",
@@ -44,8 +45,11 @@ PORT_SETTINGS = {
 }
 PORT_MEANINGS = {
     "mqtt": "Mosquitto port",
-    "influx": "InfluxDB HTTP port",
-    "influx_rpc": "InfluxDB backup/restore RPC port",
+    "influx": "InfluxDB's HTTP API for its own accounts (`HATS_INFLUX_URL`): the write gate process's front, which "
+              "forwards all but `/debug/*` to InfluxDB's socket",
+    "influx_gate": "the InfluxDB write gate (`HATS_INFLUX_WRITE_URL`, the worker's)",
+    "influx_rpc": "InfluxDB backup/restore RPC port, inside InfluxDB's network namespace only "
+                  "(`devstack.influxdb.backup_tool` runs `influxd backup/restore` there)",
     "pg": "PostgreSQL port",
     "dagster": "Dagster UI port",
     "worker": "the demo worker's `/metrics`, `/healthz`, `/readyz`",

@@ -20,6 +20,7 @@ ACCOUNTS = (
     "influx_admin",
     "influx_writer",
     "influx_dagster",
+    "influx_gate_worker",
     "pg_superuser",
     "pg_ingest",
     "pg_dagster",

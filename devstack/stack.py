@@ -12,7 +12,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
-from devstack import envfile, exporter, influxdb, mosquitto, postgres, prometheus, run_storage
+from devstack import envfile, exporter, influx_gate, influxdb, mosquitto, postgres, prometheus, run_storage
 from devstack.procs import Managed
 from devstack.profile import PROJECT_ROOT, Profile
 from devstack.secrets import load_or_create
@@ -80,13 +80,17 @@ def up(profile: Profile) -> dict[str, str]:
         shutil.rmtree(profile.pg_data_dir)
     profile.path("logs").mkdir(parents=True, exist_ok=True)
     _timed(f"Mosquitto on 127.0.0.1:{profile.ports['mqtt']}", lambda: mosquitto.start(profile, secrets))
-    _timed(f"InfluxDB on 127.0.0.1:{profile.ports['influx']}", lambda: influxdb.start(profile, secrets))
+    _timed("InfluxDB in its own network namespace", lambda: influxdb.start(profile))
+    _timed(f"InfluxDB front on 127.0.0.1:{profile.ports['influx']}, write gate on "
+           f"127.0.0.1:{profile.ports['influx_gate']}", lambda: influx_gate.start(profile, secrets))
+    influxdb.provision(profile, secrets)
     _timed(f"PostgreSQL on 127.0.0.1:{profile.ports['pg']}", lambda: postgres.start(profile, secrets))
     _timed("migrations at head", lambda: migrate(postgres.superuser_dsn(profile, secrets)))
     postgres.set_role_passwords(profile, secrets)
     postgres.ensure_database(profile, secrets, postgres.DAGSTER_DB, owner="hats_dagster")
     with postgres.connect(postgres.superuser_dsn(profile, secrets, postgres.DAGSTER_DB)) as conn:
         conn.execute("REVOKE ALL ON DATABASE dagster FROM PUBLIC")
+    postgres.harden_cluster(profile, secrets)
     values = envfile.settings(profile, secrets)
     _timed(f"tenant {values['HATS_TENANT']}", lambda: ensure_default_tenant(values))
     dagster_home = Path(values["DAGSTER_HOME"])
@@ -123,6 +127,7 @@ def down(profile: Profile) -> None:
             progress(f"stopped Home Assistant in {pidfile.parent}")
     prometheus.unregister_all(profile)
     for name, stop in (("Prometheus", prometheus.stop), ("ops exporter", exporter.stop), ("Mosquitto", mosquitto.stop),
+                       ("InfluxDB write gate", influx_gate.stop),
                        ("InfluxDB", influxdb.stop), ("PostgreSQL", postgres.stop)):
         if stop(profile):
             progress(f"stopped {name}")
@@ -141,6 +146,7 @@ def status(profile: Profile) -> dict[str, bool]:
     states = {
         "mosquitto": mosquitto.process(profile).running(),
         "influxdb": influxdb.process(profile).running(),
+        "influx_gate": influx_gate.process(profile).running(),
         "postgresql": postgres.running(profile),
         "prometheus": prometheus.process(profile).running(),
         "ops_exporter": exporter.process(profile).running(),

@@ -78,7 +78,7 @@ async def open_pipeline(settings: WorkerSettings,
             await metadata.load(conn.conn)
     else:
         await metadata.load(conn)
-    influx = InfluxWriter(settings.influx_url, database_for(settings.tenant), settings.influx_username,
+    influx = InfluxWriter(settings.influx_write_url, database_for(settings.tenant), settings.influx_username,
                           settings.influx_password.get_secret_value(), settings.influx_timeout_s,
                           client=influx_client)
     writer = DurableWriter(influx, Outbox(outbox_dir, settings.outbox_max_bytes))
@@ -187,7 +187,7 @@ class Door:
             now = time.monotonic()
             if now > deadline:
                 raise DoorError(
-                    f"InfluxDB ({self.settings.influx_url}) did not take the outbox's "
+                    f"InfluxDB ({self.settings.influx_write_url}) did not take the outbox's "
                     f"{writer.pending_records} batch(es) within {timeout_s:.0f} s. They are safe in "
                     f"{self.outbox_dir}; once InfluxDB is back, run the same command again: it writes them first")
             if now >= report:

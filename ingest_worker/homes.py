@@ -416,7 +416,7 @@ class ManyHomes:
         dsn = s.ingest_dsn.get_secret_value()
         self._reader = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
         self._ops = [await OpsConnection.open(dsn) for _ in range(s.pg_connections)]
-        self._influx = open_client(s.influx_url, s.influx_username, s.influx_password.get_secret_value(),
+        self._influx = open_client(s.influx_write_url, s.influx_username, s.influx_password.get_secret_value(),
                                    s.influx_timeout_s, shared=True)
         health = HealthServer(s.http_host, s.http_port, ready=self.ready,
                               alive=lambda: time.monotonic() - self.last_tick < STALLED_AFTER_S)

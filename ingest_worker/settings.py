@@ -96,10 +96,11 @@ class WorkerSettings(BaseSettings):
                                         description="the HA recorder's `commit_interval`: after each (re)connect "
                                                     "the gap is read again this long + 1 s after subscribing")
 
-    influx_url: str = Field(description="InfluxDB base URL (v1 API `/write`, served by 1.x and by "
-                                           "2.x/3.x compatibility)")
-    influx_username: str = Field(description="account with WRITE on `hats_<tenant>` (local stack: "
-                                                "`hats_writer`)")
+    influx_write_url: str = Field(description="where the worker writes (v1 API `/write`): the InfluxDB write gate "
+                                                 "(`influx_gate/`; local stack: `hats up` runs it), never InfluxDB "
+                                                 "itself")
+    influx_username: str = Field(description="the worker's account on the write gate (local stack: `hats_worker`; "
+                                                "InfluxDB does not know it)")
     influx_password: SecretStr = Field(description="its password")
     influx_timeout_s: float = Field(10.0, gt=0, le=300,
                                     description="a write slower than this goes to the outbox instead")
@@ -136,7 +137,7 @@ class WorkerSettings(BaseSettings):
             raise ValueError(f"must match {TENANT_PATTERN.pattern}")
         return value
 
-    @field_validator("influx_url")
+    @field_validator("influx_write_url")
     @classmethod
     def _url(cls, value: str) -> str:
         return http_base_url(value)

@@ -299,7 +299,7 @@ class TenantRegistry:
             existing = self.secrets.read(tenant_id, name)
             passwords[name] = existing or new_secrets.setdefault(name, tenant_secrets.generate_password())
         if influx.ensure_database(self.influx, tenant_id, record.raw_days, record.rollup_months,
-                                  self.settings.influx_username, self.settings.influx_dagster_username):
+                                  self.settings.influx_writer_username, self.settings.influx_dagster_username):
             made.append(f"influxdb:{record.database}")
             undo.push(f"InfluxDB database {record.database}", lambda: influx.drop_database(self.influx, tenant_id))
         accounts = [analyst_roles.ensure_analyst_role(cur, tenant_id, passwords[tenant_secrets.PG_ANALYST])]

@@ -31,7 +31,8 @@ class TenancySettings(BaseSettings):
     influx_url: str = Field(description="InfluxDB base URL (v1 API: /query)")
     influx_admin_username: str = Field(min_length=1, description="InfluxDB admin: databases, policies, grants")
     influx_admin_password: SecretStr = Field(description="Its password")
-    influx_username: str = Field(min_length=1, description="The worker's InfluxDB account: granted WRITE")
+    influx_writer_username: str = Field(min_length=1, description="The InfluxDB account the write gate writes "
+                                                                  "with: granted WRITE")
     influx_dagster_username: str = Field(min_length=1, description="Dagster's InfluxDB account: granted ALL")
     mqtt_host: str = Field(min_length=1, description="The platform broker's host")
     mqtt_port: int = Field(ge=1, le=65535, description="The platform broker's port")

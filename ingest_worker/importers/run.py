@@ -182,7 +182,7 @@ async def _run(settings: WorkerSettings, options: Options, history: History, doo
         # Imported here: the statistics import is its own module, loaded only by runs that use it.
         from ingest_worker.importers.statistics import import_statistics
 
-        influx = InfluxWriter(settings.influx_url, database_for(settings.tenant), settings.influx_username,
+        influx = InfluxWriter(settings.influx_write_url, database_for(settings.tenant), settings.influx_username,
                               settings.influx_password.get_secret_value(), settings.influx_timeout_s, rp=ROLLUP_RP)
         try:
             outcome.statistics = await import_statistics(

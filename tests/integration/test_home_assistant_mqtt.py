@@ -264,7 +264,7 @@ def copy_shifted(source: Tenant, target: Tenant) -> set[int]:
             moved = time - SHIFT // timedelta(microseconds=1) * 1_000
             lines.append(encode(Point(series["name"], tags, moved, value=value, state=state)))
             hours.add(moved // NS_PER_HOUR * NS_PER_HOUR)
-    response = httpx.post(f"{target.env['HATS_INFLUX_URL']}/write", params={"db": target.database, "rp": "raw"},
+    response = httpx.post(f"{target.env['HATS_INFLUX_WRITE_URL']}/write", params={"db": target.database, "rp": "raw"},
                           content="\n".join(lines).encode(),
                           auth=(target.env["HATS_INFLUX_USERNAME"], target.env["HATS_INFLUX_PASSWORD"]), timeout=30)
     assert response.status_code == 204, response.text

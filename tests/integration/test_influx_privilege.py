@@ -3,13 +3,17 @@ the action that worked before is tried and must now fail."""
 
 from __future__ import annotations
 
+import subprocess
 import time
 import uuid
+from pathlib import Path
 
 import httpx
 import pytest
 
-from devstack import stack
+from devstack import influxdb, stack
+from devstack.procs import port_open
+from devstack.profile import Profile
 from tenancy import influx as tenant_influx
 from tests.conftest import Tenant
 
@@ -60,8 +64,59 @@ def test_hats_up_drops_autogen_from_a_database_made_before(stack_env: dict[str, 
         admin.close()
 
 
+def _socket(profile: Profile) -> httpx.Client:
+    """InfluxDB itself, on its unix socket (what only the write gate process reaches)."""
+    return httpx.Client(transport=httpx.HTTPTransport(uds=str(influxdb.socket_path(profile))),
+                        base_url="http://localhost", timeout=10)
+
+
 @pytest.mark.parametrize("path", ["/debug/pprof/", "/debug/pprof/heap", "/debug/pprof/cmdline"])
-def test_influxdb_serves_no_pprof(stack_env: dict[str, str], path: str) -> None:
+def test_influxdb_serves_no_pprof(profile: Profile, path: str) -> None:
     """InfluxDB 1.6 serves /debug/pprof to anyone, auth on or not, unless `pprof-enabled = false`."""
-    response = httpx.get(f"{stack_env['HATS_INFLUX_URL']}{path}", timeout=10)
+    with _socket(profile) as influx:
+        response = influx.get(path)
     assert response.status_code == 404, response.text[:200]
+
+
+@pytest.mark.parametrize("path", ["/debug/vars", "/debug/requests", "/debug/pprof/", "/debug", "/debug/vars/x",
+                                  "/%64ebug/vars", "/ping/../debug/vars"])
+def test_no_debug_endpoint_answers_over_tcp(stack_env: dict[str, str], profile: Profile, path: str) -> None:
+    """1.6 has no option for /debug/vars and /debug/requests (memory, command line, every user's request
+    counts): on its socket they still answer, over TCP (the front, HATS_INFLUX_URL) they are refused, with
+    credentials or without."""
+    admin = (stack_env["HATS_INFLUX_ADMIN_USERNAME"], stack_env["HATS_INFLUX_ADMIN_PASSWORD"])
+    for auth in (None, admin):
+        response = httpx.get(f"{stack_env['HATS_INFLUX_URL']}{path}", auth=auth, timeout=10)
+        assert response.status_code in (400, 403), response.text[:200]
+        assert "memstats" not in response.text
+    with _socket(profile) as influx:
+        assert "memstats" in influx.get("/debug/vars").text  # the finding: InfluxDB itself still serves it
+
+
+def test_the_front_forwards_influxdbs_own_accounts(stack_env: dict[str, str]) -> None:
+    """Everything but /debug goes through as it is: InfluxDB authenticates, answers and streams."""
+    url = f"{stack_env['HATS_INFLUX_URL']}/query"
+    assert httpx.post(url, data={"q": "SHOW DATABASES"}, timeout=10).status_code == 401
+    admin = (stack_env["HATS_INFLUX_ADMIN_USERNAME"], stack_env["HATS_INFLUX_ADMIN_PASSWORD"])
+    shown = httpx.post(url, data={"q": "SHOW DATABASES"}, auth=admin, timeout=10)
+    assert shown.status_code == 200
+    assert ["hats_home"] in shown.json()["results"][0]["series"][0]["values"]
+    chunked = httpx.get(url, params={"q": "SHOW DATABASES", "chunked": "true"}, auth=admin, timeout=10)
+    assert chunked.status_code == 200
+    assert "hats_home" in chunked.text
+
+
+def test_no_backup_without_the_backup_tools_namespace(profile: Profile, tmp_path: Path) -> None:
+    """1.6 cannot switch the backup RPC off, and it answers anyone: a portable backup of the meta store (its
+    users' password hashes) was taken with no credentials. Its port now exists only in InfluxDB's network
+    namespace: from the host a backup fails; `influxdb.backup_tool` (the backup window) runs it there."""
+    address = influxdb.rpc_address(profile)
+    assert not port_open(profile.ports["influx_rpc"])
+    refused = subprocess.run(["influxd", "backup", "-portable", "-host", address, str(tmp_path / "stolen")],
+                             capture_output=True, text=True, timeout=60, check=False)
+    assert refused.returncode != 0
+    assert "connection refused" in refused.stderr
+    assert not list(tmp_path.glob("stolen/*.meta"))
+    taken = influxdb.backup_tool(profile, ["backup", "-portable", "-host", address, str(tmp_path / "window")])
+    assert taken.returncode == 0, taken.stderr
+    assert list((tmp_path / "window").glob("*.meta"))

@@ -37,7 +37,7 @@ def both(first: Tenant, second: Tenant) -> dict[str, object]:
 
 
 def write_raw(tenant: Tenant, lines: list[str]) -> None:
-    response = httpx.post(f"{tenant.env['HATS_INFLUX_URL']}/write", params={"db": tenant.database, "rp": "raw"},
+    response = httpx.post(f"{tenant.env['HATS_INFLUX_WRITE_URL']}/write", params={"db": tenant.database, "rp": "raw"},
                           content="\n".join(lines),
                           auth=(tenant.env["HATS_INFLUX_USERNAME"], tenant.env["HATS_INFLUX_PASSWORD"]))
     assert response.status_code == 204, response.text

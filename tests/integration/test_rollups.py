@@ -196,7 +196,7 @@ def write_direct_duplicates(tenant: Tenant, fleet: Fleet) -> int:
     """The same states again under another `source` tag (an entity seen by two integrations)."""
     lines = [f"temperature,entity_id=sensor.living_temp,source=statestream value={v!r} {t}"
              for t, v in fleet.events["sensor.living_temp"][:30] if not math.isnan(v)]
-    response = httpx.post(f"{tenant.env['HATS_INFLUX_URL']}/write", params={"db": tenant.database, "rp": "raw"},
+    response = httpx.post(f"{tenant.env['HATS_INFLUX_WRITE_URL']}/write", params={"db": tenant.database, "rp": "raw"},
                           content="\n".join(lines),
                           auth=(tenant.env["HATS_INFLUX_USERNAME"], tenant.env["HATS_INFLUX_PASSWORD"]))
     assert response.status_code == 204, response.text

@@ -321,7 +321,8 @@ def test_a_local_day_with_a_clock_change_has_its_own_length(
     lines = [f'state_1h,entity_id=switch.heater,quantity=binary,rank={rank} state="{state}",'
              f"duration_ns={seconds * NS}i,entries=1i {hour}"
              for hour in starts for rank, (state, seconds) in enumerate((("on", 2400), ("off", 1200)))]
-    response = httpx.post(f"{tenant.env['HATS_INFLUX_URL']}/write", params={"db": tenant.database, "rp": "rollup"},
+    response = httpx.post(f"{tenant.env['HATS_INFLUX_WRITE_URL']}/write",
+                          params={"db": tenant.database, "rp": "rollup"},
                           content="\n".join(lines).encode(),
                           auth=(tenant.env["HATS_INFLUX_USERNAME"], tenant.env["HATS_INFLUX_PASSWORD"]), timeout=30)
     assert response.status_code == 204, response.text

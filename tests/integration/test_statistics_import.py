@@ -178,7 +178,7 @@ class Counting:
 async def run_import(tenant: Tenant, reader: StatisticsReader, source_key: str,
                      retention_s: float | None) -> StatisticsReport:
     env = tenant.env
-    influx = InfluxWriter(env["HATS_INFLUX_URL"], tenant.database, env["HATS_INFLUX_USERNAME"],
+    influx = InfluxWriter(env["HATS_INFLUX_WRITE_URL"], tenant.database, env["HATS_INFLUX_USERNAME"],
                           env["HATS_INFLUX_PASSWORD"], 30.0, rp=ROLLUP_RP)
     conn = await psycopg.AsyncConnection.connect(env["HATS_INGEST_DSN"], autocommit=True)
     try:

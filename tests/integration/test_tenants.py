@@ -113,7 +113,7 @@ def test_add_makes_everything(registry: TenantRegistry, stack_env: dict[str, str
     assert policies["raw"] == (f"{45 * 24}h0m0s", True)
     assert policies["rollup"] == (f"{influx.rollup_days(13) * 24}h0m0s", False)
     assert influx.rollup_days(13) * 24 * 3600 >= 13 * 365.25 / 12 * 86400
-    assert registry.influx.grants(stack_env["HATS_INFLUX_USERNAME"])[database] == "WRITE"
+    assert registry.influx.grants(stack_env["HATS_INFLUX_WRITER_USERNAME"])[database] == "WRITE"
     assert registry.influx.grants(stack_env["HATS_INFLUX_DAGSTER_USERNAME"])[database] == "ALL PRIVILEGES"
 
     ha, device, analyst = account_name(tenant_id, "ha"), account_name(tenant_id, "device"), analyst_role_name(tenant_id)

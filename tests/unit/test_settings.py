@@ -11,7 +11,7 @@ from devstack.profile import PROJECT_ROOT, StackConfigError, load_profile
 from ingest_worker.settings import ConfigError, load_settings
 
 VALID = {
-    "HATS_MQTT_USERNAME": "u", "HATS_MQTT_PASSWORD": "p", "HATS_INFLUX_URL": "http://127.0.0.1:1",
+    "HATS_MQTT_USERNAME": "u", "HATS_MQTT_PASSWORD": "p", "HATS_INFLUX_WRITE_URL": "http://127.0.0.1:1",
     "HATS_INFLUX_USERNAME": "w", "HATS_INFLUX_PASSWORD": "p", "HATS_INGEST_DSN": "postgresql://x@127.0.0.1/y",
 }
 
@@ -29,14 +29,14 @@ def test_missing_settings_are_each_named(clean_env: pytest.MonkeyPatch) -> None:
     with pytest.raises(ConfigError) as caught:
         load_settings()
     message = str(caught.value)
-    for name in ("HATS_MQTT_PASSWORD", "HATS_INFLUX_URL", "HATS_INGEST_DSN"):
+    for name in ("HATS_MQTT_PASSWORD", "HATS_INFLUX_WRITE_URL", "HATS_INGEST_DSN"):
         assert f"{name} is not set" in message
     assert "HATS_MQTT_USERNAME" not in message
 
 
 @pytest.mark.parametrize(("name", "value"), [
     ("HATS_MQTT_PORT", "eighteen"), ("HATS_MQTT_PORT", "70000"), ("HATS_TENANT", "Bad Tenant"),
-    ("HATS_INFLUX_URL", "127.0.0.1:8086"), ("HATS_BATCH_MAX_POINTS", "0"),
+    ("HATS_INFLUX_WRITE_URL", "127.0.0.1:8086"), ("HATS_BATCH_MAX_POINTS", "0"),
 ])
 def test_invalid_settings_are_named(clean_env: pytest.MonkeyPatch, name: str, value: str) -> None:
     for key, good in VALID.items():

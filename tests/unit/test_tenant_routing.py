@@ -109,7 +109,7 @@ def test_a_discovery_config_pointing_into_another_home_is_refused() -> None:
 def test_a_shard_beyond_the_count_is_refused_naming_both_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     from ingest_worker.settings import ConfigError, load_settings
 
-    for name, value in {"HATS_INFLUX_URL": "http://127.0.0.1:1", "HATS_INFLUX_USERNAME": "u",
+    for name, value in {"HATS_INFLUX_WRITE_URL": "http://127.0.0.1:1", "HATS_INFLUX_USERNAME": "u",
                         "HATS_INFLUX_PASSWORD": "p", "HATS_INGEST_DSN": "postgresql://x", "HATS_MQTT_USERNAME": "u",
                         "HATS_MQTT_PASSWORD": "p", "HATS_TENANT_MODE": "registry", "HATS_SHARD": "4",
                         "HATS_SHARDS": "4"}.items():

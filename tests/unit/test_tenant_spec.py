@@ -125,7 +125,7 @@ def test_hats_tenant_refuses_bad_input_before_connecting(monkeypatch: pytest.Mon
     from devstack.cli import main
 
     settings = {"PG_DSN": "postgresql://nobody@127.0.0.1:9/none", "INFLUX_URL": "http://127.0.0.1:9",
-                "INFLUX_ADMIN_USERNAME": "a", "INFLUX_ADMIN_PASSWORD": "b", "INFLUX_USERNAME": "w",
+                "INFLUX_ADMIN_USERNAME": "a", "INFLUX_ADMIN_PASSWORD": "b", "INFLUX_WRITER_USERNAME": "w",
                 "INFLUX_DAGSTER_USERNAME": "d", "MQTT_HOST": "127.0.0.1", "MQTT_PORT": "9",
                 "BROKER_ADMIN_USERNAME": "a", "BROKER_ADMIN_PASSWORD": "b", "TENANT_SECRETS_DIR": str(tmp_path)}
     for name, value in settings.items():

@@ -168,11 +168,11 @@ def test_websocket_only_needs_no_broker_and_other_errors_are_named_with_it(clean
     assert (settings.mqtt_sources(), settings.ha_url) == ((), "http://127.0.0.1:8123")
     assert HaLinkSettings(settings.ha_url, "t").ws_url == "ws://127.0.0.1:8123/api/websocket"
     clean_env.delenv("HATS_HA_TOKEN")
-    clean_env.delenv("HATS_INFLUX_URL")
+    clean_env.delenv("HATS_INFLUX_WRITE_URL")
     with pytest.raises(ConfigError) as caught:
         load_settings()
     assert "HATS_HA_TOKEN is not set" in str(caught.value)
-    assert "HATS_INFLUX_URL is not set" in str(caught.value)
+    assert "HATS_INFLUX_WRITE_URL is not set" in str(caught.value)
     assert "HATS_MQTT" not in str(caught.value)
 
 

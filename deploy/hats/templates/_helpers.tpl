@@ -30,6 +30,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- default (printf "%s-worker" (include "hats.fullname" .)) .Values.secrets.worker.existingSecret -}}
 {{- end -}}
 
+{{- define "hats.influxGateSecret" -}}
+{{- default (printf "%s-influx-gate" (include "hats.fullname" .)) .Values.secrets.influxGate.existingSecret -}}
+{{- end -}}
+
 {{- define "hats.migrationsSecret" -}}
 {{- default (printf "%s-migrations" (include "hats.fullname" .)) .Values.secrets.migrations.existingSecret -}}
 {{- end -}}

@@ -1,0 +1,67 @@
+"""The InfluxDB write gate (influx_gate/) as a process of the stack, between every client and InfluxDB.
+
+Its write gate (`HATS_INFLUX_GATE_PORT`) takes the worker's credential and forwards only writes; its front
+(`HATS_INFLUX_PORT`, the env file's `HATS_INFLUX_URL`) forwards everything but /debug/* for InfluxDB's own
+accounts. Both reach InfluxDB over its unix socket: InfluxDB's own listeners are in its network namespace
+(devstack/influxdb.py). The process holds the InfluxDB WRITE account's password, passed in its own
+environment only (never in the env file the worker's settings come from). Ready when the write gate's
+/ping answers 204, which it forwards from InfluxDB.
+"""
+
+from __future__ import annotations
+
+import sys
+import urllib.error
+import urllib.request
+
+from devstack import influxdb
+from devstack.procs import Managed, ensure_port_free, wait_until
+from devstack.profile import LOOPBACK, PROJECT_ROOT, Profile
+
+# The worker's account on the gate (not an InfluxDB account: InfluxDB does not know it).
+WORKER_USER = "hats_worker"
+
+
+def process(profile: Profile) -> Managed:
+    return Managed("influx_gate", profile.path("run", "influx_gate.pid"), profile.path("logs", "influx_gate.log"))
+
+
+def url(profile: Profile) -> str:
+    return f"http://{LOOPBACK}:{profile.ports['influx_gate']}"
+
+
+def gate_env(profile: Profile, secrets: dict[str, str]) -> dict[str, str]:
+    """The gate's settings (influx_gate/settings.py) for this stack."""
+    return {
+        "HATS_INFLUX_GATE_HOST": LOOPBACK,
+        "HATS_INFLUX_GATE_PORT": str(profile.ports["influx_gate"]),
+        "HATS_INFLUX_GATE_UPSTREAM_URL": "http://localhost",
+        "HATS_INFLUX_GATE_UPSTREAM_SOCKET": str(influxdb.socket_path(profile)),
+        "HATS_INFLUX_GATE_FRONT_HOST": LOOPBACK,
+        "HATS_INFLUX_GATE_FRONT_PORT": str(profile.ports["influx"]),
+        "HATS_INFLUX_GATE_UPSTREAM_USERNAME": influxdb.WRITER_USER,
+        "HATS_INFLUX_GATE_UPSTREAM_PASSWORD": secrets["influx_writer"],
+        "HATS_INFLUX_GATE_USERNAME": WORKER_USER,
+        "HATS_INFLUX_GATE_PASSWORD": secrets["influx_gate_worker"],
+    }
+
+
+def ready(profile: Profile) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url(profile)}/ping", timeout=1) as resp:  # noqa: S310 (loopback)
+            return bool(resp.status == 204)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def start(profile: Profile, secrets: dict[str, str]) -> None:
+    proc = process(profile)
+    if not proc.running():
+        ensure_port_free(profile.ports["influx_gate"], "HATS_INFLUX_GATE_PORT", "the InfluxDB write gate")
+        ensure_port_free(profile.ports["influx"], "HATS_INFLUX_PORT", "InfluxDB's front (the write gate process)")
+        proc.start([sys.executable, "-m", "influx_gate"], env=gate_env(profile, secrets), cwd=PROJECT_ROOT)
+    wait_until(lambda: ready(profile), "the InfluxDB write gate", log=proc.log)
+
+
+def stop(profile: Profile) -> bool:
+    return process(profile).stop()
