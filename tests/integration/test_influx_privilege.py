@@ -15,7 +15,7 @@ from devstack import influxdb, stack
 from devstack.procs import port_open
 from devstack.profile import Profile
 from tenancy import influx as tenant_influx
-from tests.conftest import Tenant
+from tests.conftest import Tenant, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -112,11 +112,20 @@ def test_no_backup_without_the_backup_tools_namespace(profile: Profile, tmp_path
     namespace: from the host a backup fails; `influxdb.backup_tool` (the backup window) runs it there."""
     address = influxdb.rpc_address(profile)
     assert not port_open(profile.ports["influx_rpc"])
-    refused = subprocess.run(["influxd", "backup", "-portable", "-host", address, str(tmp_path / "stolen")],
-                             capture_output=True, text=True, timeout=60, check=False)
-    assert refused.returncode != 0
-    assert "connection refused" in refused.stderr
+    log = tmp_path / "stolen.log"
+    with log.open("wb") as out:
+        # influxd backup retries a refused connection for minutes: watch it being refused, then stop it.
+        thief = subprocess.Popen(["influxd", "backup", "-portable", "-host", address, str(tmp_path / "stolen")],
+                                 stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: "connection refused" in log.read_text() or thief.poll() is not None,
+                 "the backup from the host to be refused")
+    finally:
+        thief.kill()
+        thief.wait(timeout=30)
+    assert f"dial tcp {address}: connect: connection refused" in log.read_text()
     assert not list(tmp_path.glob("stolen/*.meta"))
+    assert not list(tmp_path.glob("stolen/*.manifest"))
     taken = influxdb.backup_tool(profile, ["backup", "-portable", "-host", address, str(tmp_path / "window")])
     assert taken.returncode == 0, taken.stderr
     assert list((tmp_path / "window").glob("*.meta"))

@@ -20,12 +20,13 @@ from tests.conftest import Tenant, registry_for
 
 pytestmark = pytest.mark.integration
 
-SERVICE_DSNS = ("HATS_INGEST_DSN", "HATS_DAGSTER_DSN", "HATS_ANALYST_DSN")
+SERVICE_DSNS = ("HATS_INGEST_DSN", "HATS_DAGSTER_DSN", "HATS_ANALYST_DSN", "HATS_EXPORTER_DSN")
 # role: (connection limit, statement_timeout, idle_in_transaction_session_timeout) as PostgreSQL shows them
 LIMITS = {
     "hats_ingest": (64, "30s", "1min"),
     "hats_dagster": (100, "15min", "15min"),
     "hats_analyst": (10, "2min", "5min"),
+    "hats_exporter": (4, "30s", "30s"),
 }
 
 
@@ -65,7 +66,8 @@ def test_public_has_no_connect_or_temp_on_postgres_and_template1(stack_env: dict
     "SELECT loread(0, 1)",
 ])
 @pytest.mark.parametrize(("key", "database"), [("HATS_ANALYST_DSN", "hats"), ("HATS_INGEST_DSN", "hats"),
-                                               ("HATS_DAGSTER_DSN", "hats"), ("HATS_DAGSTER_PG_URL", "dagster")])
+                                               ("HATS_DAGSTER_DSN", "hats"), ("HATS_DAGSTER_PG_URL", "dagster"),
+                                               ("HATS_EXPORTER_DSN", "hats"), ("HATS_EXPORTER_DAGSTER_DSN", "dagster")])
 def test_large_object_functions_are_refused(stack_env: dict[str, str], statement: str, key: str,
                                             database: str) -> None:
     with psycopg.connect(_on(stack_env[key], database)) as conn, \
@@ -97,7 +99,7 @@ def test_hats_dagster_runs_nothing_its_code_does_not(stack_env: dict[str, str], 
 
 
 def test_hats_dagster_keeps_every_privilege_its_code_uses(stack_env: dict[str, str]) -> None:
-    """The statements hats_assets runs, table by table (migration 0014's list), are still granted."""
+    """The statements hats_assets runs, table by table (migration 0015's list), are still granted."""
     used = {
         "ops.dead_letters": ("SELECT", "DELETE"),
         "ops.retention_audit": ("SELECT", "INSERT", "DELETE"),
@@ -119,7 +121,8 @@ def test_hats_dagster_keeps_every_privilege_its_code_uses(stack_env: dict[str, s
 @pytest.mark.parametrize("role", sorted(LIMITS))
 def test_each_service_role_has_its_limits(stack_env: dict[str, str], role: str) -> None:
     limit, statement, idle = LIMITS[role]
-    key = {"hats_ingest": "HATS_INGEST_DSN", "hats_dagster": "HATS_DAGSTER_DSN", "hats_analyst": "HATS_ANALYST_DSN"}
+    key = {"hats_ingest": "HATS_INGEST_DSN", "hats_dagster": "HATS_DAGSTER_DSN", "hats_analyst": "HATS_ANALYST_DSN",
+           "hats_exporter": "HATS_EXPORTER_DSN"}
     with psycopg.connect(stack_env["HATS_PG_DSN"]) as conn:
         assert conn.execute("SELECT rolconnlimit FROM pg_roles WHERE rolname = %s", (role,)).fetchone() == (limit,)
     with psycopg.connect(stack_env[key[role]]) as conn:

@@ -30,9 +30,10 @@ what it does (role settings are cluster-wide; the per-home analyst roles get the
   it reads InfluxDB).
 - ``hats_analyst`` (the operator's cross-home analyst): 10 connections, 2 min per statement, 5 min idle.
 - ``hats_analyst_<t>`` (a home's analyst): 5 connections, 2 min, 5 min.
+- ``hats_exporter`` (the ops exporter: a few short counting reads per scrape): 4 connections, 30 s, 30 s.
 
-Revision ID: 0014
-Revises: 0013
+Revision ID: 0015
+Revises: 0014
 Create Date: 2026-12-01
 """
 
@@ -40,8 +41,8 @@ from __future__ import annotations
 
 from alembic import op
 
-revision = "0014"
-down_revision = "0013"
+revision = "0015"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 
@@ -56,6 +57,7 @@ LIMITS = {
     "hats_ingest": (64, "30s", "60s"),
     "hats_dagster": (100, "15min", "15min"),
     "hats_analyst": (10, "2min", "5min"),
+    "hats_exporter": (4, "30s", "30s"),
 }
 HOME_ANALYST_LIMITS = (5, "2min", "5min")
 HOME_ANALYSTS = "hats_home_analysts"
@@ -102,7 +104,7 @@ def _large_objects(verb: str) -> str:
     return f"""
         DO $$ DECLARE f text; BEGIN
           IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
-            RAISE WARNING 'hats 0014: % is not a superuser, so PUBLIC keeps EXECUTE on the large-object '
+            RAISE WARNING 'hats 0015: % is not a superuser, so PUBLIC keeps EXECUTE on the large-object '
                           'functions; as a superuser run, in this database: {verb} EXECUTE ON FUNCTION '
                           '<each lo_* function> {preposition} PUBLIC', current_user;
             RETURN;
