@@ -27,15 +27,17 @@ def version() -> str:
     return result.stdout.strip()
 
 
-def influxd(argv: list[str]) -> subprocess.CompletedProcess[str]:
-    """`influxd backup|restore …`: the one place the tool runs, so a stack that puts InfluxDB's RPC port out of
-    reach (a network namespace, say) changes only this."""
-    return subprocess.run(["influxd", *argv], capture_output=True, text=True, check=False)
+def influxd(argv: list[str], netns: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """`influxd backup|restore …`: the one place the tool runs. `netns`: a network namespace to run it in
+    (`nsenter --net=`), for an InfluxDB whose RPC port answers only there (the local stack's,
+    HATS_INFLUX_RPC_NETNS); None: this host's network."""
+    command = ["influxd", *argv] if netns is None else ["nsenter", f"--net={netns}", "--", "influxd", *argv]
+    return subprocess.run(command, capture_output=True, text=True, check=False)
 
 
-def backup(rpc_addr: str, dest: Path) -> dict[str, Any]:
+def backup(rpc_addr: str, dest: Path, netns: Path | None = None) -> dict[str, Any]:
     """Every database and the meta store into `dest`; what it holds (databases → policies) for the manifest."""
-    result = influxd(["backup", "-portable", "-host", rpc_addr, str(dest)])
+    result = influxd(["backup", "-portable", "-host", rpc_addr, str(dest)], netns)
     if result.returncode != 0:
         raise BackupError(f"influxd backup failed: {result.stderr.strip()[-500:]}; is InfluxDB's backup RPC "
                           f"listening on {rpc_addr} (HATS_INFLUX_RPC_ADDR)?")
@@ -59,7 +61,7 @@ def contents(folder: Path) -> dict[str, list[str]]:
 
 
 def restore(admin: InfluxAdmin, rpc_addr: str, folder: Path, database: str, policies: list[str],
-            new_name: str | None = None, replace: bool = False) -> str:
+            new_name: str | None = None, replace: bool = False, netns: Path | None = None) -> str:
     """Restore `database` from the portable backup in `folder` as `new_name` (default: its own name)."""
     target = new_name or database
     if target in admin.databases():
@@ -71,7 +73,7 @@ def restore(admin: InfluxAdmin, rpc_addr: str, folder: Path, database: str, poli
     argv = ["restore", "-portable", "-host", rpc_addr, "-db", database]
     if target != database:
         argv += ["-newdb", target]
-    result = influxd([*argv, str(folder)])
+    result = influxd([*argv, str(folder)], netns)
     if result.returncode != 0:
         raise BackupError(f"influxd restore of {database} failed: {result.stderr.strip()[-500:]}; is InfluxDB's "
                           f"backup RPC listening on {rpc_addr}?")

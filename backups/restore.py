@@ -134,7 +134,7 @@ def restore(settings: BackupSettings, source: Profile, target: Profile, *, backu
         for database, policies in backup.manifest["influxdb"]["databases"].items():
             progress(f"InfluxDB {database} ({', '.join(policies)}) as at {backup.id}")
             restored.databases.append(influx.restore(admin, rpc, backup.path / "influxdb", database, policies,
-                                                     replace=live))
+                                                     replace=live, netns=stack_influx.netns_path(target)))
         progress(f"InfluxDB restored ({time.monotonic() - clock:.1f} s)")
         _grant_again(admin, target, secrets)
     finally:

@@ -34,6 +34,9 @@ class BackupSettings(BaseSettings):
     backup_dsn: SecretStr = Field(description="PostgreSQL DSN of hats_backup (REPLICATION): the base backups' "
                                               "and the WAL switch's account")
     influx_rpc_addr: str = Field(description="InfluxDB's backup RPC address, host:port (its bind-address)")
+    influx_rpc_netns: Path | None = Field(default=None, description="A network namespace to run `influxd backup` / "
+                                          "`restore` in (`nsenter --net=`), for an InfluxDB whose RPC port answers "
+                                          "only there (the local stack's); unset: this host's network")
     backup_keep: int = Field(default=7, ge=1, le=1000,
                              description="Complete backups always kept (the newest N)")
     backup_keep_days: int = Field(default=14, ge=0, le=3650,

@@ -34,7 +34,7 @@ def take(settings: BackupSettings, progress: Progress, now: datetime | None = No
             progress(f"PostgreSQL done ({time.monotonic() - clock:.1f} s)")
             clock = time.monotonic()
             progress(f"InfluxDB portable backup from {settings.influx_rpc_addr}")
-            influxdb = influx.backup(settings.influx_rpc_addr, folder / "influxdb")
+            influxdb = influx.backup(settings.influx_rpc_addr, folder / "influxdb", settings.influx_rpc_netns)
             progress(f"InfluxDB done: {len(influxdb['databases'])} databases with data "
                      f"({time.monotonic() - clock:.1f} s)")
             progress("checksums")

@@ -56,6 +56,8 @@ def settings(profile: Profile, secrets: dict[str, str]) -> dict[str, str]:
         "HATS_BACKUP_DSN": url("hats_backup", "pg_backup"),
         "HATS_BACKUP_DIR": str(profile.backup_dir),
         "HATS_INFLUX_RPC_ADDR": f"{LOOPBACK}:{profile.ports['influx_rpc']}",
+        # InfluxDB's RPC port answers only in its network namespace (devstack/influxdb.py): the backups run there.
+        "HATS_INFLUX_RPC_NETNS": str(influxdb.netns_path(profile)),
         "DAGSTER_HOME": str(profile.path("dagster_home")),
         # One folder per home of secret files (tenancy/secrets.py); a Kubernetes Secret volume in a cluster.
         "HATS_TENANT_SECRETS_DIR": str(profile.path("tenants")),

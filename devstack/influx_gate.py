@@ -13,8 +13,8 @@ from __future__ import annotations
 import sys
 import urllib.error
 import urllib.request
+from pathlib import Path
 
-from devstack import influxdb
 from devstack.procs import Managed, ensure_port_free, wait_until
 from devstack.profile import LOOPBACK, PROJECT_ROOT, Profile
 
@@ -30,16 +30,16 @@ def url(profile: Profile) -> str:
     return f"http://{LOOPBACK}:{profile.ports['influx_gate']}"
 
 
-def gate_env(profile: Profile, secrets: dict[str, str]) -> dict[str, str]:
-    """The gate's settings (influx_gate/settings.py) for this stack."""
+def gate_env(profile: Profile, secrets: dict[str, str], socket: Path, writer: str) -> dict[str, str]:
+    """The gate's settings (influx_gate/settings.py) for this stack: InfluxDB at `socket`, writing as `writer`."""
     return {
         "HATS_INFLUX_GATE_HOST": LOOPBACK,
         "HATS_INFLUX_GATE_PORT": str(profile.ports["influx_gate"]),
         "HATS_INFLUX_GATE_UPSTREAM_URL": "http://localhost",
-        "HATS_INFLUX_GATE_UPSTREAM_SOCKET": str(influxdb.socket_path(profile)),
+        "HATS_INFLUX_GATE_UPSTREAM_SOCKET": str(socket),
         "HATS_INFLUX_GATE_FRONT_HOST": LOOPBACK,
         "HATS_INFLUX_GATE_FRONT_PORT": str(profile.ports["influx"]),
-        "HATS_INFLUX_GATE_UPSTREAM_USERNAME": influxdb.WRITER_USER,
+        "HATS_INFLUX_GATE_UPSTREAM_USERNAME": writer,
         "HATS_INFLUX_GATE_UPSTREAM_PASSWORD": secrets["influx_writer"],
         "HATS_INFLUX_GATE_USERNAME": WORKER_USER,
         "HATS_INFLUX_GATE_PASSWORD": secrets["influx_gate_worker"],
@@ -54,12 +54,14 @@ def ready(profile: Profile) -> bool:
         return False
 
 
-def start(profile: Profile, secrets: dict[str, str]) -> None:
+def start(profile: Profile, secrets: dict[str, str], socket: Path, writer: str) -> None:
+    """Start the gate process (idempotent) in front of InfluxDB's `socket` (devstack/influxdb.py starts it)."""
     proc = process(profile)
     if not proc.running():
         ensure_port_free(profile.ports["influx_gate"], "HATS_INFLUX_GATE_PORT", "the InfluxDB write gate")
         ensure_port_free(profile.ports["influx"], "HATS_INFLUX_PORT", "InfluxDB's front (the write gate process)")
-        proc.start([sys.executable, "-m", "influx_gate"], env=gate_env(profile, secrets), cwd=PROJECT_ROOT)
+        proc.start([sys.executable, "-m", "influx_gate"], env=gate_env(profile, secrets, socket, writer),
+                   cwd=PROJECT_ROOT)
     wait_until(lambda: ready(profile), "the InfluxDB write gate", log=proc.log)
 
 

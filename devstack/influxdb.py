@@ -27,6 +27,7 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
+from devstack import influx_gate
 from devstack.procs import Managed, StackError, wait_until
 from devstack.profile import LOOPBACK, Profile
 from tenancy import influx as tenant_influx
@@ -51,6 +52,11 @@ def url(profile: Profile) -> str:
 
 def socket_path(profile: Profile) -> Path:
     return profile.path("influxdb", "influxd.sock")
+
+
+def netns_path(profile: Profile) -> Path:
+    """InfluxDB's network namespace (a link to its /proc entry, renewed at each start): `nsenter --net=` it."""
+    return profile.path("influxdb", "netns")
 
 
 def rpc_address(profile: Profile) -> str:
@@ -141,12 +147,14 @@ def query(profile: Profile, q: str, user: str | None = None, password: str | Non
     return body
 
 
-def start(profile: Profile) -> None:
-    """Start `influxd` in its own network namespace (idempotent); ready when its socket answers. Its accounts
-    are made by `provision`, through the front (the stack starts the write gate process in between)."""
+def start(profile: Profile, secrets: dict[str, str]) -> None:
+    """Start `influxd` in its own network namespace and the write gate process in front of it (each
+    idempotent), then make the accounts through the front."""
     proc = process(profile)
     if not proc.running():
         _launch(profile, proc, profile.path("influxdb"))
+    influx_gate.start(profile, secrets, socket_path(profile), WRITER_USER)
+    provision(profile, secrets)
 
 
 def _launch(profile: Profile, proc: Managed, base: Path) -> None:
@@ -161,17 +169,20 @@ def _launch(profile: Profile, proc: Managed, base: Path) -> None:
     # `unshare` execs sh, which execs influxd: the pid recorded is InfluxDB's. Loopback is down in a new
     # namespace; the backup tool (nsenter) reaches the RPC port on it.
     launch = f"ip link set lo up && exec influxd -config {shlex.quote(str(conf))}"
-    proc.start(["unshare", "--net", "--", "sh", "-c", launch])
+    pid = proc.start(["unshare", "--net", "--", "sh", "-c", launch])
+    # A stable name for the namespace (the backup tool's, HATS_INFLUX_RPC_NETNS) that follows each restart.
+    netns = netns_path(profile)
+    netns.unlink(missing_ok=True)
+    netns.symlink_to(f"/proc/{pid}/ns/net")
     wait_until(lambda: _ping(profile), "InfluxDB", log=proc.log)
 
 
 def backup_tool(profile: Profile, argv: Sequence[str], timeout_s: float = 600) -> subprocess.CompletedProcess[str]:
     """Run `influxd <argv>` (`backup -portable -host <rpc_address> <dir>`, `restore -portable …`) inside InfluxDB's
     network namespace: the backup RPC port answers there only, so this is the one way to a backup."""
-    pid = process(profile).pid()
-    if pid is None:
+    if process(profile).pid() is None:
         raise StackError("InfluxDB is not running: `hats up` first")
-    return subprocess.run(["nsenter", f"--net=/proc/{pid}/ns/net", "--", "influxd", *argv], capture_output=True,
+    return subprocess.run(["nsenter", f"--net={netns_path(profile)}", "--", "influxd", *argv], capture_output=True,
                           text=True, check=False, timeout=timeout_s)
 
 

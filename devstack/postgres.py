@@ -198,7 +198,7 @@ def set_role_passwords(profile: Profile, secrets: dict[str, str]) -> None:
 def harden_cluster(profile: Profile, secrets: dict[str, str]) -> None:
     """What no migration can do for a cluster (they run per database): PUBLIC loses CONNECT and TEMPORARY on
     `postgres` and `template1`, and EXECUTE on the large-object functions in them and in `dagster` (template1's
-    catalog is copied into every database made later). The `hats` database's are its migration's (0015)."""
+    catalog is copied into every database made later). The `hats` database's are its migration's (0016)."""
     with connect(superuser_dsn(profile, secrets, "postgres")) as conn:
         for database in SYSTEM_DBS:
             conn.execute(sql.SQL("REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM PUBLIC").format(

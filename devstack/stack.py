@@ -80,10 +80,8 @@ def up(profile: Profile) -> dict[str, str]:
         shutil.rmtree(profile.pg_data_dir)
     profile.path("logs").mkdir(parents=True, exist_ok=True)
     _timed(f"Mosquitto on 127.0.0.1:{profile.ports['mqtt']}", lambda: mosquitto.start(profile, secrets))
-    _timed("InfluxDB in its own network namespace", lambda: influxdb.start(profile))
-    _timed(f"InfluxDB front on 127.0.0.1:{profile.ports['influx']}, write gate on "
-           f"127.0.0.1:{profile.ports['influx_gate']}", lambda: influx_gate.start(profile, secrets))
-    influxdb.provision(profile, secrets)
+    _timed(f"InfluxDB in its own network namespace, its front on 127.0.0.1:{profile.ports['influx']}, write gate "
+           f"on 127.0.0.1:{profile.ports['influx_gate']}", lambda: influxdb.start(profile, secrets))
     _timed(f"PostgreSQL on 127.0.0.1:{profile.ports['pg']}", lambda: postgres.start(profile, secrets))
     _timed("migrations at head", lambda: migrate(postgres.superuser_dsn(profile, secrets)))
     postgres.set_role_passwords(profile, secrets)

@@ -23,7 +23,7 @@ from tenancy.iam import IamAccount
 
 GROUP = "hats_home_analysts"
 # A home's analyst runs ad-hoc reads: a few sessions, no statement or idle transaction holding the warehouse for
-# long (migration 0015 gives the roles that existed before the same).
+# long (migration 0016 gives the roles that existed before the same).
 CONNECTION_LIMIT = 5
 STATEMENT_TIMEOUT = "2min"
 IDLE_IN_TRANSACTION_TIMEOUT = "5min"

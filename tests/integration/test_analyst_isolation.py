@@ -489,7 +489,7 @@ def test_the_services_write_and_read_every_home(warehouse: Warehouse, stack_env:
         for table in ("ops.dq_results", "billing.usage_daily"):
             before = dagster.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.SQL(table))).fetchone()
             assert before == (2,), table
-        # The usage asset's upsert (hats_assets/defs/billing/usage_upsert.sql); it deletes nothing (migration 0015).
+        # The usage asset's upsert (hats_assets/defs/billing/usage_upsert.sql); it deletes nothing (migration 0016).
         dagster.execute("INSERT INTO billing.usage_daily (tenant_id, day, points_ingested, series, dead_letters, "
                         "raw_bytes, rollup_bytes) VALUES (%s, %s, 1, 1, 0, 1, 1) ON CONFLICT (tenant_id, day) "
                         "DO UPDATE SET points_ingested = EXCLUDED.points_ingested", (wh.b.tenant, DAY))

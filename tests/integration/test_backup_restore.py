@@ -274,7 +274,7 @@ def test_restoring_over_what_exists_is_refused(profile: Profile, stack_env: dict
         copy = f"hats_copy_{uuid.uuid4().hex[:8]}"
         try:
             assert influx.restore(admin, backup_settings.influx_rpc_addr, made.path / "influxdb", tenant.database,
-                                  policies, new_name=copy) == copy
+                                  policies, new_name=copy, netns=backup_settings.influx_rpc_netns) == copy
             source = {key[1:]: value for key, value in _points(stack_env).items() if key[0] == tenant.database}
             restored = {key[1:]: value for key, value in _points(stack_env).items() if key[0] == copy}
             assert restored == source

@@ -211,7 +211,7 @@ def test_influxdb_away_is_a_503_and_the_gate_writes_again_when_it_is_back(
         assert "could not reach InfluxDB" in away.json()["error"]
         assert httpx.get(f"{tenant.env['HATS_INFLUX_WRITE_URL']}/ping", timeout=10).status_code == 503
     finally:
-        influxdb.start(profile)
+        influxdb.start(profile, secrets)
     assert _write(tenant.env, ["gate_probe value=3.0"], db=tenant.database).status_code == 204
     assert _count(tenant, "gate_probe") == 2
 

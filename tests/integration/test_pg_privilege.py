@@ -99,7 +99,7 @@ def test_hats_dagster_runs_nothing_its_code_does_not(stack_env: dict[str, str], 
 
 
 def test_hats_dagster_keeps_every_privilege_its_code_uses(stack_env: dict[str, str]) -> None:
-    """The statements hats_assets runs, table by table (migration 0015's list), are still granted."""
+    """The statements hats_assets runs, table by table (migration 0016's list), are still granted."""
     used = {
         "ops.dead_letters": ("SELECT", "DELETE"),
         "ops.retention_audit": ("SELECT", "INSERT", "DELETE"),

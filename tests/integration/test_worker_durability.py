@@ -82,7 +82,7 @@ def test_influxdb_outage_of_30_s_loses_nothing(profile: Profile, secrets: dict[s
         ready = worker.url + "/readyz"
         assert "outbox" in __import__("httpx").get(ready, timeout=5).text
     finally:
-        influxdb.start(profile)
+        influxdb.start(profile, secrets)
     wait_for(lambda: points(tenant) == 6_000, "all 6000 points after InfluxDB returns", timeout=120)
     wait_for(lambda: worker.metric("hats_outbox_batches") == 0, "the outbox to drain")
     assert worker.stop() == 0

@@ -85,7 +85,7 @@ def test_outboxed_points_are_counted_once_when_influxdb_has_them(
         # rollup record the new version before it can read the points).
         assert hours(tenant) == {HOUR_A: (100, version_a)}
     finally:
-        influxdb.start(profile)
+        influxdb.start(profile, secrets)
     wait_for(lambda: counts(tenant) == {HOUR_A: 250, HOUR_B: 200}, "the outbox's points counted once replayed",
              timeout=120)
     wait_for(lambda: worker.metric("hats_outbox_batches") == 0, "the outbox to drain")

@@ -32,8 +32,8 @@ what it does (role settings are cluster-wide; the per-home analyst roles get the
 - ``hats_analyst_<t>`` (a home's analyst): 5 connections, 2 min, 5 min.
 - ``hats_exporter`` (the ops exporter: a few short counting reads per scrape): 4 connections, 30 s, 30 s.
 
-Revision ID: 0015
-Revises: 0014
+Revision ID: 0016
+Revises: 0015
 Create Date: 2026-12-01
 """
 
@@ -41,8 +41,8 @@ from __future__ import annotations
 
 from alembic import op
 
-revision = "0015"
-down_revision = "0014"
+revision = "0016"
+down_revision = "0015"
 branch_labels = None
 depends_on = None
 
@@ -104,7 +104,7 @@ def _large_objects(verb: str) -> str:
     return f"""
         DO $$ DECLARE f text; BEGIN
           IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
-            RAISE WARNING 'hats 0015: % is not a superuser, so PUBLIC keeps EXECUTE on the large-object '
+            RAISE WARNING 'hats 0016: % is not a superuser, so PUBLIC keeps EXECUTE on the large-object '
                           'functions; as a superuser run, in this database: {verb} EXECUTE ON FUNCTION '
                           '<each lo_* function> {preposition} PUBLIC', current_user;
             RETURN;
