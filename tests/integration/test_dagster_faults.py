@@ -63,7 +63,7 @@ def seed(tenant: Tenant) -> None:
     lines = [*(f"temperature,entity_id=sensor.room,source=t value={20 + i / 10} {t}" for i, t in enumerate(at)),
              *(f"humidity,entity_id=sensor.bath,source=t value={50 + i} {t}" for i, t in enumerate(at)),
              *(f"binary,entity_id=binary_sensor.door,source=t value={float(i % 2)} {t}" for i, t in enumerate(at))]
-    response = httpx.post(f"{tenant.env['HATS_INFLUX_URL']}/write", params={"db": tenant.database, "rp": "raw"},
+    response = httpx.post(f"{tenant.env['HATS_INFLUX_WRITE_URL']}/write", params={"db": tenant.database, "rp": "raw"},
                           content="\n".join(lines),
                           auth=(tenant.env["HATS_INFLUX_USERNAME"], tenant.env["HATS_INFLUX_PASSWORD"]))
     assert response.status_code == 204, response.text
