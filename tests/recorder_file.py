@@ -31,6 +31,19 @@ CREATE INDEX ix_states_metadata_id_last_updated_ts ON states (metadata_id, last_
 CREATE INDEX ix_states_attributes_id ON states (attributes_id);
 CREATE INDEX ix_states_old_state_id ON states (old_state_id);
 """
+# The long-term statistics tables as schema 38-48 has them (no mean_type, no mean_weight).
+STATISTICS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS statistics_meta (id INTEGER PRIMARY KEY, statistic_id VARCHAR(255), source VARCHAR(32),
+    unit_of_measurement VARCHAR(255), has_mean BOOLEAN, has_sum BOOLEAN, name VARCHAR(255));
+CREATE TABLE IF NOT EXISTS statistics (id INTEGER PRIMARY KEY, created CHAR(0), created_ts FLOAT, metadata_id INTEGER,
+    start CHAR(0), start_ts FLOAT, mean FLOAT, min FLOAT, max FLOAT, last_reset CHAR(0), last_reset_ts FLOAT,
+    state FLOAT, sum FLOAT);
+CREATE INDEX IF NOT EXISTS ix_statistics_start_ts ON statistics (start_ts);
+CREATE TABLE IF NOT EXISTS statistics_short_term (id INTEGER PRIMARY KEY, created CHAR(0), created_ts FLOAT,
+    metadata_id INTEGER, start CHAR(0), start_ts FLOAT, mean FLOAT, min FLOAT, max FLOAT, last_reset CHAR(0),
+    last_reset_ts FLOAT, state FLOAT, sum FLOAT);
+CREATE INDEX IF NOT EXISTS ix_statistics_short_term_start_ts ON statistics_short_term (start_ts);
+"""
 CHUNK = 50_000
 # (domain, attributes, state of step i): the kinds a home has most of.
 KINDS: tuple[tuple[str, dict[str, object], str], ...] = (
@@ -118,6 +131,16 @@ def create_recorder(path: Path, shape: RecorderShape) -> Path:
     finally:
         conn.close()
     return path
+
+
+def add_hourly_means(path: Path, statistic_id: str, unit: str, first_ts: float, means: list[float]) -> None:
+    """Add a measurement's hourly statistics (mean, min and max of each hour) from `first_ts` on."""
+    with sqlite3.connect(path) as conn:
+        conn.executescript(STATISTICS_SCHEMA)
+        meta = conn.execute("INSERT INTO statistics_meta (statistic_id, source, unit_of_measurement, has_mean, "
+                            "has_sum) VALUES (?, 'recorder', ?, 1, 0)", (statistic_id, unit)).lastrowid
+        conn.executemany("INSERT INTO statistics (metadata_id, start_ts, mean, min, max) VALUES (?, ?, ?, ?, ?)",
+                         [(meta, first_ts + i * 3_600, mean, mean - 1, mean + 1) for i, mean in enumerate(means)])
 
 
 def set_schema_version(path: Path, version: int) -> None:

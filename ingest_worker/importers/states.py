@@ -13,6 +13,11 @@ flush; the page's keyset position is committed to `ops.import_progress` in that 
 the last committed page and a second run reads nothing. Only states inside the raw retention
 (the home's `core.tenants.raw_days`, as the retention asset keeps them, less a margin) become points; older ones
 are left to the long-term statistics and counted.
+
+A time cell that is not a number (a damaged SQLite file, `recorder_cells.py`) goes into the row's payload as
+the file holds it, so the recorder source refuses it as a dead letter (`bad_timestamp`) naming the field;
+a page that meets a `last_updated_ts` that is not a number is the stream's last (SQLite sorts such rows
+after every number, where no position can pass them).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from typing import Any, cast
 import psycopg
 
 from ingest_worker.door import Door, DoorError, offline_item
+from ingest_worker.importers.recorder_cells import is_number, json_cell
 from ingest_worker.importers.recorder_db import Recorder, placeholders
 from ingest_worker.mqtt_link import Incoming
 from ingest_worker.settings import ConfigError, WorkerSettings
@@ -116,10 +122,16 @@ def page_items(rows: Sequence[tuple[Any, ...]], texts: dict[int, str | None], re
     """Rows `(state_id, last_updated_ts, last_changed_ts, state, attributes_id, entity_id)` as items."""
     items = []
     for _state_id, updated, changed, state, attributes_id, entity_id in rows:
-        attrs = None if attributes_id is None else texts.get(int(attributes_id))
-        payload = row_payload(state, attrs, float(updated), None if changed is None else float(changed))
+        attrs = texts.get(int(attributes_id)) if is_number(attributes_id) else None
+        payload = row_payload(None if state is None else str(json_cell(state)), attrs, _time(updated),
+                              None if changed is None else _time(changed))
         items.append(offline_item(state_topic("" if entity_id is None else str(entity_id)), payload, received_ns))
     return items
+
+
+def _time(cell: object) -> float | object:
+    """A time cell as a float, or as the file holds it (the source's parser refuses it by name)."""
+    return float(cast(float, cell)) if is_number(cell) else json_cell(cell)
 
 
 class StatesProgress:
@@ -176,13 +188,18 @@ async def import_states(recorder: Recorder, door: Door, progress: StatesProgress
                                                "limit": page_rows})
         if not rows:
             break
-        texts = await cache.load({int(row[4]) for row in rows if row[4] is not None})
+        texts = await cache.load({int(row[4]) for row in rows if is_number(row[4])})
         items = page_items(rows, texts, time.time_ns())
-        after = Position(float(rows[-1][1]), int(rows[-1][0]))
+        timed = [row for row in rows if is_number(row[1])]  # the rest sort after every number
+        if timed:
+            after = Position(float(timed[-1][1]), int(timed[-1][0]))
         progress_mark = functools.partial(progress.advance, after, len(rows))
         await door.push(items, marked=progress_mark)
         report.rows_read += len(rows)
-        report.saw(float(rows[0][1]), float(rows[-1][1]))
+        if timed:
+            report.saw(float(timed[0][1]), float(timed[-1][1]))
         tick(report)
+        if len(timed) < len(rows):
+            break
     report.counters = {**door.counters, "would_write": door.would_write}
     return report

@@ -56,6 +56,7 @@ log = logging.getLogger(__name__)
 STREAMS = {"statistics": "1h", "statistics_short_term": "5m"}
 PAGE_ROWS = 20_000
 BEYOND_RETENTION = re.compile(r"partial write: points beyond retention policy dropped=(\d+)")
+ROW_COLUMNS = ("start_ts", "mean", "min", "max", "last_reset_ts", "state", "sum")  # a Row's fields, in order
 TOPIC_PREFIX = "import:"  # no source owns it: a replay of these dead letters leaves them as they are
 SECONDS_PER_HOUR = 3_600
 
@@ -63,11 +64,23 @@ Key = int | str
 
 
 @dataclass(frozen=True, slots=True)
+class BrokenRow:
+    """A row the reader could not read as numbers (a corrupt recorder file: text in a REAL column): one dead
+    letter with the cells as the file holds them (`cells`, JSON-ready) and why."""
+
+    key: Key
+    cells: dict[str, object]
+    rejected: Rejected
+
+
+@dataclass(frozen=True, slots=True)
 class Page:
-    """Rows in keyset order, and the position of the last one (all of them are done once committed)."""
+    """Rows in keyset order, and the position of the last one (all of them are done once committed);
+    `broken` are the page's rows that are dead letters instead."""
 
     rows: Sequence[tuple[Key, Row]]
     position: Position
+    broken: Sequence[BrokenRow] = ()
 
 
 class StatisticsReader(Protocol):
@@ -214,6 +227,10 @@ async def _page(conn: psycopg.AsyncConnection[tuple[object, ...]], influx: Influ
     lines: list[str] = []
     line_rows: list[int] = []  # per line, the index of its row among the page's converted rows
     starts: list[float] = []  # per converted row, its start
+    for broken in page.broken:
+        counts.rows_read += 1
+        counts.dead_letter_rows += 1
+        letters.append(_broken_letter(now, tenant, stream, broken))
     for key, row in page.rows:
         counts.rows_read += 1
         target = stream.plan_of(key)
@@ -289,10 +306,18 @@ async def _seed_carries(reader: StatisticsReader, stream: _Stream, page: Page) -
 
 
 def _letter(now: datetime, tenant: str, stream: _Stream, key: Key, rejected: Rejected, row: Row) -> DeadLetter:
+    return _row_letter(now, tenant, stream, key, rejected, dict(zip(ROW_COLUMNS, row, strict=True)))
+
+
+def _broken_letter(now: datetime, tenant: str, stream: _Stream, broken: BrokenRow) -> DeadLetter:
+    return _row_letter(now, tenant, stream, broken.key, broken.rejected, broken.cells)
+
+
+def _row_letter(now: datetime, tenant: str, stream: _Stream, key: Key, rejected: Rejected,
+                cells: dict[str, object]) -> DeadLetter:
     meta = stream.metas.get(key)
     statistic_id = meta.statistic_id if meta is not None else str(key)
-    payload = {"stream": stream.name, "statistic_id": statistic_id, "start_ts": row[0],
-               "row": dict(zip(("start_ts", "mean", "min", "max", "last_reset_ts", "state", "sum"), row, strict=True))}
+    payload = {"stream": stream.name, "statistic_id": statistic_id, "start_ts": cells["start_ts"], "row": cells}
     if meta is not None:
         payload |= {"unit_of_measurement": meta.unit, "has_mean": meta.has_mean, "has_sum": meta.has_sum,
                     "source": meta.source}

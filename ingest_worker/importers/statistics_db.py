@@ -8,6 +8,9 @@ reductions: not read); `statistics_meta` has `statistic_id`, `source`, `unit_of_
 `has_mean` (HA then sets it NULL). Pages follow the keyset (`start_ts`, `id`) — the order HA writes
 hours in, served as a range of the `start_ts` index, whose ties are in `id` (rowid) order.
 
+A cell that is not a number (a damaged SQLite file, `recorder_cells.py`) makes its row a `BrokenRow`: a
+dead letter with its cells and the column named, the page's other rows import.
+
 `fetch` runs one statement with `?` placeholders and returns all rows (`recorder_db.Recorder.qmark`, on
 SQLite, PostgreSQL or MySQL alike); pages are bounded (`PAGE_ROWS`), so memory is too.
 """
@@ -17,8 +20,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import cast
 
-from ingest_worker.importers.statistics import PAGE_ROWS, STREAMS, Key, Page
+from ingest_worker.importers.recorder_cells import is_number, json_cell, number
+from ingest_worker.importers.statistics import PAGE_ROWS, ROW_COLUMNS, STREAMS, BrokenRow, Key, Page
 from ingest_worker.importers.statistics_rows import Row, StatisticMeta
+from ingest_worker.rejections import Reason, Rejected
 from ingest_worker.store.import_progress import Position
 
 Fetch = Callable[[str, Sequence[object]], Sequence[Sequence[object]]]
@@ -34,14 +39,22 @@ PREVIOUS = f"SELECT {COLUMNS} FROM {{table}} WHERE metadata_id = ? AND start_ts 
 METAS = "SELECT id, statistic_id, source, unit_of_measurement, has_mean, has_sum{mean_type} FROM statistics_meta"
 
 
-def _float(value: object) -> float | None:
-    return None if value is None else float(cast(float, value))
+TIME_COLUMNS = {"start_ts", "last_reset_ts"}
 
 
-def _row(values: Sequence[object]) -> Row:
-    start_ts, mean, low, high, last_reset_ts, state, total = values
-    return (float(cast(float, start_ts)), _float(mean), _float(low), _float(high), _float(last_reset_ts),
-            _float(state), _float(total))
+def _row(values: Sequence[object], table: str) -> Row:
+    """The cells as numbers; raises Rejected naming the first cell that is not one."""
+    cells = [number(value, f"{table}.{column}", Reason.BAD_TIMESTAMP if column in TIME_COLUMNS else Reason.NON_NUMERIC)
+             for column, value in zip(ROW_COLUMNS, values, strict=True)]
+    start_ts, mean, low, high, last_reset_ts, state, total = cells
+    if start_ts is None:
+        raise Rejected(Reason.BAD_TIMESTAMP, f"recorder column {table}.start_ts is NULL")
+    return start_ts, mean, low, high, last_reset_ts, state, total
+
+
+def _key(value: object) -> Key:
+    """metadata_id as the file holds it: a text one is a key statistics_meta does not describe (a letter)."""
+    return int(cast(int, value)) if is_number(value) else str(json_cell(value))
 
 
 class RecorderStatistics:
@@ -73,16 +86,32 @@ class RecorderStatistics:
                                    (after.last_ts, after.last_ts, after.last_id, self._page_rows))
             if not rows:
                 return
-            page: list[tuple[Key, Row]] = [(int(cast(int, r[1])), _row(r[2:])) for r in rows]
-            last = rows[-1]
-            after = Position(float(cast(float, last[2])), int(cast(int, last[0])))
-            yield Page(page, after)
-            if len(rows) < self._page_rows:
+            page: list[tuple[Key, Row]] = []
+            broken: list[BrokenRow] = []
+            for r in rows:
+                key = _key(r[1])
+                try:
+                    page.append((key, _row(r[2:], table)))
+                except Rejected as rejected:
+                    broken.append(BrokenRow(key, {"id": r[0], **dict(zip(ROW_COLUMNS, map(json_cell, r[2:]),
+                                                                          strict=True))}, rejected))
+            timed = [r for r in rows if is_number(r[2])]  # the rest sort after every number (recorder_cells.py)
+            if timed:
+                after = Position(float(cast(float, timed[-1][2])), int(cast(int, timed[-1][0])))
+            if after is None:  # the stream's first page holds only rows without a time: nothing to resume from
+                after = Position(float("-inf"), -1)
+            yield Page(page, after, broken)
+            if len(rows) < self._page_rows or len(timed) < len(rows):
                 return
 
     async def previous(self, stream: str, key: Key, before_ts: float) -> Row | None:
         rows = self._fetch(PREVIOUS.format(table=_table(stream)), (key, before_ts))
-        return _row(rows[0]) if rows else None
+        if not rows:
+            return None
+        try:
+            return _row(rows[0], _table(stream))
+        except Rejected:
+            return None  # that row is a dead letter of its own page: the meter starts afresh after it
 
 
 def _table(stream: str) -> str:

@@ -31,10 +31,11 @@ def state_topic(entity_id: str) -> str:
     return STATE_TOPIC + entity_id
 
 
-def row_payload(state: str | None, shared_attrs: str | None, last_updated_ts: float,
-                last_changed_ts: float | None) -> bytes:
+def row_payload(state: str | None, shared_attrs: str | None, last_updated_ts: float | object,
+                last_changed_ts: float | object | None) -> bytes:
     """The compressed row; `shared_attrs` is the recorder's JSON text as stored (not parsed here: the source
-    parses each payload once, and a broken one becomes a dead letter there, with this payload)."""
+    parses each payload once, and a broken one becomes a dead letter there, with this payload). A time that
+    is not a number (a damaged file's cell, JSON-ready) is carried as it is and refused there by name."""
     parts = [f'{{"{STATE}":{json.dumps(state, ensure_ascii=False)}']
     if shared_attrs is not None:
         parts.append(f',"{ATTRIBUTES}":{shared_attrs}')
@@ -61,7 +62,8 @@ class RecorderSource:
             return Outcome(ignored="topic")
         if payload.startswith(REMOVED):
             return Outcome(ignored="entity_removed")
-        state: EntityState = parse_history_row(topic[len(STATE_TOPIC):], payload, source=SOURCE)
+        state: EntityState = parse_history_row(topic[len(STATE_TOPIC):], payload, source=SOURCE,
+                                               check_last_changed=True)
         return Outcome(states=(state,))
 
     def flush(self, force: bool = False) -> tuple[EntityState, ...]:

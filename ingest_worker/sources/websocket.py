@@ -134,10 +134,13 @@ def parse_event(payload: bytes, device_of: DeviceLookup | None = None) -> Entity
 
 
 def parse_history_row(entity_id: str, payload: bytes, device_of: DeviceLookup | None = None,
-                      source: str = SOURCE) -> EntityState:
+                      source: str = SOURCE, check_last_changed: bool = False) -> EntityState:
     """One compressed row of `history/history_during_period` for `entity_id` (also the recorder import's
-    rows, `sources/recorder.py`, as `source`)."""
+    rows, `sources/recorder.py`, as `source`, which checks an `lc` the point does not use: a recorder cell
+    that is not a time is the row's dead letter, not a point beside a damaged row)."""
     row = _object(payload, "history row")
+    if check_last_changed and LAST_CHANGED in row:
+        epoch_to_us(row[LAST_CHANGED], f"{LAST_CHANGED} (last_changed)")
     state = row.get(STATE)
     if not isinstance(state, str):
         raise Rejected(Reason.SCHEMA, f"history row of {entity_id[:80]} has no string state ({STATE!r})")

@@ -26,7 +26,7 @@ from ingest_worker.normalise import parse_time_ns
 from tests.conftest import Tenant, new_tenant, wait_for
 from tests.ha_peer import HaPeer
 from tests.integration.test_worker_formats import ns, pg_rows
-from tests.recorder_file import RecorderShape, create_recorder, snapshot
+from tests.recorder_file import RecorderShape, add_hourly_means, create_recorder, snapshot
 
 pytestmark = pytest.mark.integration
 
@@ -252,3 +252,39 @@ def test_states_older_than_the_homes_raw_retention_are_left_to_the_statistics(te
     assert stored == kept
     older = len(stamps) - kept
     assert f"{older:,} states older than the home's raw retention ({raw_days} d" in done.stdout + done.stderr
+
+
+def test_cells_that_are_not_numbers_are_dead_letters_and_the_rest_imports(tenant: Tenant, tmp_path: Path) -> None:
+    """A damaged recorder (SQLite keeps text or a blob in a REAL column): each such row is one dead letter
+    naming the column, every other state and statistic is imported, and the run completes."""
+    now = datetime.now(UTC).timestamp()
+    path = create_recorder(tmp_path / "damaged.db", RecorderShape(entities=2, states_per_entity=20,
+                                                                   start_ts=now - 7_200))
+    first_hour = (now - 30 * 3_600) // 3_600 * 3_600
+    statistic = f"sensor.rec_{tenant.name}_stat"
+    add_hourly_means(path, statistic, "°C", first_hour, [20.0 + i / 4 for i in range(12)])
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE states SET last_changed_ts = 'garbage' WHERE state_id = 3")
+        conn.execute("UPDATE states SET last_updated_ts = 'yesterday' WHERE state_id = 5")
+        conn.execute("UPDATE statistics SET mean = X'ff00' WHERE start_ts = ?", (first_hour + 4 * 3_600,))
+        conn.execute("UPDATE statistics SET max = 'n/a' WHERE start_ts = ?", (first_hour + 7 * 3_600,))
+        states_total = conn.execute("SELECT count(*) FROM states").fetchone()[0]
+        entity_of = dict(conn.execute("SELECT s.state_id, m.entity_id FROM states s JOIN states_meta m "
+                                      "ON m.metadata_id = s.metadata_id WHERE s.state_id IN (3, 5)").fetchall())
+
+    done = hats_import(tenant, path)
+    assert done.returncode == 0, done.stderr
+    assert "complete:" in done.stderr, done.stderr
+    letters = pg_rows(tenant, "SELECT topic, reason, detail FROM ops.dead_letters WHERE tenant_id = %s ORDER BY topic, "
+                              "detail", tenant.name)
+    assert [(topic, reason) for topic, reason, _ in letters] == sorted([
+        *[(f"import:statistics:{statistic}", "non_numeric_value")] * 2,
+        (f"recorder:state:{entity_of[3]}", "bad_timestamp"), (f"recorder:state:{entity_of[5]}", "bad_timestamp")])
+    details = " | ".join(detail for _, _, detail in letters)
+    for named in ("statistics.mean", "statistics.max", '"n/a"', "lc (last_changed)",
+                  "lu (last_updated) is str"):
+        assert named in details, (named, details)
+    stored = sum(int(s["values"][0][1]) for s in tenant.influx("SELECT count(value) FROM raw./.*/"))
+    assert stored == states_total - 2
+    hours = tenant.influx(f"SELECT count(*) FROM rollup./.*_1h/ WHERE entity_id = '{statistic}'")
+    assert max(count for s in hours for count in s["values"][0][1:]) == 12 - 2
