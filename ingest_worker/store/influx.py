@@ -4,6 +4,13 @@ A 400 means some lines are bad: the batch is bisected so that every good line la
 comes back with InfluxDB's own error text for the dead-letter store. Timeouts, connection errors and
 5xx either raise `InfluxUnavailable` at once (the caller moves the batch to the outbox) or are retried
 with jittered exponential backoff (the outbox's replayer); a batch is never dropped.
+
+One failure is not retried forever: an answer httpx cannot read (`RemoteProtocolError`: InfluxDB can echo
+a refused line in an `X-Influxdb-Error` header with bytes HTTP does not allow, or close the connection on
+a line it cannot take) that repeats `PROTOCOL_REPEATS` times on the same batch while `/ping` answers is
+the batch's doing, not an outage: it is bisected like a 400, so every other line lands and the line that
+provokes it comes back as a `LineError` (a dead letter with the reason). While `/ping` does not answer,
+it is an outage and the batch is retried as before.
 """
 
 from __future__ import annotations
@@ -26,6 +33,8 @@ log = logging.getLogger(__name__)
 BACKOFF_INITIAL_S = 0.2
 BACKOFF_MAX_S = 30.0
 SHARED_CONNECTIONS = 16  # concurrent writes of a registry-mode worker: 1,000 homes do not open 1,000 connections
+PROTOCOL_REPEATS = 3  # unreadable answers in a row to one batch, InfluxDB up, before the batch is bisected
+UNREADABLE = 0  # the status `_post` returns for such a batch (no HTTP status was read)
 GZIP_LEVEL = 1  # level 1 compresses line protocol ~8x at a fraction of level 6's CPU
 
 
@@ -95,13 +104,22 @@ class InfluxWriter:
     async def _post(self, body: bytes, *, retry: bool) -> tuple[int, str]:
         headers = {"Content-Encoding": "gzip", "Content-Type": "text/plain; charset=utf-8"}
         delay = BACKOFF_INITIAL_S
+        unreadable = 0  # answers in a row httpx could not read
         while True:
             started = time.monotonic()
             try:
                 response = await self._client.post("/write", params=self._params, content=body, headers=headers)
             except httpx.TransportError as exc:
                 kind, detail = type(exc).__name__, str(exc) or type(exc).__name__
+                unreadable = unreadable + 1 if isinstance(exc, httpx.RemoteProtocolError) else 0
+                if retry and unreadable >= PROTOCOL_REPEATS and await self._answers_ping():
+                    metrics.INFLUX_ERRORS.labels(kind).inc()
+                    log.warning("InfluxDB's answer to one batch could not be read %d times while /ping answers "
+                                "(%s); bisecting the batch", unreadable, detail)
+                    return UNREADABLE, (f"InfluxDB's answer to this line could not be read {unreadable} times in a row "
+                                        f"while it answered /ping ({kind}: {detail[:200]})")
             else:
+                unreadable = 0
                 metrics.WRITE_LATENCY.observe(time.monotonic() - started)
                 if response.status_code in (204, 400):
                     return response.status_code, response.text
@@ -114,3 +132,10 @@ class InfluxWriter:
             log.warning("InfluxDB write failed (%s: %s); retrying in %.1f s", kind, detail, delay)
             await asyncio.sleep(delay * random.uniform(0.5, 1.5))  # noqa: S311 (jitter, not crypto)
             delay = min(delay * 2, BACKOFF_MAX_S)
+
+    async def _answers_ping(self) -> bool:
+        """Whether InfluxDB (or the gate in front of it) is up and answering: `/ping`'s 204."""
+        try:
+            return (await self._client.get("/ping")).status_code == 204
+        except httpx.TransportError:
+            return False
