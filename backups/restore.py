@@ -26,12 +26,13 @@ import psycopg
 from backups import catalogue, influx, postgres, wal
 from backups.catalogue import Backup, BackupError
 from backups.settings import BackupSettings
-from devstack import envfile, mosquitto, stack
+from devstack import certs, envfile, mosquitto, stack
 from devstack import influxdb as stack_influx
 from devstack import postgres as stack_postgres
 from devstack.procs import StackError
 from devstack.profile import STATE_ROOT, Profile
 from ingest_worker.contract import database_for
+from ingest_worker.tls import client_context
 from tenancy.influx import InfluxAdmin, ident
 
 Progress = Callable[[str], None]
@@ -128,7 +129,8 @@ def restore(settings: BackupSettings, source: Profile, target: Profile, *, backu
 
     clock = time.monotonic()
     stack_influx.start(target, secrets)
-    admin = InfluxAdmin(stack_influx.url(target), stack_influx.ADMIN_USER, secrets["influx_admin"])
+    admin = InfluxAdmin(stack_influx.url(target), stack_influx.ADMIN_USER, secrets["influx_admin"],
+                        verify=client_context(certs.ca_file(target)))
     try:
         rpc = f"127.0.0.1:{target.ports['influx_rpc']}"
         for database, policies in backup.manifest["influxdb"]["databases"].items():

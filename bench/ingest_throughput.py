@@ -35,6 +35,7 @@ from devstack import influxdb, stack  # noqa: E402
 from devstack.profile import load_profile  # noqa: E402
 from ha_simulator.publish import Publisher, Target  # noqa: E402
 from ingest_worker.mqtt_link import LinkSettings, MqttLink  # noqa: E402
+from ingest_worker.tls import client_context, mqtt_context  # noqa: E402
 
 ENTITIES = 1_000
 
@@ -69,13 +70,15 @@ class Bench:
         response = httpx.post(f"{self.env['HATS_INFLUX_URL']}/query",
                               data={"q": "SELECT count(value) FROM raw./.*/", "db": f"hats_{tenant}"},
                               auth=(self.env["HATS_INFLUX_ADMIN_USERNAME"], self.env["HATS_INFLUX_ADMIN_PASSWORD"]),
-                              timeout=60)
+                              timeout=60, verify=client_context(self.env["HATS_INFLUX_CA_FILE"]))
         series = response.json()["results"][0].get("series", [])
         return sum(int(s["values"][0][1]) for s in series)
 
     def subscribe_offline(self, client_id: str, topic: str) -> None:
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
         client.username_pw_set(self.env["HATS_MQTT_USERNAME"], self.env["HATS_MQTT_PASSWORD"])
+        if (tls := mqtt_context(self.env)) is not None:
+            client.tls_set_context(tls)
         done = threading.Event()
         client.on_subscribe = lambda *a: done.set()
         client.connect("127.0.0.1", self.port)
@@ -92,7 +95,7 @@ class Bench:
         started = time.monotonic()
         # The bench's own account (bench/#) is bound to client id = its name: one connection for every topic.
         publisher = Publisher(Target("127.0.0.1", self.port, self.env["HATS_MQTT_BENCH_USERNAME"],
-                                     self.env["HATS_MQTT_BENCH_PASSWORD"], topics[0]))
+                                     self.env["HATS_MQTT_BENCH_PASSWORD"], topics[0], tls=mqtt_context(self.env)))
         for i in range(total):
             body = payload(i, start + timedelta(milliseconds=i))
             for topic in topics:
@@ -117,7 +120,8 @@ class Bench:
                 done.set()
 
         link = MqttLink(LinkSettings("127.0.0.1", self.port, self.env["HATS_MQTT_USERNAME"],
-                                     self.env["HATS_MQTT_PASSWORD"], client_id, [(topic, False)]), on_batch)
+                                     self.env["HATS_MQTT_PASSWORD"], client_id, [(topic, False)],
+                                     tls=mqtt_context(self.env)), on_batch)
         started = time.monotonic()
         link.start()
         if not done.wait(600):
@@ -130,7 +134,8 @@ class Bench:
                      available: int) -> tuple[float, int]:
         """One HTTP write per message, acked by paho as it arrives: what a first draft would do."""
         http = httpx.Client(base_url=self.env["HATS_INFLUX_WRITE_URL"],
-                            auth=(self.env["HATS_INFLUX_USERNAME"], self.env["HATS_INFLUX_PASSWORD"]))
+                            auth=(self.env["HATS_INFLUX_USERNAME"], self.env["HATS_INFLUX_PASSWORD"]),
+                            verify=client_context(self.env["HATS_INFLUX_CA_FILE"]))
         from ingest_worker.lineprotocol import encode
         from ingest_worker.normalise import normalise
         from ingest_worker.sources.eventstream import parse
@@ -138,6 +143,8 @@ class Bench:
         written = [0]
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
         client.username_pw_set(self.env["HATS_MQTT_USERNAME"], self.env["HATS_MQTT_PASSWORD"])
+        if (tls := mqtt_context(self.env)) is not None:
+            client.tls_set_context(tls)
 
         def on_message(c: mqtt.Client, u: object, message: mqtt.MQTTMessage) -> None:
             state = parse(message.payload)
@@ -190,7 +197,7 @@ class Bench:
         """Publish at `rate` for `seconds`; for every 100th message, time until InfluxDB returns it."""
         proc, _ = self.start_worker(tenant, client_id, topic)
         publisher = Publisher(Target("127.0.0.1", self.port, self.env["HATS_MQTT_BENCH_USERNAME"],
-                                     self.env["HATS_MQTT_BENCH_PASSWORD"], topic))
+                                     self.env["HATS_MQTT_BENCH_PASSWORD"], topic, tls=mqtt_context(self.env)))
         probes: dict[str, float] = {}
         seen: dict[str, float] = {}
         started = time.monotonic()
@@ -228,7 +235,7 @@ class Bench:
             response = httpx.post(f"{self.env['HATS_INFLUX_URL']}/query", auth=auth, timeout=30, data={
                 "q": "SELECT value, entity_id FROM raw.temperature WHERE entity_id =~ /^sensor.probe_/ "
                      "AND time > now() - 5m",
-                "db": f"hats_{tenant}", "epoch": "ns"})
+                "db": f"hats_{tenant}", "epoch": "ns"}, verify=client_context(self.env["HATS_INFLUX_CA_FILE"]))
             now = time.monotonic()
             for series in response.json()["results"][0].get("series", []):
                 for stamp, _value, entity in series["values"]:

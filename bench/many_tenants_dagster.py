@@ -33,6 +33,7 @@ os.environ.setdefault("HATS_PARTITIONS_START", "2026-01-01")
 
 from devstack import influxdb, stack  # noqa: E402
 from devstack.profile import load_profile  # noqa: E402
+from ingest_worker.tls import client_context  # noqa: E402
 
 ENTITIES_PER_HOME = 20
 CADENCE_S = 10
@@ -71,7 +72,8 @@ def make(env: dict[str, str], homes: dict[str, int]) -> None:
                 response = httpx.post(f"{env['HATS_INFLUX_URL']}/write", timeout=300,
                                       params={"db": f"hats_{tenant}", "rp": "raw"},
                                       content="\n".join(lines[begin:begin + 50_000]).encode(),
-                                      auth=(env["HATS_INFLUX_ADMIN_USERNAME"], env["HATS_INFLUX_ADMIN_PASSWORD"]))
+                                      auth=(env["HATS_INFLUX_ADMIN_USERNAME"], env["HATS_INFLUX_ADMIN_PASSWORD"]),
+                                      verify=client_context(env["HATS_INFLUX_CA_FILE"]))
                 response.raise_for_status()
 
 
@@ -101,7 +103,7 @@ def run_case(env: dict[str, str], homes: dict[str, int]) -> dict[str, Any]:
 
     resources = {
         "influxdb": InfluxDBResource(url=env["HATS_INFLUX_URL"], username=env["HATS_INFLUX_DAGSTER_USERNAME"],
-                                     password=env["HATS_INFLUX_DAGSTER_PASSWORD"]),
+                                     password=env["HATS_INFLUX_DAGSTER_PASSWORD"], ca_file=env["HATS_INFLUX_CA_FILE"]),
         "postgres": PostgresResource(dsn=env["HATS_DAGSTER_DSN"]),
         "tenant_selection": TenantSelection(tenants=list(homes)),
     }

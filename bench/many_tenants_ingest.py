@@ -45,6 +45,7 @@ from devstack import influxdb, stack  # noqa: E402
 from devstack.procs import free_port  # noqa: E402
 from devstack.profile import load_profile  # noqa: E402
 from ingest_worker.contract import shard_of  # noqa: E402
+from ingest_worker.tls import client_context, mqtt_context  # noqa: E402
 
 SHARDS = 16
 EVENTS = "homeassistant/events"
@@ -119,7 +120,8 @@ class Bench:
     def count_points(self, names: list[str]) -> int:
         auth = (self.env["HATS_INFLUX_ADMIN_USERNAME"], self.env["HATS_INFLUX_ADMIN_PASSWORD"])
         total = 0
-        with httpx.Client(base_url=self.env["HATS_INFLUX_URL"], auth=auth, timeout=60) as http:
+        with httpx.Client(base_url=self.env["HATS_INFLUX_URL"], auth=auth, timeout=60,
+        verify=client_context(self.env["HATS_INFLUX_CA_FILE"])) as http:
             for name in names:
                 body = http.post("/query", data={"q": "SELECT count(value) FROM raw./.*/", "db": f"hats_{name}"})
                 series = body.json()["results"][0].get("series", [])
@@ -171,6 +173,8 @@ def publish(env: dict[str, str], entities: list[tuple[str, str]], count: int, ra
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{uuid.uuid4().hex[:8]}",
                          protocol=mqtt.MQTTv5)
     client.username_pw_set(env["HATS_MQTT_HOMEASSISTANT_USERNAME"], env["HATS_MQTT_HOMEASSISTANT_PASSWORD"])
+    if (tls := mqtt_context(env)) is not None:
+        client.tls_set_context(tls)
     client.max_inflight_messages_set(PUBLISH_INFLIGHT)
     client.max_queued_messages_set(0)
     acked = threading.Semaphore(0)

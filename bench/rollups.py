@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from devstack import influxdb, stack  # noqa: E402
 from devstack.profile import load_profile  # noqa: E402
+from ingest_worker.tls import client_context  # noqa: E402
 
 TENANT = "bench_rollup"
 DATABASE = f"hats_{TENANT}"
@@ -67,7 +68,7 @@ class Bench:
 
     def influx(self, q: str, rp: str = "raw") -> list[dict[str, object]]:
         response = httpx.post(f"{self.env['HATS_INFLUX_URL']}/query", data={"q": q, "db": DATABASE, "rp": rp},
-                              auth=self.admin, timeout=900)
+                              auth=self.admin, timeout=900, verify=client_context(self.env["HATS_INFLUX_CA_FILE"]))
         response.raise_for_status()
         result = response.json()["results"][0]
         if "error" in result:
@@ -123,7 +124,8 @@ class Bench:
         for begin in range(0, len(lines), 50_000):
             body = gzip.compress("\n".join(lines[begin:begin + 50_000]).encode(), compresslevel=1)
             response = httpx.post(f"{self.env['HATS_INFLUX_URL']}/write", params={"db": DATABASE, "rp": "raw"},
-                                  content=body, headers={"Content-Encoding": "gzip"}, auth=self.admin, timeout=300)
+                                  content=body, headers={"Content-Encoding": "gzip"}, auth=self.admin, timeout=300,
+                                  verify=client_context(self.env["HATS_INFLUX_CA_FILE"]))
             if response.status_code != 204:
                 raise RuntimeError(f"write refused: {response.text[:300]}")
 
@@ -157,7 +159,8 @@ class Bench:
         return {
             "influxdb": InfluxDBResource(url=self.env["HATS_INFLUX_URL"],
                                          username=self.env["HATS_INFLUX_DAGSTER_USERNAME"],
-                                         password=self.env["HATS_INFLUX_DAGSTER_PASSWORD"]),
+                                         password=self.env["HATS_INFLUX_DAGSTER_PASSWORD"],
+                                         ca_file=self.env["HATS_INFLUX_CA_FILE"]),
             "postgres": PostgresResource(dsn=self.env["HATS_DAGSTER_DSN"]),
             "tenant_selection": TenantSelection(tenants=[TENANT]),  # the bench home alone
         }

@@ -299,7 +299,7 @@ def rollup_child(partition: str, tenant: str) -> int:
     env = os.environ
     resources = {
         "influxdb": InfluxDBResource(url=env["HATS_INFLUX_URL"], username=env["HATS_INFLUX_DAGSTER_USERNAME"],
-                                     password=env["HATS_INFLUX_DAGSTER_PASSWORD"]),
+                                     password=env["HATS_INFLUX_DAGSTER_PASSWORD"], ca_file=env["HATS_INFLUX_CA_FILE"]),
         "postgres": PostgresResource(dsn=env["HATS_DAGSTER_DSN"]),
         "tenant_selection": TenantSelection(tenants=[tenant]),
     }
@@ -391,6 +391,7 @@ def main() -> int:  # one run, read top to bottom
     from ha_simulator.messages import Topics
     from ha_simulator.publish import Publisher, RunOptions, Target, run
     from ha_simulator.simulation import SimulationConfig
+    from ingest_worker.tls import mqtt_context
 
     profile = load_profile("test")
     env = stack.up(profile)
@@ -412,7 +413,8 @@ def main() -> int:  # one run, read top to bottom
     began_at = datetime.now(UTC)
     sim_start = began_at - span
     wall_start = time.monotonic()
-    publisher = Resilient(Publisher(Target("127.0.0.1", int(env["HATS_MQTT_PORT"]), username, password, prefix)),
+    publisher = Resilient(Publisher(Target("127.0.0.1", int(env["HATS_MQTT_PORT"]), username, password, prefix,
+                                                tls=mqtt_context(env))),
                           soak.stopping)
     # No dropouts: then a silence in the data can only be the platform's loss, and the cadence check (which
     # lists gaps) proves completeness rather than flagging the simulated devices' own outages.

@@ -40,6 +40,7 @@ from ingest_worker.importers.recorder_db import open_recorder  # noqa: E402
 from ingest_worker.importers.statistics import import_statistics  # noqa: E402
 from ingest_worker.importers.statistics_db import RecorderStatistics  # noqa: E402
 from ingest_worker.store.influx import InfluxWriter  # noqa: E402
+from ingest_worker.tls import client_context  # noqa: E402
 
 TENANT = "bench_statistics"
 HOURS = 365 * 24
@@ -125,7 +126,8 @@ def baseline(path: Path) -> tuple[int, float]:
 async def ours(path: Path, env: dict[str, str], dry_run: bool) -> tuple[int, float]:
     recorder = open_recorder(str(path))
     influx = InfluxWriter(env["HATS_INFLUX_WRITE_URL"], database_for(TENANT), env["HATS_INFLUX_USERNAME"],
-                          env["HATS_INFLUX_PASSWORD"], 60.0, rp=ROLLUP_RP)
+                          env["HATS_INFLUX_PASSWORD"], 60.0, rp=ROLLUP_RP,
+                          verify=client_context(env["HATS_INFLUX_CA_FILE"]))
     conn = await psycopg.AsyncConnection.connect(env["HATS_INGEST_DSN"], autocommit=True)
     try:
         started = time.perf_counter()

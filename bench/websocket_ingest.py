@@ -38,6 +38,7 @@ from devstack import influxdb, stack  # noqa: E402
 from devstack.home_assistant.peer import HomeAssistantPeer  # noqa: E402
 from devstack.home_assistant.provision import Broker  # noqa: E402
 from devstack.profile import LOOPBACK, load_profile  # noqa: E402
+from ingest_worker.tls import client_context  # noqa: E402
 
 THREADS = 8
 STALL_S = 20.0  # no new point for this long: the path has delivered all it will
@@ -63,8 +64,9 @@ class Bench:
         self.peer = HomeAssistantPeer(
             version=version, state_root=self.profile.path("homeassistant"),
             broker=Broker(LOOPBACK, port, self.env["HATS_MQTT_HOMEASSISTANT_USERNAME"],
-                          self.env["HATS_MQTT_HOMEASSISTANT_PASSWORD"]),
-            listener=Broker(LOOPBACK, port, self.env["HATS_MQTT_USERNAME"], self.env["HATS_MQTT_PASSWORD"]),
+                          self.env["HATS_MQTT_HOMEASSISTANT_PASSWORD"], Path(self.env["HATS_MQTT_CA_FILE"])),
+            listener=Broker(LOOPBACK, port, self.env["HATS_MQTT_USERNAME"], self.env["HATS_MQTT_PASSWORD"],
+                            Path(self.env["HATS_MQTT_CA_FILE"])),
             progress=lambda message: print(f"  [home assistant] {message}", file=sys.stderr))
         self.workers: list[subprocess.Popen[bytes]] = []
 
@@ -79,7 +81,7 @@ class Bench:
                               data={"q": f"SELECT count(value) FROM power WHERE entity_id =~ /^{prefix}/",
                                     "db": f"hats_{tenant}"},
                               auth=(self.env["HATS_INFLUX_ADMIN_USERNAME"], self.env["HATS_INFLUX_ADMIN_PASSWORD"]),
-                              timeout=60)
+                              timeout=60, verify=client_context(self.env["HATS_INFLUX_CA_FILE"]))
         series = response.json()["results"][0].get("series", [])
         return sum(int(s["values"][0][1]) for s in series)
 

@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from backups import cli as backups_cli
-from devstack import stack
+from devstack import certs, stack
 from devstack.procs import StackError
 from devstack.profile import StackConfigError, load_profile
 from ingest_worker.importers import run as importer
@@ -27,6 +27,10 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("purge", help="stop everything and delete the profile's data, secrets, logs and backups")
     sub.add_parser("status", help="which services and processes are running")
     sub.add_parser("env", help="print the env file's path (source it for the stack's settings)")
+    tls = sub.add_parser("certs", help="the stack's TLS certificates: `renew` issues new server certificates "
+                                       "from the same CA and makes the running services serve them")
+    tls.add_argument("action", choices=["renew", "show"],
+                     help="renew: new server certificates; show: each certificate's expiry")
     run = sub.add_parser("run", help="the demo: stack, worker, simulated fleet, Dagster UI, first rollups")
     run.add_argument("--backfill-hours", type=int, default=None,
                      help="hours of history the simulator replays "
@@ -75,6 +79,17 @@ def main(argv: list[str] | None = None) -> int:
             return 0 if all(states[name] for name in ("mosquitto", "influxdb", "postgresql")) else 3
         elif args.command == "env":
             print(profile.env_file)
+        elif args.command == "certs" and args.action == "renew":
+            for issued in stack.renew_certificates(profile):
+                print(f"renewed {issued.service:10} {issued.path}  "
+                      f"valid until {issued.not_after:%Y-%m-%d %H:%M:%S} UTC")
+            print(f"CA unchanged: {certs.ca_file(profile)} (clients keep trusting it)")
+        elif args.command == "certs":
+            for service in certs.SERVICES:
+                path = certs.cert_file(profile, service)
+                expiry = f"valid until {certs.not_after(path):%Y-%m-%d %H:%M:%S} UTC" if path.exists() else "missing"
+                print(f"{service:10} {path}  {expiry}")
+            print(f"CA         {certs.ca_file(profile)}")
         elif args.command == "run":
             from devstack import demo
 

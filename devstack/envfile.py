@@ -5,21 +5,22 @@ from __future__ import annotations
 import os
 import shlex
 
-from devstack import influx_gate, influxdb, mosquitto, postgres
+from devstack import certs, influx_gate, influxdb, mosquitto, postgres
 from devstack.profile import LOOPBACK, Profile
 
 DEFAULT_TENANT = "home"
 
 
 def settings(profile: Profile, secrets: dict[str, str]) -> dict[str, str]:
-    pg = profile.ports["pg"]
     def url(user: str, account: str, database: str = postgres.WAREHOUSE_DB) -> str:
-        return f"postgresql://{user}:{secrets[account]}@{LOOPBACK}:{pg}/{database}"
+        return postgres.dsn(profile, user, secrets[account], database)
     return {
         "HATS_PROFILE": profile.name,
         "HATS_TENANT": DEFAULT_TENANT,
         "HATS_MQTT_HOST": LOOPBACK,
         "HATS_MQTT_PORT": str(profile.ports["mqtt"]),
+        "HATS_MQTT_TLS": "1",
+        "HATS_MQTT_CA_FILE": str(certs.ca_file(profile)),
         "HATS_MQTT_USERNAME": mosquitto.WORKER_USER,
         "HATS_MQTT_PASSWORD": secrets["mqtt_worker"],
         "HATS_MQTT_PUBLISHER_USERNAME": mosquitto.PUBLISHER_USER,
@@ -31,6 +32,7 @@ def settings(profile: Profile, secrets: dict[str, str]) -> dict[str, str]:
         "HATS_BROKER_ADMIN_USERNAME": mosquitto.ADMIN_USER,
         "HATS_BROKER_ADMIN_PASSWORD": secrets["mqtt_broker_admin"],
         "HATS_INFLUX_URL": influxdb.url(profile),
+        "HATS_INFLUX_CA_FILE": str(certs.ca_file(profile)),
         # The worker writes through the gate with the gate's credential; the InfluxDB WRITE account's password
         # is the gate's alone (devstack/influx_gate.py), tenancy only grants that account WRITE.
         "HATS_INFLUX_WRITE_URL": influx_gate.url(profile),

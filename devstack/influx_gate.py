@@ -15,8 +15,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from devstack import certs
 from devstack.procs import Managed, ensure_port_free, wait_until
 from devstack.profile import LOOPBACK, PROJECT_ROOT, Profile
+from ingest_worker.tls import client_context
 
 # The worker's account on the gate (not an InfluxDB account: InfluxDB does not know it).
 WORKER_USER = "hats_worker"
@@ -27,7 +29,7 @@ def process(profile: Profile) -> Managed:
 
 
 def url(profile: Profile) -> str:
-    return f"http://{LOOPBACK}:{profile.ports['influx_gate']}"
+    return f"https://{LOOPBACK}:{profile.ports['influx_gate']}"
 
 
 def gate_env(profile: Profile, secrets: dict[str, str], socket: Path, writer: str) -> dict[str, str]:
@@ -43,12 +45,16 @@ def gate_env(profile: Profile, secrets: dict[str, str], socket: Path, writer: st
         "HATS_INFLUX_GATE_UPSTREAM_PASSWORD": secrets["influx_writer"],
         "HATS_INFLUX_GATE_USERNAME": WORKER_USER,
         "HATS_INFLUX_GATE_PASSWORD": secrets["influx_gate_worker"],
+        # Both listeners serve HTTPS with the stack's InfluxDB certificate (devstack/certs.py).
+        "HATS_INFLUX_GATE_TLS_CERT_FILE": str(certs.cert_file(profile, "influxdb")),
+        "HATS_INFLUX_GATE_TLS_KEY_FILE": str(certs.key_file(profile, "influxdb")),
     }
 
 
 def ready(profile: Profile) -> bool:
     try:
-        with urllib.request.urlopen(f"{url(profile)}/ping", timeout=1) as resp:  # noqa: S310 (loopback)
+        with urllib.request.urlopen(f"{url(profile)}/ping", timeout=1,  # noqa: S310 (loopback)
+                                    context=client_context(certs.ca_file(profile))) as resp:
             return bool(resp.status == 204)
     except (urllib.error.URLError, OSError):
         return False

@@ -27,9 +27,10 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
-from devstack import influx_gate
+from devstack import certs, influx_gate
 from devstack.procs import Managed, StackError, wait_until
 from devstack.profile import LOOPBACK, Profile
+from ingest_worker.tls import client_context
 from tenancy import influx as tenant_influx
 
 ADMIN_USER = "hats_admin"
@@ -47,7 +48,7 @@ SOCKET_PATH_MAX = 107
 
 def url(profile: Profile) -> str:
     """InfluxDB's URL for its own accounts: the write gate process's front (InfluxDB itself is not on the host)."""
-    return f"http://{LOOPBACK}:{profile.ports['influx']}"
+    return f"https://{LOOPBACK}:{profile.ports['influx']}"
 
 
 def socket_path(profile: Profile) -> Path:
@@ -136,7 +137,8 @@ def query(profile: Profile, q: str, user: str | None = None, password: str | Non
         token = base64.b64encode(f"{user}:{password}".encode()).decode()
         req.add_header("Authorization", f"Basic {token}")
     try:
-        with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310 (loopback)
+        with urllib.request.urlopen(req, timeout=30,  # noqa: S310 (loopback)
+                                    context=client_context(certs.ca_file(profile))) as resp:
             body: dict[str, object] = json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         raise StackError(f"InfluxDB refused {q.split()[0]}…: {exc.read().decode(errors='replace')}") from exc
@@ -203,7 +205,8 @@ def ensure_tenant_database(profile: Profile, secrets: dict[str, str], database: 
                            raw_days: int, rollup_days: int) -> None:
     """A database with RPs `raw` (default) and `rollup` and the grants, made the one way tenancy/influx.py
     makes a tenant's (the benches name theirs directly; tenants are added with `hats tenant add`)."""
-    admin = tenant_influx.InfluxAdmin(url(profile), ADMIN_USER, secrets["influx_admin"])
+    admin = tenant_influx.InfluxAdmin(url(profile), ADMIN_USER, secrets["influx_admin"],
+                                      verify=client_context(certs.ca_file(profile)))
     try:
         tenant_influx.ensure_named_database(admin, database, raw_days, rollup_days, WRITER_USER, DAGSTER_USER)
     finally:
@@ -220,3 +223,9 @@ def _rows(body: dict[str, object]) -> list[list[object]]:
 
 def stop(profile: Profile) -> bool:
     return process(profile).stop()
+
+
+def restart(profile: Profile, secrets: dict[str, str]) -> None:
+    """New certificates: the write gate process (which serves InfluxDB's HTTPS) reads them only at start."""
+    influx_gate.stop(profile)
+    start(profile, secrets)

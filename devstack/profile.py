@@ -27,13 +27,16 @@ LOOPBACK = "127.0.0.1"
 
 # Before HATS_PORT_OFFSET (the README's table shows these).
 BASE_PORTS: dict[str, dict[str, int]] = {
-    "dev": {"mqtt": 18830, "influx": 18086, "influx_gate": 18087, "influx_rpc": 18088, "pg": 15432, "dagster": 3000,
+    "dev": {"mqtt": 18830, "mqtt_plain": 18831, "influx": 18086, "influx_gate": 18087,
+            "influx_rpc": 18088, "pg": 15432, "dagster": 3000,
             "worker": 18090, "prometheus": 19090, "exporter": 19091},
-    "test": {"mqtt": 28830, "influx": 28086, "influx_gate": 28087, "influx_rpc": 28088, "pg": 25432, "dagster": 23000,
+    "test": {"mqtt": 28830, "mqtt_plain": 28831, "influx": 28086, "influx_gate": 28087,
+             "influx_rpc": 28088, "pg": 25432, "dagster": 23000,
              "worker": 28090, "prometheus": 29090, "exporter": 29091},
 }
 PORT_SETTINGS = {
     "mqtt": "HATS_MQTT_PORT",
+    "mqtt_plain": "HATS_MQTT_PLAINTEXT_PORT",
     "influx": "HATS_INFLUX_PORT",
     "influx_gate": "HATS_INFLUX_GATE_PORT",
     "influx_rpc": "HATS_INFLUX_RPC_PORT",
@@ -44,7 +47,8 @@ PORT_SETTINGS = {
     "exporter": "HATS_EXPORTER_PORT",
 }
 PORT_MEANINGS = {
-    "mqtt": "Mosquitto port",
+    "mqtt": "Mosquitto's TLS port",
+    "mqtt_plain": "Mosquitto's plaintext port, open only with `HATS_MQTT_PLAINTEXT=1`",
     "influx": "InfluxDB's HTTP API for its own accounts (`HATS_INFLUX_URL`): the write gate process's front, which "
               "forwards all but `/debug/*` to InfluxDB's socket",
     "influx_gate": "the InfluxDB write gate (`HATS_INFLUX_WRITE_URL`, the worker's)",
@@ -56,6 +60,7 @@ PORT_MEANINGS = {
     "prometheus": "the stack's Prometheus",
     "exporter": "the ops exporter's `/metrics` (`python -m ops_exporter`)",
 }
+MQTT_PLAINTEXT_SETTING = "HATS_MQTT_PLAINTEXT"
 
 
 class StackConfigError(ValueError):
@@ -67,6 +72,9 @@ class Profile:
     name: str
     state_dir: Path
     ports: dict[str, int]
+    # HATS_MQTT_PLAINTEXT=1: Mosquitto also listens without TLS (on HATS_MQTT_PLAINTEXT_PORT), for a device
+    # that cannot do TLS. Off by default, and never on the test stack, whose tests prove plaintext is refused.
+    mqtt_plaintext: bool = False
 
     @property
     def pg_data_dir(self) -> Path:
@@ -125,7 +133,14 @@ def load_profile(name: str) -> Profile:
     ports = {service: _port(name, service) for service in PORT_SETTINGS}
     if len(set(ports.values())) != len(ports):
         raise StackConfigError(f"two services share a port in {ports}; give each HATS_*_PORT its own value")
-    return Profile(name=name, state_dir=STATE_ROOT / name, ports=ports)
+    return Profile(name=name, state_dir=STATE_ROOT / name, ports=ports, mqtt_plaintext=_mqtt_plaintext(name))
+
+
+def _mqtt_plaintext(profile: str) -> bool:
+    raw = value(MQTT_PLAINTEXT_SETTING) if profile == "dev" else "0"
+    if raw not in ("0", "1"):
+        raise StackConfigError(f"{MQTT_PLAINTEXT_SETTING}={raw!r}: use 1 (also listen without TLS) or 0 (TLS only)")
+    return raw == "1"
 
 
 def pg_bin_dir() -> Path:

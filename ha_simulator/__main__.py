@@ -33,6 +33,7 @@ from ha_simulator.fleet import ALL_FORMATS, Format
 from ha_simulator.messages import Topics
 from ha_simulator.publish import NullSink, Publisher, RunOptions, Sink, Target, run
 from ha_simulator.simulation import SimulationConfig
+from ingest_worker.tls import mqtt_context
 
 BROKER_ENV = ("HATS_MQTT_PORT", "HATS_MQTT_PUBLISHER_USERNAME", "HATS_MQTT_PUBLISHER_PASSWORD")
 EXIT_USAGE = 2
@@ -142,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_USAGE
         target = Target(os.environ.get("HATS_MQTT_HOST", "127.0.0.1"), int(os.environ["HATS_MQTT_PORT"]),
                         os.environ["HATS_MQTT_PUBLISHER_USERNAME"], os.environ["HATS_MQTT_PUBLISHER_PASSWORD"],
-                        config.topics.events)
+                        config.topics.events, mqtt_context(os.environ))
         # The account's own name: the broker refuses a home's (or the demo's) account any other client id,
         # so two simulators on one account take each other's connection; give each its own account.
         sink = Publisher(target)

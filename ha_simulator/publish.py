@@ -5,6 +5,7 @@ traffic paced by the wall clock (compressed by `--speed`) — with progress and 
 
 from __future__ import annotations
 
+import ssl
 import sys
 import threading
 import time
@@ -41,6 +42,7 @@ class Target:
     username: str
     password: str
     topic: str
+    tls: ssl.SSLContext | None = None  # the broker's verifying context (ingest_worker/tls.py); None: plaintext
 
 
 class PublishRefused(PermissionError):
@@ -69,6 +71,8 @@ class Publisher:
         self._client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5,
                                    client_id=target.username if client_id is None else client_id)
         self._client.username_pw_set(target.username, target.password)
+        if target.tls is not None:
+            self._client.tls_set_context(target.tls)
         self._client.max_inflight_messages_set(MAX_INFLIGHT)
         self._client.max_queued_messages_set(0)
         self._topic = target.topic

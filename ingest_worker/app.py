@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import psycopg
 
-from ingest_worker import metrics, tracing
+from ingest_worker import metrics, peer_certs, tracing
 from ingest_worker.door import open_pipeline
 from ingest_worker.ha_link import HaLink, HaLinkSettings, HomeAssistantAuthError
 from ingest_worker.health import HealthServer
@@ -54,7 +54,7 @@ async def run(settings: WorkerSettings) -> dict[str, int]:
     link = MqttLink(
         LinkSettings(settings.mqtt_host, settings.mqtt_port, settings.mqtt_username,
                      settings.mqtt_password.get_secret_value(), settings.mqtt_client_id,
-                     subscription_filters(sources), settings.mqtt_share_group),
+                     subscription_filters(sources), settings.mqtt_share_group, settings.mqtt_tls_context()),
         on_batch=lambda: _call_soon(loop, wakeup.set),
     ) if settings.mqtt_sources() else None
     ha = HaLink(HaLinkSettings(settings.ha_url, settings.ha_token.get_secret_value(), settings.ha_recorder_commit_s),
@@ -98,6 +98,7 @@ async def run(settings: WorkerSettings) -> dict[str, int]:
         loop.add_signal_handler(sig, stop.set)
     if link is not None:
         link.start()
+    tls_probe = asyncio.create_task(peer_certs.watch(settings), name="tls-probe")
     ha_task = asyncio.create_task(ha.run(), name="ha-link") if ha is not None else None
     fatal: BaseException | None = None
     replayer = asyncio.create_task(writer.replay_forever(pipeline.replayed), name="outbox-replay")
@@ -141,9 +142,10 @@ async def run(settings: WorkerSettings) -> dict[str, int]:
             ha_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, HomeAssistantAuthError):
                 await ha_task
-        replayer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await replayer
+        for task in (replayer, tls_probe):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await health.close()
         await influx.aclose()
         await pipeline.close()

@@ -11,8 +11,13 @@ import hashlib
 import re
 from dataclasses import dataclass
 
+# The Dagster side verifies a TLS InfluxDB the worker's way (one context builder for every client).
+from ingest_worker.tls import client_context as tls_client_context
+
 # Traces: both sides send their spans where the OpenTelemetry SDK's own variables say (tracing/settings.py).
 from ingest_worker.tracing.settings import TraceSettings as TraceSettings
+
+__all__ = ["TraceSettings", "tls_client_context"]
 
 RAW_RP = "raw"
 ROLLUP_RP = "rollup"

@@ -80,7 +80,7 @@ async def open_pipeline(settings: WorkerSettings,
         await metadata.load(conn)
     influx = InfluxWriter(settings.influx_write_url, database_for(settings.tenant), settings.influx_username,
                           settings.influx_password.get_secret_value(), settings.influx_timeout_s,
-                          client=influx_client)
+                          client=influx_client, verify=settings.influx_verify())
     writer = DurableWriter(influx, Outbox(outbox_dir, settings.outbox_max_bytes))
     pipeline = Pipeline(settings.tenant, sources, writer, metadata, conn, settings.ingest_dsn.get_secret_value(),
                         link, settings.max_payload_bytes, settings.batch_max_points, settings.batch_max_age_s, hooks)

@@ -41,7 +41,7 @@ from urllib.parse import urlsplit
 import httpx
 import psycopg
 
-from ingest_worker import metrics, tracing
+from ingest_worker import metrics, peer_certs, tracing
 from ingest_worker.contract import shard_of, share_group_of
 from ingest_worker.door import Wiring, open_pipeline
 from ingest_worker.ha_link import HaLink, HaLinkSettings
@@ -65,12 +65,15 @@ from ingest_worker.tenants import (
     active_tenants,
     read_secret,
 )
+from ingest_worker.tls import client_context
 
 log = logging.getLogger("ingest_worker")
 
 TICK_S = 0.05
 STALLED_AFTER_S = 30.0
 QUANTUM = 1_000  # messages a home parses per tick before the next home's turn
+# A home's own broker (core.tenants.broker_url): its scheme's default port; mqtts:// is TLS.
+MQTT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 IDLE_TICK_S = 0.25  # homes with nothing queued are still ticked (held statestream states, batch age)
 METRICS_EVERY_S = 1.0
 RETRY_FAILED_S = 30.0
@@ -206,7 +209,7 @@ class ManyHomes:
             s = self.settings
             self.platform = MqttLink(LinkSettings(s.mqtt_host, s.mqtt_port, s.mqtt_username,
                                                   s.mqtt_password.get_secret_value(), s.mqtt_client_id, [],
-                                                  self.group), on_batch=self._wake_threadsafe)
+                                                  self.group, s.mqtt_tls_context()), on_batch=self._wake_threadsafe)
             self.platform.start()
         return self.platform
 
@@ -214,15 +217,16 @@ class ManyHomes:
         assert row.broker_url is not None
         assert row.broker_username is not None
         url = urlsplit(row.broker_url)
-        if url.scheme != "mqtt":
-            raise TenantConfigError(f"tenant {row.tenant_id}: broker_url {row.broker_url!r}: the worker connects "
-                                    "with mqtt:// only (TLS terminates in front of it)")
+        if url.scheme not in MQTT_PORTS:
+            raise TenantConfigError(f"tenant {row.tenant_id}: broker_url {row.broker_url!r}: use mqtts:// (TLS, "
+                                    "verified with HATS_MQTT_CA_FILE or the system's trust store) or mqtt://")
         password = read_secret(self.settings.tenant_secrets_dir, row.tenant_id, BROKER_PASSWORD)
         # Client id = the account's name: the platform binds a home's reader account to it (tenancy/broker.py),
         # so no other client can take over its session; it is the home's one session on that broker, so its
         # filters are plain ones (a reader confined to `<prefix>#` is refused `$share/…`, measured).
-        return MqttLink(LinkSettings(url.hostname or "", url.port or 1883, row.broker_username, password,
-                                     row.broker_username, filters), on_batch=self._wake_threadsafe)
+        tls = client_context(self.settings.mqtt_ca_file) if url.scheme == "mqtts" else None
+        return MqttLink(LinkSettings(url.hostname or "", url.port or MQTT_PORTS[url.scheme], row.broker_username,
+                                     password, row.broker_username, filters, tls=tls), on_batch=self._wake_threadsafe)
 
     @staticmethod
     async def _end_tasks_and_link(home: Home) -> None:
@@ -417,6 +421,7 @@ class ManyHomes:
         self._reader = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
         self._ops = [await OpsConnection.open(dsn) for _ in range(s.pg_connections)]
         self._influx = open_client(s.influx_write_url, s.influx_username, s.influx_password.get_secret_value(),
+                                   s.influx_verify(),
                                    s.influx_timeout_s, shared=True)
         health = HealthServer(s.http_host, s.http_port, ready=self.ready,
                               alive=lambda: time.monotonic() - self.last_tick < STALLED_AFTER_S)
@@ -427,6 +432,7 @@ class ManyHomes:
             self._loop.add_signal_handler(sig, stop.set)
         watching = asyncio.create_task(self.watcher.run(), name="tenant-watcher")
         reread = asyncio.create_task(self._reread_forever(stop), name="tenant-reread")
+        tls_probe = asyncio.create_task(peer_certs.watch(s), name="tls-probe")
         log.info("registry mode: shard %d of %d, share group %s", s.shard, s.shards, self.group)
         metrics_at = swept = 0.0
         try:
@@ -470,7 +476,7 @@ class ManyHomes:
             await asyncio.wait_for(asyncio.gather(*(self._drain(h) for h in self.homes.values())),
                                    s.shutdown_timeout_s)
         finally:
-            for task in (watching, reread):
+            for task in (watching, reread, tls_probe):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task

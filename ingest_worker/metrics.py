@@ -64,3 +64,7 @@ TRACE_SPANS_EXPORTED = Counter("hats_trace_spans_exported", "Spans the OTLP coll
 TRACE_SPANS_DROPPED = Counter("hats_trace_spans_dropped", "Spans lost (tracing on): queue_full, the export queue "
                               "was full (the collector slow or away); export_failed, a request to the collector "
                               "failed", ["reason"], registry=REGISTRY)
+TLS_CERT_NOT_AFTER = Gauge("hats_tls_cert_not_after_seconds",
+                           "notAfter (Unix seconds) of the certificate each TLS peer presented to the worker's "
+                           "latest handshake (every HATS_TLS_PROBE_S; PostgreSQL's read via SSLRequest as libpq does)",
+                           ["peer"], registry=REGISTRY)

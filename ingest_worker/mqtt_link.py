@@ -16,6 +16,7 @@ import logging
 import random
 import select
 import socket
+import ssl
 import threading
 import time
 from collections import deque
@@ -56,6 +57,7 @@ class LinkSettings:
     # (filter, shared): retained topics every replica must see (discovery configs) are not shared.
     filters: Sequence[tuple[str, bool]]
     share_group: str | None = None
+    tls: ssl.SSLContext | None = None  # the broker's verifying context (ingest_worker/tls.py); None: plaintext
 
 
 class MqttLink:
@@ -67,6 +69,8 @@ class MqttLink:
         self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=settings.client_id,
                                    clean_session=False, manual_ack=True)
         self._client.username_pw_set(settings.username, settings.password)
+        if settings.tls is not None:
+            self._client.tls_set_context(settings.tls)
         self._client.on_message = self._on_message
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect

@@ -5,11 +5,13 @@ a message naming the environment variable and how to fix it. Defaults are justif
 from __future__ import annotations
 
 import os
+import ssl
 from pathlib import Path
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ingest_worker import tls
 from ingest_worker.contract import TENANT_PATTERN
 from ingest_worker.tracing.settings import TraceSettings
 
@@ -76,6 +78,14 @@ class WorkerSettings(BaseSettings):
 
     mqtt_host: str = Field("127.0.0.1", description="MQTT broker host")
     mqtt_port: int = Field(1883, ge=1, le=65535, description="MQTT broker port (the local stack: 18830)")
+    mqtt_tls: bool = Field(False, description="`1`: connect over TLS 1.2+, verifying the broker's certificate and "
+                                              "host name (the local stack writes `1`); `0` for a user's plaintext "
+                                              "broker")
+    mqtt_ca_file: Path | None = Field(None, description="CA certificate (PEM) the broker is verified with (unset: the "
+                                                        "system's trust store; the local stack's is "
+                                                        "`.hats/<profile>/tls/ca.pem`); set with `HATS_MQTT_TLS=0`, "
+                                                        "missing, unreadable or not PEM, the worker does not start "
+                                                        "and names it")
     # Required when an MQTT source is chosen (load_settings checks; a websocket-only worker needs no broker).
     mqtt_username: str = Field("", description="broker account; in the local stack "
                               "`hats_worker`, which may only subscribe")
@@ -101,6 +111,9 @@ class WorkerSettings(BaseSettings):
                                                  "itself")
     influx_username: str = Field(description="the worker's account on the write gate (local stack: `hats_worker`; "
                                                 "InfluxDB does not know it)")
+    influx_ca_file: Path | None = Field(None, description="CA certificate (PEM) an `https://` InfluxDB or write gate "
+                                                          "is verified with (unset: the system's trust store); with "
+                                                          "an `http://` URL it is an error")
     influx_password: SecretStr = Field(description="its password")
     influx_timeout_s: float = Field(10.0, gt=0, le=300,
                                     description="a write slower than this goes to the outbox instead")
@@ -129,6 +142,10 @@ class WorkerSettings(BaseSettings):
                                                   "bound")
     log_format: str = Field("json", pattern="^(json|text)$",
                             description="`json` (one object per line) or `text`")
+    tls_probe_s: float = Field(300.0, gt=0, le=86400,
+                               description="how often the worker reads the certificate each TLS peer presents (a "
+                                           "handshake with the broker, InfluxDB and PostgreSQL, verified as its "
+                                           "connections are) for `hats_tls_cert_not_after_seconds{peer}`")
 
     @field_validator("tenant")
     @classmethod
@@ -170,6 +187,22 @@ class WorkerSettings(BaseSettings):
         if self.shard >= self.shards:
             raise ValueError(f"HATS_SHARD {self.shard} must be below HATS_SHARDS {self.shards}")
         return self
+
+    @model_validator(mode="after")
+    def _tls(self) -> WorkerSettings:
+        problems = tls.settings_problems(self.mqtt_tls, self.mqtt_ca_file, self.influx_write_url, self.influx_ca_file,
+                                         "HATS_INFLUX_WRITE_URL")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def mqtt_tls_context(self) -> ssl.SSLContext | None:
+        """The broker's verifying context, None for a plaintext broker (HATS_MQTT_TLS=0)."""
+        return tls.client_context(self.mqtt_ca_file) if self.mqtt_tls else None
+
+    def influx_verify(self) -> ssl.SSLContext:
+        """httpx's `verify` for InfluxDB (the CA's context; unused for an http:// URL)."""
+        return tls.client_context(self.influx_ca_file)
 
     @property
     def registry_mode(self) -> bool:

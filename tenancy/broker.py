@@ -34,6 +34,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+import ssl
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -188,6 +189,8 @@ class _Link:
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=ADMIN_CLIENT_PREFIX + uuid.uuid4().hex[:12],
                                   protocol=mqtt.MQTTv5)
         self.client.username_pw_set(admin.username, admin.password)
+        if admin.tls is not None:
+            self.client.tls_set_context(admin.tls)
         self.client.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)
         self.client.on_connect, self.client.on_subscribe = self._on_connect, self._on_subscribe
         self.client.on_disconnect, self.client.on_message = self._on_disconnect, self._on_message
@@ -298,8 +301,10 @@ class BrokerAdmin:
     on one connection; a call outside one opens and closes its own connection."""
 
     def __init__(self, host: str, port: int, username: str, password: str, *, timeout_s: float = TIMEOUT_S,
-                 discovery_prefix: str = DISCOVERY_PREFIX) -> None:
+                 discovery_prefix: str = DISCOVERY_PREFIX, tls: ssl.SSLContext | None = None) -> None:
+        """`tls`: the verifying context of a TLS broker (ingest_worker/tls.py), None for plaintext."""
         self.host, self.port, self.username = host, port, username
+        self.tls = tls
         self.password = password
         self.timeout_s = timeout_s
         self.discovery_prefix = discovery_prefix
@@ -309,7 +314,7 @@ class BrokerAdmin:
     @classmethod
     def from_settings(cls, settings: TenancySettings) -> BrokerAdmin:
         return cls(settings.mqtt_host, settings.mqtt_port, settings.broker_admin_username,
-                   settings.broker_admin_password.get_secret_value())
+                   settings.broker_admin_password.get_secret_value(), tls=settings.mqtt_tls_context())
 
     def __repr__(self) -> str:
         return f"BrokerAdmin({self.username!r} at {self.host}:{self.port})"

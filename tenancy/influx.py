@@ -9,6 +9,7 @@ InfluxQL has no bound parameters for identifiers, so every identifier is quoted 
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
 
 import httpx
@@ -41,9 +42,10 @@ class InfluxAdmin:
     """The admin's connection; one HTTP client for its lifetime (making one per request costs ~55 ms of TLS
     context set-up each, most of a tenant's creation when measured)."""
 
-    def __init__(self, url: str, username: str, password: str) -> None:
+    def __init__(self, url: str, username: str, password: str, verify: ssl.SSLContext | bool = True) -> None:
+        """`verify`: the CA's context for an https:// InfluxDB (ingest_worker/tls.py)."""
         self.url = url
-        self._client = httpx.Client(auth=(username, password), timeout=ADMIN_TIMEOUT_S)
+        self._client = httpx.Client(auth=(username, password), timeout=ADMIN_TIMEOUT_S, verify=verify)
 
     def close(self) -> None:
         self._client.close()

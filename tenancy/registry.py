@@ -180,7 +180,8 @@ class TenantRegistry:
     def __init__(self, settings: TenancySettings, broker: HomeBroker | None = None) -> None:
         self.settings = settings
         self.influx = influx.InfluxAdmin(settings.influx_url, settings.influx_admin_username,
-                                         settings.influx_admin_password.get_secret_value())
+                                         settings.influx_admin_password.get_secret_value(),
+                                         verify=settings.influx_verify())
         self.secrets = tenant_secrets.TenantSecrets(settings.tenant_secrets_dir)
         self._broker = broker
 

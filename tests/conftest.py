@@ -26,6 +26,7 @@ import pytest
 from devstack import stack
 from devstack.procs import free_port
 from devstack.profile import PROJECT_ROOT, Profile, load_profile
+from ingest_worker.tls import client_context
 from tenancy import secrets as tenant_secrets
 from tenancy.broker import account_name
 from tenancy.registry import TenantRegistry
@@ -89,7 +90,7 @@ class Tenant:
             f"{self.env['HATS_INFLUX_URL']}/query",
             data={"q": query, "db": self.database, "epoch": "ns"},
             auth=(self.env["HATS_INFLUX_ADMIN_USERNAME"], self.env["HATS_INFLUX_ADMIN_PASSWORD"]),
-            timeout=30,
+            timeout=30, verify=client_context(self.env["HATS_INFLUX_CA_FILE"]),
         )
         response.raise_for_status()
         series: list[dict[str, Any]] = []

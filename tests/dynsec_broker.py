@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from devstack.mosquitto import hash_password, plugin_path
+from devstack.mosquitto import hash_password, plugin_path, tls_options
 from devstack.procs import Managed, port_open, wait_until
-from devstack.profile import LOOPBACK
+from devstack.profile import LOOPBACK, load_profile
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,7 @@ def render_config(port: int, dynsec_file: Path, log: Path) -> str:
         "# A test's own broker (tests/dynsec_broker.py).",
         "per_listener_settings false",
         f"listener {port} {LOOPBACK}",
+        *tls_options(load_profile("test")),  # the test stack's certificate: clients verify it with its CA
         "allow_anonymous false",
         f"plugin {plugin_path()}",
         f"plugin_opt_config_file {dynsec_file}",

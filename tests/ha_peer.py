@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -79,12 +80,13 @@ def _progress(config: pytest.Config) -> Progress:
 
 def start_peer(version: str, profile: Profile, stack_env: dict[str, str], progress: Progress) -> HaPeer:
     port = int(stack_env["HATS_MQTT_PORT"])
+    ca = Path(stack_env["HATS_MQTT_CA_FILE"])
     peer = HaPeer(
         version=version,
         state_root=profile.path("homeassistant"),
         broker=Broker(LOOPBACK, port, stack_env["HATS_MQTT_HOMEASSISTANT_USERNAME"],
-                      stack_env["HATS_MQTT_HOMEASSISTANT_PASSWORD"]),
-        listener=Broker(LOOPBACK, port, stack_env["HATS_MQTT_USERNAME"], stack_env["HATS_MQTT_PASSWORD"]),
+                      stack_env["HATS_MQTT_HOMEASSISTANT_PASSWORD"], ca),
+        listener=Broker(LOOPBACK, port, stack_env["HATS_MQTT_USERNAME"], stack_env["HATS_MQTT_PASSWORD"], ca),
         progress=progress,
     )
     try:

@@ -13,6 +13,7 @@ from ha_simulator.publish import Publisher, Target
 from hats_assets.defs.common.resources import InfluxDBResource, PostgresResource
 from hats_assets.defs.common.tenants import TenantSelection
 from hats_assets.defs.retention.assets import RetentionSettings
+from ingest_worker.tls import mqtt_context
 from tests.conftest import Tenant
 
 
@@ -27,7 +28,7 @@ def state_changed(entity_id: str, state: str, at: datetime, **attributes: object
 def publish(tenant: Tenant, payloads: list[bytes]) -> None:
     env = tenant.env
     publisher = Publisher(Target("127.0.0.1", int(env["HATS_MQTT_PORT"]), env["HATS_MQTT_PUBLISHER_USERNAME"],
-                                 env["HATS_MQTT_PUBLISHER_PASSWORD"], tenant.topic))
+                                 env["HATS_MQTT_PUBLISHER_PASSWORD"], tenant.topic, tls=mqtt_context(env)))
     try:
         for payload in payloads:
             publisher.publish(payload)
@@ -41,7 +42,7 @@ def asset_resources(tenant: Tenant) -> dict[str, object]:
     env = tenant.env
     return {
         "influxdb": InfluxDBResource(url=env["HATS_INFLUX_URL"], username=env["HATS_INFLUX_DAGSTER_USERNAME"],
-                                     password=env["HATS_INFLUX_DAGSTER_PASSWORD"]),
+                                     password=env["HATS_INFLUX_DAGSTER_PASSWORD"], ca_file=env["HATS_INFLUX_CA_FILE"]),
         "postgres": PostgresResource(dsn=env["HATS_DAGSTER_DSN"]),
         "tenant_selection": TenantSelection(tenants=[tenant.name]),
         "retention_settings": RetentionSettings(),  # the defaults: raw points kept 30 days

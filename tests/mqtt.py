@@ -1,7 +1,14 @@
-"""Small synchronous MQTT 5 helpers for tests: reason codes tell us what the broker's ACL decided."""
+"""Small synchronous MQTT 5 helpers for tests: reason codes tell us what the broker's ACL decided.
+
+They connect over TLS with the test stack's CA, as every client of the stack does (the stack's broker and
+the throw-away ones of tests/dynsec_broker.py serve the stack's certificate); `plaintext=True` tries
+without TLS, which the stack's broker refuses.
+"""
 
 from __future__ import annotations
 
+import functools
+import ssl
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,7 +20,22 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from devstack import certs
+from devstack.profile import load_profile
+from ingest_worker.tls import client_context
+
 TIMEOUT_S = 10.0
+
+
+@functools.cache
+def stack_tls() -> ssl.SSLContext:
+    """The test stack's CA context (its certificates are made by `hats up`, before any test connects)."""
+    return client_context(certs.ca_file(load_profile("test")))
+
+
+def _secure(client: mqtt.Client, plaintext: bool) -> None:
+    if not plaintext:
+        client.tls_set_context(stack_tls())
 
 
 @dataclass
@@ -44,12 +66,13 @@ class Session:
 
 
 def connect_code(port: int, username: str | None, password: str | None, client_id: str = "",
-                 v311: bool = False) -> ReasonCode:
+                 v311: bool = False, plaintext: bool = False) -> ReasonCode:
     """The CONNACK reason code the broker answers these credentials (and client id) with."""
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
                          protocol=mqtt.MQTTv311 if v311 else mqtt.MQTTv5)
     if username is not None:
         client.username_pw_set(username, password)
+    _secure(client, plaintext)
     result: list[ReasonCode] = []
     done = threading.Event()
 
@@ -71,7 +94,7 @@ def connect_code(port: int, username: str | None, password: str | None, client_i
 
 @contextmanager
 def session(port: int, username: str, password: str, client_id: str = "", clean_start: bool = True,
-            session_expiry_s: int = 0, v311: bool = False) -> Iterator[Session]:
+            session_expiry_s: int = 0, v311: bool = False, plaintext: bool = False) -> Iterator[Session]:
     """An MQTT 5 session (reason codes), or with `v311` a 3.1.1 one as the worker uses."""
     if v311:
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311,
@@ -79,6 +102,7 @@ def session(port: int, username: str, password: str, client_id: str = "", clean_
     else:
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
     client.username_pw_set(username, password)
+    _secure(client, plaintext)
     s = Session(client)
     connected = threading.Event()
 

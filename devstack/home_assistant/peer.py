@@ -90,7 +90,7 @@ class HomeAssistantPeer:
         self._api = HomeAssistantApi(self._process.url, provision.ensure_token(self._process.url, self._state_file))
         self._wait_running()
         entry = self._settled_mqtt_entry()
-        if entry is None or entry.get("state") != "loaded":
+        if entry is None or entry.get("state") != "loaded" or not provision.entry_matches(self.config_dir, self.broker):
             self.progress("creating the MQTT config entry; restarting (statestream/eventstream need it at boot)")
             provision.create_mqtt_entry(self._api, self.broker)
             provision.remove_onboarding_entries(self._api)
@@ -135,6 +135,8 @@ class HomeAssistantPeer:
         subscribed: queue.Queue[bool] = queue.Queue()
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"hats-ha-verify-{uuid.uuid4().hex[:8]}")
         client.username_pw_set(self.listener.username, self.listener.password)
+        if (tls := self.listener.tls()) is not None:
+            client.tls_set_context(tls)
         client.on_message = lambda _c, _u, message: received.put((message.topic, bytes(message.payload)))
         client.on_subscribe = lambda *_args: subscribed.put(True)
         client.connect(self.listener.host, self.listener.port)

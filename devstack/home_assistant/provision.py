@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import ssl
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 import httpx
 
 from devstack.home_assistant.api import HomeAssistantApi, HomeAssistantApiError
+from ingest_worker.tls import client_context
 
 USERNAME = "hats"
 DISPLAY_NAME = "hats tests"
@@ -38,6 +40,11 @@ class Broker:
     port: int
     username: str
     password: str
+    # The CA a TLS broker's certificate is verified with (the stack's ca.pem); None: a plaintext broker.
+    ca_file: Path | None = None
+
+    def tls(self) -> ssl.SSLContext | None:
+        return client_context(self.ca_file) if self.ca_file is not None else None
 
 
 @dataclass
@@ -133,16 +140,49 @@ def remove_onboarding_entries(api: HomeAssistantApi) -> list[str]:
     return [e["domain"] for e in removed]
 
 
+def entry_matches(config_dir: Path, broker: Broker) -> bool:
+    """Whether the stored MQTT entry (HA's `.storage/core.config_entries`) points at this broker the same way:
+    host, port, account and, for a TLS broker, the same CA. A slot provisioned for a plaintext broker (or
+    another CA) is provisioned again: its entry would load and then never connect."""
+    path = config_dir / ".storage" / "core.config_entries"
+    if not path.exists():
+        return False
+    entries = json.loads(path.read_text()).get("data", {}).get("entries", [])
+    data = next((e.get("data", {}) for e in entries if e.get("domain") == "mqtt"), None)
+    if data is None:
+        return False
+    ca = broker.ca_file.read_text() if broker.ca_file is not None else None
+    return bool(data.get("broker") == broker.host and data.get("port") == broker.port
+                and data.get("username") == broker.username and data.get("certificate") == ca)
+
+
+def _upload(api: HomeAssistantApi, path: Path) -> str:
+    """A file through HA's `file_upload` API (what the config flow's upload field sends): its id."""
+    response = httpx.post(f"{api.url}/api/file_upload", headers=api.headers, timeout=REQUEST_TIMEOUT_S,
+                          files={"file": (path.name, path.read_bytes(), "application/x-pem-file")})
+    if response.status_code != 200:
+        raise HomeAssistantApiError(f"file_upload of {path.name} answered {response.status_code}: {response.text}")
+    return str(response.json()["file_id"])
+
+
 def create_mqtt_entry(api: HomeAssistantApi, broker: Broker) -> dict[str, Any]:
-    """The MQTT integration through the config flow (user → broker step), as the UI creates it."""
+    """The MQTT integration through the config flow (user → broker step), as the UI creates it. A TLS broker
+    takes the advanced options, as in the UI: the CA uploaded (`file_upload`) and chosen as the broker
+    certificate's verification ("custom"), hostname checked (`tls_insecure` off)."""
     existing = mqtt_entry(api)
     if existing is not None:  # not loaded (wrong broker or password): replace it
         api.request("DELETE", f"/api/config/config_entries/entry/{existing['entry_id']}")
     flow: dict[str, Any] = api.post("/api/config/config_entries/flow",
-                                    {"handler": "mqtt", "show_advanced_options": False})
+                                    {"handler": "mqtt", "show_advanced_options": broker.ca_file is not None})
+    basic = {"broker": broker.host, "port": broker.port, "username": broker.username, "password": broker.password}
+    if flow.get("type") == "form" and flow.get("step_id") == "broker" and broker.ca_file is not None:
+        # As in the UI: the advanced options, then "custom" verification (which adds the upload field), then the CA.
+        flow = api.post(f"/api/config/config_entries/flow/{flow['flow_id']}", {**basic, "advanced_options": True})
+        basic |= {"set_ca_cert": "custom", "tls_insecure": False}
+        flow = api.post(f"/api/config/config_entries/flow/{flow['flow_id']}", basic)
+        basic |= {"certificate": _upload(api, broker.ca_file)}
     if flow.get("type") == "form" and flow.get("step_id") == "broker":
-        flow = api.post(f"/api/config/config_entries/flow/{flow['flow_id']}", {
-            "broker": broker.host, "port": broker.port, "username": broker.username, "password": broker.password})
+        flow = api.post(f"/api/config/config_entries/flow/{flow['flow_id']}", basic)
     if flow.get("type") != "create_entry":
         raise HomeAssistantApiError(f"the MQTT config flow did not create an entry: {flow}")
     return flow

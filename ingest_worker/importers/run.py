@@ -183,7 +183,8 @@ async def _run(settings: WorkerSettings, options: Options, history: History, doo
         from ingest_worker.importers.statistics import import_statistics
 
         influx = InfluxWriter(settings.influx_write_url, database_for(settings.tenant), settings.influx_username,
-                              settings.influx_password.get_secret_value(), settings.influx_timeout_s, rp=ROLLUP_RP)
+                              settings.influx_password.get_secret_value(), settings.influx_timeout_s, rp=ROLLUP_RP,
+                              verify=settings.influx_verify())
         try:
             outcome.statistics = await import_statistics(
                 door.conn, influx, settings.tenant, history.source_key, history.statistics(),

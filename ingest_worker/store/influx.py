@@ -19,6 +19,7 @@ import asyncio
 import gzip
 import logging
 import random
+import ssl
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ import httpx
 
 from ingest_worker import metrics
 from ingest_worker.contract import RAW_RP
+from ingest_worker.tls import client_context
 
 log = logging.getLogger(__name__)
 
@@ -56,25 +58,29 @@ def decode_body(body: bytes) -> list[str]:
     return gzip.decompress(body).decode().split("\n")
 
 
-def open_client(url: str, username: str, password: str, timeout_s: float, shared: bool = False) -> httpx.AsyncClient:
-    """`shared`: one client for many homes' writers. Their flushes then queue for its `SHARED_CONNECTIONS`
+def open_client(url: str, username: str, password: str, verify: ssl.SSLContext, timeout_s: float,
+                shared: bool = False) -> httpx.AsyncClient:
+    """`verify`: the context an https:// InfluxDB is verified with (ingest_worker/tls.py).
+    `shared`: one client for many homes' writers. Their flushes then queue for its `SHARED_CONNECTIONS`
     connections without a pool timeout: waiting for a free connection is not InfluxDB being away (with
     httpx's default, 1,000 homes' flushes timed out in the pool and sent healthy homes to their outboxes)."""
     if not shared:
-        return httpx.AsyncClient(base_url=url, auth=(username, password), timeout=timeout_s)
+        return httpx.AsyncClient(base_url=url, auth=(username, password), timeout=timeout_s, verify=verify)
     return httpx.AsyncClient(base_url=url, auth=(username, password), timeout=httpx.Timeout(timeout_s, pool=None),
+                             verify=verify,
                              limits=httpx.Limits(max_connections=SHARED_CONNECTIONS,
                                                  max_keepalive_connections=SHARED_CONNECTIONS))
 
 
 class InfluxWriter:
     def __init__(self, url: str, database: str, username: str, password: str, timeout_s: float,
-                 rp: str = RAW_RP, client: httpx.AsyncClient | None = None) -> None:
+                 rp: str = RAW_RP, client: httpx.AsyncClient | None = None,
+                 verify: ssl.SSLContext | None = None) -> None:
         """`rp`: the retention policy written to (`raw`; the statistics import writes `rollup`). `client`:
         one shared by many homes' writers (registry mode: one pool of connections to InfluxDB, not one
-        per home), else its own."""
+        per home), else its own, verifying an https:// InfluxDB with `verify` (default: the system store)."""
         self._owns_client = client is None
-        self._client = client or open_client(url, username, password, timeout_s)
+        self._client = client or open_client(url, username, password, verify or client_context(None), timeout_s)
         self._params = {"db": database, "rp": rp, "precision": "ns"}
 
     async def aclose(self) -> None:

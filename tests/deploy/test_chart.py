@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tomllib
 from importlib.metadata import requires
+from pathlib import Path
 from typing import Any
 
 import helm_python as helm
@@ -19,7 +20,8 @@ import pytest
 import yaml  # type: ignore[import-untyped]
 from pydantic import SecretStr
 
-from devstack.profile import PROJECT_ROOT
+from devstack import certs
+from devstack.profile import PROJECT_ROOT, Profile
 from ingest_worker.contract import TENANT_PATTERN
 from ingest_worker.settings import ENV_PREFIX, WorkerSettings, load_settings
 from tests.deploy.chart import (
@@ -121,29 +123,45 @@ def test_one_statefulset_per_shard_with_its_replicas(rendered: Rendered) -> None
         assert env["HATS_MQTT_CLIENT_ID"].kind == "field"  # the pod's stable name: one session per replica
 
 
-def started(sts: dict[str, Any], rendered: Rendered, monkeypatch: pytest.MonkeyPatch) -> WorkerSettings:
+@pytest.fixture(scope="module")
+def tls_mount(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """What the CA Secret's volume holds in a pod (`ca.pem`), made here by the stack's own PKI."""
+    profile = Profile(name="test", state_dir=tmp_path_factory.mktemp("pki"), ports={})
+    certs.ensure(profile)
+    return certs.ca_file(profile).parent
+
+
+def started(sts: dict[str, Any], rendered: Rendered, monkeypatch: pytest.MonkeyPatch,
+            tls_mount: Path | None = None) -> WorkerSettings:
     """The worker's own start-up validation in the environment of the shard's last replica (a value for
-    each Secret key), and nothing else of this test's environment."""
+    each Secret key; a file of the CA Secret's volume, which the container must mount, at `tls_mount`),
+    and nothing else of this test's environment."""
     [container] = pod_spec(sts)["containers"]
     env = container_env(container, rendered)
     assert set(env) - set(worker_fields()) == set()  # each variable names a WorkerSettings field
     pod = f"{sts['metadata']['name']}-{sts['spec']['replicas'] - 1}"
+    mount = rendered.values["tls"]["mountPath"] + "/"
     for name in [n for n in os.environ if n.upper().startswith(ENV_PREFIX)]:
         monkeypatch.delenv(name)
     for name, source in env.items():
-        monkeypatch.setenv(name, resolve(source, rendered, pod))
+        value = resolve(source, rendered, pod)
+        if value.startswith(mount) and tls_mount is not None:
+            assert mount.rstrip("/") in {m["mountPath"] for m in container["volumeMounts"]}, name
+            value = str(tls_mount / value.removeprefix(mount))
+        monkeypatch.setenv(name, value)
     settings = load_settings()
     assert settings.mqtt_client_id == pod
     return settings
 
 
 def test_every_variable_a_worker_gets_is_a_worker_setting_and_it_starts(rendered: Rendered,
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+                                                                       monkeypatch: pytest.MonkeyPatch,
+                                                                       tls_mount: Path) -> None:
     """With the rendered variables the worker's start-up validation passes in every shard: every
     required setting is set and every rendered value is valid."""
     for sts in workers(rendered):
         [container] = pod_spec(sts)["containers"]
-        settings = started(sts, rendered, monkeypatch)
+        settings = started(sts, rendered, monkeypatch, tls_mount)
         assert settings.registry_mode
         assert (settings.shard, settings.shards) == (int(sts["metadata"]["labels"]["hats/shard"]),
                                                      rendered.values["worker"]["shards"])
@@ -455,3 +473,28 @@ def test_the_daily_backup_is_a_cronjob_with_only_backup_settings_and_its_own_sec
     assert claim["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
     assert "hats-backup" not in {secret["metadata"]["name"] for secret in rendered.of_kind("Secret")}
     assert render("default").of_kind("CronJob") == []
+
+
+# --- TLS to the services ---------------------------------------------------------------------------------------
+
+def test_tls_settings_follow_the_services_and_the_ca_secret(monkeypatch: pytest.MonkeyPatch, tls_mount: Path) -> None:
+    """A TLS broker and an https:// InfluxDB with the CA Secret: the worker verifies both with the mounted
+    `ca.pem` and the code location is told the same file; a plaintext broker gets neither TLS nor a CA."""
+    rendered = render_values({"tls": {"caSecret": "hats-tls-ca", "mountPath": "/var/run/secrets/hats/tls"}})
+    for sts in workers(rendered):
+        settings = started(sts, rendered, monkeypatch, tls_mount)
+        assert settings.mqtt_tls
+        assert settings.mqtt_ca_file == settings.influx_ca_file == tls_mount / "ca.pem"
+        [volume] = [v for v in pod_spec(sts)["volumes"] if v["name"] == "tls-ca"]
+        assert volume["secret"]["secretName"] == "hats-tls-ca"
+    [location] = [c for c in rendered.of_kind("ConfigMap") if c["metadata"]["name"] == "hats-code-location"]
+    assert location["data"]["HATS_INFLUX_CA_FILE"] == "/var/run/secrets/hats/tls/ca.pem"
+    plain = render_values({"external": {"mqtt": {"host": "mqtt.example.internal", "port": 1883, "tls": False},
+                                        "influxdb": {"url": "http://influxdb.example.internal:8086"}},
+                           "tls": {"caSecret": "hats-tls-ca", "mountPath": "/var/run/secrets/hats/tls"}})
+    for sts in workers(plain):
+        env = container_env(pod_spec(sts)["containers"][0], plain)
+        assert "HATS_MQTT_CA_FILE" not in env
+        assert "HATS_INFLUX_CA_FILE" not in env
+        settings = started(sts, plain, monkeypatch, tls_mount)
+        assert not settings.mqtt_tls

@@ -471,7 +471,7 @@ def test_the_services_write_and_read_every_home(warehouse: Warehouse, stack_env:
     wh = warehouse
 
     def as_service(key: str) -> str:
-        return stack_env[key].rsplit("/", 1)[0] + "/" + wh.database
+        return psycopg.conninfo.make_conninfo(stack_env[key], dbname=wh.database)
 
     tenants = (wh.a.tenant, wh.b.tenant)
     with psycopg.connect(as_service("HATS_INGEST_DSN")) as ingest:

@@ -32,6 +32,7 @@ from devstack import influxdb as stack_influx
 from devstack import postgres
 from devstack.profile import PORT_SETTINGS, PROJECT_ROOT, Profile
 from hats_assets.defs.warehouse.tables import month_partition
+from ingest_worker.tls import client_context
 from tests.conftest import Tenant, wait_for
 
 pytestmark = pytest.mark.integration
@@ -90,7 +91,8 @@ def _digests(dsn: str) -> dict[str, tuple[int, str]]:
 def _influx(env: dict[str, str], query: str, database: str | None = None) -> list[dict[str, Any]]:
     response = httpx.post(f"{env['HATS_INFLUX_URL']}/query", data={"q": query, "epoch": "ns"} | (
         {"db": database} if database else {}), auth=(env["HATS_INFLUX_ADMIN_USERNAME"],
-                                                     env["HATS_INFLUX_ADMIN_PASSWORD"]), timeout=30)
+                                                     env["HATS_INFLUX_ADMIN_PASSWORD"]), timeout=30,
+                                                     verify=client_context(env["HATS_INFLUX_CA_FILE"]))
     response.raise_for_status()
     series: list[dict[str, Any]] = []
     for result in response.json()["results"]:
@@ -126,7 +128,7 @@ def _write_points(tenant: Tenant, start: datetime, count: int) -> None:
         response = httpx.post(f"{tenant.env['HATS_INFLUX_URL']}/write",
                               params={"db": tenant.database, "rp": policy}, content="\n".join(lines),
                               auth=(tenant.env["HATS_INFLUX_ADMIN_USERNAME"], tenant.env["HATS_INFLUX_ADMIN_PASSWORD"]),
-                              timeout=30)
+                              timeout=30, verify=client_context(tenant.env["HATS_INFLUX_CA_FILE"]))
         assert response.status_code == 204, response.text
 
 
@@ -266,7 +268,8 @@ def test_restoring_over_what_exists_is_refused(profile: Profile, stack_env: dict
     from tenancy.influx import InfluxAdmin
 
     admin = InfluxAdmin(stack_env["HATS_INFLUX_URL"], stack_env["HATS_INFLUX_ADMIN_USERNAME"],
-                        stack_env["HATS_INFLUX_ADMIN_PASSWORD"])
+                        stack_env["HATS_INFLUX_ADMIN_PASSWORD"],
+                        verify=client_context(stack_env["HATS_INFLUX_CA_FILE"]))
     try:
         policies = made.manifest["influxdb"]["databases"][tenant.database]
         with pytest.raises(BackupError, match=f"already has a database {tenant.database}.*--replace"):

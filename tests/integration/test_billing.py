@@ -14,6 +14,7 @@ import pytest
 from hats_assets.defs.billing.assets import usage_daily
 from hats_assets.defs.common.resources import InfluxDBResource
 from hats_assets.defs.common.tenants import TenantSelection
+from ingest_worker.tls import client_context
 from tests.conftest import Tenant
 from tests.homeassistant import asset_resources, metadata_of
 
@@ -31,7 +32,8 @@ def plant(home: Tenant, entities: int, points_per_hour: dict[int, int], dead: in
                  "000000000")
     response = httpx.post(f"{home.env['HATS_INFLUX_URL']}/write", params={"db": home.database, "rp": "raw"},
                           content="\n".join(lines),
-                          auth=(home.env["HATS_INFLUX_ADMIN_USERNAME"], home.env["HATS_INFLUX_ADMIN_PASSWORD"]))
+                          auth=(home.env["HATS_INFLUX_ADMIN_USERNAME"], home.env["HATS_INFLUX_ADMIN_PASSWORD"]),
+                          verify=client_context(home.env["HATS_INFLUX_CA_FILE"]))
     assert response.status_code == 204, response.text
     with psycopg.connect(home.env["HATS_PG_DSN"], autocommit=True) as conn:
         for hour, points in {**points_per_hour, -1: 1000, 24: 1000}.items():
@@ -46,7 +48,8 @@ def plant(home: Tenant, entities: int, points_per_hour: dict[int, int], dead: in
 
 def admin_query(home: Tenant, query: str) -> list[dict[str, Any]]:
     body = httpx.post(f"{home.env['HATS_INFLUX_URL']}/query", data={"q": query}, timeout=30,
-                      auth=(home.env["HATS_INFLUX_ADMIN_USERNAME"], home.env["HATS_INFLUX_ADMIN_PASSWORD"])).json()
+                      auth=(home.env["HATS_INFLUX_ADMIN_USERNAME"], home.env["HATS_INFLUX_ADMIN_PASSWORD"]),
+                      verify=client_context(home.env["HATS_INFLUX_CA_FILE"])).json()
     return [series for result in body["results"] for series in result.get("series", [])]
 
 
@@ -81,7 +84,8 @@ def test_usage_per_home_and_day_matches_an_independent_count(two_homes: tuple[Te
     resources = {**asset_resources(big), "tenant_selection": TenantSelection(tenants=[big.name, small.name]),
                  "influxdb_admin": InfluxDBResource(url=env["HATS_INFLUX_URL"],
                                                     username=env["HATS_INFLUX_ADMIN_USERNAME"],
-                                                    password=env["HATS_INFLUX_ADMIN_PASSWORD"])}
+                                                    password=env["HATS_INFLUX_ADMIN_PASSWORD"],
+                                                    ca_file=env["HATS_INFLUX_CA_FILE"])}
     result = dg.materialize([usage_daily], partition_key=f"{DAY:%Y-%m-%d}", resources=resources)
     assert usage(big) == (205, 5, 3, stored_bytes(big, "raw"), stored_bytes(big, "rollup"))
     assert usage(small) == (9, 2, 0, stored_bytes(small, "raw"), stored_bytes(small, "rollup"))

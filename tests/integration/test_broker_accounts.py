@@ -14,6 +14,7 @@ import pytest
 from devstack import mosquitto
 from devstack.profile import Profile
 from ha_simulator.publish import Publisher, PublishRefused, Target
+from ingest_worker.tls import mqtt_context
 from tenancy.broker import CONFIG_DENY_DEPTH, BrokerAdmin, BrokerAdminError, account_name
 from tests.mqtt import connect_code, session
 
@@ -47,7 +48,7 @@ MakeHome = Callable[[], Home]
 
 def admin_for(env: dict[str, str], password: str | None = None) -> BrokerAdmin:
     return BrokerAdmin(env["HATS_MQTT_HOST"], int(env["HATS_MQTT_PORT"]), env["HATS_BROKER_ADMIN_USERNAME"],
-                       env["HATS_BROKER_ADMIN_PASSWORD"] if password is None else password)
+                       env["HATS_BROKER_ADMIN_PASSWORD"] if password is None else password, tls=mqtt_context(env))
 
 
 @pytest.fixture
@@ -277,11 +278,13 @@ def test_a_publisher_on_the_wrong_account_is_told_not_dropped_silently(stack_env
     """Under MQTT 3.1.1 Mosquitto acknowledges a refused message and drops it; the simulator's publisher
     speaks MQTT 5, so a test or a simulated home publishing with the wrong account fails naming it."""
     a, b = make_home(), make_home()
-    publisher = Publisher(Target("127.0.0.1", port_of(stack_env), *a.ha, f"{b.prefix}homeassistant/events"))
+    publisher = Publisher(Target("127.0.0.1", port_of(stack_env), *a.ha, f"{b.prefix}homeassistant/events",
+                                 tls=mqtt_context(stack_env)))
     for i in range(3):
         publisher.publish(f"{i}".encode())
     with pytest.raises(PublishRefused, match=f"refused 3 of 3 messages from '{a.ha[0]}'"):
         publisher.close()
-    own = Publisher(Target("127.0.0.1", port_of(stack_env), *a.ha, f"{a.prefix}homeassistant/events"))
+    own = Publisher(Target("127.0.0.1", port_of(stack_env), *a.ha, f"{a.prefix}homeassistant/events",
+                           tls=mqtt_context(stack_env)))
     own.publish(b"21.5")
     own.close()  # nothing refused: no error

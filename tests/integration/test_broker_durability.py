@@ -10,6 +10,7 @@ import pytest
 from devstack import mosquitto
 from devstack.profile import Profile
 from ha_simulator.publish import Publisher, Target
+from ingest_worker.tls import mqtt_context
 from tests.mqtt import session
 
 pytestmark = pytest.mark.integration
@@ -28,7 +29,7 @@ def test_offline_subscriber_gets_every_message_after_a_broker_restart(
     with session(port, *worker, client_id=client_id, clean_start=False, v311=True) as s:
         assert s.subscribe(topic) == 1
     publisher = Publisher(Target("127.0.0.1", port, stack_env["HATS_MQTT_PUBLISHER_USERNAME"],
-                                 stack_env["HATS_MQTT_PUBLISHER_PASSWORD"], topic))
+                                 stack_env["HATS_MQTT_PUBLISHER_PASSWORD"], topic, tls=mqtt_context(stack_env)))
     for i in range(MESSAGES):
         publisher.publish(str(i).encode())
     publisher.close()  # every PUBACK received: the broker owns all of them now

@@ -30,6 +30,7 @@ from hats_assets.defs.retention.assets import WAREHOUSE_TABLES, retention
 from hats_assets.defs.rollups.assets import ROLLUP_MEASUREMENTS, rollups
 from hats_assets.defs.warehouse.assets import daily_rollup, hourly_rollup, local_daily_rollup
 from hats_assets.defs.warehouse.states import state_hourly, state_local_daily
+from ingest_worker.tls import client_context
 from tests.conftest import Tenant, new_tenant, remove_tenant
 from tests.faults import FAULTS, INFLUXDB, POSTGRESQL, Fault, FaultyInfluxDB, FaultyPostgres
 from tests.homeassistant import asset_resources
@@ -65,7 +66,8 @@ def seed(tenant: Tenant) -> None:
              *(f"binary,entity_id=binary_sensor.door,source=t value={float(i % 2)} {t}" for i, t in enumerate(at))]
     response = httpx.post(f"{tenant.env['HATS_INFLUX_WRITE_URL']}/write", params={"db": tenant.database, "rp": "raw"},
                           content="\n".join(lines),
-                          auth=(tenant.env["HATS_INFLUX_USERNAME"], tenant.env["HATS_INFLUX_PASSWORD"]))
+                          auth=(tenant.env["HATS_INFLUX_USERNAME"], tenant.env["HATS_INFLUX_PASSWORD"]),
+                          verify=client_context(tenant.env["HATS_INFLUX_CA_FILE"]))
     assert response.status_code == 204, response.text
     with psycopg.connect(tenant.env["HATS_PG_DSN"], autocommit=True) as conn:
         conn.execute("INSERT INTO ops.ingest_hours (tenant_id, hour, points) VALUES (%s, %s, %s)",

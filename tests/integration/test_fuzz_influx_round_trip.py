@@ -17,6 +17,7 @@ from ingest_worker.contract import Point
 from ingest_worker.lineprotocol import encode
 from ingest_worker.normalise import DEVICE_CLASS
 from ingest_worker.rejections import Rejected
+from ingest_worker.tls import client_context
 from tests.conftest import Tenant
 from tests.ha_strategies import any_text, examples
 from tests.lineprotocol_reader import read_line
@@ -45,7 +46,8 @@ def test_what_the_encoder_accepts_influxdb_stores_as_the_reader_reads_it(tenant:
             return  # refused before InfluxDB: the unit properties hold the reason
         expected = read_line(line)
         response = httpx.post(f"{tenant.env['HATS_INFLUX_URL']}/write", params={"db": tenant.database},
-                              content=line.encode(), auth=auth, timeout=30)
+                              content=line.encode(), auth=auth, timeout=30,
+                              verify=client_context(tenant.env["HATS_INFLUX_CA_FILE"]))
         assert response.status_code == 204, (line, response.text)
         series = tenant.influx(f"SELECT * FROM \"{measurement}\" WHERE probe = '{probe}'")
         assert len(series) == 1, (line, series)

@@ -31,6 +31,7 @@ from hats_assets.defs.rollups.assets import rollups
 from hats_assets.defs.warehouse.assets import daily_rollup, hourly_rollup
 from ingest_worker.contract import Point
 from ingest_worker.lineprotocol import encode
+from ingest_worker.tls import client_context
 from tests.conftest import Tenant, WorkerProcess, new_tenant, wait_for
 from tests.ha_peer import HaPeer
 from tests.homeassistant import asset_resources
@@ -266,7 +267,8 @@ def copy_shifted(source: Tenant, target: Tenant) -> set[int]:
             hours.add(moved // NS_PER_HOUR * NS_PER_HOUR)
     response = httpx.post(f"{target.env['HATS_INFLUX_WRITE_URL']}/write", params={"db": target.database, "rp": "raw"},
                           content="\n".join(lines).encode(),
-                          auth=(target.env["HATS_INFLUX_USERNAME"], target.env["HATS_INFLUX_PASSWORD"]), timeout=30)
+                          auth=(target.env["HATS_INFLUX_USERNAME"], target.env["HATS_INFLUX_PASSWORD"]), timeout=30,
+                          verify=client_context(target.env["HATS_INFLUX_CA_FILE"]))
     assert response.status_code == 204, response.text
     with psycopg.connect(source.env["HATS_PG_DSN"], autocommit=True) as conn:
         columns = [row[0] for row in conn.execute(

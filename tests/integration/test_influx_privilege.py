@@ -14,6 +14,7 @@ import pytest
 from devstack import influxdb, stack
 from devstack.procs import port_open
 from devstack.profile import Profile
+from ingest_worker.tls import client_context
 from tenancy import influx as tenant_influx
 from tests.conftest import Tenant, wait_for
 
@@ -22,7 +23,8 @@ pytestmark = pytest.mark.integration
 
 def _admin(env: dict[str, str]) -> tenant_influx.InfluxAdmin:
     return tenant_influx.InfluxAdmin(env["HATS_INFLUX_URL"], env["HATS_INFLUX_ADMIN_USERNAME"],
-                                     env["HATS_INFLUX_ADMIN_PASSWORD"])
+                                     env["HATS_INFLUX_ADMIN_PASSWORD"],
+                                     verify=client_context(env["HATS_INFLUX_CA_FILE"]))
 
 
 def test_a_home_database_has_no_autogen_policy_and_a_write_to_it_fails(tenant: Tenant) -> None:
@@ -38,7 +40,7 @@ def test_a_home_database_has_no_autogen_policy_and_a_write_to_it_fails(tenant: T
                          params={"db": tenant.database, "rp": "autogen", "precision": "ns"},
                          content=f"autogen_probe value=1.0 {now}".encode(),
                          auth=(tenant.env["HATS_INFLUX_ADMIN_USERNAME"], tenant.env["HATS_INFLUX_ADMIN_PASSWORD"]),
-                         timeout=10)
+                         timeout=10, verify=client_context(tenant.env["HATS_INFLUX_CA_FILE"]))
     # InfluxDB 1.6 answers a missing policy with a 500 (the error names it), not a 4xx.
     assert refused.status_code == 500, refused.text
     assert "retention policy not found: autogen" in refused.text
@@ -86,7 +88,8 @@ def test_no_debug_endpoint_answers_over_tcp(stack_env: dict[str, str], profile: 
     credentials or without."""
     admin = (stack_env["HATS_INFLUX_ADMIN_USERNAME"], stack_env["HATS_INFLUX_ADMIN_PASSWORD"])
     for auth in (None, admin):
-        response = httpx.get(f"{stack_env['HATS_INFLUX_URL']}{path}", auth=auth, timeout=10)
+        response = httpx.get(f"{stack_env['HATS_INFLUX_URL']}{path}", auth=auth, timeout=10,
+                             verify=client_context(stack_env["HATS_INFLUX_CA_FILE"]))
         assert response.status_code in (400, 403), response.text[:200]
         assert "memstats" not in response.text
     with _socket(profile) as influx:
@@ -96,12 +99,14 @@ def test_no_debug_endpoint_answers_over_tcp(stack_env: dict[str, str], profile: 
 def test_the_front_forwards_influxdbs_own_accounts(stack_env: dict[str, str]) -> None:
     """Everything but /debug goes through as it is: InfluxDB authenticates, answers and streams."""
     url = f"{stack_env['HATS_INFLUX_URL']}/query"
-    assert httpx.post(url, data={"q": "SHOW DATABASES"}, timeout=10).status_code == 401
+    verify = client_context(stack_env["HATS_INFLUX_CA_FILE"])
+    assert httpx.post(url, data={"q": "SHOW DATABASES"}, timeout=10, verify=verify).status_code == 401
     admin = (stack_env["HATS_INFLUX_ADMIN_USERNAME"], stack_env["HATS_INFLUX_ADMIN_PASSWORD"])
-    shown = httpx.post(url, data={"q": "SHOW DATABASES"}, auth=admin, timeout=10)
+    shown = httpx.post(url, data={"q": "SHOW DATABASES"}, auth=admin, timeout=10, verify=verify)
     assert shown.status_code == 200
     assert ["hats_home"] in shown.json()["results"][0]["series"][0]["values"]
-    chunked = httpx.get(url, params={"q": "SHOW DATABASES", "chunked": "true"}, auth=admin, timeout=10)
+    chunked = httpx.get(url, params={"q": "SHOW DATABASES", "chunked": "true"}, auth=admin, timeout=10,
+                        verify=verify)
     assert chunked.status_code == 200
     assert "hats_home" in chunked.text
 

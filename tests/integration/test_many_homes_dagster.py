@@ -20,6 +20,7 @@ from hats_assets.defs.quality.warehouse_checks import warehouse_rows_match_rollu
 from hats_assets.defs.rollups.assets import rollups
 from hats_assets.defs.rollups.schedules import late_data_sensor
 from hats_assets.defs.warehouse.assets import daily_rollup, hourly_rollup, local_daily_rollup
+from ingest_worker.tls import client_context
 from tests.conftest import Tenant
 from tests.homeassistant import asset_resources, metadata_of
 
@@ -39,7 +40,8 @@ def both(first: Tenant, second: Tenant) -> dict[str, object]:
 def write_raw(tenant: Tenant, lines: list[str]) -> None:
     response = httpx.post(f"{tenant.env['HATS_INFLUX_WRITE_URL']}/write", params={"db": tenant.database, "rp": "raw"},
                           content="\n".join(lines),
-                          auth=(tenant.env["HATS_INFLUX_USERNAME"], tenant.env["HATS_INFLUX_PASSWORD"]))
+                          auth=(tenant.env["HATS_INFLUX_USERNAME"], tenant.env["HATS_INFLUX_PASSWORD"]),
+                          verify=client_context(tenant.env["HATS_INFLUX_CA_FILE"]))
     assert response.status_code == 204, response.text
 
 

@@ -84,7 +84,7 @@ class Homes:
         path = folder / "broker_password"
         path.write_text(password)
         path.chmod(0o600)
-        url = f"mqtt://127.0.0.1:{self.stack_env['HATS_MQTT_PORT']}"
+        url = f"mqtts://127.0.0.1:{self.stack_env['HATS_MQTT_PORT']}"  # the platform broker: TLS only
         _pg(self.stack_env, "UPDATE core.tenants SET topic_prefix = %s, broker_url = %s, broker_username = %s "
             "WHERE tenant_id = %s", prefix, url, username, home.name)
         return username
@@ -175,7 +175,7 @@ def test_homes_added_at_run_time_stay_apart(homes: Homes, start_worker: Start, s
     reader = homes.own_account(own)
     for home in (noisy, quiet, own):
         serving(worker, home)
-    assert f"tenant {own.name}: starting (own broker mqtt://127.0.0.1:" in worker.output()
+    assert f"tenant {own.name}: starting (own broker mqtts://127.0.0.1:" in worker.output()
     assert f"as {reader}, subscribing to" in worker.output()  # its own session, under its own account
 
     # A flood of broken payloads in one home, then every home's good states.

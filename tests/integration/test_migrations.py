@@ -13,6 +13,7 @@ import pytest
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from psycopg import errors, sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from devstack import postgres
 from devstack.profile import PROJECT_ROOT, Profile
@@ -73,7 +74,7 @@ def _head() -> str:
 
 
 def _analyst_dsn(stack_env: dict[str, str], database_dsn: str) -> str:
-    return stack_env["HATS_ANALYST_DSN"].rsplit("/", 1)[0] + "/" + database_dsn.rsplit("/", 1)[1]
+    return make_conninfo(stack_env["HATS_ANALYST_DSN"], dbname=conninfo_to_dict(database_dsn)["dbname"])
 
 
 def _analyst_default_acl_0002(migrator_dsn: str) -> set[tuple[str, str, str, str]]:

@@ -19,6 +19,7 @@ from hats_assets.defs.quality.warehouse_checks import warehouse_rows_match_rollu
 from hats_assets.defs.raw.assets import raw_points
 from hats_assets.defs.rollups.assets import rollups
 from hats_assets.defs.warehouse.assets import daily_rollup, hourly_rollup
+from ingest_worker.tls import client_context
 from tests.conftest import Tenant
 from tests.homeassistant import asset_resources, metadata_of
 
@@ -32,7 +33,8 @@ DAY = HOUR.strftime("%Y-%m-%d")
 def write_raw(tenant: Tenant, lines: list[str]) -> None:
     response = httpx.post(f"{tenant.env['HATS_INFLUX_WRITE_URL']}/write", params={"db": tenant.database, "rp": "raw"},
                           content="\n".join(lines),
-                          auth=(tenant.env["HATS_INFLUX_USERNAME"], tenant.env["HATS_INFLUX_PASSWORD"]))
+                          auth=(tenant.env["HATS_INFLUX_USERNAME"], tenant.env["HATS_INFLUX_PASSWORD"]),
+                          verify=client_context(tenant.env["HATS_INFLUX_CA_FILE"]))
     assert response.status_code == 204, response.text
 
 
@@ -102,7 +104,8 @@ def test_failing_checks_name_the_rows_and_keep_the_day_out_of_the_warehouse(tena
     httpx.post(f"{tenant.env['HATS_INFLUX_URL']}/query", data={
         "q": f"DELETE FROM temperature WHERE entity_id = 'sensor.oven_probe' AND time = {at(30)}",
         "db": tenant.database}, auth=(tenant.env["HATS_INFLUX_ADMIN_USERNAME"],
-                                      tenant.env["HATS_INFLUX_ADMIN_PASSWORD"])).raise_for_status()
+                                      tenant.env["HATS_INFLUX_ADMIN_PASSWORD"]),
+                                      verify=client_context(tenant.env["HATS_INFLUX_CA_FILE"])).raise_for_status()
     rerun = dg.materialize(assets, partition_key=PARTITION, resources=resources)
     assert {n: e.passed for n, e in checks(rerun).items() if not e.passed} == {}
     assert len(checks(rerun)) == len(rollup_checks)

@@ -31,7 +31,7 @@ HOUR = timedelta(hours=1)
 def admin(tenant: Tenant) -> InfluxDBResource:
     env = tenant.env
     return InfluxDBResource(url=env["HATS_INFLUX_URL"], username=env["HATS_INFLUX_ADMIN_USERNAME"],
-                            password=env["HATS_INFLUX_ADMIN_PASSWORD"])
+                            password=env["HATS_INFLUX_ADMIN_PASSWORD"], ca_file=env["HATS_INFLUX_CA_FILE"])
 
 
 def run(tenant: Tenant, dry_run: bool, as_of: datetime | None = None) -> dg.ExecuteInProcessResult:

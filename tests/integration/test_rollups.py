@@ -30,6 +30,7 @@ from hats_assets.defs.rollups.assets import TRIGGER_TAG, rollups
 from hats_assets.defs.rollups.contract import WINDOWS_NS
 from hats_assets.defs.rollups.schedules import late_data_sensor
 from hats_assets.defs.warehouse.assets import daily_rollup, hourly_rollup, local_daily_rollup
+from ingest_worker.tls import client_context
 from tests.conftest import Tenant, WorkerProcess, wait_for
 from tests.homeassistant import asset_resources, metadata_of, publish, state_changed
 from tests.rollup_reference import NS, Event, counter_reference, gauge_reference
@@ -198,7 +199,8 @@ def write_direct_duplicates(tenant: Tenant, fleet: Fleet) -> int:
              for t, v in fleet.events["sensor.living_temp"][:30] if not math.isnan(v)]
     response = httpx.post(f"{tenant.env['HATS_INFLUX_WRITE_URL']}/write", params={"db": tenant.database, "rp": "raw"},
                           content="\n".join(lines),
-                          auth=(tenant.env["HATS_INFLUX_USERNAME"], tenant.env["HATS_INFLUX_PASSWORD"]))
+                          auth=(tenant.env["HATS_INFLUX_USERNAME"], tenant.env["HATS_INFLUX_PASSWORD"]),
+                          verify=client_context(tenant.env["HATS_INFLUX_CA_FILE"]))
     assert response.status_code == 204, response.text
     return len(lines)
 

@@ -8,7 +8,9 @@ import httpx
 import psycopg
 import pytest
 from psycopg import errors, sql
+from psycopg.conninfo import make_conninfo
 
+from ingest_worker.tls import client_context
 from tests.mqtt import connect_code, session
 
 pytestmark = pytest.mark.integration
@@ -71,7 +73,8 @@ def test_mqtt_admin_account_only_administers(stack_env: dict[str, str]) -> None:
 
 
 def _influx(stack_env: dict[str, str], q: str, auth: tuple[str, str] | None, db: str = "hats_home") -> httpx.Response:
-    return httpx.post(f"{stack_env['HATS_INFLUX_URL']}/query", data={"q": q, "db": db}, auth=auth, timeout=10)
+    return httpx.post(f"{stack_env['HATS_INFLUX_URL']}/query", data={"q": q, "db": db}, auth=auth, timeout=10,
+    verify=client_context(stack_env["HATS_INFLUX_CA_FILE"]))
 
 
 def test_influxdb_requires_auth_and_the_writer_cannot_read(stack_env: dict[str, str]) -> None:
@@ -81,7 +84,8 @@ def test_influxdb_requires_auth_and_the_writer_cannot_read(stack_env: dict[str, 
     denied = _influx(stack_env, "SELECT * FROM raw.temperature LIMIT 1", writer)
     assert denied.status_code == 401, denied.text
     written = httpx.post(f"{stack_env['HATS_INFLUX_WRITE_URL']}/write", params={"db": "hats_home", "rp": "raw"},
-                         content=b"acl_probe value=1.0", auth=writer, timeout=10)
+                         content=b"acl_probe value=1.0", auth=writer, timeout=10,
+                         verify=client_context(stack_env["HATS_INFLUX_CA_FILE"]))
     assert written.status_code == 204
     dagster = (stack_env["HATS_INFLUX_DAGSTER_USERNAME"], stack_env["HATS_INFLUX_DAGSTER_PASSWORD"])
     assert "error" not in _influx(stack_env, "SELECT * FROM raw.acl_probe", dagster).json()["results"][0]
@@ -235,7 +239,7 @@ def test_analyst_privileges_are_select_on_the_views_and_their_tables(stack_env: 
 
 
 def test_analyst_cannot_reach_dagster_storage(stack_env: dict[str, str]) -> None:
-    dsn = stack_env["HATS_ANALYST_DSN"].rsplit("/", 1)[0] + "/dagster"
+    dsn = make_conninfo(stack_env["HATS_ANALYST_DSN"], dbname="dagster")
     with pytest.raises(psycopg.OperationalError, match="permission denied"):
         psycopg.connect(dsn)
 

@@ -27,6 +27,7 @@ from hats_assets.definitions import defs
 from hats_assets.defs.rollups.assets import rollups
 from hats_assets.defs.rollups.contract import MAX_STATES_PER_HOUR, OTHER_STATE
 from hats_assets.defs.warehouse.states import state_hourly, state_local_daily
+from ingest_worker.tls import client_context
 from tests.conftest import Tenant, WorkerProcess, new_tenant, wait_for
 from tests.ha_peer import HaPeer
 from tests.homeassistant import asset_resources, metadata_of, publish, state_changed
@@ -324,7 +325,8 @@ def test_a_local_day_with_a_clock_change_has_its_own_length(
     response = httpx.post(f"{tenant.env['HATS_INFLUX_WRITE_URL']}/write",
                           params={"db": tenant.database, "rp": "rollup"},
                           content="\n".join(lines).encode(),
-                          auth=(tenant.env["HATS_INFLUX_USERNAME"], tenant.env["HATS_INFLUX_PASSWORD"]), timeout=30)
+                          auth=(tenant.env["HATS_INFLUX_USERNAME"], tenant.env["HATS_INFLUX_PASSWORD"]), timeout=30,
+                          verify=client_context(tenant.env["HATS_INFLUX_CA_FILE"]))
     assert response.status_code == 204, response.text
     utc_days = {"dagster/asset_partition_range_start": f"{start:%Y-%m-%d}",
                 "dagster/asset_partition_range_end": f"{end - timedelta(hours=1):%Y-%m-%d}"}

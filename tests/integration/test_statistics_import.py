@@ -31,6 +31,7 @@ from ingest_worker.importers.statistics_rows import Row, StatisticMeta
 from ingest_worker.importers.statistics_ws import WebsocketStatistics
 from ingest_worker.store.import_progress import Position
 from ingest_worker.store.influx import InfluxWriter
+from ingest_worker.tls import client_context
 from tests.conftest import Tenant, wait_for
 from tests.ha_peer import HaPeer
 
@@ -179,7 +180,8 @@ async def run_import(tenant: Tenant, reader: StatisticsReader, source_key: str,
                      retention_s: float | None) -> StatisticsReport:
     env = tenant.env
     influx = InfluxWriter(env["HATS_INFLUX_WRITE_URL"], tenant.database, env["HATS_INFLUX_USERNAME"],
-                          env["HATS_INFLUX_PASSWORD"], 30.0, rp=ROLLUP_RP)
+                          env["HATS_INFLUX_PASSWORD"], 30.0, rp=ROLLUP_RP,
+                          verify=client_context(env["HATS_INFLUX_CA_FILE"]))
     conn = await psycopg.AsyncConnection.connect(env["HATS_INGEST_DSN"], autocommit=True)
     try:
         return await import_statistics(conn, influx, tenant.name, source_key, reader, retention_s=retention_s,

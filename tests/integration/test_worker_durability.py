@@ -13,6 +13,7 @@ import pytest
 from devstack import influxdb, mosquitto
 from devstack.profile import Profile
 from ha_simulator.publish import Publisher, Target
+from ingest_worker.tls import mqtt_context
 from tests.conftest import Tenant, WorkerProcess, wait_for
 
 pytestmark = pytest.mark.integration
@@ -33,7 +34,7 @@ def publisher(tenant: Tenant) -> Publisher:
     """As the home's Home Assistant account, with the client id the broker binds it to (its name)."""
     env = tenant.env
     return Publisher(Target("127.0.0.1", int(env["HATS_MQTT_PORT"]), env["HATS_MQTT_PUBLISHER_USERNAME"],
-                            env["HATS_MQTT_PUBLISHER_PASSWORD"], tenant.topic))
+                            env["HATS_MQTT_PUBLISHER_PASSWORD"], tenant.topic, tls=mqtt_context(env)))
 
 
 def points(tenant: Tenant) -> int:

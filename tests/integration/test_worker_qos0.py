@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from ha_simulator.publish import Publisher, Target
+from ingest_worker.tls import mqtt_context
 from tests.conftest import Tenant, WorkerProcess, wait_for
 
 pytestmark = pytest.mark.integration
@@ -32,7 +33,7 @@ def publisher(tenant: Tenant, qos: int) -> Publisher:
     """As the home's Home Assistant account, with the client id the broker binds it to (its name)."""
     env = tenant.env
     return Publisher(Target("127.0.0.1", int(env["HATS_MQTT_PORT"]), env["HATS_MQTT_PUBLISHER_USERNAME"],
-                            env["HATS_MQTT_PUBLISHER_PASSWORD"], tenant.topic), qos=qos)
+                            env["HATS_MQTT_PUBLISHER_PASSWORD"], tenant.topic, tls=mqtt_context(env)), qos=qos)
 
 
 def event(i: int) -> bytes:

@@ -15,6 +15,7 @@ import pytest
 
 from devstack.procs import free_port
 from ha_simulator.publish import Publisher, Target
+from ingest_worker.tls import mqtt_context
 from tests.conftest import Tenant, WorkerProcess, wait_for
 from tests.dynsec_broker import Account, DynsecBroker, dynsec_broker
 from tests.integration.test_worker_durability import event, points
@@ -82,7 +83,8 @@ def test_refused_subscription_keeps_the_worker_unready_and_the_rest_flowing(
 
     # What the account may read still flows: a statestream state published first never arrives (the
     # broker holds no subscription for it), the eventstream change after it becomes a point.
-    pub = Publisher(Target(broker.host, broker.port, PUBLISHER, PUBLISHER_PASSWORD, tenant.topic),
+    pub = Publisher(Target(broker.host, broker.port, PUBLISHER, PUBLISHER_PASSWORD, tenant.topic,
+                           tls=mqtt_context(tenant.env)),
                     f"pub-{tenant.name}")
     topic, payload = statestream_state(tenant, "sensor.refused_probe", "12.5")
     pub.publish(payload, topic=topic)
