@@ -478,13 +478,14 @@ def test_the_daily_backup_is_a_cronjob_with_only_backup_settings_and_its_own_sec
 # --- TLS to the services ---------------------------------------------------------------------------------------
 
 def test_tls_settings_follow_the_services_and_the_ca_secret(monkeypatch: pytest.MonkeyPatch, tls_mount: Path) -> None:
-    """A TLS broker and an https:// InfluxDB with the CA Secret: the worker verifies both with the mounted
-    `ca.pem` and the code location is told the same file; a plaintext broker gets neither TLS nor a CA."""
+    """A TLS broker and an https:// InfluxDB with the CA Secret: the worker verifies the broker with the mounted
+    `ca.pem` (it writes through the in-cluster gate), the code location is told the same file for InfluxDB;
+    a plaintext broker gets neither TLS nor a CA."""
     rendered = render_values({"tls": {"caSecret": "hats-tls-ca", "mountPath": "/var/run/secrets/hats/tls"}})
     for sts in workers(rendered):
         settings = started(sts, rendered, monkeypatch, tls_mount)
         assert settings.mqtt_tls
-        assert settings.mqtt_ca_file == settings.influx_ca_file == tls_mount / "ca.pem"
+        assert settings.mqtt_ca_file == tls_mount / "ca.pem"
         [volume] = [v for v in pod_spec(sts)["volumes"] if v["name"] == "tls-ca"]
         assert volume["secret"]["secretName"] == "hats-tls-ca"
     [location] = [c for c in rendered.of_kind("ConfigMap") if c["metadata"]["name"] == "hats-code-location"]

@@ -17,13 +17,14 @@ from tenancy.settings import SettingsError
 from tenancy.settings import load_settings as load_tenancy_settings
 
 WORKER = {
-    "HATS_MQTT_USERNAME": "u", "HATS_MQTT_PASSWORD": "p", "HATS_INFLUX_URL": "https://127.0.0.1:1",
+    "HATS_MQTT_USERNAME": "u", "HATS_MQTT_PASSWORD": "p", "HATS_INFLUX_WRITE_URL": "https://127.0.0.1:1",
     "HATS_INFLUX_USERNAME": "w", "HATS_INFLUX_PASSWORD": "p", "HATS_INGEST_DSN": "postgresql://x@127.0.0.1/y",
 }
 TENANCY = {
     "HATS_PG_DSN": "postgresql://x@127.0.0.1/y", "HATS_INFLUX_URL": "https://127.0.0.1:1",
     "HATS_INFLUX_ADMIN_USERNAME": "a", "HATS_INFLUX_ADMIN_PASSWORD": "p", "HATS_INFLUX_USERNAME": "w",
-    "HATS_INFLUX_DAGSTER_USERNAME": "d", "HATS_MQTT_HOST": "127.0.0.1", "HATS_MQTT_PORT": "1",
+    "HATS_INFLUX_WRITER_USERNAME": "w", "HATS_INFLUX_DAGSTER_USERNAME": "d",
+    "HATS_MQTT_HOST": "127.0.0.1", "HATS_MQTT_PORT": "1",
     "HATS_BROKER_ADMIN_USERNAME": "b", "HATS_BROKER_ADMIN_PASSWORD": "p", "HATS_TENANT_SECRETS_DIR": "tenants",
 }
 
@@ -62,10 +63,10 @@ def test_worker_names_a_ca_file_that_holds_no_certificate(clean_env: pytest.Monk
 
 
 def test_worker_refuses_a_ca_file_without_tls(clean_env: pytest.MonkeyPatch, ca: Path) -> None:
-    message = worker_error(clean_env, {"HATS_MQTT_CA_FILE": str(ca), "HATS_INFLUX_URL": "http://127.0.0.1:1",
+    message = worker_error(clean_env, {"HATS_MQTT_CA_FILE": str(ca), "HATS_INFLUX_WRITE_URL": "http://127.0.0.1:1",
                                        "HATS_INFLUX_CA_FILE": str(ca)})
     assert "HATS_MQTT_CA_FILE is set but HATS_MQTT_TLS is off" in message
-    assert "HATS_INFLUX_CA_FILE is set but HATS_INFLUX_URL (http://127.0.0.1:1) is not https://" in message
+    assert "HATS_INFLUX_CA_FILE is set but HATS_INFLUX_WRITE_URL (http://127.0.0.1:1) is not https://" in message
 
 
 def test_worker_tls_contexts_verify_with_the_ca(clean_env: pytest.MonkeyPatch, ca: Path) -> None:
