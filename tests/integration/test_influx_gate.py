@@ -18,6 +18,7 @@ import pytest
 
 from devstack import influxdb
 from devstack.profile import Profile
+from ingest_worker.tls import client_context
 from tests.conftest import Tenant
 
 pytestmark = pytest.mark.integration
@@ -42,7 +43,8 @@ def _write(env: dict[str, str], lines: list[str], *, db: str, rp: str = "raw", a
     headers = {"Content-Type": "text/plain; charset=utf-8"}
     if gzipped:
         body, headers["Content-Encoding"] = gzip.compress(body, compresslevel=1), "gzip"
-    with client or httpx.Client(base_url=env["HATS_INFLUX_WRITE_URL"]) as http:
+    with client or httpx.Client(base_url=env["HATS_INFLUX_WRITE_URL"],
+        verify=client_context(env["HATS_INFLUX_CA_FILE"])) as http:
         return http.post("/write", params={"db": db, "rp": rp, "precision": "ns"}, content=body, headers=headers,
                          auth=auth or _worker(env), timeout=60)
 
@@ -69,7 +71,8 @@ def test_influxdbs_write_account_can_delete_history_which_is_why_only_the_gate_h
     assert _count(tenant, "gate_probe") == 10
     deleted = httpx.post(f"{tenant.env['HATS_INFLUX_URL']}/query", data={"q": "DELETE FROM gate_probe",
                                                                          "db": tenant.database},
-                         auth=(influxdb.WRITER_USER, secrets["influx_writer"]), timeout=30)
+                         auth=(influxdb.WRITER_USER, secrets["influx_writer"]), timeout=30,
+                         verify=client_context(tenant.env["HATS_INFLUX_CA_FILE"]))
     assert deleted.status_code == 200
     assert "error" not in deleted.json()["results"][0]
     assert _count(tenant, "gate_probe") == 0
@@ -101,11 +104,12 @@ def test_the_workers_credential_runs_no_statement_through_the_gate_nor_directly(
     q = statement.format(db=tenant.database)
     for method in ("GET", "POST"):
         through = httpx.request(method, f"{tenant.env['HATS_INFLUX_WRITE_URL']}/query",
-                                params={"q": q, "db": tenant.database}, auth=_worker(tenant.env), timeout=30)
+                                params={"q": q, "db": tenant.database}, auth=_worker(tenant.env), timeout=30,
+        verify=client_context(tenant.env["HATS_INFLUX_CA_FILE"]))
         assert through.status_code == 403, through.text
         assert "write-only gate" in through.json()["error"]
     direct = httpx.post(f"{tenant.env['HATS_INFLUX_URL']}/query", data={"q": q, "db": tenant.database},
-                        auth=_worker(tenant.env), timeout=30)
+                        auth=_worker(tenant.env), timeout=30, verify=client_context(tenant.env["HATS_INFLUX_CA_FILE"]))
     assert direct.status_code == 401, direct.text
     assert _count(tenant, "gate_probe") == 5
     assert "raw" in {row[0] for row in tenant.influx("SHOW RETENTION POLICIES")[0]["values"]}
@@ -114,7 +118,8 @@ def test_the_workers_credential_runs_no_statement_through_the_gate_nor_directly(
 @pytest.mark.parametrize("path", ["/query", "/debug/vars", "/debug/requests", "/debug/pprof/", "/api/v2/write",
                                   "/write/../query", "/"])
 def test_the_gate_refuses_every_other_path(stack_env: dict[str, str], path: str) -> None:
-    response = httpx.get(f"{stack_env['HATS_INFLUX_WRITE_URL']}{path}", auth=_worker(stack_env), timeout=10)
+    response = httpx.get(f"{stack_env['HATS_INFLUX_WRITE_URL']}{path}", auth=_worker(stack_env), timeout=10,
+        verify=client_context(stack_env["HATS_INFLUX_CA_FILE"]))
     assert response.status_code in (403, 405), response.text
     assert "gate" in response.json()["error"]
 
@@ -126,13 +131,15 @@ def test_a_wrong_or_missing_gate_password_is_refused(tenant: Tenant) -> None:
         refused = _write(tenant.env, _probe_lines(1), db=tenant.database, auth=auth)
         assert refused.status_code == 401, refused.text
     anonymous = httpx.post(f"{tenant.env['HATS_INFLUX_WRITE_URL']}/write", params={"db": tenant.database},
-                           content=b"gate_probe value=1", timeout=10)
+                           content=b"gate_probe value=1", timeout=10,
+        verify=client_context(tenant.env["HATS_INFLUX_CA_FILE"]))
     assert anonymous.status_code == 401
     # Credentials in the URL are refused (they end up in logs), even the right ones.
     user, password = _worker(tenant.env)
     in_url = httpx.post(f"{tenant.env['HATS_INFLUX_WRITE_URL']}/write",
                         params={"db": tenant.database, "u": user, "p": password},
-                        content=b"gate_probe value=1", auth=(user, password), timeout=10)
+                        content=b"gate_probe value=1", auth=(user, password), timeout=10,
+        verify=client_context(tenant.env["HATS_INFLUX_CA_FILE"]))
     assert in_url.status_code == 400
     assert _count(tenant, "gate_probe") == 0
 
@@ -149,7 +156,8 @@ def test_the_gate_writes_only_home_databases_and_their_policies(tenant: Tenant, 
                                                                 status: int) -> None:
     query = {"db": tenant.database, "rp": "raw", "precision": "ns"} | params
     response = httpx.post(f"{tenant.env['HATS_INFLUX_WRITE_URL']}/write", params=query,
-                          content=b"gate_probe value=1", auth=_worker(tenant.env), timeout=10)
+                          content=b"gate_probe value=1", auth=_worker(tenant.env), timeout=10,
+        verify=client_context(tenant.env["HATS_INFLUX_CA_FILE"]))
     assert response.status_code == status, response.text
     assert _count(tenant, "gate_probe") == 0
 
@@ -178,7 +186,8 @@ def test_the_gate_keeps_connections_alive(tenant: Tenant) -> None:
     parsed = urllib.parse.urlsplit(tenant.env["HATS_INFLUX_WRITE_URL"])
     assert parsed.hostname is not None
     assert parsed.port is not None
-    conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=30)
+    conn = http.client.HTTPSConnection(parsed.hostname, parsed.port, timeout=30,
+                                       context=client_context(tenant.env["HATS_INFLUX_CA_FILE"]))
     authorization = "Basic " + base64.b64encode(":".join(_worker(tenant.env)).encode()).decode()
     query = urllib.parse.urlencode({"db": tenant.database, "rp": "raw", "precision": "ns"})
     sockets = []
@@ -201,7 +210,8 @@ def test_influxdb_away_is_a_503_and_the_gate_writes_again_when_it_is_back(
         profile: Profile, tenant: Tenant, secrets: dict[str, str]) -> None:
     """The worker keeps a batch on a 5xx or no answer (its outbox): the gate answers 503, never a 2xx or 4xx."""
     assert _write(tenant.env, ["gate_probe value=1.0"], db=tenant.database).status_code == 204
-    ping = httpx.get(f"{tenant.env['HATS_INFLUX_WRITE_URL']}/ping", timeout=10)
+    ping = httpx.get(f"{tenant.env['HATS_INFLUX_WRITE_URL']}/ping", timeout=10,
+        verify=client_context(tenant.env["HATS_INFLUX_CA_FILE"]))
     assert ping.status_code == 204
     assert "X-Influxdb-Version" in ping.headers
     influxdb.stop(profile)
@@ -209,7 +219,8 @@ def test_influxdb_away_is_a_503_and_the_gate_writes_again_when_it_is_back(
         away = _write(tenant.env, ["gate_probe value=2.0"], db=tenant.database)
         assert away.status_code == 503, away.text
         assert "could not reach InfluxDB" in away.json()["error"]
-        assert httpx.get(f"{tenant.env['HATS_INFLUX_WRITE_URL']}/ping", timeout=10).status_code == 503
+        assert httpx.get(f"{tenant.env['HATS_INFLUX_WRITE_URL']}/ping", timeout=10,
+        verify=client_context(tenant.env["HATS_INFLUX_CA_FILE"])).status_code == 503
     finally:
         influxdb.start(profile, secrets)
     assert _write(tenant.env, ["gate_probe value=3.0"], db=tenant.database).status_code == 204
@@ -224,7 +235,7 @@ def test_the_shared_worker_account_is_bounded_to_the_homes_databases(stack_env: 
     stray = f"hats_stray{uuid.uuid4().hex[:8]}"
     admin = (stack_env["HATS_INFLUX_ADMIN_USERNAME"], stack_env["HATS_INFLUX_ADMIN_PASSWORD"])
     made = httpx.post(f"{stack_env['HATS_INFLUX_URL']}/query", data={"q": f'CREATE DATABASE "{stray}"'}, auth=admin,
-                      timeout=30)
+                      timeout=30, verify=client_context(stack_env["HATS_INFLUX_CA_FILE"]))
     assert made.status_code == 200
     try:
         refused = _write(stack_env, ["gate_probe value=1.0"], db=stray)
@@ -233,4 +244,4 @@ def test_the_shared_worker_account_is_bounded_to_the_homes_databases(stack_env: 
         assert _write(stack_env, ["gate_probe value=1.0"], db=tenant.database).status_code == 204
     finally:
         httpx.post(f"{stack_env['HATS_INFLUX_URL']}/query", data={"q": f'DROP DATABASE "{stray}"'}, auth=admin,
-                   timeout=30)
+                   timeout=30, verify=client_context(stack_env["HATS_INFLUX_CA_FILE"]))
