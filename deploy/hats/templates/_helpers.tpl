@@ -25,6 +25,17 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}
 
+{{/* The backup CronJob's image, the Dockerfile's `backup` stage: backup.image when set; else a separate
+     backup.image.repository at the main image's tag; else the main image's repository and tag + "-backup". */}}
+{{- define "hats.backupImage" -}}
+{{- $tag := default .Chart.AppVersion .Values.image.tag -}}
+{{- if .Values.backup.image.repository -}}
+{{- printf "%s:%s" .Values.backup.image.repository (default $tag .Values.backup.image.tag) -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository (default (printf "%s-backup" $tag) .Values.backup.image.tag) -}}
+{{- end -}}
+{{- end -}}
+
 {{/* The Secret a component reads: the one you manage, or the one this chart makes. */}}
 {{- define "hats.workerSecret" -}}
 {{- default (printf "%s-worker" (include "hats.fullname" .)) .Values.secrets.worker.existingSecret -}}
