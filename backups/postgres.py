@@ -67,6 +67,9 @@ def base_backup(settings: BackupSettings, dest: Path, progress: Progress) -> dic
     with _connect(settings) as conn:
         server_version = str(conn.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
         archiving = str(conn.execute("SHOW archive_mode").fetchone()[0]) != "off"  # type: ignore[index]
+        identifier = str(conn.execute("SELECT system_identifier FROM pg_control_system()").fetchone()[0])  # type: ignore[index]
+    if archiving:
+        wal.start_archiving(wal.archive_dir(settings.backup_dir, identifier))  # before: the WAL after it is kept
     argv = [str(pg_bin_dir() / "pg_basebackup"), "--pgdata", str(dest), "--format=plain", "--wal-method=stream",
             "--checkpoint=fast", "--no-password", "--label", f"hats {dest.parent.name}",
             "--manifest-checksums=CRC32C"]

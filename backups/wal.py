@@ -5,16 +5,25 @@ Segments are gzipped (a segment closed by a timeout is mostly zeros: 16 MiB beco
 purged stack, say) restarts its segment names at 1 and must never collide with the old one's. A segment is
 written to `.part` and renamed, so the archive never holds half a file; an existing segment is accepted only
 if it is the same (PostgreSQL may re-send a segment whose success it did not record) and refused otherwise.
+
+Only what a backup needs is archived: the archive command copies a segment only while the cluster's folder
+holds `ARCHIVING`, a marker `hats backup` writes before its first base backup (pg_basebackup streams the WAL
+the backup itself needs, so the archive is for replaying past its end). Before that the command succeeds
+without copying and PostgreSQL recycles the segment: a stack never backed up (every test stack, a scratch
+restore) keeps no WAL. From then on every segment is archived until retention removes what no kept backup
+needs (`retention.py`) or `hats purge` removes the folder with the marker.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 from pathlib import Path
 
 WAL_FOLDER = "wal"
 SUFFIX = ".gz"
+MARKER = "ARCHIVING"  # in a cluster's archive folder: a base backup needs its WAL from now on
 SEGMENT_BYTES = 16 * 1024 * 1024
 _LSN = re.compile(r"^([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})$")
 
@@ -24,10 +33,24 @@ def archive_dir(backup_dir: Path, system_identifier: str) -> Path:
 
 
 def archive_command(folder: Path) -> str:
-    """PostgreSQL's archive_command (run by sh in the data directory; %p the segment, %f its name)."""
-    target = shlex.quote(str(folder)) + "/%f" + SUFFIX
-    return (f'f={target}; if test -f "$f"; then gunzip -c "$f" | cmp -s - %p; '
-            f'else gzip -1 -c %p > "$f.part" && sync "$f.part" && mv "$f.part" "$f"; fi')
+    """PostgreSQL's archive_command (run by sh in the data directory; %p the segment, %f its name): a no-op
+    that succeeds until the folder holds the `MARKER`."""
+    quoted = shlex.quote(str(folder))
+    target = quoted + "/%f" + SUFFIX
+    return (f'if test -f {quoted}/{MARKER}; then f={target}; if test -f "$f"; then gunzip -c "$f" | cmp -s - %p; '
+            f'else gzip -1 -c %p > "$f.part" && sync "$f.part" && mv "$f.part" "$f"; fi; fi')
+
+
+def start_archiving(folder: Path) -> bool:
+    """Write the marker (before a base backup: every segment finished after it is archived); False when the
+    folder does not exist, i.e. this server does not archive here (a managed PostgreSQL's own PITR)."""
+    if not folder.is_dir():
+        return False
+    marker = folder / MARKER
+    if not marker.exists():
+        fd = os.open(marker, os.O_WRONLY | os.O_CREAT, 0o600)
+        os.close(fd)
+    return True
 
 
 def restore_command(folder: Path) -> str:

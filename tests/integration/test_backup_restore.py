@@ -25,7 +25,8 @@ import httpx
 import psycopg
 import pytest
 
-from backups import catalogue, restore, retention, take
+from backups import catalogue, restore, retention, take, wal
+from backups import postgres as postgres_backup
 from backups.catalogue import BackupError
 from backups.settings import BackupSettings, load_settings
 from devstack import influxdb as stack_influx
@@ -191,6 +192,17 @@ def test_a_restore_equals_its_source(profile: Profile, stack_env: dict[str, str]
         assert latest.backup == made.id
         restored_env = _env_of(scratch)
         assert _digests(restored_env["HATS_PG_DSN"]) == rows_latest
+        # The source archives since its backup (the restore replayed past the backup's end); the scratch stack,
+        # never backed up itself, archives nothing: PostgreSQL counts a closed segment archived, none is kept.
+        source_archive = wal.archive_dir(backup_settings.backup_dir, pg["system_identifier"])
+        assert (source_archive / wal.MARKER).is_file()
+        assert [segment for segment in wal.segments(source_archive) if segment > pg["wal_end"]]
+        scratch_archive = wal.archive_dir(scratch.backup_dir, pg["system_identifier"])
+        closed = postgres_backup.switch_wal(load_settings(restored_env), lambda _: None)
+        assert closed > pg["wal_end"]
+        assert scratch_archive.is_dir()
+        assert not (scratch_archive / wal.MARKER).exists()
+        assert wal.segments(scratch_archive) == []
         assert _points(restored_env) == points_at_backup
         assert tenant.database in latest.databases
 
