@@ -54,7 +54,8 @@ async def run(settings: WorkerSettings) -> dict[str, int]:
     link = MqttLink(
         LinkSettings(settings.mqtt_host, settings.mqtt_port, settings.mqtt_username,
                      settings.mqtt_password.get_secret_value(), settings.mqtt_client_id,
-                     subscription_filters(sources), settings.mqtt_share_group, settings.mqtt_tls_context()),
+                     subscription_filters(sources), settings.mqtt_share_group, settings.mqtt_tls_context(),
+                     settings.outbox_dir / settings.mqtt_client_id),
         on_batch=lambda: _call_soon(loop, wakeup.set),
     ) if settings.mqtt_sources() else None
     ha = HaLink(HaLinkSettings(settings.ha_url, settings.ha_token.get_secret_value(), settings.ha_recorder_commit_s),

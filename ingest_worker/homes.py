@@ -209,7 +209,8 @@ class ManyHomes:
             s = self.settings
             self.platform = MqttLink(LinkSettings(s.mqtt_host, s.mqtt_port, s.mqtt_username,
                                                   s.mqtt_password.get_secret_value(), s.mqtt_client_id, [],
-                                                  self.group, s.mqtt_tls_context()), on_batch=self._wake_threadsafe)
+                                                  self.group, s.mqtt_tls_context(), s.outbox_dir / s.mqtt_client_id),
+                                     on_batch=self._wake_threadsafe)
             self.platform.start()
         return self.platform
 
@@ -225,8 +226,11 @@ class ManyHomes:
         # so no other client can take over its session; it is the home's one session on that broker, so its
         # filters are plain ones (a reader confined to `<prefix>#` is refused `$share/…`, measured).
         tls = client_context(self.settings.mqtt_ca_file) if url.scheme == "mqtts" else None
+        # Its receipt journal beside the home's outbox: the session (and so the redeliveries) are the home's.
+        journal = self.settings.outbox_dir / self.settings.mqtt_client_id / row.tenant_id
         return MqttLink(LinkSettings(url.hostname or "", url.port or MQTT_PORTS[url.scheme], row.broker_username,
-                                     password, row.broker_username, filters, tls=tls), on_batch=self._wake_threadsafe)
+                                     password, row.broker_username, filters, tls=tls, journal_dir=journal),
+                        on_batch=self._wake_threadsafe)
 
     @staticmethod
     async def _end_tasks_and_link(home: Home) -> None:

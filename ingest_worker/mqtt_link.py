@@ -6,7 +6,9 @@ the socket already holds on each wake-up (bench/: ≈52k msg/s count-only agains
 `loop_forever`). Messages are acknowledged only when the pipeline says they are durable
 (`manual_ack=True`): a PUBACK never precedes the write. Acks are sent from this thread (paho is not
 thread-safe), stamped with the connection they belong to, so an ack never reaches a later connection
-whose packet ids mean other messages.
+whose packet ids mean other messages. Each QoS>0 message's receipt time is kept in the client id's
+receipt journal (`receipts.py`) until its PUBACK is on the wire, so a redelivery after a crash or a lost
+connection is stamped as the original was.
 """
 
 from __future__ import annotations
@@ -22,11 +24,14 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import cast
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
+
+from ingest_worker.receipts import ReceiptJournal, digest
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +50,7 @@ class Incoming:
     qos: int
     connection: int
     received_ns: int
+    digest: bytes = b""  # of topic and payload, for the receipt journal (QoS>0 MQTT messages only)
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,8 @@ class LinkSettings:
     filters: Sequence[tuple[str, bool]]
     share_group: str | None = None
     tls: ssl.SSLContext | None = None  # the broker's verifying context (ingest_worker/tls.py); None: plaintext
+    # Where the receipt journal lives (the client id's outbox directory); None keeps it in memory only.
+    journal_dir: Path | None = None
 
 
 class MqttLink:
@@ -99,6 +107,8 @@ class MqttLink:
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._thread = threading.Thread(target=self._run, name="mqtt-link", daemon=True)
+        self.receipts = ReceiptJournal(settings.journal_dir)
+        self._acks_unsent: list[tuple[int, int]] = []  # (connection, packet id) handed to paho, not yet written
         self.reconnects = 0
 
     # -- called from the asyncio side -------------------------------------------------------------
@@ -120,6 +130,10 @@ class MqttLink:
             by_connection.setdefault(message.connection, []).append((message.mid, message.qos))
         self._acks.extend(by_connection.items())
         self._wake()
+
+    def persist(self, messages: Sequence[Incoming]) -> None:
+        """Journal the receipt times of a batch before its write becomes durable (see `receipts.py`)."""
+        self.receipts.persist([(m.digest, m.received_ns) for m in messages if m.digest])
 
     def add_subscription(self, topic_filter: str, shared: bool = True) -> None:
         self._subscribe.append((topic_filter, shared))
@@ -170,6 +184,7 @@ class MqttLink:
         self._thread.join(timeout)
         self._wake_r.close()
         self._wake_w.close()
+        self.receipts.close()
 
     # -- the network thread ------------------------------------------------------------------------
     def _wake(self) -> None:
@@ -225,6 +240,9 @@ class MqttLink:
                 return
             if (writable or client.want_write()) and client.loop_write() != mqtt.MQTT_ERR_SUCCESS:
                 return
+            if self._acks_unsent and not client.want_write():
+                acks, self._acks_unsent = self._acks_unsent, []
+                self.receipts.settled(acks)  # written to the socket: the broker gets them even if we die now
             if client.loop_misc() != mqtt.MQTT_ERR_SUCCESS:
                 return
 
@@ -267,6 +285,7 @@ class MqttLink:
             for mid, qos in mids:
                 if qos > 0:
                     self._client.ack(mid, qos)
+                    self._acks_unsent.append((connection, mid))
 
     def _shared(self, topic_filter: str, shared: bool) -> str:
         group = self._settings.share_group
@@ -279,6 +298,7 @@ class MqttLink:
             return
         self._connection += 1
         self._connected.set()
+        self._acks_unsent = []  # never written: the broker resends their messages, which take over the entries
         # The persistent session keeps subscriptions, but a broker that lost its state would not.
         self._subscribed.clear()
         self.subscribed_at = None
@@ -338,7 +358,12 @@ class MqttLink:
             log.warning("MQTT connection lost (%s); reconnecting", rc)
 
     def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
-        item = Incoming(message.topic, bytes(message.payload), message.mid, message.qos, self._connection,
-                        time.time_ns())
+        topic, payload, now_ns = message.topic, bytes(message.payload), time.time_ns()
+        if message.qos == 0:
+            item = Incoming(topic, payload, message.mid, 0, self._connection, now_ns)
+        else:
+            key = digest(topic, payload)
+            received_ns = self.receipts.received(key, self._connection, message.mid, message.dup, now_ns)
+            item = Incoming(topic, payload, message.mid, message.qos, self._connection, received_ns, key)
         with self._lock:
             self._inbox.append(item)

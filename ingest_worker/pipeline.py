@@ -284,6 +284,8 @@ class Pipeline:
                                           self._parse_ns)
             self._started_ns = self._parse_ns = 0
         try:
+            if self._link is not None:
+                self._link.persist(acks)  # before the write: a redelivery after a crash keeps its receipt time
             letters = await self._make_durable(lines, origins, hours, marks, span)
             if self._link is not None:
                 self._link.ack(acks)
