@@ -95,6 +95,10 @@ OPERATOR_PANELS = [
                "storage, through the ops exporter), and whether the exporter read every source.",
                {"{{dagster_job}}": "sum by (dagster_job) (increase(hats_dagster_run_failures_total[1h]))",
                 "exporter up": "min(hats_exporter_up)"}),
+    prom_panel(15, "TLS certificates", "Days until the certificate each TLS peer presents to the worker expires "
+               "(hats_tls_cert_not_after_seconds; `hats certs renew` for the local stack).",
+               {"{{peer}} {{instance}}": "min by (peer, instance) (hats_tls_cert_not_after_seconds - time()) / 86400"},
+               unit="d"),
     prom_panel(11, "Home Assistant WebSocket", "Reconnects, recorder rows fetched to fill gaps, the last gap fill.",
                {"reconnects": f"sum(increase(hats_ha_reconnects_total{RATE}))",
                 "history rows/s": f"sum(rate(hats_ha_history_rows_total{RATE}))",
