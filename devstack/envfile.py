@@ -41,6 +41,11 @@ def settings(profile: Profile, secrets: dict[str, str]) -> dict[str, str]:
         "HATS_INFLUX_WRITER_USERNAME": influxdb.WRITER_USER,
         "HATS_INFLUX_DAGSTER_USERNAME": influxdb.DAGSTER_USER,
         "HATS_INFLUX_DAGSTER_PASSWORD": secrets["influx_dagster"],
+        # The code location alters retention policies and lists shards through the gate's retention endpoint,
+        # with its own credential; the admin's is the operator tools' (tenancy, devstack) and the gate's.
+        "HATS_INFLUX_RETENTION_URL": influx_gate.url(profile),
+        "HATS_INFLUX_RETENTION_USERNAME": influx_gate.RETENTION_USER,
+        "HATS_INFLUX_RETENTION_PASSWORD": secrets["influx_gate_retention"],
         "HATS_INFLUX_ADMIN_USERNAME": influxdb.ADMIN_USER,
         "HATS_INFLUX_ADMIN_PASSWORD": secrets["influx_admin"],
         "HATS_PG_DSN": url(postgres.SUPERUSER, "pg_superuser"),

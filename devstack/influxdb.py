@@ -155,7 +155,7 @@ def start(profile: Profile, secrets: dict[str, str]) -> None:
     proc = process(profile)
     if not proc.running():
         _launch(profile, proc, profile.path("influxdb"))
-    influx_gate.start(profile, secrets, socket_path(profile), WRITER_USER)
+    influx_gate.start(profile, secrets, socket_path(profile), WRITER_USER, ADMIN_USER)
     provision(profile, secrets)
 
 

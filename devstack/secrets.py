@@ -21,6 +21,7 @@ ACCOUNTS = (
     "influx_writer",
     "influx_dagster",
     "influx_gate_worker",
+    "influx_gate_retention",
     "pg_superuser",
     "pg_ingest",
     "pg_dagster",

@@ -7,6 +7,7 @@ import os
 import dagster as dg
 
 from hats_assets.defs.billing.assets import billing_job, billing_schedule, usage_daily
+from hats_assets.defs.common.influx_retention import retention_resource_from_env
 from hats_assets.defs.common.resources import resources_from_env
 from hats_assets.defs.common.tenants import TenantSelection
 from hats_assets.defs.core.assets import core_metadata
@@ -52,6 +53,7 @@ defs = dg.Definitions(
     sensors=[late_data_sensor, warehouse_reload_sensor, state_reload_sensor, import_sensor],
     # Every home in one code location: runs serve every active tenant, or the ones a run names
     # (tenant_selection.tenants in run config, or the hats/tenants tag).
-    resources={**resources_from_env(), "retention_settings": retention_settings_from_env(os.environ),
+    resources={**resources_from_env(), "influxdb_retention": retention_resource_from_env(),
+               "retention_settings": retention_settings_from_env(os.environ),
                "tenant_selection": TenantSelection()},
 )

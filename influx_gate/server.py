@@ -1,9 +1,11 @@
 """The gate's HTTP servers: aiohttp in, one keep-alive connection pool to InfluxDB out (TCP, or its unix socket).
 
 Two listeners. The write gate takes the worker's credential and forwards only writes to the homes' databases,
-with the InfluxDB WRITE account. The optional front takes InfluxDB's own accounts (Dagster, the admin) and
-forwards everything but /debug/* as it is, credentials included: with InfluxDB listening where nobody else
-reaches (the local stack: its own network namespace and a unix socket), the front is the only TCP way in.
+with the InfluxDB WRITE account; with the retention endpoint on, it also takes the Dagster code location's
+credential for the few admin statements of ``retention.py``, run as the InfluxDB admin. The optional front takes
+InfluxDB's own accounts (Dagster, the admin) and forwards everything but /debug/* as it is, credentials included:
+with InfluxDB listening where nobody else reaches (the local stack: its own network namespace and a unix socket),
+the front is the only TCP way in.
 
 Bodies stream both ways (a 50 MB batch is never held whole) and stay as they are: a gzip body is forwarded
 compressed (the listener does not decompress it), InfluxDB's status, error body and headers come back
@@ -23,7 +25,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 import aiohttp
 from aiohttp import web
 
-from influx_gate import policy
+from influx_gate import policy, retention
 from influx_gate.settings import GateSettings
 
 log = logging.getLogger(__name__)
@@ -73,10 +75,62 @@ async def _forward(request: web.Request, path: str, params: Mapping[str, str], a
         return refuse(503, f"the gate could not reach InfluxDB ({type(exc).__name__}); nothing was done")
 
 
+async def _admin_query(request: web.Request, statement: str) -> tuple[int, bytes, str]:
+    """One statement as the InfluxDB admin: (status, body, content type) of InfluxDB's answer."""
+    settings = request.app[SETTINGS_KEY]
+    assert settings.admin_username is not None  # retention_on
+    assert settings.admin_password is not None
+    auth = aiohttp.BasicAuth(settings.admin_username, settings.admin_password.get_secret_value())
+    async with request.app[UPSTREAM_KEY].post("/query", data={"q": statement}, auth=auth) as answer:
+        return answer.status, await answer.read(), answer.headers.get("Content-Type", "application/json")
+
+
+async def handle_retention(request: web.Request) -> web.StreamResponse:
+    """The retention endpoint: the code location's credential, the statements of ``retention.parse`` only."""
+    settings = request.app[SETTINGS_KEY]
+    assert settings.retention_username is not None  # retention_on
+    assert settings.retention_password is not None
+    if request.method != "POST":
+        return refuse(405, "the retention endpoint takes POST /query only")
+    if not policy.authorised(request.headers.get("Authorization"), settings.retention_username,
+                             settings.retention_password.get_secret_value()):
+        log.warning("refused POST /query: wrong or missing retention credential")
+        return refuse(401, "authorization failed: the retention endpoint's credential (HTTP Basic) is missing or "
+                           "wrong")
+    form = await request.post()
+    text = request.query.get("q") if "q" in request.query else form.get("q")
+    if "u" in request.query or "p" in request.query or "u" in form or "p" in form:
+        return refuse(400, "credentials in the request (u, p) are refused: send them as HTTP Basic auth")
+    if not isinstance(text, str):
+        return refuse(400, "missing the statement: send it as the form field q")
+    statement = retention.parse(text, settings.retention_max_hours)
+    if isinstance(statement, policy.Refusal):
+        log.warning("retention endpoint refused a statement: %s", statement.error)
+        return refuse(statement.status, statement.error)
+    try:
+        if isinstance(statement, retention.Alter):
+            status, body, _ = await _admin_query(request, "SHOW DATABASES")
+            names = {row[0] for result in json.loads(body).get("results", []) for series in result.get("series", [])
+                     for row in series.get("values", [])} if status == 200 else set()
+            if status != 200:
+                return refuse(502, f"InfluxDB answered SHOW DATABASES with {status}; nothing was altered")
+            if statement.database not in names:
+                return refuse(404, f"database {statement.database!r} does not exist; nothing was altered")
+            log.info("retention endpoint: %s", statement.statement())
+        status, body, content_type = await _admin_query(request, statement.statement())
+    except (TimeoutError, aiohttp.ClientConnectionError) as exc:
+        log.warning("InfluxDB did not answer the retention endpoint: %s", type(exc).__name__)
+        return refuse(503, f"the gate could not reach InfluxDB ({type(exc).__name__}); nothing was done")
+    return web.Response(status=status, body=body, headers={"Content-Type": content_type})
+
+
 async def handle_write(request: web.Request) -> web.StreamResponse:
-    """The write gate: the worker's credential, writes to the homes' databases and /ping only."""
+    """The write gate: the worker's credential, writes to the homes' databases and /ping only; with the
+    retention endpoint on, also POST /query with the code location's credential (``handle_retention``)."""
     settings = request.app[SETTINGS_KEY]
     path = request.path
+    if path == retention.QUERY_PATH and settings.retention_on:
+        return await handle_retention(request)
     refused = policy.route(request.method, path)
     if refused is not None:
         log.warning("refused %s %s: %s", request.method, path, refused.status)

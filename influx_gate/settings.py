@@ -1,5 +1,6 @@
 """The gate's settings (HATS_INFLUX_GATE_*), validated at start: the worker's credential it accepts, the InfluxDB
-account it writes with, where it listens and, for HTTPS, its certificate and the CA it verifies InfluxDB by."""
+account it writes with, the retention endpoint's credential and the admin it acts as, where it listens and, for
+HTTPS, its certificate and the CA it verifies InfluxDB by."""
 
 from __future__ import annotations
 
@@ -39,6 +40,19 @@ class GateSettings(BaseSettings):
                                                "else reaches. Unset: no front")
     tls_cert_file: Path | None = Field(None, description="PEM certificate (chain): the gate serves HTTPS with it")
     tls_key_file: Path | None = Field(None, description="Its PEM private key (0600)")
+    retention_username: str | None = Field(None, min_length=1,
+                                           description="The Dagster code location's account on the gate's retention "
+                                                       "endpoint (its HATS_INFLUX_RETENTION_USERNAME); unset: the "
+                                                       "endpoint is off")
+    retention_password: SecretStr | None = Field(None, description="Its password (HATS_INFLUX_RETENTION_PASSWORD of "
+                                                                   "the code location)")
+    admin_username: str | None = Field(None, min_length=1,
+                                       description="InfluxDB admin the retention endpoint acts as (held by the gate "
+                                                   "only; required with the endpoint)")
+    admin_password: SecretStr | None = Field(None, description="Its password")
+    retention_max_hours: int = Field(180_000, ge=1, description="Longest retention-policy duration the endpoint "
+                                                                "sets, hours (default ≈ 20.5 years: the longest "
+                                                                "tier, 240 rollup months, fits)")
     upstream_ca_file: Path | None = Field(None, description="PEM CA that InfluxDB's HTTPS certificate is verified by "
                                                             "(unset: the system's CAs)")
 
@@ -49,10 +63,10 @@ class GateSettings(BaseSettings):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
 
-    @field_validator("upstream_password", "password")
+    @field_validator("upstream_password", "password", "retention_password", "admin_password")
     @classmethod
-    def _secret_set(cls, value: SecretStr) -> SecretStr:
-        if not value.get_secret_value():
+    def _secret_set(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value():
             raise ValueError("is empty")
         return value
 
@@ -61,7 +75,17 @@ class GateSettings(BaseSettings):
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise ValueError(f"{ENV_PREFIX}TLS_CERT_FILE and {ENV_PREFIX}TLS_KEY_FILE go together: set both "
                              "(HTTPS) or neither (HTTP)")
+        if (self.retention_username is None) != (self.retention_password is None):
+            raise ValueError(f"{ENV_PREFIX}RETENTION_USERNAME and {ENV_PREFIX}RETENTION_PASSWORD go together: set "
+                             "both (the retention endpoint on) or neither (off)")
+        if self.retention_username is not None and (self.admin_username is None or self.admin_password is None):
+            raise ValueError(f"the retention endpoint ({ENV_PREFIX}RETENTION_USERNAME) acts as the InfluxDB admin: "
+                             f"set {ENV_PREFIX}ADMIN_USERNAME and {ENV_PREFIX}ADMIN_PASSWORD too")
         return self
+
+    @property
+    def retention_on(self) -> bool:
+        return self.retention_username is not None
 
     def server_ssl(self) -> ssl.SSLContext | None:
         """The listener's TLS context, or None for plain HTTP."""

@@ -25,6 +25,7 @@ import psycopg
 
 from devstack import influxdb, postgres
 from devstack.profile import Profile
+from hats_assets.defs.common.influx_retention import InfluxRetentionResource
 from hats_assets.defs.common.resources import InfluxDBResource, PostgresResource
 
 INFLUXDB, POSTGRESQL = "influxdb", "postgresql"
@@ -116,6 +117,20 @@ class FaultyInfluxDB(InfluxDBResource):
     def post_write(self, database: str, lines: Sequence[str], rp: str) -> int:
         FAULTS[self.fault].before_call(INFLUXDB, True)
         return super().post_write(database, lines, rp)
+
+
+class FaultyInfluxRetention(InfluxRetentionResource):
+    """The write gate's retention endpoint, with the fault ``fault`` applied before each statement."""
+
+    fault: str
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        _attach(self.fault, context)
+
+    def post_query(self, database: str, influxql: str, params: Mapping[str, Any] | None,
+                   accept: str) -> httpx.Response:
+        FAULTS[self.fault].before_call(INFLUXDB, _is_write(influxql))
+        return super().post_query(database, influxql, params, accept)
 
 
 class FaultyPostgres(PostgresResource):

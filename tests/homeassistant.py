@@ -10,6 +10,7 @@ from typing import Any
 import dagster as dg
 
 from ha_simulator.publish import Publisher, Target
+from hats_assets.defs.common.influx_retention import InfluxRetentionResource
 from hats_assets.defs.common.resources import InfluxDBResource, PostgresResource
 from hats_assets.defs.common.tenants import TenantSelection
 from hats_assets.defs.retention.assets import RetentionSettings
@@ -43,6 +44,11 @@ def asset_resources(tenant: Tenant) -> dict[str, object]:
     return {
         "influxdb": InfluxDBResource(url=env["HATS_INFLUX_URL"], username=env["HATS_INFLUX_DAGSTER_USERNAME"],
                                      password=env["HATS_INFLUX_DAGSTER_PASSWORD"], ca_file=env["HATS_INFLUX_CA_FILE"]),
+        # The write gate's retention endpoint (the code location holds no InfluxDB admin credential).
+        "influxdb_retention": InfluxRetentionResource(url=env["HATS_INFLUX_RETENTION_URL"],
+                                                      username=env["HATS_INFLUX_RETENTION_USERNAME"],
+                                                      password=env["HATS_INFLUX_RETENTION_PASSWORD"],
+                                                      ca_file=env["HATS_INFLUX_CA_FILE"]),
         "postgres": PostgresResource(dsn=env["HATS_DAGSTER_DSN"]),
         "tenant_selection": TenantSelection(tenants=[tenant.name]),
         "retention_settings": RetentionSettings(),  # the defaults: raw points kept 30 days

@@ -370,6 +370,16 @@ def test_the_user_deployment_gets_every_variable_the_code_location_reads(rendere
                            f"{resolve(env['HATS_DAGSTER_PORT'], rendered, 'pod')}")
 
 
+def test_the_code_location_holds_no_influxdb_admin_credential(rendered: Rendered) -> None:
+    """It alters retention policies through the write gate's retention endpoint, with its own credential; the
+    admin's is the gate's and the operator tools' (tenancy, devstack)."""
+    assert {"HATS_INFLUX_RETENTION_URL", "HATS_INFLUX_RETENTION_PASSWORD"} <= code_location_variables()
+    assert [v for v in code_location_variables() if "ADMIN" in v] == []
+    assert [v for v in user_deployment_env(rendered) if "ADMIN" in v] == []
+    gate = rendered.values["secrets"]["influxGate"]["values"]
+    assert "HATS_INFLUX_GATE_ADMIN_PASSWORD" in gate
+
+
 def test_the_user_deployment_runs_this_image_and_code_location(rendered: Rendered) -> None:
     values = rendered.values
     deployment = user_deployment(values)

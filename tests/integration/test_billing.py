@@ -12,7 +12,6 @@ import psycopg
 import pytest
 
 from hats_assets.defs.billing.assets import usage_daily
-from hats_assets.defs.common.resources import InfluxDBResource
 from hats_assets.defs.common.tenants import TenantSelection
 from ingest_worker.tls import client_context
 from tests.conftest import Tenant
@@ -80,12 +79,7 @@ def test_usage_per_home_and_day_matches_an_independent_count(two_homes: tuple[Te
     big, small = two_homes
     plant(big, entities=4, points_per_hour={0: 120, 7: 80, 23: 5}, dead=3)
     plant(small, entities=1, points_per_hour={12: 9}, dead=0)
-    env = big.env
-    resources = {**asset_resources(big), "tenant_selection": TenantSelection(tenants=[big.name, small.name]),
-                 "influxdb_admin": InfluxDBResource(url=env["HATS_INFLUX_URL"],
-                                                    username=env["HATS_INFLUX_ADMIN_USERNAME"],
-                                                    password=env["HATS_INFLUX_ADMIN_PASSWORD"],
-                                                    ca_file=env["HATS_INFLUX_CA_FILE"])}
+    resources = {**asset_resources(big), "tenant_selection": TenantSelection(tenants=[big.name, small.name])}
     result = dg.materialize([usage_daily], partition_key=f"{DAY:%Y-%m-%d}", resources=resources)
     assert usage(big) == (205, 5, 3, stored_bytes(big, "raw"), stored_bytes(big, "rollup"))
     assert usage(small) == (9, 2, 0, stored_bytes(small, "raw"), stored_bytes(small, "rollup"))
@@ -96,6 +90,6 @@ def test_usage_per_home_and_day_matches_an_independent_count(two_homes: tuple[Te
     assert {name: row["points_ingested"] for name, row in per_home.items()} == {big.name: 205, small.name: 9}
     # A re-run replaces the day's row: still one row per home and day.
     dg.materialize([usage_daily], partition_key=f"{DAY:%Y-%m-%d}", resources=resources)
-    with psycopg.connect(env["HATS_PG_DSN"]) as conn:
+    with psycopg.connect(big.env["HATS_PG_DSN"]) as conn:
         assert conn.execute("SELECT count(*) FROM billing.usage_daily WHERE tenant_id = ANY(%s) AND day = %s",
                             ([big.name, small.name], DAY.date())).fetchone() == (2,)

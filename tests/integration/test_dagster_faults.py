@@ -32,7 +32,7 @@ from hats_assets.defs.warehouse.assets import daily_rollup, hourly_rollup, local
 from hats_assets.defs.warehouse.states import state_hourly, state_local_daily
 from ingest_worker.tls import client_context
 from tests.conftest import Tenant, new_tenant, remove_tenant
-from tests.faults import FAULTS, INFLUXDB, POSTGRESQL, Fault, FaultyInfluxDB, FaultyPostgres
+from tests.faults import FAULTS, INFLUXDB, POSTGRESQL, Fault, FaultyInfluxDB, FaultyInfluxRetention, FaultyPostgres
 from tests.homeassistant import asset_resources
 
 pytestmark = pytest.mark.integration
@@ -82,9 +82,12 @@ def resources(pair: Pair, fault: Fault, name: str) -> dict[str, object]:
         **asset_resources(pair[0]),
         "tenant_selection": TenantSelection(tenants=[t.name for t in pair]),
         "influxdb": FaultyInfluxDB(url=env["HATS_INFLUX_URL"], username=env["HATS_INFLUX_DAGSTER_USERNAME"],
-                                   password=env["HATS_INFLUX_DAGSTER_PASSWORD"], fault=name),
-        "influxdb_admin": FaultyInfluxDB(url=env["HATS_INFLUX_URL"], username=env["HATS_INFLUX_ADMIN_USERNAME"],
-                                         password=env["HATS_INFLUX_ADMIN_PASSWORD"], fault=name),
+                                   password=env["HATS_INFLUX_DAGSTER_PASSWORD"], ca_file=env["HATS_INFLUX_CA_FILE"],
+                                   fault=name),
+        "influxdb_retention": FaultyInfluxRetention(url=env["HATS_INFLUX_RETENTION_URL"],
+                                                    username=env["HATS_INFLUX_RETENTION_USERNAME"],
+                                                    password=env["HATS_INFLUX_RETENTION_PASSWORD"],
+                                                    ca_file=env["HATS_INFLUX_CA_FILE"], fault=name),
         "postgres": FaultyPostgres(dsn=env["HATS_DAGSTER_DSN"], fault=name),
     }
 

@@ -13,7 +13,6 @@ import dagster as dg
 import psycopg
 import pytest
 
-from hats_assets.defs.common.resources import InfluxDBResource
 from hats_assets.defs.retention.assets import CHECK_NAME, RetentionSettings, retention
 from hats_assets.defs.retention.plan import months_before
 from hats_assets.defs.warehouse.tables import month_partition
@@ -28,14 +27,8 @@ KEPT_MONTH = months_before(NOW, 23)
 HOUR = timedelta(hours=1)
 
 
-def admin(tenant: Tenant) -> InfluxDBResource:
-    env = tenant.env
-    return InfluxDBResource(url=env["HATS_INFLUX_URL"], username=env["HATS_INFLUX_ADMIN_USERNAME"],
-                            password=env["HATS_INFLUX_ADMIN_PASSWORD"], ca_file=env["HATS_INFLUX_CA_FILE"])
-
-
 def run(tenant: Tenant, dry_run: bool, as_of: datetime | None = None) -> dg.ExecuteInProcessResult:
-    resources = {**asset_resources(tenant), "influxdb_admin": admin(tenant), "retention_settings": RetentionSettings()}
+    resources = {**asset_resources(tenant), "retention_settings": RetentionSettings()}
     config = {"dry_run": dry_run, "as_of": as_of.isoformat() if as_of else None}
     return dg.materialize([retention], resources=resources, run_config={"ops": {"retention": {"config": config}}})
 

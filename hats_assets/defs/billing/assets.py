@@ -17,6 +17,7 @@ import dagster as dg
 from hats_assets.defs.billing.storage import day_bytes, disk_bytes, shards_of
 from hats_assets.defs.common import tracing
 from hats_assets.defs.common.faults import RUN_RETRY_TAGS, STEP_RETRY_POLICY, step_faults, store_addresses
+from hats_assets.defs.common.influx_retention import InfluxRetentionResource
 from hats_assets.defs.common.resources import InfluxDBResource, PostgresResource, TenantInflux, window_params
 from hats_assets.defs.common.tenants import Outcomes, TenantSelection, run_homes
 from hats_assets.defs.warehouse.tables import OWNERS, previous_hour_day, window_metadata
@@ -42,7 +43,7 @@ def entities_seen(db: TenantInflux, start: datetime, end: datetime) -> int:
     kinds={"postgres", "influxdb"}, owners=OWNERS, tags={"layer": "meter"}, retry_policy=STEP_RETRY_POLICY,
 )
 def usage_daily(
-    context: dg.AssetExecutionContext, influxdb: InfluxDBResource, influxdb_admin: InfluxDBResource,
+    context: dg.AssetExecutionContext, influxdb: InfluxDBResource, influxdb_retention: InfluxRetentionResource,
     postgres: PostgresResource, tenant_selection: TenantSelection,
 ) -> dg.MaterializeResult:
     """billing.usage_daily: per home and UTC day, points ingested, entities seen, dead letters, and the raw
@@ -54,7 +55,8 @@ def usage_daily(
     with (step_faults(context, "metering (billing.usage_daily)", store_addresses(influxdb.url, postgres.dsn))
           as progress, tracing.step(context), postgres.session()):  # one connection for every home of the step
         progress.at("reading InfluxDB's shards and their sizes", "nothing was written by this step")
-        admin = influxdb_admin.for_tenant("home")  # SHOW SHARDS / SHOW STATS are server-wide (admin only)
+        # SHOW SHARDS / SHOW STATS are server-wide (admin only): the write gate's retention endpoint answers them.
+        admin = influxdb_retention.for_tenant("home")
         shards = shards_of(admin.query("SHOW SHARDS"))
         sizes = disk_bytes(admin.query("SHOW STATS FOR 'shard'"))
         for home, outcome in outcomes.each(run_homes(context, postgres, tenant_selection)):

@@ -26,6 +26,8 @@ import httpx
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
+from hats_assets.defs.common.resources import InfluxUnreachable
+
 INFLUXDB: Final = "InfluxDB"
 POSTGRESQL: Final = "PostgreSQL"
 RETRIES_ENV: Final = "HATS_DAGSTER_STEP_RETRIES"
@@ -78,6 +80,8 @@ def outage_of(error: BaseException, addresses: Mapping[str, str] | None = None) 
 
 
 def _outage(error: BaseException, addresses: Mapping[str, str]) -> Outage | None:
+    if isinstance(error, InfluxUnreachable):  # the write gate is up, InfluxDB behind it is not
+        return Outage(INFLUXDB, error.url, error.happened)
     if isinstance(error, httpx.TransportError):
         happened = ("did not answer in time" if isinstance(error, httpx.TimeoutException)
                     else "refused the connection" if isinstance(error, httpx.ConnectError)

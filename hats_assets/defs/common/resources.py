@@ -45,7 +45,7 @@ def qualified(rp: str, *measurements: str) -> str:
 
 
 @functools.cache
-def _client(url: str, ca_file: str) -> httpx.Client:
+def pooled_client(url: str, ca_file: str) -> httpx.Client:
     """One pooled HTTP client per InfluxDB URL for the process (thread-safe, kept-alive connections).
 
     A request through ``httpx.post`` builds a client each time, and with it an SSL context that loads the
@@ -59,6 +59,22 @@ def _client(url: str, ca_file: str) -> httpx.Client:
 
 class InfluxQueryError(RuntimeError):
     """InfluxDB answered a query with an error; the message carries its text and the query."""
+
+
+class InfluxUnreachable(InfluxQueryError):
+    """The write gate (its front or its retention endpoint) answered 503: it could not reach InfluxDB behind it.
+    A store outage like a refused connection (``common/faults.py`` retries it), not a bad query."""
+
+    def __init__(self, url: str, body: str, influxql: str) -> None:
+        super().__init__(f"InfluxDB behind the write gate at {url} is unreachable: {body[:300]} (query: {influxql})")
+        self.url = url
+        self.happened = "did not answer in time" if "Timeout" in body else "refused the connection"
+
+
+def raise_unreachable(url: str, response: httpx.Response, influxql: str) -> None:
+    """Raise ``InfluxUnreachable`` for the gate's 503 (InfluxDB away behind it)."""
+    if response.status_code == 503 and "the gate could not reach InfluxDB" in response.text:
+        raise InfluxUnreachable(url, response.text, influxql)
 
 
 class InfluxDBResource(dg.ConfigurableResource):
@@ -85,8 +101,9 @@ class InfluxDBResource(dg.ConfigurableResource):
         data = {"q": influxql, "db": database, "rp": RAW_RP, "epoch": "ns"}
         if params:
             data["params"] = json.dumps(params)
-        response = _client(self.url, self.ca_file).post("/query", data=data, auth=(self.username, self.password),
+        response = pooled_client(self.url, self.ca_file).post("/query", data=data, auth=(self.username, self.password),
                                           headers={"Accept": accept, "Accept-Encoding": "identity"})
+        raise_unreachable(self.url, response, influxql)
         if response.status_code != 200:
             raise InfluxQueryError(f"InfluxDB answered {response.status_code}: {response.text[:300]} "
                                    f"(query: {influxql})")
@@ -97,7 +114,7 @@ class InfluxDBResource(dg.ConfigurableResource):
         gzip'd, 6.7 s plain; 4.9 s plain from two threads). Raises ``InfluxQueryError`` naming InfluxDB's
         reason: a rollup that cannot be stored must fail, never be half-reported as success."""
         for begin in range(0, len(lines), WRITE_CHUNK_LINES):
-            response = _client(self.url, self.ca_file).post(
+            response = pooled_client(self.url, self.ca_file).post(
                 "/write", params={"db": database, "rp": rp, "precision": "ns"},
                 content="\n".join(lines[begin:begin + WRITE_CHUNK_LINES]).encode(),
                 auth=(self.username, self.password),
@@ -296,8 +313,9 @@ _SESSION: ContextVar[_Session | None] = ContextVar("hats_postgres_session", defa
 # What each InfluxDB resource's account is for (the README's Dagster settings table shows it by its variables).
 RESOURCE_ROLES = {
     "influxdb": "InfluxDB account with ALL on the tenant databases (`hats_dagster`)",
-    "influxdb_admin": "InfluxDB admin, used by the `retention` asset only (InfluxDB 1.x requires an admin to "
-                      "`ALTER RETENTION POLICY`)",
+    "influxdb_retention": "the write gate's retention endpoint: `retention` alters a home's `raw`/`rollup` "
+                          "durations, `usage_daily` lists shards (InfluxDB 1.x lets only an admin; the gate holds "
+                          "the admin credential, the code location none)",
 }
 
 
@@ -310,11 +328,4 @@ def resources_from_env() -> dict[str, Any]:
             ca_file=dg.EnvVar("HATS_INFLUX_CA_FILE"),
         ),
         "postgres": PostgresResource(dsn=dg.EnvVar("HATS_DAGSTER_DSN")),
-        # Only retention uses it: InfluxDB 1.x requires an admin to ALTER RETENTION POLICY.
-        "influxdb_admin": InfluxDBResource(
-            url=dg.EnvVar("HATS_INFLUX_URL"),
-            username=dg.EnvVar("HATS_INFLUX_ADMIN_USERNAME"),
-            password=dg.EnvVar("HATS_INFLUX_ADMIN_PASSWORD"),
-            ca_file=dg.EnvVar("HATS_INFLUX_CA_FILE"),
-        ),
     }

@@ -31,6 +31,7 @@ from pydantic import Field, ValidationError
 
 from hats_assets.defs.common import tracing
 from hats_assets.defs.common.faults import RUN_RETRY_TAGS, STEP_RETRY_POLICY, step_faults, store_addresses
+from hats_assets.defs.common.influx_retention import InfluxRetentionResource
 from hats_assets.defs.common.resources import InfluxDBResource, PostgresResource, TenantInflux, quote_ident
 from hats_assets.defs.common.tenants import Home, Outcomes, TenantSelection, run_homes
 from hats_assets.defs.retention.plan import (
@@ -104,8 +105,9 @@ class RetentionRun(dg.Config):
         return moment
 
 
-def _rp_durations(influxdb_admin: TenantInflux) -> dict[str, timedelta]:
-    rows = influxdb_admin.query(f"SHOW RETENTION POLICIES ON {quote_ident(influxdb_admin.database)}")
+def _rp_durations(db: TenantInflux) -> dict[str, timedelta]:
+    """Read with the code location's own account (ALL on the home's database is enough to show them)."""
+    rows = db.query(f"SHOW RETENTION POLICIES ON {quote_ident(db.database)}")
     return {values[0]: parse_influx_duration(values[1]) for series in rows for values in series["values"]}
 
 
@@ -180,7 +182,7 @@ def _current_plan(context: dg.AssetExecutionContext, cur: Any, db: TenantInflux,
                        f"{PLAN_ATTEMPTS} times while planning; nothing was changed, the next run plans it again")
 
 
-def _influx_actions(influxdb_admin: TenantInflux, basis: Basis, settings: RetentionSettings,
+def _influx_actions(db: TenantInflux, basis: Basis, settings: RetentionSettings,
                     now: datetime) -> tuple[list[Action], dict[str, timedelta], bool]:
     oldest_unverified = basis.unverified[0] if basis.unverified else None
     raw, extended = raw_duration(now, basis.raw_days, oldest_unverified, timedelta(hours=settings.margin_hours))
@@ -193,7 +195,7 @@ def _influx_actions(influxdb_admin: TenantInflux, basis: Basis, settings: Retent
         why = (f"extended beyond the home's {basis.raw_days} d: raw hours from "
                f"{oldest_unverified:%Y-%m-%d %H:00} UTC are not rolled up yet" if rp == RAW_RP and extended
                else "the home's tier")
-        actions.append(Action("influxdb", "set_retention_policy", f"{influxdb_admin.database}.{rp}",
+        actions.append(Action("influxdb", "set_retention_policy", f"{db.database}.{rp}",
                               None, None, None,
                               f"duration {influx_duration(current[rp]) if rp in current else 'none'} → "
                               f"{influx_duration(duration)} ({why})"))
@@ -254,7 +256,8 @@ def _purges(cur: Any, tenant: str | None, targets: list[Target]) -> list[Purge]:
 )
 def retention(
     context: dg.AssetExecutionContext, config: RetentionRun, retention_settings: RetentionSettings,
-    influxdb_admin: InfluxDBResource, postgres: PostgresResource, tenant_selection: TenantSelection,
+    influxdb: InfluxDBResource, influxdb_retention: InfluxRetentionResource, postgres: PostgresResource,
+    tenant_selection: TenantSelection,
 ) -> dg.MaterializeResult:
     """What each store keeps, per home's tier: raw points (never less than the oldest raw hour still waiting
     for its rollups), rollups and warehouse rows for its rollup months; shared month partitions after the
@@ -270,7 +273,7 @@ def retention(
         cur.executemany(AUDIT_SQL, [{**_row(a), "run_id": context.run.run_id, "dry_run": config.dry_run}
                                     for a in done])
 
-    with (step_faults(context, "retention", store_addresses(influxdb_admin.url, postgres.dsn)) as progress,
+    with (step_faults(context, "retention", store_addresses(influxdb.url, postgres.dsn)) as progress,
           tracing.step(context), postgres.session()):  # one connection for every home of the step
         for home, outcome in outcomes.each(run_homes(context, postgres, tenant_selection)):
             progress.at(f"home {home.tenant_id}",
@@ -279,12 +282,14 @@ def retention(
                         "audited)")
 
             def expire(home: Home = home) -> dict[str, Any]:
-                db = influxdb_admin.for_tenant(home.tenant_id)
+                db = influxdb.for_tenant(home.tenant_id)
+                alter = influxdb_retention.for_tenant(home.tenant_id)
                 with postgres.connect() as conn, conn.cursor() as cur:
                     plan = _current_plan(context, cur, db, home.tenant_id, retention_settings, now)
                     mine = plan.actions
                     audit(cur, mine)  # committed with the deletes, after InfluxDB took the durations
-                    _apply(context, config.dry_run, db, plan.influx_actions, plan.durations, cur, plan.purges, mine)
+                    _apply(context, config.dry_run, (db, alter), plan.influx_actions, plan.durations, cur,
+                           plan.purges, mine)
                 actions.extend(mine)
                 if plan.basis.unverified:
                     unverified_by_home[home.tenant_id] = [f"{h:%Y-%m-%d-%H:00}" for h in plan.basis.unverified]
@@ -340,24 +345,28 @@ def retention(
     )
 
 
-def _apply(context: dg.AssetExecutionContext, dry_run: bool, db: TenantInflux | None, influx_actions: list[Action],
-           durations: dict[str, timedelta], cur: Any, purges: list[Purge], actions: list[Action]) -> None:
-    """Log the plan; unless a dry run, alter the home's retention policies (and verify them) and delete."""
+def _apply(context: dg.AssetExecutionContext, dry_run: bool, home: tuple[TenantInflux, TenantInflux] | None,
+           influx_actions: list[Action], durations: dict[str, timedelta], cur: Any, purges: list[Purge],
+           actions: list[Action]) -> None:
+    """Log the plan; unless a dry run, alter the home's retention policies (``home``: its database read with the
+    code location's account, altered through the write gate's retention endpoint), verify them, and delete."""
     for action in actions:
         context.log.info("%s%s %s %s: %s (%s rows)", "[dry run] " if dry_run else "", action.store,
                          action.action, action.target, action.detail, action.affected)
     if dry_run:
         return
-    if db is not None:
+    if home is not None:
+        db, alter = home
         for action in influx_actions:
             rp = action.target.rsplit(".", 1)[1]
-            db.query(f"ALTER RETENTION POLICY {quote_ident(rp)} ON {quote_ident(db.database)} "
+            alter.query(f"ALTER RETENTION POLICY {quote_ident(rp)} ON {quote_ident(db.database)} "
                      f"DURATION {influx_duration(durations[rp])}")
         verified = _rp_durations(db)
         wrong = {rp: d for rp, d in durations.items() if verified.get(rp) != d}
         if wrong:
             raise RuntimeError(f"InfluxDB retention policies of {db.database} did not take the new durations: "
-                               f"{wrong}; check the admin account's rights")
+                               f"{wrong}; check the write gate's log (its retention endpoint acts as the "
+                               "InfluxDB admin, HATS_INFLUX_GATE_ADMIN_USERNAME)")
     for _, delete in purges:
         cur.execute(delete)
 
