@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import signal
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -37,6 +38,10 @@ UPSTREAM_CONNECTIONS = 64
 REQUEST_HEADERS = ("Content-Type", "Content-Encoding", "Content-Length", "Accept", "Accept-Encoding")
 ANSWER_HEADERS = ("Content-Type", "Content-Encoding", "X-Influxdb-Version", "X-Influxdb-Build",
                   "X-Influxdb-Error", "Request-Id", "X-Request-Id", "Www-Authenticate")
+# Bytes HTTP forbids in a header value (all controls but TAB): InfluxDB echoes a refused line, such bytes
+# included, in X-Influxdb-Error, and aiohttp refuses to send them (the client got a 500 for InfluxDB's 400,
+# which a writer retries as an outage: the batch never left). Each is sent as `\xNN`; the body is untouched.
+HEADER_CONTROLS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 UPSTREAM_KEY: web.AppKey[aiohttp.ClientSession] = web.AppKey("upstream", aiohttp.ClientSession)
 SETTINGS_KEY: web.AppKey[GateSettings] = web.AppKey("settings", GateSettings)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -45,6 +50,11 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 def refuse(status: int, error: str) -> web.Response:
     """InfluxDB's own error shape (`{"error": …}`), so a client reads the gate's refusals as it reads InfluxDB's."""
     return web.Response(status=status, text=json.dumps({"error": error}), content_type="application/json")
+
+
+def header_value(value: str) -> str:
+    """An answer header's value as HTTP allows it (`HEADER_CONTROLS` escaped)."""
+    return HEADER_CONTROLS.sub(lambda found: f"\\x{ord(found.group()):02x}", value)
 
 
 async def _forward(request: web.Request, path: str, params: Mapping[str, str], auth: aiohttp.BasicAuth | None,
@@ -60,7 +70,7 @@ async def _forward(request: web.Request, path: str, params: Mapping[str, str], a
             response = web.StreamResponse(status=answer.status, reason=answer.reason)
             for name in ANSWER_HEADERS:
                 if name in answer.headers:
-                    response.headers[name] = answer.headers[name]
+                    response.headers[name] = header_value(answer.headers[name])
             if answer.content_length is not None:
                 response.content_length = answer.content_length
             await response.prepare(request)
@@ -68,6 +78,14 @@ async def _forward(request: web.Request, path: str, params: Mapping[str, str], a
                 await response.write(chunk)
             await response.write_eof()
             return response
+    except aiohttp.ClientResponseError as exc:
+        if response is not None and response.prepared:
+            raise
+        # InfluxDB answered, with a header no HTTP parser reads (a refused line echoed with a NUL in
+        # X-Influxdb-Error): a refusal, not an outage, so a 400 the writer bisects (a 5xx it would retry forever).
+        log.warning("InfluxDB's answer to %s %s could not be read: %s", request.method, path, exc.message[:200])
+        return refuse(400, f"InfluxDB's answer could not be read ({exc.message[:300]}): it refused a line of this "
+                           "request and echoed it with bytes HTTP forbids")
     except (TimeoutError, aiohttp.ClientConnectionError) as exc:
         if response is not None and response.prepared:
             raise  # the answer has begun: the client sees the connection end, never a forged status

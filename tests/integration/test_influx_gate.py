@@ -6,9 +6,11 @@ first: InfluxDB's own WRITE account can delete history; the worker no longer hol
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import gzip
 import http.client
+import json
 import time
 import urllib.parse
 import uuid
@@ -18,6 +20,8 @@ import pytest
 
 from devstack import influxdb
 from devstack.profile import Profile
+from influx_gate.server import header_value
+from ingest_worker.store.influx import InfluxWriter, LineError
 from ingest_worker.tls import client_context
 from tests.conftest import Tenant
 
@@ -180,6 +184,51 @@ def test_influxdbs_answers_come_back_as_they_are(profile: Profile, tenant: Tenan
         assert through.headers["Content-Type"] == direct.headers["Content-Type"]
         assert through.headers["X-Influxdb-Version"] == direct.headers["X-Influxdb-Version"]
         assert through.headers.get("X-Influxdb-Error") == direct.headers.get("X-Influxdb-Error")
+
+
+def test_a_refused_line_with_control_bytes_is_influxdbs_400_and_a_dead_letter_not_a_stuck_batch(
+        profile: Profile, tenant: Tenant, secrets: dict[str, str]) -> None:
+    """InfluxDB echoes the refused line in X-Influxdb-Error, control bytes and all, which no HTTP server may
+    send: the gate escapes them in the header (the body is InfluxDB's, as it is), so the worker reads a 400,
+    bisects, and the line is its one LineError while the rest of the batch lands."""
+    bad = "gate_ctl\x01bad\x00line"
+    account = (influxdb.WRITER_USER, secrets["influx_writer"])
+    with pytest.raises(httpx.RemoteProtocolError, match="illegal header line"):  # InfluxDB's own answer
+        _write(tenant.env, [bad], db=tenant.database, auth=account, client=_influxdb_itself(profile))
+    through = _write(tenant.env, [bad], db=tenant.database)  # a NUL: no parser reads it, the gate says so
+    assert through.status_code == 400
+    assert "InfluxDB's answer could not be read" in json.loads(through.text)["error"]
+    control = "gate_ctl\x01bad"  # readable, but no server may send it back: escaped in the header
+    direct_answer = _write(tenant.env, [control], db=tenant.database, auth=account, client=_influxdb_itself(profile))
+    through = _write(tenant.env, [control], db=tenant.database)
+    assert (through.status_code, through.text) == (direct_answer.status_code, direct_answer.text)
+    assert through.status_code == 400
+    assert through.headers["X-Influxdb-Error"] == header_value(direct_answer.headers["X-Influxdb-Error"])
+    assert "\\x01" in through.headers["X-Influxdb-Error"]
+
+    good = _probe_lines(40, "gate_ctl")
+    env = tenant.env
+    through_gate = InfluxWriter(env["HATS_INFLUX_WRITE_URL"], tenant.database, *_worker(env), 30.0,
+                                verify=client_context(env["HATS_INFLUX_CA_FILE"]))
+    # InfluxDB itself, whose answer to that line httpx cannot read: the writer bisects after repeats, /ping up.
+    direct = InfluxWriter("http://localhost", tenant.database, *account, 30.0, client=httpx.AsyncClient(
+        transport=httpx.AsyncHTTPTransport(uds=str(influxdb.socket_path(profile))), base_url="http://localhost",
+        auth=account, timeout=30.0))
+
+    async def write(writer: InfluxWriter, lines: list[str]) -> list[LineError]:
+        try:
+            return await writer.write(lines, retry=True)
+        finally:
+            await writer.aclose()
+
+    errors = asyncio.run(asyncio.wait_for(write(through_gate, [*good[:13], bad, *good[13:]]), 120))
+    assert [error.line for error in errors] == [bad]
+    assert _count(tenant, "gate_ctl") == len(good)
+    again = _probe_lines(30, "gate_ctl_direct")
+    errors = asyncio.run(asyncio.wait_for(write(direct, [*again[:7], bad, *again[7:]]), 120))
+    assert [error.line for error in errors] == [bad]
+    assert "could not be read 3 times in a row while it answered /ping" in errors[0].error
+    assert _count(tenant, "gate_ctl_direct") == len(again)
 
 
 def test_the_gate_keeps_connections_alive(tenant: Tenant) -> None:
