@@ -86,6 +86,7 @@ class Bench:
         self.secrets = stack.secrets_for(self.profile)
         self.run_id = uuid.uuid4().hex[:6]
         self.made: list[str] = []
+        self.stored: dict[tuple[str, ...], int] = {}  # points published to these homes by earlier runs
 
     def homes(self, count: int, shard: int, tag: str, entities: int) -> list[str]:
         """`count` homes whose ids hash into `shard`: a database and an active row with a prefix and a series
@@ -129,13 +130,20 @@ class Bench:
         return total
 
     def run(self, names: list[str], shard: int, entities_per_home: int, rate: float, seconds: float,
-            batch_age: float) -> Result:
+            batch_age: float, extra_env: dict[str, str] | None = None, label: str = "",
+            interleave: bool = False) -> Result:
+        """One worker serving `names`; `extra_env` added to its environment, `label` telling its log from
+        another run's over the same homes (their points add up: InfluxDB is checked for all). Such runs share
+        the client id: another session in the share group would take half the messages while offline.
+        `interleave`: entity e of every home, then e + 1 (each home sends steadily, a message every
+        homes/rate s) instead of each home's entities in a burst."""
         port = free_port()
-        log = ROOT / ".hats" / f"bench-many-{self.run_id}-{len(names)}.log"
+        log = ROOT / ".hats" / f"bench-many-{self.run_id}-{len(names)}{label}.log"
         env = {**os.environ, **self.env, "HATS_TENANT_MODE": "registry", "HATS_SHARDS": str(SHARDS),
                "HATS_SHARD": str(shard), "HATS_SOURCES": "eventstream", "HATS_HTTP_PORT": str(port),
                "HATS_MQTT_CLIENT_ID": f"bench-{self.run_id}-{len(names)}", "HATS_LOG_FORMAT": "text",
-               "HATS_OUTBOX_DIR": str(ROOT / ".hats" / "bench-outbox"), "HATS_BATCH_MAX_AGE_S": str(batch_age)}
+               "HATS_OUTBOX_DIR": str(ROOT / ".hats" / "bench-outbox"), "HATS_BATCH_MAX_AGE_S": str(batch_age),
+               **(extra_env or {})}
         with log.open("wb") as out:
             proc = subprocess.Popen([sys.executable, "-m", "ingest_worker"], env=env, cwd=ROOT, stdout=out,
                                     stderr=subprocess.STDOUT)
@@ -146,6 +154,8 @@ class Bench:
             url = f"http://127.0.0.1:{port}/metrics"
             entities = [(f"hats/{name}/{EVENTS}", f"sensor.power_{e}") for name in names
                         for e in range(entities_per_home)]
+            if interleave:
+                entities.sort(key=lambda topic_entity: int(topic_entity[1].rsplit("_", 1)[1]))  # stable: homes in order
             count = int(rate * seconds) if rate else len(entities) * 5
             cpu_before, started = cpu_seconds(proc.pid), time.monotonic()
             publish(self.env, entities, count, rate)
@@ -159,7 +169,9 @@ class Bench:
             proc.send_signal(signal.SIGTERM)
             proc.wait(120)
         stored = self.count_points(names)
-        assert stored == count, f"published {count}, InfluxDB holds {stored}"
+        expected = self.stored.get(tuple(names), 0) + count
+        assert stored == expected, f"published {expected} in all, InfluxDB holds {stored}"
+        self.stored[tuple(names)] = stored
         return Result(len(names), entities_per_home, count, count / (done - started), cpu / count * 1000,
                       done - published, rss / 1024)
 

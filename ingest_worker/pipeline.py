@@ -5,7 +5,7 @@ batch from the network thread; `flush` makes everything durable (InfluxDB or the
 letters, metadata and the points InfluxDB accepted per hour (`ops.ingest_hours`) in one PostgreSQL
 transaction) and only then acknowledges the messages. A batch that went to the outbox is counted per
 hour when the replayer has written it (`replayed`), before the outbox lets go of it. With an OTLP endpoint
-configured (`tracing/`), each batch is one span from its first message to its acknowledgement.
+configured (`tracing/`), each batch is traced from its first message to its acknowledgement.
 """
 
 from __future__ import annotations

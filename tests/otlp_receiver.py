@@ -154,11 +154,13 @@ def otlp_receiver() -> Iterator[OtlpReceiver]:
 
 def main() -> None:
     """`python -m tests.otlp_receiver`: a receiver in a process of its own (a benchmark's CPU time is then not
-    the receiver's). Prints its endpoint, serves until standard input closes, then prints the spans received."""
+    the receiver's). Prints its endpoint, serves until standard input closes, then prints the spans received
+    and their events, as `<spans> <events>`."""
     with otlp_receiver() as receiver:
         print(receiver.endpoint, flush=True)
         sys.stdin.read()
-        print(len(receiver.received()), flush=True)
+        spans = receiver.received()
+        print(len(spans), sum(len(span.events) for span in spans), flush=True)
 
 
 if __name__ == "__main__":

@@ -3,10 +3,11 @@
 The worker stays light: this module imports no OpenTelemetry package. `batch_tracer()` answers None
 when no endpoint is set (`settings.py`), and a pipeline holding None pays one branch per hand-off batch
 and a few no-op calls per flush (`NO_SPAN`). With an endpoint, `otlp.py` — the SDK and its OTLP/HTTP
-exporter, imported then and only then — makes one span per batch (parse → durable → ack, with its counts)
-and one per outbox record replayed, and hands them to a `BatchSpanProcessor`: a bounded queue emptied by
-its own thread, so the event loop never waits on the collector, and a dead collector costs dropped
-spans (counted in `hats_trace_spans_dropped_total`), never a batch.
+exporter, imported then and only then — records each batch (parse → durable → ack, with its counts and
+home) and each outbox record replayed as an event of a round: one span per second or so for every home
+the process serves, handed to a `BatchSpanProcessor`: a bounded queue emptied by its own thread, so the
+event loop never waits on the collector, and a dead collector costs dropped spans (counted in
+`hats_trace_spans_dropped_total`), never a batch.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ EXIT_FLUSH_S = 2.0
 
 
 class BatchSpan(Protocol):
-    """One batch's span, from its first message to its acknowledgement (see `otlp.OtlpBatchSpan`)."""
+    """One batch's record, from its first message to its acknowledgement: an event of its round's span
+    (see `otlp.OtlpBatchSpan`)."""
 
     def durable(self, direct: bool, lines: int, rejected: int) -> None:
         """The batch is in InfluxDB (`direct`, but `rejected` lines) or in the outbox."""
@@ -34,21 +36,21 @@ class BatchSpan(Protocol):
         """Dead letters, metadata and ingest hours are committed in PostgreSQL."""
 
     def acknowledged(self) -> None:
-        """The broker has the batch's acknowledgements: the span ends here."""
+        """The broker has the batch's acknowledgements: the batch's event joins the open round."""
 
     def failed(self, error: BaseException) -> None:
-        """The flush raised: the error is recorded and the span ends."""
+        """The flush raised: the error is recorded (its round's span is marked failed)."""
 
 
 class BatchTracer(Protocol):
     def batch(self, tenant: str, started_ns: int, messages: int, parse_ns: int) -> BatchSpan:
-        """Start the span of a batch whose first message was processed at `started_ns` (epoch ns)."""
+        """Start the record of a batch whose first message was processed at `started_ns` (epoch ns)."""
 
     def replayed(self, tenant: str, lines: int, rejected: int, started_ns: int) -> None:
         """One outbox record written to InfluxDB by the replayer (`rejected` lines became dead letters)."""
 
     def flush(self, timeout_s: float) -> None:
-        """Wait at most `timeout_s` for the queued spans to be exported."""
+        """End the open round and wait at most `timeout_s` for the queued spans to be exported."""
 
 
 class _NoSpan:

@@ -1,13 +1,17 @@
 """The worker's spans over OTLP/HTTP (protobuf), imported only when an endpoint is configured.
 
-A batch's span runs from its first message (when the batch began) to its acknowledgement, with one event
-per stage — `parsed` (the flush starts), `durable` (InfluxDB or the outbox), `committed` (dead letters,
-metadata, ingest hours in PostgreSQL), `acknowledged` — and its counts as attributes. Events, not child
-spans: a registry-mode worker flushes a thousand homes' small batches, and one span per batch keeps the
-cost per flush to a few microseconds. An outbox record written later by the replayer has its own span.
+One span `ingest batches` per round: the batches acknowledged within `ROUND_S` (at most `ROUND_MAX_EVENTS`),
+of every home the process serves. Each batch is an event `batch` at its acknowledgement, carrying its home
+(`hats.tenant`), counts and stage timings (parse, durable — InfluxDB or the outbox —, committed — dead letters,
+metadata, ingest hours in PostgreSQL —, acknowledged); `retrying` (a store away), `exception` (a failed flush,
+which also marks the span's status) and `replayed` (an outbox record the replayer wrote) are events of the
+round too. Why rounds, not a span per batch: a registry-mode worker serving a thousand quiet homes flushes
+~500 batches of a few messages a second, and an SDK span per batch cost 10 % of its CPU (measured,
+`bench/tracing_overhead.py` part 3); a batch is now a plain record on the event loop (a dict and a few clock
+reads) and the SDK objects are made once per round, by the round's own thread.
 
 Export never touches the event loop: the SDK's `BatchSpanProcessor` keeps ended spans in a bounded queue
-(`OTEL_BSP_MAX_QUEUE_SIZE`, 2,048) and its own thread sends them. When the collector is away the thread
+(`OTEL_BSP_MAX_QUEUE_SIZE`, 2,048 rounds) and its own thread sends them. When the collector is away the thread
 waits on it (the exporter's retries, at most `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`, 10 s, per request), the
 queue fills and the newest spans push out the oldest: `hats_trace_spans_dropped_total{reason}` counts
 spans lost that way (`queue_full`) and in failed requests (`export_failed`).
@@ -19,12 +23,14 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
-from opentelemetry.trace import Span, Status, StatusCode
+from opentelemetry.trace import Status, StatusCode, Tracer
+from opentelemetry.util.types import AttributeValue
 
 from ingest_worker import metrics
 from ingest_worker.tracing import BatchSpan
@@ -32,9 +38,19 @@ from ingest_worker.tracing import BatchSpan
 log = logging.getLogger(__name__)
 
 TRACER_NAME = "ingest_worker"
-BATCH_SPAN = "ingest batch"
-REPLAY_SPAN = "outbox replay"
+ROUND_SPAN = "ingest batches"
+BATCH_EVENT = "batch"
+RETRY_EVENT = "retrying"
+FAILED_EVENT = "exception"  # OpenTelemetry's name for an exception event
+REPLAY_EVENT = "replayed"
 ERROR_CHARS = 500
+# A round ends this long after its first event, or at this many events (the SDK's default limit of events per
+# span, set explicitly so that OTEL_SPAN_EVENT_COUNT_LIMIT cannot cut a round short).
+ROUND_S = 1.0
+ROUND_MAX_EVENTS = 128
+# What a round's span sums over its events.
+ROUND_TOTALS = ("hats.batches", "hats.messages", "hats.points", "hats.dead_letters", "hats.influx_rejected",
+                "hats.outbox_batches", "hats.failed", "hats.replayed_points")
 
 
 class _CountingExporter(SpanExporter):
@@ -89,13 +105,38 @@ def counting_processor(exporter: SpanExporter) -> BatchSpanProcessor:
     return processor
 
 
-class OtlpBatchSpan:
-    __slots__ = ("_mark", "_span")
+@dataclass(frozen=True, slots=True)
+class _Event:
+    """One event of a round, as plain values until the round's thread makes it an SDK event."""
 
-    def __init__(self, span: Span) -> None:
-        self._span = span
-        self._mark = time.time_ns()
-        span.add_event("parsed", timestamp=self._mark)
+    name: str
+    at_ns: int
+    attributes: dict[str, AttributeValue]
+    started_ns: int  # the round's span starts at its earliest event's start (a batch: its first message)
+    latency_s: float = 0.0  # a batch's, from its first message to its acknowledgement
+    points: int = 0  # a batch's, for its round's sum (its event has them in words)
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.1f} ms"
+
+
+class OtlpBatchSpan:
+    """A batch's record while it flushes: its numbers and its stage clock, no SDK object. Its event is lean —
+    each attribute costs the SDK and the export ~4 µs, and a dozen of them per batch would be a few % of a
+    quiet home's flush (measured) — so points and stage timings travel as one readable line (`hats.batch`) and
+    the rarer counts only when not 0; the round's span carries the sums and the slowest batch as numbers."""
+
+    __slots__ = ("_commit_s", "_dead_letters", "_direct", "_durable_s", "_mark", "_messages", "_parse_s",
+                 "_points", "_rejected", "_rounds", "_started_ns", "_tenant")
+
+
+    def __init__(self, rounds: Rounds, tenant: str, started_ns: int, messages: int, parse_ns: int) -> None:
+        self._rounds, self._tenant, self._started_ns, self._messages = rounds, tenant, started_ns, messages
+        self._parse_s = parse_ns / 1e9
+        self._mark = time.time_ns()  # the flush starts: the batch is parsed
+        self._direct, self._points, self._rejected, self._dead_letters = True, 0, 0, 0
+        self._durable_s = self._commit_s = 0.0
 
     def _lap(self) -> tuple[int, float]:
         now = time.time_ns()
@@ -103,58 +144,159 @@ class OtlpBatchSpan:
         return now, seconds
 
     def durable(self, direct: bool, lines: int, rejected: int) -> None:
-        now, seconds = self._lap()
-        path = "direct" if direct else "outbox"
-        self._span.set_attributes({"hats.durable": path, "hats.points": lines - rejected,
-                                   "hats.influx_rejected": rejected, "hats.durable_s": seconds})
-        self._span.add_event("durable", {"hats.durable": path}, timestamp=now)
+        _, self._durable_s = self._lap()
+        self._direct, self._points, self._rejected = direct, lines - rejected, rejected
 
     def retrying(self, what: str, error: str, delay_s: float) -> None:
-        self._span.add_event("retrying", {"hats.store": what, "exception.message": error[:ERROR_CHARS],
-                                          "hats.retry_in_s": delay_s})
+        self._rounds.add(_Event(RETRY_EVENT, time.time_ns(), {
+            "hats.tenant": self._tenant, "hats.store": what, "exception.message": error[:ERROR_CHARS],
+            "hats.retry_in_s": delay_s}, self._started_ns))
 
     def committed(self, dead_letters: int) -> None:
-        now, seconds = self._lap()
-        self._span.set_attributes({"hats.dead_letters": dead_letters, "hats.commit_s": seconds})
-        self._span.add_event("committed", timestamp=now)
+        _, self._commit_s = self._lap()
+        self._dead_letters = dead_letters
 
     def acknowledged(self) -> None:
-        now, seconds = self._lap()
-        self._span.set_attribute("hats.ack_s", seconds)
-        self._span.add_event("acknowledged", timestamp=now)
-        self._span.end(end_time=now)
+        now, ack_s = self._lap()
+        latency_s = (now - self._started_ns) / 1e9
+        attributes: dict[str, AttributeValue] = {
+            "hats.tenant": self._tenant, "hats.messages": self._messages,
+            "hats.batch": f"{self._points} points, {latency_s:.3f} s from its first message: parse "
+                          f"{_ms(self._parse_s)}, {'durable' if self._direct else 'outbox'} {_ms(self._durable_s)}, "
+                          f"commit {_ms(self._commit_s)}, ack {_ms(ack_s)}"}
+        if self._dead_letters:
+            attributes["hats.dead_letters"] = self._dead_letters
+        if self._rejected:
+            attributes["hats.influx_rejected"] = self._rejected
+        if not self._direct:
+            attributes["hats.durable"] = "outbox"
+        self._rounds.add(_Event(BATCH_EVENT, now, attributes, self._started_ns, latency_s, self._points))
 
     def failed(self, error: BaseException) -> None:
-        self._span.record_exception(error)
-        self._span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"[:ERROR_CHARS]))
-        self._span.end()
+        self._rounds.add(_Event(FAILED_EVENT, time.time_ns(), {
+            "hats.tenant": self._tenant, "hats.messages": self._messages, "exception.type": type(error).__name__,
+            "exception.message": str(error)[:ERROR_CHARS]}, self._started_ns))
+
+
+class Rounds:
+    """The open round's events (appended by the event loop under a lock) and the thread that ends rounds:
+    `ROUND_S` after their first event or at `ROUND_MAX_EVENTS`, whichever is first, so a quiet worker's batch
+    reaches the collector within a second or so, and a busy one's rounds stay within the span event limit."""
+
+    def __init__(self, tracer: Tracer, max_events: int = ROUND_MAX_EVENTS, round_s: float = ROUND_S) -> None:
+        self._tracer = tracer
+        self._max_events = max_events
+        self._round_s = round_s
+        self._events: list[_Event] = []
+        self._opened = 0.0
+        self._wake = threading.Condition(threading.Lock())
+        self._thread = threading.Thread(target=self._end_rounds, name="otel-rounds", daemon=True)
+        self._thread.start()
+
+    def add(self, event: _Event) -> None:
+        with self._wake:
+            if not self._events:
+                self._opened = time.monotonic()
+                self._wake.notify()
+            self._events.append(event)
+            if len(self._events) >= self._max_events:
+                self._wake.notify()
+
+    def _take(self) -> list[_Event]:
+        events, self._events = self._events[:self._max_events], self._events[self._max_events:]
+        self._opened = time.monotonic()
+        return events
+
+    def _end_rounds(self) -> None:
+        while True:
+            with self._wake:
+                while not self._events:
+                    self._wake.wait()
+                while len(self._events) < self._max_events and (left := self._opened + self._round_s
+                                                                - time.monotonic()) > 0:
+                    self._wake.wait(left)
+                events = self._take()
+            if events:  # `end_all` may have taken them meanwhile
+                self._emit(events)
+
+    def end_all(self) -> None:
+        """End every open round now (at exit, before the export queue's flush)."""
+        while True:
+            with self._wake:
+                events = self._take()
+            if not events:
+                return
+            self._emit(events)
+
+    def _emit(self, events: list[_Event]) -> None:
+        """One round as one span: its events, the sums of their counts, its slowest batch, the homes it holds."""
+        totals = dict.fromkeys(ROUND_TOTALS, 0)
+        tenants: set[str] = set()
+        latency_max = 0.0
+        error = ""
+        for event in events:
+            attributes = event.attributes
+            tenants.add(str(attributes["hats.tenant"]))
+            if event.name == REPLAY_EVENT:
+                totals["hats.replayed_points"] += _int(attributes, "hats.points")
+                totals["hats.dead_letters"] += _int(attributes, "hats.dead_letters")
+                continue
+            if event.name not in (BATCH_EVENT, FAILED_EVENT):
+                continue
+            totals["hats.batches"] += 1
+            totals["hats.points"] += event.points
+            for key in ("hats.messages", "hats.dead_letters", "hats.influx_rejected"):
+                totals[key] += _int(attributes, key)
+            totals["hats.outbox_batches"] += attributes.get("hats.durable") == "outbox"
+            latency_max = max(latency_max, event.latency_s)
+            if event.name == FAILED_EVENT:
+                totals["hats.failed"] += 1
+                error = error or ": ".join(str(attributes[key]) for key in
+                                           ("hats.tenant", "exception.type", "exception.message"))
+        span = self._tracer.start_span(ROUND_SPAN, start_time=min(e.started_ns for e in events), attributes={
+            **totals, "hats.latency_max_s": latency_max, "hats.tenants": sorted(tenants)})
+        for event in events:
+            span.add_event(event.name, event.attributes, timestamp=event.at_ns)
+        if error:
+            span.set_status(Status(StatusCode.ERROR, error[:ERROR_CHARS]))
+        span.end(end_time=max(e.at_ns for e in events))
+
+
+def _int(attributes: dict[str, AttributeValue], key: str) -> int:
+    value = attributes.get(key, 0)
+    return value if isinstance(value, int) else 0
 
 
 class OtlpBatchTracer:
-    """One provider, exporter and processor for the process; every pipeline (every home) shares them."""
+    """One provider, exporter, processor and round for the process; every pipeline (every home) shares them."""
 
-    def __init__(self, endpoint: str, service_name: str) -> None:
+    def __init__(self, endpoint: str, service_name: str, max_events: int = ROUND_MAX_EVENTS,
+                 round_s: float = ROUND_S) -> None:
         self._processor = counting_processor(OTLPSpanExporter(endpoint=endpoint))
         # Not shut down at interpreter exit (its shutdown waits up to 30 s on a dead collector): `flush` is bounded.
-        provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service_name}), shutdown_on_exit=False)
+        provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service_name}), shutdown_on_exit=False,
+                                  span_limits=SpanLimits(max_events=max_events))
         provider.add_span_processor(self._processor)
-        self._tracer = provider.get_tracer(TRACER_NAME)
+        self._rounds = Rounds(provider.get_tracer(TRACER_NAME), max_events, round_s)
         for reason in ("queue_full", "export_failed"):  # present from the start, so a rate can be taken at once
             metrics.TRACE_SPANS_DROPPED.labels(reason)
-        log.info("tracing: spans of every batch go to %s (OTLP/HTTP) as service %s", endpoint, service_name)
+        log.info("tracing: every batch, in rounds of %.0f s, goes to %s (OTLP/HTTP) as service %s", round_s,
+                 endpoint, service_name)
 
     def batch(self, tenant: str, started_ns: int, messages: int, parse_ns: int) -> BatchSpan:
-        span = self._tracer.start_span(BATCH_SPAN, start_time=started_ns, attributes={
-            "hats.tenant": tenant, "hats.messages": messages, "hats.parse_s": parse_ns / 1e9})
-        return OtlpBatchSpan(span)
+        return OtlpBatchSpan(self._rounds, tenant, started_ns, messages, parse_ns)
 
     def replayed(self, tenant: str, lines: int, rejected: int, started_ns: int) -> None:
-        span = self._tracer.start_span(REPLAY_SPAN, start_time=started_ns, attributes={
-            "hats.tenant": tenant, "hats.durable": "replayed", "hats.points": lines - rejected,
-            "hats.influx_rejected": rejected, "hats.dead_letters": rejected})
-        span.end()
+        attributes: dict[str, AttributeValue] = {"hats.tenant": tenant, "hats.points": lines - rejected}
+        if rejected:  # refused by InfluxDB, so dead letters
+            attributes["hats.dead_letters"] = rejected
+        self._rounds.add(_Event(REPLAY_EVENT, time.time_ns(), attributes, started_ns))
 
     def flush(self, timeout_s: float) -> None:
-        flushing = threading.Thread(target=self._processor.force_flush, name="otel-flush", daemon=True)
+        def end_and_export() -> None:
+            self._rounds.end_all()
+            self._processor.force_flush()
+
+        flushing = threading.Thread(target=end_and_export, name="otel-flush", daemon=True)
         flushing.start()
         flushing.join(timeout_s)

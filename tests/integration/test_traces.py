@@ -20,6 +20,7 @@ from hats_assets.defs.quality.rollup_checks import raw_points_all_rolled_up
 from hats_assets.defs.rollups.assets import rollups
 from hats_assets.defs.warehouse.assets import hourly_rollup
 from ingest_worker.tracing import EXIT_FLUSH_S
+from ingest_worker.tracing.otlp import ROUND_SPAN
 from tests.conftest import Tenant, WorkerProcess, wait_for
 from tests.homeassistant import asset_resources, publish, state_changed
 from tests.integration.test_worker_durability import Start, event, points
@@ -27,7 +28,6 @@ from tests.otlp_receiver import OtlpReceiver, ReceivedSpan, otlp_receiver
 
 pytestmark = pytest.mark.integration
 
-STAGES = ["parsed", "durable", "committed", "acknowledged"]
 HOUR = (datetime.now(UTC) - timedelta(hours=3)).replace(minute=0, second=0, microsecond=0)
 PARTITION = HOUR.strftime("%Y-%m-%d-%H:00")
 DAY = HOUR.strftime("%Y-%m-%d")
@@ -47,7 +47,8 @@ def traced(tenant: Tenant, endpoint: str) -> dict[str, str]:
 
 
 def batches(receiver: OtlpReceiver, tenant: Tenant) -> list[ReceivedSpan]:
-    return [s for s in receiver.received("ingest batch") if s.attributes["hats.tenant"] == tenant.name]
+    """The rounds of batches holding the tenant's (a single-tenant worker's rounds hold only its own)."""
+    return [s for s in receiver.received(ROUND_SPAN) if tenant.name in s.attributes["hats.tenants"]]
 
 
 def dead_letters(tenant: Tenant) -> int:
@@ -72,18 +73,26 @@ def test_batch_spans_count_what_the_stores_hold(tenant: Tenant, start_worker: St
     wait_for(lambda: total(batches(receiver, tenant), "hats.messages") == published,
              f"batch spans for all {published} messages")
     spans = batches(receiver, tenant)
-    assert all(s.attributes["hats.durable"] == "direct" for s in spans)  # InfluxDB was up throughout
+    assert total(spans, "hats.outbox_batches") == 0  # InfluxDB was up throughout
     assert total(spans, "hats.points") == points(tenant) == len(good)
     assert total(spans, "hats.dead_letters") == dead_letters(tenant) == len(bad)
-    assert total(spans, "hats.influx_rejected") == 0
+    assert total(spans, "hats.influx_rejected") == total(spans, "hats.failed") == 0
+    events = [attributes for span in spans for _, attributes in span.events]
     for span in spans:
         assert span.service == "hats-ingest-worker"
-        assert [name for name, _ in span.events] == STAGES
+        assert span.attributes["hats.tenants"] == [tenant.name]
+        assert {name for name, _ in span.events} == {"batch"}
+        assert span.attributes["hats.batches"] == len(span.events)
         assert not span.error
         assert span.parent_span_id == ""
         assert span.start_ns < span.end_ns
-    assert len({s.trace_id for s in spans}) == len(spans)  # one trace per batch
-    assert len(receiver.received()) == len(spans)  # nothing but this worker's batches
+    # Each batch is an event naming its home, whose counts add up to the stores' too.
+    assert {e["hats.tenant"] for e in events} == {tenant.name}
+    assert sum(int(e["hats.messages"]) for e in events) == published
+    assert sum(int(e["hats.batch"].split(" points, ")[0]) for e in events) == len(good)
+    assert sum(int(e.get("hats.dead_letters", 0)) for e in events) == len(bad)
+    assert len({s.trace_id for s in spans}) == len(spans)  # one trace per round
+    assert len(receiver.received()) == len(spans)  # nothing but this worker's rounds
     assert worker.stop() == 0
 
 

@@ -91,49 +91,78 @@ def _exported() -> float:
     return REGISTRY.get_sample_value("hats_trace_spans_exported_total") or 0.0
 
 
-def test_a_batch_span_carries_its_stages_and_counts(no_otel: pytest.MonkeyPatch) -> None:
-    from ingest_worker.tracing.otlp import OtlpBatchTracer
+def test_a_round_is_one_span_with_an_event_per_batch(no_otel: pytest.MonkeyPatch) -> None:
+    from ingest_worker.tracing.otlp import ROUND_SPAN, OtlpBatchTracer
 
     with otlp_receiver() as receiver:
-        tracer = OtlpBatchTracer(receiver.endpoint, "hats-test")
+        tracer = OtlpBatchTracer(receiver.endpoint, "hats-test", round_s=60)  # one round, ended by the flush
         began = time.time_ns()
         span = tracer.batch("acme", began, messages=12, parse_ns=3_000_000)
         span.durable(direct=True, lines=10, rejected=2)
         span.retrying("postgresql", "connection refused", 0.5)
         span.committed(dead_letters=4)
         span.acknowledged()
+        other = tracer.batch("other", time.time_ns(), messages=3, parse_ns=0)
+        other.durable(direct=False, lines=3, rejected=0)
+        other.committed(dead_letters=0)
+        other.acknowledged()
         tracer.batch("acme", time.time_ns(), messages=1, parse_ns=0).failed(RuntimeError("PostgreSQL said no"))
-        tracer.replayed("acme", lines=7, rejected=1, started_ns=time.time_ns())
+        tracer.replayed("other", lines=7, rejected=1, started_ns=time.time_ns())
         exported = _exported()
         tracer.flush(30)
-        batch, failed = receiver.received("ingest batch")
-        [replay] = receiver.received("outbox replay")
-    assert _exported() == exported + 3
-    assert batch.service == "hats-test"
-    assert batch.start_ns == began
-    assert {key: batch.attributes[key] for key in ("hats.tenant", "hats.messages", "hats.points", "hats.durable",
-                                                   "hats.influx_rejected", "hats.dead_letters")} == {
-        "hats.tenant": "acme", "hats.messages": 12, "hats.points": 8, "hats.durable": "direct",
-        "hats.influx_rejected": 2, "hats.dead_letters": 4}
-    assert batch.attributes["hats.parse_s"] == pytest.approx(0.003)
-    assert [name for name, _ in batch.events] == ["parsed", "durable", "retrying", "committed", "acknowledged"]
-    assert batch.events[2][1]["hats.store"] == "postgresql"
-    assert not batch.error
-    assert failed.error
-    assert "PostgreSQL said no" in failed.status_message
-    assert [name for name, _ in failed.events] == ["parsed", "exception"]
-    assert (replay.attributes["hats.points"], replay.attributes["hats.dead_letters"]) == (6, 1)
+        [round_] = receiver.received(ROUND_SPAN)
+    assert _exported() == exported + 1
+    assert receiver.received() == [round_]
+    assert round_.service == "hats-test"
+    assert round_.start_ns == began  # its first batch's first message
+    assert {key: value for key, value in round_.attributes.items() if key != "hats.latency_max_s"} == {
+        "hats.batches": 3, "hats.messages": 16, "hats.points": 8 + 3, "hats.dead_letters": 4 + 1,
+        "hats.influx_rejected": 2, "hats.outbox_batches": 1, "hats.failed": 1, "hats.replayed_points": 6,
+        "hats.tenants": ["acme", "other"]}
+    assert round_.error
+    assert round_.status_message == "acme: RuntimeError: PostgreSQL said no"
+    assert [name for name, _ in round_.events] == ["retrying", "batch", "batch", "exception", "replayed"]
+    retrying, acme, other_batch, failed, replayed = (attributes for _, attributes in round_.events)
+    assert (retrying["hats.tenant"], retrying["hats.store"]) == ("acme", "postgresql")
+    line = acme.pop("hats.batch")
+    assert acme == {"hats.tenant": "acme", "hats.messages": 12, "hats.dead_letters": 4, "hats.influx_rejected": 2}
+    assert line.startswith("8 points, ")
+    assert " s from its first message: parse 3.0 ms, durable " in line
+    assert round_.attributes["hats.latency_max_s"] >= float(line.split(", ")[1].split(" s ")[0])
+    line = other_batch.pop("hats.batch")
+    assert line.startswith("3 points, ")
+    assert ", outbox " in line
+    assert other_batch == {"hats.tenant": "other", "hats.messages": 3, "hats.durable": "outbox"}
+    assert failed == {"hats.tenant": "acme", "hats.messages": 1, "exception.type": "RuntimeError",
+                      "exception.message": "PostgreSQL said no"}
+    assert replayed == {"hats.tenant": "other", "hats.points": 6, "hats.dead_letters": 1}
+
+
+def test_a_round_ends_when_full_or_a_moment_after_its_first_batch(no_otel: pytest.MonkeyPatch) -> None:
+    from ingest_worker.tracing.otlp import ROUND_SPAN, OtlpBatchTracer
+
+    no_otel.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
+    with otlp_receiver() as receiver:
+        tracer = OtlpBatchTracer(receiver.endpoint, "hats-test", max_events=3, round_s=0.2)
+        for index in range(7):
+            tracer.batch(f"home{index}", time.time_ns(), 1, 0).acknowledged()
+        # No flush: the last round ends by itself, round_s after its batch.
+        wait_for(lambda: sum(len(s.events) for s in receiver.received(ROUND_SPAN)) == 7, "all 7 batches exported")
+        rounds = sorted(receiver.received(ROUND_SPAN), key=lambda s: s.start_ns)
+    assert [len(s.events) for s in rounds] == [3, 3, 1]
+    assert [s.attributes["hats.tenants"] for s in rounds] == [["home0", "home1", "home2"],
+                                                              ["home3", "home4", "home5"], ["home6"]]
 
 
 def test_a_hung_collector_costs_counted_spans_never_a_wait(no_otel: pytest.MonkeyPatch) -> None:
-    from ingest_worker.tracing.otlp import OtlpBatchTracer
+    from ingest_worker.tracing.otlp import ROUND_SPAN, OtlpBatchTracer
 
     no_otel.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "4")
     no_otel.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "2")
     no_otel.setenv("OTEL_BSP_SCHEDULE_DELAY", "10")
     with otlp_receiver() as receiver:
         receiver.hold()
-        tracer = OtlpBatchTracer(receiver.endpoint, "hats-test")
+        tracer = OtlpBatchTracer(receiver.endpoint, "hats-test", max_events=1)  # a round per batch
         before = _dropped("queue_full")
         tracer.batch("acme", time.time_ns(), 1, 0).acknowledged()
         wait_for(lambda: receiver.arrived == 1, "the exporter's first request, left unanswered")
@@ -144,12 +173,12 @@ def test_a_hung_collector_costs_counted_spans_never_a_wait(no_otel: pytest.Monke
             span.committed(0)
             span.acknowledged()
         spent = time.monotonic() - started
-        dropped = _dropped("queue_full") - before
+        wait_for(lambda: _dropped("queue_full") > before, "spans dropped on the full queue")
         receiver.release()
         tracer.flush(30)
-        received = len(receiver.received("ingest batch"))
-    assert spent < 1.0  # the batches never waited on the collector (41 spans take about a millisecond)
-    assert dropped > 0
+        dropped = _dropped("queue_full") - before
+        received = len(receiver.received(ROUND_SPAN))
+    assert spent < 1.0  # the batches never waited on the collector (41 records take well under a millisecond)
     assert received + dropped == 41  # every span reached the collector or was counted as dropped
 
 
@@ -159,7 +188,7 @@ def test_a_dead_collector_counts_the_spans_it_lost(no_otel: pytest.MonkeyPatch) 
     no_otel.setenv("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "2")
     with otlp_receiver() as receiver:
         endpoint = receiver.endpoint
-    tracer = OtlpBatchTracer(endpoint, "hats-test")  # the port refuses connections now
+    tracer = OtlpBatchTracer(endpoint, "hats-test", max_events=1)  # the port refuses connections now
     before = _dropped("export_failed")
     for _ in range(3):
         tracer.batch("acme", time.time_ns(), 1, 0).acknowledged()
