@@ -77,7 +77,8 @@ def _egress_ports(policy: dict[str, Any]) -> list[tuple[object, list[dict[str, A
     return [(port["port"], rule.get("to", [])) for rule in policy["spec"]["egress"] for port in rule["ports"]]
 
 
-def test_only_the_gate_reaches_influxdbs_port_and_only_workers_reach_the_gate(rendered: Rendered) -> None:
+def test_only_the_gate_reaches_influxdbs_port_and_only_workers_and_the_code_location_reach_the_gate(
+        rendered: Rendered) -> None:
     influx = urllib.parse.urlsplit(rendered.values["external"]["influxdb"]["url"])
     influx_port = influx.port or (443 if influx.scheme == "https" else 80)
     policies = {p["metadata"]["labels"]["app.kubernetes.io/component"]: p for p in rendered.of_kind("NetworkPolicy")}
@@ -89,4 +90,13 @@ def test_only_the_gate_reaches_influxdbs_port_and_only_workers_reach_the_gate(re
     assert to_gate == [{"podSelector": {"matchLabels": {**gate["spec"]["podSelector"]["matchLabels"]}}}]
     assert [port for port, _ in _egress_ports(gate)] == [53, 53, influx_port]
     [ingress] = gate["spec"]["ingress"]
-    assert ingress["from"] == [{"podSelector": {"matchLabels": worker["spec"]["podSelector"]["matchLabels"]}}]
+    # The code location's pods carry the retention-client labels (subchart values are not templated, so the
+    # chart's values put them on the user deployment and every run's pod): the policy admits exactly those.
+    clients = rendered.values["influxGate"]["retentionClientLabels"]
+    dagster = rendered.values["dagster"]
+    [location] = dagster["dagster-user-deployments"]["deployments"]
+    run_labels = dagster["runLauncher"]["config"]["k8sRunLauncher"]["runK8sConfig"]["podTemplateSpecMetadata"]["labels"]
+    assert clients.items() <= location["labels"].items()
+    assert clients.items() <= run_labels.items()
+    assert ingress["from"] == [{"podSelector": {"matchLabels": worker["spec"]["podSelector"]["matchLabels"]}},
+                               {"podSelector": {"matchLabels": clients}}]
