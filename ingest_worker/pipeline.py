@@ -3,7 +3,10 @@
 `process` is the CPU-bound part (parse → normalise → validate → encode) and runs on each hand-off
 batch from the network thread; `flush` makes everything durable (InfluxDB or the outbox, then dead
 letters, metadata and the points InfluxDB accepted per hour (`ops.ingest_hours`) in one PostgreSQL
-transaction) and only then acknowledges the messages. A batch that went to the outbox is counted per
+transaction) and only then acknowledges the messages. A message that contributed to a state its source
+still holds (statestream, `Outcome.held_by`) is acknowledged with the batch that state is emitted in,
+never before: the held acknowledgements are kept per held state's origin and join the current batch when
+the source emits it (written, dead-lettered or a duplicate alike). A batch that went to the outbox is counted per
 hour when the replayer has written it (`replayed`), before the outbox lets go of it. With an OTLP endpoint
 configured (`tracing/`), each batch is traced from its first message to its acknowledgement.
 """
@@ -92,6 +95,9 @@ class Pipeline:
         self._letters: list[DeadLetter] = []
         self._acks: list[Incoming] = []
         self._parked: list[Incoming] = []  # unowned while the subscriptions settle (see `_settling`)
+        # Acknowledgements waiting for a state a source holds, by that state's origin (see `_release`).
+        self._held: dict[tuple[str, bytes, int], list[Incoming]] = {}
+        self._held_count = 0
         self._oldest = 0.0
         self._series: dict[SeriesKey, tuple[Series, str]] = {}
         self._last_lines: dict[str, str] = {}  # the line last written per entity: a copy of it is a duplicate
@@ -125,7 +131,7 @@ class Pipeline:
             for state in source.flush(force):
                 origin = state.origin or (f"{source.name}:{state.entity_id}", state.state.encode(), time.time_ns())
                 self._emit(state, Origin(*origin))
-        metrics.UNACKED.set(len(self._acks))
+        metrics.UNACKED.set(len(self._acks) + self._held_count)
         # Prometheus is updated once per hand-off batch: a labelled inc per message costs more than a parse.
         for name, count in self._received_by_source.items():
             metrics.RECEIVED.labels(name).inc(count)
@@ -152,17 +158,31 @@ class Pipeline:
                 self._parked.append(item)  # handled (and acknowledged) once the configs are in
                 continue
             self.counters["received"] += 1
-            self._acks.append(item)
+            held_by = None
             try:
-                self._handle(item)
+                held_by = self._handle(item)
             except Rejected as rejected:
                 self._reject(item.topic, item.payload, item.received_ns, rejected.reason, rejected.detail)
             except Exception as exc:  # a parser bug must cost one message (kept, with its reason), not the worker
                 log.exception("unexpected error on topic %s", item.topic[:200])
                 self._reject(item.topic, item.payload, item.received_ns, Reason.INTERNAL_ERROR,
                              f"{type(exc).__name__}: {str(exc)[:500]}")
+            if held_by is None:
+                self._acks.append(item)
+            else:
+                self._held.setdefault(held_by, []).append(item)
+                self._held_count += 1
 
-    def _handle(self, item: Incoming) -> None:
+    def _release(self, origin: Origin) -> None:
+        """The state from `origin` is emitted: the messages that waited for it join the current batch, to be
+        acknowledged once it (or its dead letter) is durable."""
+        waiting = self._held.pop((origin.topic, origin.payload, origin.received_ns), None)
+        if waiting is not None:
+            self._acks.extend(waiting)
+            self._held_count -= len(waiting)
+
+    def _handle(self, item: Incoming) -> tuple[str, bytes, int] | None:
+        """Handle one message; returns the origin of the held state its acknowledgement waits for."""
         source = self._route(item.topic)
         name = source.name if source else "none"
         self._received_by_source[name] = self._received_by_source.get(name, 0) + 1
@@ -186,7 +206,8 @@ class Pipeline:
             self._ignored[why] = self._ignored.get(why, 0) + 1
         origin = Origin(item.topic, item.payload, item.received_ns)
         for state in outcome.states:
-            self._emit(state, origin)
+            self._emit(state, Origin(*state.origin) if state.origin is not None else origin)
+        return outcome.held_by
 
     def _route(self, topic: str) -> Source | None:
         for source in self._sources:
@@ -195,6 +216,8 @@ class Pipeline:
         return None
 
     def _emit(self, state: EntityState, origin: Origin) -> None:
+        if self._held:
+            self._release(origin)
         state = self._metadata.described(state)
         attrs = state.attributes
         key: SeriesKey = (state.entity_id, state.device_id, _str(attrs.get("unit_of_measurement")),
@@ -264,8 +287,8 @@ class Pipeline:
         return waiting and time.monotonic() - self._oldest >= self._max_age_s
 
     def holding(self) -> bool:
-        """Whether anything waits for a flush (or for the subscriptions to settle)."""
-        return bool(self._acks or self._lines or self._letters or self._parked)
+        """Whether anything waits for a flush (or for the subscriptions to settle, or a held state)."""
+        return bool(self._acks or self._lines or self._letters or self._parked or self._held)
 
     def oldest_age_s(self) -> float:
         return time.monotonic() - self._oldest if self._acks else 0.0
@@ -293,7 +316,7 @@ class Pipeline:
             span.failed(error)
             raise
         span.acknowledged()
-        metrics.UNACKED.set(0)
+        metrics.UNACKED.set(self._held_count)
         return letters
 
     async def _make_durable(self, lines: list[str], origins: list[Origin], hours: Hours,

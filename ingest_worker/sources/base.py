@@ -4,7 +4,10 @@ A source owns a family of topics (statestream, eventstream, discovery, status). 
 message into zero or more `EntityState`s, may ask for topics to be (un)subscribed (discovery learns
 state topics at run time), and raises `Rejected` for anything invalid. Sources that must see a whole
 burst before emitting (statestream: a state and its attributes arrive on separate topics) hold states
-back until `flush()`, which the pipeline calls on every tick (and with `force` when it stops).
+back until `flush()`, which the pipeline calls on every tick (and with `force` when it stops); they name
+the held state in `Outcome.held_by`, and the pipeline acknowledges such a message only once that state
+(emitted with the same `origin`) is durable. A held state must be emitted within a bounded time (it
+holds the broker's in-flight window), never dropped silently.
 """
 
 from __future__ import annotations
@@ -48,6 +51,10 @@ class Outcome:
     unsubscribe: tuple[str, ...] = ()
     # Why a valid message produced nothing (counted, never dead-lettered), e.g. "event_type".
     ignored: str | None = None
+    # The `origin` of a state the source still holds that this message contributed to (its own state,
+    # or a timestamp or attribute of it): the message's acknowledgement waits until that state is
+    # emitted, so a crash meanwhile leaves it with the broker to redeliver, not lost.
+    held_by: tuple[str, bytes, int] | None = None
 
 
 class Source(Protocol):

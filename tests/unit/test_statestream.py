@@ -81,14 +81,18 @@ def test_a_state_change_is_held_until_flush_then_carries_its_attributes_and_time
     clock = FakeClock()
     source = StatestreamSource(BASE, clock=clock)
     outcomes = publish_state_change(source, b"21.5")
-    assert outcomes[0] == Outcome()  # held, not ignored
-    assert outcomes[1] == Outcome(ignored="last_updated")
+    held = outcomes[0].held_by
+    assert held is not None
+    assert held[:2] == (topic("state"), b"21.5")
+    assert outcomes[0] == Outcome(held_by=held)  # held, not ignored: its acknowledgement waits for it
+    # Its burst's timestamp and attributes wait for it too (a redelivery must bring them back with it).
+    assert outcomes[1] == Outcome(ignored="last_updated", held_by=held)
     assert outcomes[2] == Outcome(ignored="last_changed")
-    assert all(o == Outcome(ignored="attribute") for o in outcomes[3:])
+    assert all(o == Outcome(ignored="attribute", held_by=held) for o in outcomes[3:])
     assert source.flush() == ()  # its burst may still be arriving
     clock.now += QUIET_S
     (state,) = source.flush()  # complete: attributes and timestamp arrived, then the entity fell silent
-    assert state.origin is not None
+    assert state.origin == held  # what the pipeline releases the held acknowledgements by
     assert state.origin[:2] == (topic("state"), b"21.5")  # dead letters keep the message really received
     assert state == EntityState(entity_id="sensor.living_room_temperature", state="21.5",
                                 attributes=LIVING_ROOM_ATTRIBUTES, last_updated=T1, source="statestream",
@@ -312,12 +316,15 @@ def test_cached_bytes_stay_within_the_budget() -> None:
 
 def test_pending_states_are_bounded_by_emitting_the_oldest_early() -> None:
     source = StatestreamSource(BASE, max_pending_states=2)
-    source.handle(topic("last_updated", "sensor/a"), T1.encode())
-    assert source.handle(topic("state", "sensor/a"), b"1") == Outcome()
-    assert source.handle(topic("state", "sensor/b"), b"2") == Outcome()
-    early = source.handle(topic("state", "sensor/c"), b"3").states
-    assert [(s.entity_id, s.last_updated) for s in early] == [("sensor.a", T1)]
-    source.handle(topic("last_updated", "sensor/a"), T2.encode())  # its state is gone: held loose, then dropped
+    assert source.handle(topic("last_updated", "sensor/a"), T1.encode()) == Outcome(ignored="last_updated")  # loose
+    a = source.handle(topic("state", "sensor/a"), b"1", 1)
+    assert a == Outcome(held_by=(topic("state", "sensor/a"), b"1", 1))
+    assert source.handle(topic("state", "sensor/b"), b"2", 2) == Outcome(held_by=(topic("state", "sensor/b"), b"2", 2))
+    c = source.handle(topic("state", "sensor/c"), b"3", 3)
+    assert [(s.entity_id, s.last_updated, s.origin) for s in c.states] == [("sensor.a", T1, a.held_by)]
+    assert c.held_by == (topic("state", "sensor/c"), b"3", 3)
+    loose = source.handle(topic("last_updated", "sensor/a"), T2.encode())  # its state is gone: held loose, then dropped
+    assert loose.held_by is None  # no held state to wait for
     assert [s.entity_id for s in source.flush(force=True)] == ["sensor.b", "sensor.c"]
 
 
