@@ -8,6 +8,7 @@ covered without editing this file; the reference for each is the owner's own ``W
 
 from __future__ import annotations
 
+import importlib.util
 import secrets as token
 import uuid
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ import pytest
 from psycopg import sql
 
 from devstack import postgres
-from devstack.profile import Profile
+from devstack.profile import PROJECT_ROOT, Profile
 from devstack.stack import migrate
 from hats_assets.defs.warehouse.tables import month_partition
 from tenancy import iam
@@ -521,16 +522,28 @@ def _isolation_catalogue(dsn: str) -> dict[str, Any]:
     return {"rls": rls, "policies": policies, "views": views, "grants": grants, "lookup": lookup}
 
 
+def _exporter_policies() -> set[tuple[str, str, str]]:
+    """The ops exporter's unfiltered read (migration 0014) on the tables under RLS it reads, from the migration."""
+    path = PROJECT_ROOT / "migrations" / "versions" / "0014_ops_exporter_role.py"
+    spec = importlib.util.spec_from_file_location("migration_0014", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return {(table, module.POLICY, "hats_exporter") for table in module.UNDER_RLS}
+
+
 def test_downgrade_to_0011_and_up_again(warehouse: Warehouse) -> None:
     wh = warehouse
     at_head = _isolation_catalogue(wh.owner_dsn)
     assert at_head["rls"] == [(table,) for table in RLS_TABLES]
-    # Per table: the home analysts' (filtered), the operator's and the services' (unfiltered).
+    # Per table: the home analysts' (filtered), the operator's and the services' (unfiltered), and the ops
+    # exporter's (unfiltered) on what it reads.
     assert {(f"{s}.{t}", name, roles) for s, t, name, roles, *_ in at_head["policies"]} == {
         (table, name, roles) for table in RLS_TABLES for name, roles in (
             ("home_analyst_reads_its_home", "hats_home_analysts"),
             ("operator_analyst_reads_every_home", "hats_analyst"),
-            ("services_unfiltered", "hats_dagster,hats_ingest"))}
+            ("services_unfiltered", "hats_dagster,hats_ingest"))} | _exporter_policies()
     assert {tuple(options_) for _, options_ in at_head["views"]} == {("security_barrier=true", "security_invoker=true")}
     migrate(wh.owner_dsn, "0011", downgrade=True)
     try:
