@@ -279,9 +279,17 @@ def backup_settings_table() -> str:
 
 
 def stack_settings_table() -> str:
+    """The ports first (dev defaults, test's named: `devstack/profile.py`), then `stack_settings.SETTINGS`."""
+    from devstack.profile import BASE_PORTS, PORT_MEANINGS, PORT_SETTINGS
+
+    dev, test = BASE_PORTS["dev"], BASE_PORTS["test"]
+    ports = [stack_settings.StackSetting(variable, str(dev[service]), f"{PORT_MEANINGS[service]} (dev profile; the "
+                                         f"test profile always uses {test[service]}; both move with "
+                                         "`HATS_PORT_OFFSET`)")
+             for service, variable in PORT_SETTINGS.items()]
     return table(("variable", "default", "meaning"),
                  [(code(s.variable), code(s.default) if s.default else "—", s.meaning)
-                  for s in stack_settings.documented()])
+                  for s in [*ports, *stack_settings.SETTINGS]])
 
 
 def worker_metrics_table() -> str:

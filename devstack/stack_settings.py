@@ -50,14 +50,3 @@ def value(variable: str) -> str:
     """The setting from the environment, else its documented default ("" when it has none); a variable not
     in ``SETTINGS`` is a KeyError, so an undocumented stack setting cannot be read."""
     return os.environ.get(variable, BY_NAME[variable].default)
-
-
-def documented() -> list[StackSetting]:
-    """Every stack setting as the README's table lists it: the ports first (dev defaults, test's named)."""
-    from devstack.profile import BASE_PORTS, PORT_MEANINGS, PORT_SETTINGS
-
-    dev, test = BASE_PORTS["dev"], BASE_PORTS["test"]
-    ports = [StackSetting(variable, str(dev[service]), f"{PORT_MEANINGS[service]} (dev profile; the test profile "
-                          f"always uses {test[service]}; both move with `HATS_PORT_OFFSET`)")
-             for service, variable in PORT_SETTINGS.items()]
-    return ports + list(SETTINGS)
