@@ -31,7 +31,8 @@ LIMITS = {
 
 
 def _on(dsn: str, database: str) -> str:
-    return dsn.rsplit("/", 1)[0] + "/" + database
+    """The same connection to another database (the DSN carries sslmode/sslrootcert: edit it as conninfo)."""
+    return make_conninfo(dsn, dbname=database)
 
 
 def _home_analyst_dsn(profile: Profile, stack_env: dict[str, str], tenant: Tenant) -> str:
