@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import uuid
@@ -31,6 +30,7 @@ from backups.catalogue import BackupError
 from backups.settings import BackupSettings, load_settings
 from devstack import influxdb as stack_influx
 from devstack import postgres
+from devstack.procs import free_ports
 from devstack.profile import PORT_SETTINGS, PROJECT_ROOT, Profile
 from hats_assets.defs.warehouse.tables import month_partition
 from ingest_worker.tls import client_context
@@ -42,20 +42,10 @@ SCHEMAS = ("core", "ops", "analytics", "iam")
 MEASUREMENTS = ("temperature", "power")
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
-
-
 @pytest.fixture
 def scratch(tmp_path: Path) -> Iterator[Profile]:
     """A second stack on free ports with its own state folder and cluster, removed after the test."""
-    ports = dict(zip(PORT_SETTINGS, _free_ports(len(PORT_SETTINGS)), strict=True))
+    ports = dict(zip(PORT_SETTINGS, free_ports(len(PORT_SETTINGS)), strict=True))
     profile = Profile(name="test", state_dir=tmp_path / "scratch", ports=ports)
     yield profile
     restore.purge_scratch(profile)
@@ -303,7 +293,7 @@ def test_restoring_over_what_exists_is_refused(profile: Profile, stack_env: dict
 @pytest.fixture
 def second_stack(tmp_path: Path) -> Iterator[Profile]:
     """A whole stack to restore over, so that `--live` is exercised without touching the test stack."""
-    ports = dict(zip(PORT_SETTINGS, _free_ports(len(PORT_SETTINGS)), strict=True))
+    ports = dict(zip(PORT_SETTINGS, free_ports(len(PORT_SETTINGS)), strict=True))
     profile = Profile(name="test", state_dir=tmp_path / "live", ports=ports)
     yield profile
     restore.purge_scratch(profile)

@@ -15,9 +15,9 @@ import httpx
 import psycopg
 import pytest
 
+from devstack.procs import free_ports
 from devstack.profile import PROJECT_ROOT
 from tests.conftest import Tenant, wait_for
-from tests.integration.test_stack_lifecycle import free_ports
 from tests.test_definitions import GROUPS, LINEAGE
 
 pytestmark = pytest.mark.integration

@@ -15,21 +15,11 @@ import psycopg
 import pytest
 
 from devstack import influxdb, mosquitto, postgres, stack
-from devstack.procs import Managed, StackError, port_open
+from devstack.procs import Managed, StackError, free_ports, port_open
 from devstack.profile import PORT_SETTINGS, PROJECT_ROOT, Profile
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.integration
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
 
 
 @pytest.fixture
