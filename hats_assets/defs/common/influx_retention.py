@@ -38,7 +38,7 @@ class InfluxRetentionResource(InfluxDBResource):
             headers={"Accept": "application/json", "Accept-Encoding": "identity"})
         if response.status_code == 200:
             return response
-        raise_unreachable(self.url, response, influxql)
+        raise_unreachable(self.url, response, f"query: {influxql}")
         if response.status_code == 401:
             raise InfluxQueryError(f"the write gate at {self.url} refused the retention credential: set "
                                    "HATS_INFLUX_RETENTION_USERNAME/_PASSWORD to the gate's "

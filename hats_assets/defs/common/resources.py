@@ -65,16 +65,18 @@ class InfluxUnreachable(InfluxQueryError):
     """The write gate (its front or its retention endpoint) answered 503: it could not reach InfluxDB behind it.
     A store outage like a refused connection (``common/faults.py`` retries it), not a bad query."""
 
-    def __init__(self, url: str, body: str, influxql: str) -> None:
-        super().__init__(f"InfluxDB behind the write gate at {url} is unreachable: {body[:300]} (query: {influxql})")
+    def __init__(self, url: str, body: str, request: str) -> None:
+        super().__init__(f"InfluxDB behind the write gate at {url} is unreachable: {body[:300]} ({request})")
         self.url = url
         self.happened = "did not answer in time" if "Timeout" in body else "refused the connection"
 
 
-def raise_unreachable(url: str, response: httpx.Response, influxql: str) -> None:
-    """Raise ``InfluxUnreachable`` for the gate's 503 (InfluxDB away behind it)."""
+def raise_unreachable(url: str, response: httpx.Response, request: str) -> None:
+    """Raise ``InfluxUnreachable`` for the gate's 503 (InfluxDB away behind it), for a query or a write alike:
+    a write refused that way is an outage to retry, not a rollup InfluxDB rejected. ``request`` says which
+    (``query: …`` or ``write to db.rp``)."""
     if response.status_code == 503 and "the gate could not reach InfluxDB" in response.text:
-        raise InfluxUnreachable(url, response.text, influxql)
+        raise InfluxUnreachable(url, response.text, request)
 
 
 class InfluxDBResource(dg.ConfigurableResource):
@@ -103,7 +105,7 @@ class InfluxDBResource(dg.ConfigurableResource):
             data["params"] = json.dumps(params)
         response = pooled_client(self.url, self.ca_file).post("/query", data=data, auth=(self.username, self.password),
                                           headers={"Accept": accept, "Accept-Encoding": "identity"})
-        raise_unreachable(self.url, response, influxql)
+        raise_unreachable(self.url, response, f"query: {influxql}")
         if response.status_code != 200:
             raise InfluxQueryError(f"InfluxDB answered {response.status_code}: {response.text[:300]} "
                                    f"(query: {influxql})")
@@ -119,6 +121,7 @@ class InfluxDBResource(dg.ConfigurableResource):
                 content="\n".join(lines[begin:begin + WRITE_CHUNK_LINES]).encode(),
                 auth=(self.username, self.password),
             )
+            raise_unreachable(self.url, response, f"write to {database}.{rp}")
             if response.status_code != 204:
                 raise InfluxQueryError(f"InfluxDB refused a write to {database}.{rp} "
                                        f"({response.status_code}): {response.text[:300]}")
