@@ -34,6 +34,7 @@ from ingest_worker.tls import client_context
 from tests.conftest import Tenant, new_tenant, remove_tenant
 from tests.faults import FAULTS, INFLUXDB, POSTGRESQL, Fault, FaultyInfluxDB, FaultyInfluxRetention, FaultyPostgres
 from tests.homeassistant import asset_resources
+from tests.runs import failures
 
 pytestmark = pytest.mark.integration
 
@@ -257,7 +258,7 @@ def test_postgresql_gone_mid_warehouse_load_fails_cleanly_and_the_rerun_leaves_a
     assert fault.tripped
     assert not failed.success
     steps = failed.get_step_failure_events()  # the step it stopped in, and those after it (PostgreSQL stays down)
-    assert steps
+    assert steps, failures(failed)
     assert len(retries(instance, failed.run_id)) == STEP_RETRY_POLICY.max_retries * len(steps)
     pg = f"127.0.0.1:{profile.ports['pg']}/hats"
     for step in steps:
@@ -277,7 +278,7 @@ def test_postgresql_gone_mid_warehouse_load_fails_cleanly_and_the_rerun_leaves_a
                           resources=resources(faulty, Fault(profile, secrets), "rerun")).success
     for done, reference in zip(faulty, clean, strict=True):
         assert warehouse_state(done) == warehouse_state(reference)
-        assert warehouse_state(done)["hourly_rollup"]  # rows were loaded at all
+        assert warehouse_state(done)["hourly_rollup"], f"nothing loaded for {done.name}: {ops_state(done)}"
         assert ops_state(done) == ops_state(reference)
 
 

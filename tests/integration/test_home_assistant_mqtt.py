@@ -35,6 +35,7 @@ from ingest_worker.tls import client_context
 from tests.conftest import Tenant, WorkerProcess, new_tenant, wait_for
 from tests.ha_peer import HaPeer
 from tests.homeassistant import asset_resources
+from tests.runs import failures
 
 pytestmark = pytest.mark.integration
 
@@ -301,7 +302,7 @@ def test_what_home_assistant_sent_passes_the_rollup_checks_and_loads_the_warehou
     for hour in partitions:
         result = dg.materialize([rollups, *rollup_checks], partition_key=hour.strftime("%Y-%m-%d-%H:%M"),
                                 resources=resources, raise_on_error=False)
-        assert result.success
+        assert result.success, failures(result)
         evaluations = result.get_asset_check_evaluations()
         failed = [(e.check_name, e.metadata) for e in evaluations
                   if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR]
