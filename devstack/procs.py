@@ -131,10 +131,14 @@ class Managed:
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
+    """The group once (the leader is in it); the process alone only when it leads no group. Never both: a
+    second SIGTERM kills a Home Assistant mid-shutdown (its handler re-arms the default one), losing the
+    config entries and recorder rows its final write would have saved."""
+    try:
         os.killpg(pid, sig)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
 
 
 def _group_alive(pgid: int) -> bool:
