@@ -3,6 +3,7 @@ makes: the manifests, and the environment each container gets from env, ConfigMa
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,9 @@ from devstack.profile import PROJECT_ROOT
 
 CHART = PROJECT_ROOT / "deploy" / "hats"
 VALUE_FILES = {"default": None, "production": CHART / "values-production.yaml"}
+# The chart renders nothing until the write gate's TLS is decided (influxGate.tls: a certificate, or plain HTTP
+# asked for by name). "default" is the evaluation install: the chart's defaults and a plaintext gate.
+EVALUATION: dict[str, Any] = {"influxGate": {"tls": {"enabled": False}}}
 RELEASE, NAMESPACE = "hats", "hats"
 KUBERNETES_VERSION = "1.33.0"  # the Kubernetes the manifests are validated against (chart: >= 1.29)
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "Job", "CronJob", "DaemonSet")
@@ -22,7 +26,18 @@ WORKLOAD_KINDS = ("Deployment", "StatefulSet", "Job", "CronJob", "DaemonSet")
 
 def values_of(name: str) -> dict[str, Any]:
     path = VALUE_FILES[name]
-    return {} if path is None else helm.values_from_yaml(Path(path).read_text())
+    return copy.deepcopy(EVALUATION) if path is None else helm.values_from_yaml(Path(path).read_text())
+
+
+def merged(onto: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """`values` over `onto`, maps merged key by key and anything else replaced, as Helm merges values files."""
+    result = copy.deepcopy(onto)
+    for key, value in values.items():
+        if isinstance(value, dict) and isinstance(result.get(key), dict):
+            result[key] = merged(result[key], value)
+        else:
+            result[key] = copy.deepcopy(value)
+    return result
 
 
 @dataclass(frozen=True)
@@ -43,10 +58,16 @@ class Rendered:
 
 
 def render(name: str) -> Rendered:
-    return render_values(values_of(name))
+    return render_exactly(values_of(name))
 
 
 def render_values(values: dict[str, Any]) -> Rendered:
+    """The evaluation install ("default") with `values` over it."""
+    return render_exactly(merged(EVALUATION, values))
+
+
+def render_exactly(values: dict[str, Any]) -> Rendered:
+    """The chart with exactly `values` over its defaults (`helm install -f`)."""
     with helm.Chart.load(CHART) as chart:
         merged = chart.merge_values(values)
         files = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)

@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 import tomllib
+import urllib.parse
 from importlib.metadata import requires
 from pathlib import Path
 from typing import Any
@@ -27,14 +28,17 @@ from ingest_worker.settings import ENV_PREFIX, WorkerSettings, load_settings
 from tests.deploy.chart import (
     CHART,
     KUBERNETES_VERSION,
+    NAMESPACE,
     RELEASE,
     VALUE_FILES,
     EnvSource,
     Rendered,
     container_env,
     containers,
+    merged,
     pod_spec,
     render,
+    render_exactly,
     render_values,
     resolve,
     values_of,
@@ -196,7 +200,7 @@ def test_worker_secrets_come_only_from_secrets(rendered: Rendered) -> None:
 ])
 def test_bad_values_fail_before_anything_is_made_naming_the_value(values: dict[str, Any], message: str) -> None:
     with helm.Chart.load(CHART) as chart, pytest.raises(helm.HelmError, match=re.escape(message)):
-        chart.render(values, name=RELEASE, namespace="hats")
+        chart.render(merged(values_of("default"), values), name=RELEASE, namespace="hats")
 
 
 def test_the_values_schema_agrees_with_the_worker() -> None:
@@ -487,25 +491,215 @@ def test_the_daily_backup_is_a_cronjob_with_only_backup_settings_and_its_own_sec
 
 # --- TLS to the services ---------------------------------------------------------------------------------------
 
+CA_SECRET, CA_MOUNT = "hats-tls-ca", "/var/run/secrets/hats/tls"
+IMAGE_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"  # the image's Debian bundle (python:*-slim-bookworm)
+
+
+def dagster_pods(values: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The values of every Dagster pod that opens Dagster's storage, by their path in values.yaml."""
+    dagster = values["dagster"]
+    pods = {"dagster.dagsterWebserver": dagster["dagsterWebserver"], "dagster.dagsterDaemon": dagster["dagsterDaemon"],
+            "dagster.runLauncher.config.k8sRunLauncher": dagster["runLauncher"]["config"]["k8sRunLauncher"]}
+    for index, deployment in enumerate(dagster["dagster-user-deployments"]["deployments"]):
+        pods[f"dagster.dagster-user-deployments.deployments[{index}] ({deployment['name']})"] = deployment
+    return pods
+
+
+def mounting_ca(secret: str = CA_SECRET, mount_path: str = CA_MOUNT) -> dict[str, Any]:
+    """Over the evaluation install: the CA Secret, mounted in every Dagster pod and named by Dagster's storage
+    (what values.yaml tells the operator to add with tls.caSecret)."""
+    volume = {"name": "tls-ca", "secret": {"secretName": secret, "items": [{"key": "ca.pem", "path": "ca.pem"}]}}
+    pod = {"volumes": [volume], "volumeMounts": [{"name": "tls-ca", "mountPath": mount_path, "readOnly": True}]}
+    deployments = [{**d, **pod} for d in render("default").values["dagster"]["dagster-user-deployments"]["deployments"]]
+    return {"tls": {"caSecret": secret, "mountPath": mount_path},
+            "dagster": {"postgresql": {"postgresqlParams": {"sslrootcert": f"{mount_path}/ca.pem"}},
+                        "dagsterWebserver": pod, "dagsterDaemon": pod,
+                        "runLauncher": {"config": {"k8sRunLauncher": pod}},
+                        "dagster-user-deployments": {"deployments": deployments}}}
+
+
 def test_tls_settings_follow_the_services_and_the_ca_secret(monkeypatch: pytest.MonkeyPatch, tls_mount: Path) -> None:
     """A TLS broker and an https:// InfluxDB with the CA Secret: the worker verifies the broker with the mounted
-    `ca.pem` (it writes through the in-cluster gate), the code location is told the same file for InfluxDB;
-    a plaintext broker gets neither TLS nor a CA."""
-    rendered = render_values({"tls": {"caSecret": "hats-tls-ca", "mountPath": "/var/run/secrets/hats/tls"}})
+    `ca.pem`, the code location is told the same file for InfluxDB; a plaintext broker gets neither TLS nor a
+    CA (the evaluation install's gate is plain HTTP too)."""
+    rendered = render_values(mounting_ca())
     for sts in workers(rendered):
         settings = started(sts, rendered, monkeypatch, tls_mount)
         assert settings.mqtt_tls
         assert settings.mqtt_ca_file == tls_mount / "ca.pem"
         [volume] = [v for v in pod_spec(sts)["volumes"] if v["name"] == "tls-ca"]
-        assert volume["secret"]["secretName"] == "hats-tls-ca"
+        assert volume["secret"]["secretName"] == CA_SECRET
     [location] = [c for c in rendered.of_kind("ConfigMap") if c["metadata"]["name"] == "hats-code-location"]
-    assert location["data"]["HATS_INFLUX_CA_FILE"] == "/var/run/secrets/hats/tls/ca.pem"
-    plain = render_values({"external": {"mqtt": {"host": "mqtt.example.internal", "port": 1883, "tls": False},
-                                        "influxdb": {"url": "http://influxdb.example.internal:8086"}},
-                           "tls": {"caSecret": "hats-tls-ca", "mountPath": "/var/run/secrets/hats/tls"}})
+    assert location["data"]["HATS_INFLUX_CA_FILE"] == f"{CA_MOUNT}/ca.pem"
+    plain = render_values(merged(mounting_ca(), {
+        "external": {"mqtt": {"host": "mqtt.example.internal", "port": 1883, "tls": False},
+                     "influxdb": {"url": "http://influxdb.example.internal:8086"}}}))
     for sts in workers(plain):
         env = container_env(pod_spec(sts)["containers"][0], plain)
         assert "HATS_MQTT_CA_FILE" not in env
         assert "HATS_INFLUX_CA_FILE" not in env
         settings = started(sts, plain, monkeypatch, tls_mount)
         assert not settings.mqtt_tls
+
+
+# --- Dagster's own storage: verify-full, with the CA mounted in every pod that opens it ----------------------------
+
+def test_dagster_storage_is_verify_full_with_the_ca_every_dagster_pod_mounts(rendered: Rendered) -> None:
+    """The webserver, the daemon, the code location and each run's pod (the run launcher's) open Dagster's storage
+    with dagster.postgresql.postgresqlParams: verify-full, and the sslrootcert they name is in each of them: the
+    CA Secret's ca.pem at tls.mountPath, or (no CA Secret) the image's own bundle."""
+    values = rendered.values
+    params = values["dagster"]["postgresql"]["postgresqlParams"]
+    assert params["sslmode"] == "verify-full"
+    pods = dagster_pods(values)
+    assert len(pods) == 4
+    secret = values["tls"]["caSecret"]
+    if not secret:
+        assert params["sslrootcert"] == IMAGE_CA_BUNDLE  # not `system`: see values.yaml
+        return
+    assert params["sslrootcert"] == f"{values['tls']['mountPath']}/ca.pem"
+    entries = set()
+    for path, pod in pods.items():
+        [volume] = [v for v in pod.get("volumes", []) if v.get("secret", {}).get("secretName") == secret]
+        pem = {"key": "ca.pem", "path": "ca.pem"}
+        assert pem in volume["secret"].get("items", [pem]), path
+        [mount] = [m for m in pod.get("volumeMounts", []) if m["name"] == volume["name"]]
+        assert (mount["mountPath"], mount.get("readOnly")) == (values["tls"]["mountPath"], True), path
+        entries.add(yaml.safe_dump((volume, mount)))
+    # One entry everywhere: a run's pod gets the run launcher's and the code location's (includeConfigInLaunchedRuns),
+    # which dagster-k8s merges into one volume only when they are the same.
+    assert len(entries) == 1
+
+
+def test_dagster_storage_params_make_a_verified_connection_through_dagsters_own_driver(
+        rendered: Rendered, stack_env: dict[str, str], profile: Profile) -> None:
+    """The chart's postgresqlParams, as dagster-postgres turns them into its connection string (psycopg2, the
+    driver of the image), against the stack's TLS PostgreSQL: with its CA where sslrootcert points the
+    connection is encrypted; with a bundle that lacks it (the image's public one), or at a name its certificate
+    does not carry (what verify-full adds to verify-ca), it is refused."""
+    import sqlalchemy
+    from dagster_postgres.utils import pg_url_from_config
+
+    storage = urllib.parse.urlsplit(stack_env["HATS_DAGSTER_PG_URL"])  # the stack's own Dagster storage
+    params = dict(rendered.values["dagster"]["postgresql"]["postgresqlParams"])
+
+    def connect(sslrootcert: str, hostname: str | None = None) -> bool:
+        extra = {} if hostname is None else {"hostaddr": storage.hostname}  # that name, at the stack's address
+        url = pg_url_from_config({"postgres_db": {
+            "username": urllib.parse.unquote(storage.username or ""),
+            "password": urllib.parse.unquote(storage.password or ""),
+            "hostname": hostname or storage.hostname, "port": str(storage.port), "db_name": storage.path.lstrip("/"),
+            "params": {**params, **extra, "sslrootcert": sslrootcert}}})
+        engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+        try:
+            with engine.connect() as conn:
+                return bool(conn.execute(sqlalchemy.text("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"))
+                            .scalar_one())
+        finally:
+            engine.dispose()
+
+    assert connect(str(certs.ca_file(profile))) is True
+    with pytest.raises(sqlalchemy.exc.OperationalError, match="certificate verify failed"):
+        connect(IMAGE_CA_BUNDLE)
+    elsewhere = "not-the-server.invalid"
+    with pytest.raises(sqlalchemy.exc.OperationalError, match=re.escape(f'does not match host name "{elsewhere}"')):
+        connect(str(certs.ca_file(profile)), hostname=elsewhere)
+
+
+def _without_ca(values: dict[str, Any], path: str) -> dict[str, Any]:
+    """`values` with the pod at `path` (dagster_pods' names) mounting nothing."""
+    values = merged(values, {})
+    dagster_pods(values)[path].update(volumes=[], volumeMounts=[])
+    return values
+
+
+@pytest.mark.parametrize("path", sorted(dagster_pods(values_of("production"))))
+def test_a_dagster_pod_without_the_ca_fails_to_render_naming_it(path: str) -> None:
+    with pytest.raises(helm.HelmError, match=re.escape(f"{path}: mount tls.caSecret ({CA_SECRET}) at tls.mountPath")):
+        render_exactly(_without_ca(values_of("production"), path))
+
+
+@pytest.mark.parametrize(("params", "message"), [
+    ({"sslmode": "require"}, 'dagster.postgresql.postgresqlParams.sslmode must be verify-full (got "require")'),
+    ({"sslmode": None}, "dagster.postgresql.postgresqlParams.sslmode must be verify-full"),
+    ({"sslrootcert": None}, "dagster.postgresql.postgresqlParams.sslrootcert: the CA"),
+    ({"sslrootcert": "system"}, f"dagster.postgresql.postgresqlParams.sslrootcert must be {CA_MOUNT}/ca.pem"),
+])
+def test_dagster_storage_weaker_than_verify_full_fails_to_render(params: dict[str, Any], message: str) -> None:
+    with pytest.raises(helm.HelmError, match=re.escape(message)):
+        render_exactly(merged(values_of("production"), {"dagster": {"postgresql": {"postgresqlParams": params}}}))
+
+
+# --- the InfluxDB write gate over TLS -----------------------------------------------------------------------------
+
+def test_the_gate_serves_https_with_its_certificate_and_its_clients_verify_it(
+        monkeypatch: pytest.MonkeyPatch, tls_mount: Path) -> None:
+    """influxGate.tls.secretName: the gate starts with the Secret's pair (mounted 0400), the workers and the code
+    location reach it at https://<service>.<namespace>.svc with the CA Secret's ca.pem, and the gate verifies
+    InfluxDB with the same ca.pem."""
+    from influx_gate.settings import ENV_PREFIX as GATE_PREFIX
+    from influx_gate.settings import load_settings as load_gate_settings
+
+    rendered = render("production")
+    values = rendered.values
+    [gate] = [d for d in rendered.of_kind("Deployment") if d["metadata"]["name"] == "hats-influx-gate"]
+    [container] = pod_spec(gate)["containers"]
+    volumes = {v["name"]: v for v in pod_spec(gate)["volumes"]}
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    # the stack's PKI stands in for the Secrets' files: its CA for ca.pem, a server pair for tls.crt / tls.key
+    files = {"ca.pem": tls_mount / "ca.pem", "tls.crt": tls_mount / "influxdb.pem",
+             "tls.key": tls_mount / "influxdb.key"}
+    for name in [n for n in os.environ if n.upper().startswith(GATE_PREFIX)]:
+        monkeypatch.delenv(name)
+    mounted = {}
+    for name, source in container_env(container, rendered).items():
+        value = resolve(source, rendered, "gate")
+        if (directory := str(Path(value).parent)) in mounts:
+            volume = volumes[mounts[directory]["name"]]["secret"]
+            assert Path(value).name in [item["path"] for item in volume["items"]], name
+            mounted[name] = (volume, mounts[directory])
+            value = str(files[Path(value).name])
+        monkeypatch.setenv(name, value)
+    settings = load_gate_settings()
+    assert settings.server_ssl() is not None  # the pair loads: it serves HTTPS
+    cert_volume, cert_mount = mounted["HATS_INFLUX_GATE_TLS_KEY_FILE"]
+    assert mounted["HATS_INFLUX_GATE_TLS_CERT_FILE"][0] is cert_volume
+    assert cert_volume["secretName"] == values["influxGate"]["tls"]["secretName"]
+    assert cert_volume["defaultMode"] == 0o400
+    assert cert_mount["readOnly"] is True
+    assert mounted["HATS_INFLUX_GATE_UPSTREAM_CA_FILE"][0]["secretName"] == values["tls"]["caSecret"]
+    assert settings.upstream_ssl() is not None
+    url = f"https://hats-influx-gate.{NAMESPACE}.svc:{settings.port}"
+    [service] = [s for s in rendered.of_kind("Service") if s["metadata"]["name"] == "hats-influx-gate"]
+    assert [(p["name"], p["port"]) for p in service["spec"]["ports"]] == [("https", settings.port)]
+    for sts in workers(rendered):
+        worker = started(sts, rendered, monkeypatch, tls_mount)
+        assert worker.influx_write_url == url
+        assert worker.influx_ca_file == tls_mount / "ca.pem"
+    location = rendered.named("ConfigMap", "hats-code-location")["data"]
+    assert (location["HATS_INFLUX_RETENTION_URL"], location["HATS_INFLUX_CA_FILE"]) == (url, f"{CA_MOUNT}/ca.pem")
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({}, "influxGate.tls.secretName: the write gate serves HTTPS by default; make a kubernetes.io/tls Secret "
+         "(keys tls.crt, tls.key) for hats-influx-gate.hats.svc"),
+    ({"influxGate": {"tls": {"enabled": True}}}, "influxGate.tls.secretName: the write gate serves HTTPS by default"),
+    ({"influxGate": {"tls": {"secretName": "gate-tls"}}},
+     "tls.caSecret: the workers and the code location verify the write gate's certificate "
+     '(influxGate.tls.secretName "gate-tls")'),
+    ({"influxGate": {"tls": {"enabled": False, "secretName": "gate-tls"}}},
+     'influxGate.tls.enabled is false but influxGate.tls.secretName is set ("gate-tls")'),
+])
+def test_the_gate_without_tls_decided_fails_to_render_naming_the_value(values: dict[str, Any], message: str) -> None:
+    """TLS on the gate is the default: the chart's own defaults render nothing until a certificate is named or
+    plain HTTP is asked for."""
+    with pytest.raises(helm.HelmError, match=re.escape(message)):
+        render_exactly(values)
+
+
+def test_a_plaintext_gate_is_only_what_is_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    rendered = render_exactly({"influxGate": {"tls": {"enabled": False}}})
+    [sts, *_] = workers(rendered)
+    settings = started(sts, rendered, monkeypatch)
+    assert settings.influx_write_url == "http://hats-influx-gate:8087"
+    assert settings.influx_ca_file is None

@@ -12,7 +12,7 @@ import pytest
 from influx_gate.settings import ENV_PREFIX as GATE_PREFIX
 from influx_gate.settings import GateSettings, load_settings
 from ingest_worker.settings import WorkerSettings
-from tests.deploy.chart import VALUE_FILES, Rendered, container_env, pod_spec, render, resolve
+from tests.deploy.chart import NAMESPACE, VALUE_FILES, Rendered, container_env, pod_spec, render, resolve
 
 VALUES = sorted(VALUE_FILES)
 
@@ -55,7 +55,11 @@ def test_the_gate_starts_with_what_the_chart_gives_it(rendered: Rendered, monkey
     [container] = pod_spec(gate)["containers"]
     assert container["command"] == ["python", "-m", "influx_gate"]
     assert [p["containerPort"] for p in container["ports"]] == [settings.port]
-    assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    # the kubelet probes in the scheme the gate serves (HTTPS with its certificate)
+    [port] = [p["name"] for p in container["ports"]]
+    assert port == ("https" if settings.tls_cert_file is not None else "http")
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": port, "scheme": port.upper()}
     assert pod_spec(gate)["automountServiceAccountToken"] is False
 
 
@@ -64,7 +68,10 @@ def test_workers_write_through_the_gate_with_its_account(rendered: Rendered, mon
     env = _worker_env(rendered)
     url = urllib.parse.urlsplit(env["HATS_INFLUX_WRITE_URL"])
     [service] = _component(rendered, "Service", "influx-gate")
-    assert (url.hostname, url.port) == (service["metadata"]["name"], gate.port)
+    # https: the Service's .svc name, the one its certificate is made for; http: its short name
+    name = service["metadata"]["name"]
+    assert url.scheme == ("https" if gate.tls_cert_file is not None else "http")
+    assert (url.hostname, url.port) == (f"{name}.{NAMESPACE}.svc" if url.scheme == "https" else name, gate.port)
     assert [p["port"] for p in service["spec"]["ports"]] == [gate.port]
     assert env["HATS_INFLUX_USERNAME"] == gate.username
     # The worker has no InfluxDB URL or InfluxDB account at all.
@@ -86,7 +93,9 @@ def test_only_the_gate_reaches_influxdbs_port_and_only_workers_and_the_code_loca
     others = {rendered.values["external"]["mqtt"]["port"], rendered.values["external"]["postgresql"]["port"]}
     if influx_port not in others:
         assert influx_port not in [port for port, _ in _egress_ports(worker)]
-    [(_, to_gate)] = [(port, to) for port, to in _egress_ports(worker) if port == "http"]
+    [gate_deployment] = _component(rendered, "Deployment", "influx-gate")
+    [gate_port] = [p["name"] for p in pod_spec(gate_deployment)["containers"][0]["ports"]]
+    [(_, to_gate)] = [(port, to) for port, to in _egress_ports(worker) if port == gate_port]
     assert to_gate == [{"podSelector": {"matchLabels": {**gate["spec"]["podSelector"]["matchLabels"]}}}]
     assert [port for port, _ in _egress_ports(gate)] == [53, 53, influx_port]
     [ingress] = gate["spec"]["ingress"]
