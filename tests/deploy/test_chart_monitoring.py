@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import yaml  # type: ignore[import-untyped]
 
 from devstack import prometheus
@@ -54,8 +55,10 @@ def test_workers_and_the_exporter_carry_scrape_annotations_for_their_http_port()
     assert "annotations" not in quiet.named("Deployment", f"{RELEASE}-exporter")["spec"]["template"]["metadata"]
 
 
-def test_the_exporter_gets_its_settings_and_its_secrets_from_its_secret() -> None:
+def test_the_exporter_gets_its_settings_and_its_secrets_from_its_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     fields = {ENV_PREFIX + name.upper() for name in ExporterSettings.model_fields}
+    for variable in fields:  # the pod's settings alone, not a stack's sourced into this shell
+        monkeypatch.delenv(variable, raising=False)
     for name, secret_name in (("default", f"{RELEASE}-exporter"), ("production", "hats-exporter-credentials")):
         rendered = render(name)
         exporter = rendered.named("Deployment", f"{RELEASE}-exporter")
