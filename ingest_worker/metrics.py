@@ -30,6 +30,12 @@ WRITE_LATENCY = Histogram("hats_write_seconds", "InfluxDB write latency", regist
                           buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 EVENT_AGE = Histogram("hats_event_age_seconds", "Receipt time minus the state's own timestamp", registry=REGISTRY,
                       buckets=(0.01, 0.1, 0.5, 1, 5, 30, 60, 300, 3_600, 86_400))
+# Settling (settling.py): after a (re)connect, messages no source owns wait for the broker's retained replay.
+PARKED = Gauge("hats_parked_messages", "Messages no source owns yet, waiting unacknowledged for the retained "
+               "discovery configs the broker replays after a (re)connect", registry=REGISTRY)
+PARKED_RELEASED = Counter("hats_parked_released", "Parked messages once the replay was processed: owned, handled "
+                          "by the source a config made; unowned, dead letters; over_bound, dead letters at once "
+                          "because MAX_PARKED were waiting", ["outcome"], registry=REGISTRY)
 MQTT_CONNECTED = Gauge("hats_mqtt_connected", "1 while connected to the broker", registry=REGISTRY)
 # /readyz as a number, so Prometheus (which scrapes /metrics, not /readyz) can alert on a worker that is up
 # but not taking work (broker lost, subscriptions refused, outbox full).

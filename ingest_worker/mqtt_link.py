@@ -51,6 +51,7 @@ class Incoming:
     connection: int
     received_ns: int
     digest: bytes = b""  # of topic and payload, for the receipt journal (QoS>0 MQTT messages only)
+    retain: bool = False  # sent from the broker's retained store (a fresh SUBSCRIBE's replay), not forwarded live
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,8 @@ class MqttLink:
         self._subscribing: dict[int, str] = {}  # SUBSCRIBE packet id → the filter it asked for
         # When the broker last confirmed every subscription (monotonic); None while it has not.
         self.subscribed_at: float | None = None
+        # The same instant on the clock of `Incoming.received_ns`, to tell which messages came after it.
+        self.subscribed_ns: int | None = None
         self._refused: set[str] = set()  # filters the broker answered with a failure code
         self._confirmed: set[str] = set()  # filters the broker granted on this connection
         self._unsubscribing: dict[int, str] = {}  # UNSUBSCRIBE packet id → the filter it removes
@@ -156,6 +159,11 @@ class MqttLink:
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
+
+    @property
+    def connection(self) -> int:
+        """The number of the current (or last) connection, as stamped on its messages."""
+        return self._connection
 
     @property
     def subscribed(self) -> bool:
@@ -302,6 +310,7 @@ class MqttLink:
         # The persistent session keeps subscriptions, but a broker that lost its state would not.
         self._subscribed.clear()
         self.subscribed_at = None
+        self.subscribed_ns = None
         self._awaiting_subacks = set()
         self._subscribing = {}
         self._refused = set()
@@ -334,6 +343,7 @@ class MqttLink:
                 self._confirmed.add(topic_filter)
         self._awaiting_subacks.discard(mid)
         if not self._awaiting_subacks and not self._subscribed.is_set():
+            self.subscribed_ns = time.time_ns()
             self.subscribed_at = time.monotonic()
             self._subscribed.set()
             if self._refused:
@@ -360,10 +370,11 @@ class MqttLink:
     def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
         topic, payload, now_ns = message.topic, bytes(message.payload), time.time_ns()
         if message.qos == 0:
-            item = Incoming(topic, payload, message.mid, 0, self._connection, now_ns)
+            item = Incoming(topic, payload, message.mid, 0, self._connection, now_ns, retain=message.retain)
         else:
             key = digest(topic, payload)
             received_ns = self.receipts.received(key, self._connection, message.mid, message.dup, now_ns)
-            item = Incoming(topic, payload, message.mid, message.qos, self._connection, received_ns, key)
+            item = Incoming(topic, payload, message.mid, message.qos, self._connection, received_ns, key,
+                            message.retain)
         with self._lock:
             self._inbox.append(item)

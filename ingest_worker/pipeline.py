@@ -27,6 +27,7 @@ from ingest_worker.lineprotocol import encode, series_key
 from ingest_worker.mqtt_link import Incoming, MqttLink
 from ingest_worker.normalise import EntityState, Series, describe, point_of
 from ingest_worker.rejections import Reason, Rejected
+from ingest_worker.settling import SettleWindow
 from ingest_worker.sources.base import Source
 from ingest_worker.store import deadletters, ingest_hours
 from ingest_worker.store.connection import OpsConnection
@@ -49,9 +50,8 @@ REPLAY_TOPIC = "(outbox replay)"
 EVENT_AGE_SAMPLE_EVERY = 16
 SeriesKey = tuple[str, str | None, str | None, str | None, str | None, str | None]
 DUPLICATE_STATE = "duplicate_state"
-# After (re)subscribing, a message no source owns yet waits this long for the retained discovery config
-# that will explain it (the broker replays retained configs right after its SUBACK, within milliseconds).
-SETTLE_S = 2.0
+# After (re)connecting, a message no source owns yet waits (parked, unacknowledged) for the retained
+# discovery config that may explain it, until the broker's retained replay is processed (settling.py).
 MAX_PARKED = 200_000  # beyond it an unowned message is a dead letter at once, as it is once settled
 
 
@@ -94,7 +94,8 @@ class Pipeline:
         self._hours: Hours = {}  # points of `_lines` per UTC hour of their timestamps
         self._letters: list[DeadLetter] = []
         self._acks: list[Incoming] = []
-        self._parked: list[Incoming] = []  # unowned while the subscriptions settle (see `_settling`)
+        self._parked: list[Incoming] = []  # unowned while the retained replay is awaited (`_window`)
+        self._window = SettleWindow(link)
         # Acknowledgements waiting for a state a source holds, by that state's origin (see `_release`).
         self._held: dict[tuple[str, bytes, int], list[Incoming]] = {}
         self._held_count = 0
@@ -123,10 +124,14 @@ class Pipeline:
             self._oldest = time.monotonic()
             if self._tracer is not None:
                 self._started_ns = time.time_ns()
-        if self._parked and (force or not self._settling()):
-            parked, self._parked = self._parked, []
-            self._process_items(parked, settled=True)
-        self._process_items(items, settled=force)
+        # A shutdown (`force`) leaves the parked messages unacknowledged: the broker redelivers them, and
+        # replays the retained configs, with the session next time.
+        opening = 0 if force else self._window.closes_at(items)
+        if opening:
+            self._process_items(items[:opening], settling=True)
+        if self._parked and not force and not self._window.open:
+            self._release_parked()
+        self._process_items(items[opening:] if opening else items, settling=False)
         for source in self._sources:
             for state in source.flush(force):
                 origin = state.origin or (f"{source.name}:{state.entity_id}", state.state.encode(), time.time_ns())
@@ -142,21 +147,30 @@ class Pipeline:
         if self._tracer is not None:
             self._parse_ns += time.perf_counter_ns() - began
 
-    def _settling(self) -> bool:
-        """Whether the broker may still be replaying retained discovery configs after (re)subscribing:
-        the messages it had queued for the persistent session arrive *before* them, on state topics a
-        fresh process has not learned yet."""
-        if self._link is None:
-            return False
-        since = self._link.subscribed_at
-        return since is None or time.monotonic() - since < SETTLE_S
+    def _release_parked(self) -> None:
+        """The retained replay is processed: the parked messages, in the order they came, owned now or
+        dead letters; acknowledged like any other once what they produced is durable."""
+        parked, self._parked = self._parked, []
+        owned = sum(1 for item in parked if self._route(item.topic) is not None)
+        metrics.PARKED.dec(len(parked))
+        metrics.PARKED_RELEASED.labels("owned").inc(owned)
+        metrics.PARKED_RELEASED.labels("unowned").inc(len(parked) - owned)
+        log.info("retained replay processed: %d parked message(s) handled in order (%d owned now)", len(parked), owned)
+        self._process_items(parked, settling=False)
 
-    def _process_items(self, items: Sequence[Incoming], settled: bool) -> None:
-        settling = not settled and bool(items) and self._settling()  # once per batch: this is the hot path
+    def parked_count(self) -> int:
+        """Messages waiting for the retained replay; never acknowledged before it is processed (a shutdown
+        leaves them to the broker, which redelivers them with the session)."""
+        return len(self._parked)
+
+    def _process_items(self, items: Sequence[Incoming], settling: bool) -> None:
+        parked, over_bound = len(self._parked), 0
         for item in items:
-            if settling and self._route(item.topic) is None and len(self._parked) < MAX_PARKED:
-                self._parked.append(item)  # handled (and acknowledged) once the configs are in
-                continue
+            if settling and self._route(item.topic) is None:
+                if len(self._parked) < MAX_PARKED:
+                    self._parked.append(item)  # handled (and acknowledged) once the replay is processed
+                    continue
+                over_bound += 1
             self.counters["received"] += 1
             held_by = None
             try:
@@ -172,6 +186,10 @@ class Pipeline:
             else:
                 self._held.setdefault(held_by, []).append(item)
                 self._held_count += 1
+        if settling:
+            metrics.PARKED.inc(len(self._parked) - parked)
+            if over_bound:
+                metrics.PARKED_RELEASED.labels("over_bound").inc(over_bound)
 
     def _release(self, origin: Origin) -> None:
         """The state from `origin` is emitted: the messages that waited for it join the current batch, to be
@@ -369,6 +387,7 @@ class Pipeline:
                      ", ".join(sorted({letter.reason for letter in letters})))
 
     async def close(self) -> None:
+        metrics.PARKED.dec(len(self._parked))  # left to the broker: it redelivers them with the session
         if self._owns_conn:
             await self._ops.close()
 
