@@ -51,6 +51,7 @@ async def run(settings: WorkerSettings) -> dict[str, int]:
         await resume.load(conn)
         hooks = [resume, registry]
     wakeup = asyncio.Event()
+    configured = [topic_filter for topic_filter, _ in subscription_filters(sources)]
     link = MqttLink(
         LinkSettings(settings.mqtt_host, settings.mqtt_port, settings.mqtt_username,
                      settings.mqtt_password.get_secret_value(), settings.mqtt_client_id,
@@ -83,11 +84,13 @@ async def run(settings: WorkerSettings) -> dict[str, int]:
             return writer_ready()
         if not link.connected:
             return False, "not connected to the MQTT broker"
-        if not link.subscribed:
-            return False, "waiting for the broker to confirm the subscriptions"
         if refused := link.refused:
             return False, (f"the broker refused the subscription(s) {', '.join(refused)}: the account "
                            "HATS_MQTT_USERNAME may not read them (extend its ACL or fix the topic settings)")
+        # Granted on this connection, or held by the session it resumed (session_filters.py): a SUBACK
+        # queues behind the session's backlog, and the worker is consuming meanwhile.
+        if not link.confirmed(configured):
+            return False, "waiting for the broker to confirm the subscriptions"
         return writer_ready()
 
     health = HealthServer(settings.http_host, settings.http_port,

@@ -32,6 +32,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from ingest_worker.receipts import ReceiptJournal, digest
+from ingest_worker.session_filters import SessionFilters
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,10 @@ class MqttLink:
         self.subscribed_ns: int | None = None
         self._refused: set[str] = set()  # filters the broker answered with a failure code
         self._confirmed: set[str] = set()  # filters the broker granted on this connection
+        # What the client id's session held when this connection resumed it (as subscribed, `$share/…`
+        # included): held already, so ready before their SUBACKs (session_filters.py).
+        self._session = SessionFilters(settings.journal_dir)
+        self._resumed: set[str] = set()
         self._unsubscribing: dict[int, str] = {}  # UNSUBSCRIBE packet id → the filter it removes
         self._removing: set[str] = set()  # asked to remove, no UNSUBACK yet (guarded by _lock)
         self._lock = threading.Lock()
@@ -172,8 +177,9 @@ class MqttLink:
     def confirmed(self, filters: Sequence[str]) -> bool:
         """Whether the broker has granted every one of `filters` on the current connection (a home added at
         run time is served only from then on: before, its messages could reach a session without them)."""
-        granted = self._confirmed
-        return self.connected and all(f in granted for f in filters)
+        granted, resumed = self._confirmed, self._resumed
+        return self.connected and all(
+            f in granted or self._shared(f, self._subscriptions.get(f, True)) in resumed for f in filters)
 
     def removing(self, filters: Sequence[str]) -> bool:
         """Whether any of `filters` is still being unsubscribed (asked for, no UNSUBACK yet)."""
@@ -279,6 +285,8 @@ class MqttLink:
             shared = self._subscriptions.pop(topic_filter, True)
             self._refused.discard(topic_filter)
             self._confirmed.discard(topic_filter)
+            self._resumed.discard(self._shared(topic_filter, shared))
+            self._session.removed(self._shared(topic_filter, shared))  # asked to go: no longer claimed as held
             _, mid = client.unsubscribe(self._shared(topic_filter, shared))
             if mid is not None:
                 self._unsubscribing[mid] = topic_filter
@@ -305,7 +313,6 @@ class MqttLink:
             log.error("MQTT broker refused the connection: %s (check HATS_MQTT_USERNAME/PASSWORD)", rc)
             return
         self._connection += 1
-        self._connected.set()
         self._acks_unsent = []  # never written: the broker resends their messages, which take over the entries
         # The persistent session keeps subscriptions, but a broker that lost its state would not.
         self._subscribed.clear()
@@ -315,6 +322,12 @@ class MqttLink:
         self._subscribing = {}
         self._refused = set()
         self._confirmed = set()
+        if getattr(flags, "session_present", False):
+            self._resumed = set(self._session.held())
+        else:
+            self._session.new_session()
+            self._resumed = set()
+        self._connected.set()  # after the state above: readiness never sees the last connection's grants
         for topic_filter in self._unsubscribing.values():
             self._removed(topic_filter)  # a new connection re-subscribes only what is still wanted
         self._unsubscribing = {}
@@ -323,24 +336,30 @@ class MqttLink:
             if mid is not None:
                 self._awaiting_subacks.add(mid)
                 self._subscribing[mid] = topic_filter
-        log.info("connected to %s:%s as %s, subscribing to %s", self._settings.host, self._settings.port,
-                 self._settings.client_id, ", ".join(self._shared(f, s) for f, s in self._settings.filters))
+        log.info("connected to %s:%s as %s, subscribing to %s%s", self._settings.host, self._settings.port,
+                 self._settings.client_id, ", ".join(self._shared(f, s) for f, s in self._settings.filters),
+                 f" (resumed a session granted {len(self._resumed)} filter(s) before)" if self._resumed else "")
 
     def _on_subscribe(self, client: mqtt.Client, userdata: object, mid: int, codes: list[ReasonCode],
                       props: object) -> None:
-        """Ready only once the broker has confirmed every subscription: before that, a publisher's
-        messages could reach a session that does not yet hold the subscription, and be lost. A refused
-        one (its SUBACK carries a failure code) keeps the worker unready until it is fixed."""
+        """Ready only once the broker has confirmed every subscription (or the resumed session held it
+        already, `session_filters.py`): before that, a publisher's messages could reach a session that does
+        not yet hold the subscription, and be lost. A refused one (its SUBACK carries a failure code) keeps
+        the worker unready until it is fixed; the grants are recorded for the next process."""
         topic_filter = self._subscribing.pop(mid, None)
         if topic_filter is not None:
+            subscribed = self._shared(topic_filter, self._subscriptions.get(topic_filter, True))
             if any(code.is_failure for code in codes):
                 self._refused.add(topic_filter)
+                self._resumed.discard(subscribed)
+                self._session.removed(subscribed)
                 log.error("the broker refused the subscription to %s (%s): the MQTT account %s may not read "
                           "it; extend its ACL or change the topic settings", topic_filter,
                           ", ".join(str(code) for code in codes), self._settings.username)
             else:
                 self._refused.discard(topic_filter)
                 self._confirmed.add(topic_filter)
+                self._session.granted(subscribed)
         self._awaiting_subacks.discard(mid)
         if not self._awaiting_subacks and not self._subscribed.is_set():
             self.subscribed_ns = time.time_ns()
