@@ -11,10 +11,21 @@ topics in its own order. Hence:
 * `flush()` (called by the pipeline on every tick) emits the pending states that are *complete*, in
   arrival order. Complete means: the entity's burst is over — nothing arrived for it for `QUIET_S` —,
   some attribute of it is known and, for an entity seen publishing timestamps, its `last_updated` has
-  arrived; or it has waited `HOLD_S`. Releasing a state as
+  arrived; or it has waited `HOLD_S`, or `UNDESCRIBED_HOLD_S` while nothing describes it. Releasing a state as
   soon as *any* attribute was cached described it before its unit and device_class arrived: 9 of 11
   numeric entities of a real HA 2024.3 capture had their first state in measurement `state`, and a unit
-  change would convert the first new state with the old unit. Completeness never depends on where the
+  change would convert the first new state with the old unit.
+* A state that nothing describes (no attribute of its entity cached, none of its own) waits up to
+  `UNDESCRIBED_HOLD_S`, not `HOLD_S`, while no attribute has arrived yet or attributes (of any entity:
+  a retained replay) are still arriving: its quantity is unknown, and a guess would be wrong for good.
+  The soak found it after a worker SIGKILL: the restarted process has an empty cache, the broker sends
+  the session's backlog first and the retained attributes only after it (on the re-subscription), so a
+  first state released after `HOLD_S` landed in measurement `state` and the entity's next states, once
+  its attributes had arrived, in `battery`: two series for one entity. An entity whose state waited
+  that long without one attribute is taken to publish none (HA's `publish_attributes` off): it is
+  marked bare, and its later states wait only as described ones do. A state released undescribed is
+  described by what `core.entities` knows of its entity (`MetadataStore.described`).
+  Completeness never depends on where the
   network happened to cut a read, which is what a flush per hand-off batch did (8–37 % of states lost
   their timestamp in an integration test).
 * Bursts of one entity interleave: HA publishes each state change from its own task, so two changes
@@ -31,8 +42,8 @@ topics in its own order. Hence:
   message that was really received. While a state is held, its `/state` message and the timestamp and
   attributes of its own burst name it in `Outcome.held_by`: the pipeline acknowledges them only once the
   state is durable (a PUBACK sent with the batch the message was parsed in lost every held state on a
-  SIGKILL, −238 points per entity over 5 kills). Every held state is emitted within `HOLD_S`, which
-  bounds how long the broker's in-flight window holds them.
+  SIGKILL, −238 points per entity over 5 kills). Every held state is emitted within `HOLD_S`
+  (`UNDESCRIBED_HOLD_S` while undescribed), which bounds how long the broker's in-flight window holds them.
 
 Memory is bounded against a hostile publisher: attributes per entity (`MAX_ATTRIBUTES_PER_ENTITY`,
 the four that give meaning always admitted), bytes per attribute (`MAX_ATTRIBUTE_VALUE_BYTES`, larger
@@ -72,6 +83,12 @@ MAX_PENDING_STATES = 10_000
 # How long a state waits for its timestamp and attributes: HA publishes them within milliseconds, a
 # retained replay within a second; the cost is latency for incomplete states only.
 HOLD_S = 1.0
+# How long at most a state that nothing describes waits for its entity's first attribute: after a
+# restart the broker replays the retained attributes only once it has sent the session's backlog, and a
+# large home's replay takes the worker seconds. Past it the entity is taken to publish no attributes. It
+# waits less once attributes of other entities have been flowing and stopped for HOLD_S (the replay is
+# over). The cost: the first state of an entity without attributes, per worker process, lands this late.
+UNDESCRIBED_HOLD_S = 30.0
 # A burst is over when its entity has been silent this long (measured when messages are processed, so a
 # backlog read in one go is not mistaken for silence). HA publishes one burst in a few milliseconds; the
 # pipeline's tick is 50 ms. Every statestream state waits this long: its latency, never its correctness.
@@ -95,6 +112,7 @@ class _Attributes:
     sizes: dict[str, int] = field(default_factory=dict)
     size: int = 0
     stamps: bool = False  # this entity publishes last_updated: wait for it
+    bare: bool = False  # a state of it waited UNDESCRIBED_HOLD_S for an attribute in vain: it publishes none
 
 
 class StatestreamSource:
@@ -104,8 +122,8 @@ class StatestreamSource:
 
     def __init__(self, base_topic: str, *, max_cached_entities: int = MAX_CACHED_ENTITIES,
                  max_cache_bytes: int = MAX_CACHE_BYTES, max_pending_states: int = MAX_PENDING_STATES,
-                 hold_s: float = HOLD_S, quiet_s: float = QUIET_S,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 hold_s: float = HOLD_S, undescribed_hold_s: float = UNDESCRIBED_HOLD_S,
+                 quiet_s: float = QUIET_S, clock: Callable[[], float] = time.monotonic) -> None:
         base = base_topic.rstrip("/")  # HA appends the slash itself when base_topic lacks one
         if not base or "+" in base or "#" in base:
             raise ValueError(f"statestream base_topic {base_topic!r} must be a non-empty topic without wildcards")
@@ -114,6 +132,7 @@ class StatestreamSource:
         self._max_cache_bytes = max_cache_bytes
         self._max_pending_states = max_pending_states
         self._hold_s = hold_s
+        self._undescribed_hold_s = max(hold_s, undescribed_hold_s)
         self._quiet_s = quiet_s
         self._clock = clock
         self._cache: OrderedDict[str, _Attributes] = OrderedDict()
@@ -121,6 +140,7 @@ class StatestreamSource:
         self._pending: deque[_Pending] = deque()
         self._open: dict[str, list[_Pending]] = {}  # per entity, its pending states in arrival order
         self._loose_last_updated: dict[str, tuple[str, float]] = {}
+        self._attribute_at: float | None = None  # when an attribute (of any entity) was last cached
 
     def filters(self) -> tuple[str, ...]:
         return (f"{self._base}/+/+/+",)
@@ -153,6 +173,8 @@ class StatestreamSource:
             if force or self._complete(pending, now):
                 ready.append(pending)
                 self._close(pending)
+                if not force and not self._described(pending):
+                    self._mark_bare(pending.entity_id)
             else:
                 waiting.append(pending)
         waiting.extend(self._pending)
@@ -163,14 +185,34 @@ class StatestreamSource:
         return tuple(self._emit(pending) for pending in ready)
 
     def _complete(self, pending: _Pending, now: float) -> bool:
-        if now - pending.held_at >= self._hold_s:
+        described = self._described(pending)
+        held = now - pending.held_at
+        if held >= self._undescribed_hold_s or (held >= self._hold_s and (described or self._attributes_over(now))):
             return True
         if now - pending.touched_at < self._quiet_s:
             return False  # its burst (timestamps, then the attributes one by one) may still be arriving
-        cached = self._cache.get(pending.entity_id)
-        if not pending.own and (cached is None or not cached.values):
+        if not described:
             return False  # nothing describes it yet: its measurement is unknown
+        cached = self._cache.get(pending.entity_id)
         return pending.last_updated is not None or cached is None or not cached.stamps
+
+    def _described(self, pending: _Pending) -> bool:
+        """Some attribute describes it (its own or its entity's cached), or its entity publishes none."""
+        if pending.own:
+            return True
+        cached = self._cache.get(pending.entity_id)
+        return cached is not None and (bool(cached.values) or cached.bare)
+
+    def _attributes_over(self, now: float) -> bool:
+        """Attributes have been arriving and none came for HOLD_S: no retained replay is under way."""
+        return self._attribute_at is not None and now - self._attribute_at >= self._hold_s
+
+    def _mark_bare(self, entity_id: str) -> None:
+        cached = self._cache.get(entity_id)
+        if cached is None:
+            cached = self._cache[entity_id] = _Attributes()
+            self._evict(keep=entity_id)
+        cached.bare = True
 
     def _close(self, pending: _Pending) -> None:
         """`pending` leaves its entity's open states (it is emitted)."""
@@ -270,6 +312,7 @@ class StatestreamSource:
             self._forget(cached, name)
         size = len(name) + len(payload)
         cached.values[name] = value
+        self._attribute_at = self._clock()
         owner = next((p for p in states if name not in p.own), None)
         if owner is not None:
             owner.own[name] = value  # bounded like the cache: only what the cache admitted

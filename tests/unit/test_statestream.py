@@ -13,6 +13,7 @@ from ingest_worker.sources.statestream import (
     MAX_ATTRIBUTE_VALUE_BYTES,
     MAX_ATTRIBUTES_PER_ENTITY,
     QUIET_S,
+    UNDESCRIBED_HOLD_S,
     StatestreamSource,
 )
 
@@ -427,6 +428,64 @@ def test_a_first_state_waits_for_its_whole_attribute_burst() -> None:
     assert normalise(state, received_ns=1).measurement == "energy"
     assert dict(state.attributes) == {"state_class": "total_increasing", "unit_of_measurement": "kWh",
                                       "device_class": "energy", "friendly_name": "Grid"}
+
+
+BATTERY_BURST = (("state_class", b'"measurement"'), ("unit_of_measurement", b'"%"'),
+                 ("device_class", b'"battery"'), ("friendly_name", b'"Door battery"'))
+
+
+def test_a_state_nothing_describes_waits_past_the_hold_for_its_retained_attributes() -> None:
+    """The soak's finding: after a worker SIGKILL the new process's cache is empty and the broker sends the
+    session's backlog (state and timestamps) before it replays the retained attributes. Released after
+    HOLD_S, the first state landed in measurement `state`, the entity's later states in `battery`."""
+    clock = FakeClock()
+    source = StatestreamSource(BASE, clock=clock, hold_s=1.0)
+    entity = "sensor/door_00157_battery"
+    for field, payload in (("state", b"72"), ("last_updated", T1.encode()), ("last_changed", T1.encode())):
+        source.handle(topic(field, entity), payload)
+    clock.now += UNDESCRIBED_HOLD_S / 2  # the backlog, far longer than HOLD_S
+    assert source.flush() == ()
+    for field, payload in BATTERY_BURST:  # the retained replay
+        source.handle(topic(field, entity), payload)
+    clock.now += QUIET_S
+    (state,) = source.flush()
+    assert (state.state, state.last_updated) == ("72", T1)
+    assert normalise(state, received_ns=1).measurement == "battery"
+
+
+def test_an_entity_that_publishes_no_attributes_waits_the_undescribed_hold_once() -> None:
+    """Home Assistant's `publish_attributes: false`: nothing ever describes the entity; its first state
+    waits UNDESCRIBED_HOLD_S, then the entity is known to be bare and its states wait as described ones do."""
+    clock = FakeClock()
+    source = StatestreamSource(BASE, clock=clock, hold_s=1.0)
+    entity = "sensor/plain"
+    source.handle(topic("state", entity), b"5")
+    source.handle(topic("last_updated", entity), T1.encode())
+    clock.now += UNDESCRIBED_HOLD_S - 0.01
+    assert source.flush() == ()
+    clock.now += 0.01
+    (first,) = source.flush()
+    assert (first.state, first.last_updated, dict(first.attributes)) == ("5", T1, {})
+    source.handle(topic("state", entity), b"6")
+    source.handle(topic("last_updated", entity), T2.encode())
+    clock.now += QUIET_S
+    (second,) = source.flush()
+    assert (second.state, second.last_updated) == ("6", T2)
+    assert normalise(second, received_ns=1).measurement == normalise(first, received_ns=1).measurement == "state"
+
+
+def test_once_the_attributes_stopped_flowing_an_undescribed_first_state_waits_only_the_hold() -> None:
+    clock = FakeClock()
+    source = StatestreamSource(BASE, clock=clock, hold_s=1.0)
+    for field, payload in BATTERY_BURST:  # another entity's attributes (a retained replay), then quiet
+        source.handle(topic(field, "sensor/door_00001_battery"), payload)
+    clock.now += 0.5
+    source.handle(topic("state", "sensor/uptime"), b"12")
+    clock.now += 0.6  # attributes quiet for HOLD_S, but this state not yet held so long
+    assert source.flush() == ()
+    clock.now += 0.4
+    (state,) = source.flush()
+    assert (state.entity_id, dict(state.attributes)) == ("sensor.uptime", {})
 
 
 def test_a_unit_change_applies_to_the_state_it_came_with() -> None:
