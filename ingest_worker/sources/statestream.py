@@ -15,9 +15,10 @@ topics in its own order. Hence:
   soon as *any* attribute was cached described it before its unit and device_class arrived: 9 of 11
   numeric entities of a real HA 2024.3 capture had their first state in measurement `state`, and a unit
   change would convert the first new state with the old unit.
-* A state that nothing describes (no attribute of its entity cached, none of its own) waits up to
-  `UNDESCRIBED_HOLD_S`, not `HOLD_S`, while no attribute has arrived yet or attributes (of any entity:
-  a retained replay) are still arriving: its quantity is unknown, and a guess would be wrong for good.
+* A state that nothing describes (no attribute of its entity cached, none of its own) waits past
+  `HOLD_S` while statestream messages keep arriving and none of them has been an attribute yet, or
+  attributes (of any entity: a retained replay) are still arriving; `UNDESCRIBED_HOLD_S` at most. Its
+  quantity is unknown, and a guess would be wrong for good.
   The soak found it after a worker SIGKILL: the restarted process has an empty cache, the broker sends
   the session's backlog first and the retained attributes only after it (on the re-subscription), so a
   first state released after `HOLD_S` landed in measurement `state` and the entity's next states, once
@@ -85,9 +86,10 @@ MAX_PENDING_STATES = 10_000
 HOLD_S = 1.0
 # How long at most a state that nothing describes waits for its entity's first attribute: after a
 # restart the broker replays the retained attributes only once it has sent the session's backlog, and a
-# large home's replay takes the worker seconds. Past it the entity is taken to publish no attributes. It
-# waits less once attributes of other entities have been flowing and stopped for HOLD_S (the replay is
-# over). The cost: the first state of an entity without attributes, per worker process, lands this late.
+# large home's replay takes the worker seconds. Past it the entity is taken to publish no attributes.
+# It waits only HOLD_S once no statestream message came for HOLD_S (no backlog, no replay under way) or
+# attributes that were flowing stopped for HOLD_S (the replay is over). The cost: in a busy home that
+# publishes no attributes, the first state of each entity, per worker process, lands this late.
 UNDESCRIBED_HOLD_S = 30.0
 # A burst is over when its entity has been silent this long (measured when messages are processed, so a
 # backlog read in one go is not mistaken for silence). HA publishes one burst in a few milliseconds; the
@@ -141,6 +143,7 @@ class StatestreamSource:
         self._open: dict[str, list[_Pending]] = {}  # per entity, its pending states in arrival order
         self._loose_last_updated: dict[str, tuple[str, float]] = {}
         self._attribute_at: float | None = None  # when an attribute (of any entity) was last cached
+        self._handled_at = clock()  # when the latest message (of any entity) was handled
 
     def filters(self) -> tuple[str, ...]:
         return (f"{self._base}/+/+/+",)
@@ -150,6 +153,7 @@ class StatestreamSource:
         return topic.startswith(self._base + "/") and topic.count("/", start) == 2
 
     def handle(self, topic: str, payload: bytes, received_ns: int | None = None) -> Outcome:
+        self._handled_at = self._clock()
         entity_id, leaf = self._split(topic)
         if leaf == STATE_LEAF:
             return self._hold(entity_id, _state_text(_decode(payload)), (topic, payload, received_ns or time.time_ns()))
@@ -187,7 +191,7 @@ class StatestreamSource:
     def _complete(self, pending: _Pending, now: float) -> bool:
         described = self._described(pending)
         held = now - pending.held_at
-        if held >= self._undescribed_hold_s or (held >= self._hold_s and (described or self._attributes_over(now))):
+        if held >= self._undescribed_hold_s or (held >= self._hold_s and (described or self._settled(now))):
             return True
         if now - pending.touched_at < self._quiet_s:
             return False  # its burst (timestamps, then the attributes one by one) may still be arriving
@@ -203,8 +207,11 @@ class StatestreamSource:
         cached = self._cache.get(pending.entity_id)
         return cached is not None and (bool(cached.values) or cached.bare)
 
-    def _attributes_over(self, now: float) -> bool:
-        """Attributes have been arriving and none came for HOLD_S: no retained replay is under way."""
+    def _settled(self, now: float) -> bool:
+        """No backlog or retained replay is under way: nothing came for HOLD_S, or attributes have been
+        arriving and none came for HOLD_S."""
+        if now - self._handled_at >= self._hold_s:
+            return True
         return self._attribute_at is not None and now - self._attribute_at >= self._hold_s
 
     def _mark_bare(self, entity_id: str) -> None:

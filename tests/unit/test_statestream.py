@@ -443,8 +443,10 @@ def test_a_state_nothing_describes_waits_past_the_hold_for_its_retained_attribut
     entity = "sensor/door_00157_battery"
     for field, payload in (("state", b"72"), ("last_updated", T1.encode()), ("last_changed", T1.encode())):
         source.handle(topic(field, entity), payload)
-    clock.now += UNDESCRIBED_HOLD_S / 2  # the backlog, far longer than HOLD_S
-    assert source.flush() == ()
+    for i in range(int(UNDESCRIBED_HOLD_S)):  # the rest of the backlog, far longer than HOLD_S
+        clock.now += 0.5
+        source.handle(topic("state", f"sensor/other_{i}"), b"1")
+        assert source.flush() == ()
     for field, payload in BATTERY_BURST:  # the retained replay
         source.handle(topic(field, entity), payload)
     clock.now += QUIET_S
@@ -453,15 +455,15 @@ def test_a_state_nothing_describes_waits_past_the_hold_for_its_retained_attribut
     assert normalise(state, received_ns=1).measurement == "battery"
 
 
-def test_an_entity_that_publishes_no_attributes_waits_the_undescribed_hold_once() -> None:
-    """Home Assistant's `publish_attributes: false`: nothing ever describes the entity; its first state
-    waits UNDESCRIBED_HOLD_S, then the entity is known to be bare and its states wait as described ones do."""
+def test_an_entity_that_publishes_no_attributes_waits_only_the_hold_when_nothing_else_arrives() -> None:
+    """Home Assistant's `publish_attributes: false`, a quiet home: no backlog or replay is under way, so the
+    state waits HOLD_S; its entity is then known to be bare, and its states wait as described ones do."""
     clock = FakeClock()
     source = StatestreamSource(BASE, clock=clock, hold_s=1.0)
     entity = "sensor/plain"
     source.handle(topic("state", entity), b"5")
     source.handle(topic("last_updated", entity), T1.encode())
-    clock.now += UNDESCRIBED_HOLD_S - 0.01
+    clock.now += 0.99
     assert source.flush() == ()
     clock.now += 0.01
     (first,) = source.flush()
@@ -472,6 +474,19 @@ def test_an_entity_that_publishes_no_attributes_waits_the_undescribed_hold_once(
     (second,) = source.flush()
     assert (second.state, second.last_updated) == ("6", T2)
     assert normalise(second, received_ns=1).measurement == normalise(first, received_ns=1).measurement == "state"
+
+
+def test_in_a_busy_stream_without_attributes_an_undescribed_state_waits_the_undescribed_hold() -> None:
+    clock = FakeClock()
+    source = StatestreamSource(BASE, clock=clock, hold_s=1.0)
+    source.handle(topic("state", "sensor/plain"), b"5")
+    emitted: list[EntityState] = []
+    while not emitted:
+        clock.now += 0.5
+        source.handle(topic("last_changed", "sensor/busy"), T1.encode())  # statestream traffic, no attribute
+        emitted += source.flush()
+    assert clock.now - 1000.0 == pytest.approx(UNDESCRIBED_HOLD_S)
+    assert [s.entity_id for s in emitted] == ["sensor.plain"]
 
 
 def test_once_the_attributes_stopped_flowing_an_undescribed_first_state_waits_only_the_hold() -> None:
