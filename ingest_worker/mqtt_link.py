@@ -257,6 +257,7 @@ class MqttLink:
             if self._acks_unsent and not client.want_write():
                 acks, self._acks_unsent = self._acks_unsent, []
                 self.receipts.settled(acks)  # written to the socket: the broker gets them even if we die now
+            self._session.flush()
             if client.loop_misc() != mqtt.MQTT_ERR_SUCCESS:
                 return
 

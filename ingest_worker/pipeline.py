@@ -124,12 +124,12 @@ class Pipeline:
             self._oldest = time.monotonic()
             if self._tracer is not None:
                 self._started_ns = time.time_ns()
-        # A shutdown (`force`) leaves the parked messages unacknowledged: the broker redelivers them, and
-        # replays the retained configs, with the session next time.
+        # A drain (`force`: shutdown, or a home stopped while its platform connection goes on) handles the
+        # parked messages as they are: left unacknowledged on a shared connection they would hold its window.
         opening = 0 if force else self._window.closes_at(items)
         if opening:
             self._process_items(items[:opening], settling=True)
-        if self._parked and not force and not self._window.open:
+        if self._parked and (force or not self._window.open):
             self._release_parked()
         self._process_items(items[opening:] if opening else items, settling=False)
         for source in self._sources:
@@ -155,13 +155,8 @@ class Pipeline:
         metrics.PARKED.dec(len(parked))
         metrics.PARKED_RELEASED.labels("owned").inc(owned)
         metrics.PARKED_RELEASED.labels("unowned").inc(len(parked) - owned)
-        log.info("retained replay processed: %d parked message(s) handled in order (%d owned now)", len(parked), owned)
+        log.info("%d parked message(s) handled in order, %d of them owned now", len(parked), owned)
         self._process_items(parked, settling=False)
-
-    def parked_count(self) -> int:
-        """Messages waiting for the retained replay; never acknowledged before it is processed (a shutdown
-        leaves them to the broker, which redelivers them with the session)."""
-        return len(self._parked)
 
     def _process_items(self, items: Sequence[Incoming], settling: bool) -> None:
         parked, over_bound = len(self._parked), 0
@@ -387,7 +382,6 @@ class Pipeline:
                      ", ".join(sorted({letter.reason for letter in letters})))
 
     async def close(self) -> None:
-        metrics.PARKED.dec(len(self._parked))  # left to the broker: it redelivers them with the session
         if self._owns_conn:
             await self._ops.close()
 

@@ -29,6 +29,7 @@ class SessionFilters:
     def __init__(self, directory: Path | None) -> None:
         self._path = directory / FILE_NAME if directory is not None else None
         self._filters: set[str] = set()
+        self._dirty = False  # changed since the last `flush` (one write per network-loop turn, not per SUBACK)
         if self._path is not None:
             with contextlib.suppress(FileNotFoundError):
                 try:
@@ -43,22 +44,27 @@ class SessionFilters:
     def granted(self, subscribed: str) -> None:
         if subscribed not in self._filters:
             self._filters.add(subscribed)
-            self._write()
+            self._dirty = True
 
     def removed(self, subscribed: str) -> None:
         if subscribed in self._filters:
             self._filters.discard(subscribed)
-            self._write()
+            self._dirty = True
 
     def new_session(self) -> None:
-        """The broker kept no session for the client id: it holds none of the filters any more."""
+        """The broker kept no session for the client id: it holds none of the filters any more. Written at
+        once: a crash before the next turn must not leave the old set to claim the new session has them."""
         if self._filters:
             self._filters.clear()
-            self._write()
+            self._dirty = True
+            self.flush()
 
-    def _write(self) -> None:
-        if self._path is None:
+    def flush(self) -> None:
+        """Write the set if it changed: a SUBACK's grant is recorded within one turn of the network loop
+        (a crash before that only makes the next start wait for its SUBACKs)."""
+        if not self._dirty or self._path is None:
             return
+        self._dirty = False
         self._path.parent.mkdir(parents=True, exist_ok=True)
         temporary = self._path.with_suffix(".tmp")
         try:
