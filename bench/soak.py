@@ -404,6 +404,10 @@ def main() -> int:  # one run, read top to bottom
     soak = Soak(profile, env, secrets, tenant, prefix, args.outbox_mib * 1024**2, run_dir)
     log(f"soak {run_id}: home {tenant}, {args.minutes:.0f} min at {args.rate:.0f} msg/s, {args.devices} devices, "
         f"speed {args.speed:g}, outbox bound {args.outbox_mib} MiB; logs in {run_dir}")
+    # A soak stopped before its end left its worker registered: Prometheus would report it down all through
+    # this run, and the end check would take that HatsWorkerDown for this run's.
+    for stale in prometheus.targets_dir(profile).glob("soak-*.json"):
+        prometheus.unregister_worker(profile, stale.stem)
     prometheus.register_worker(profile, soak.worker_name, soak.http_port)
     soak.start_worker()
     watcher = threading.Thread(target=soak.watch, daemon=True)
