@@ -31,7 +31,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from ingest_worker.receipts import ReceiptJournal, digest
+from ingest_worker.receipts import ReceiptJournal, Settled, digest
 from ingest_worker.session_filters import SessionFilters
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ class MqttLink:
         self._removing: set[str] = set()  # asked to remove, no UNSUBACK yet (guarded by _lock)
         self._lock = threading.Lock()
         self._inbox: list[Incoming] = []
-        self._acks: deque[tuple[int, Sequence[tuple[int, int]]]] = deque()
+        self._acks: deque[tuple[int, Sequence[Incoming]]] = deque()
         self._subscribe: deque[tuple[str, bool]] = deque()
         self._unsubscribe: deque[str] = deque()
         self._subscriptions: dict[str, bool] = dict(settings.filters)
@@ -116,7 +116,7 @@ class MqttLink:
         self._wake_r.setblocking(False)
         self._thread = threading.Thread(target=self._run, name="mqtt-link", daemon=True)
         self.receipts = ReceiptJournal(settings.journal_dir)
-        self._acks_unsent: list[tuple[int, int]] = []  # (connection, packet id) handed to paho, not yet written
+        self._acks_unsent: list[Settled] = []  # handed to paho, not yet written to the socket
         self.reconnects = 0
 
     # -- called from the asyncio side -------------------------------------------------------------
@@ -133,9 +133,9 @@ class MqttLink:
             return len(self._inbox)
 
     def ack(self, messages: Sequence[Incoming]) -> None:
-        by_connection: dict[int, list[tuple[int, int]]] = {}
+        by_connection: dict[int, list[Incoming]] = {}
         for message in messages:
-            by_connection.setdefault(message.connection, []).append((message.mid, message.qos))
+            by_connection.setdefault(message.connection, []).append(message)
         self._acks.extend(by_connection.items())
         self._wake()
 
@@ -296,13 +296,13 @@ class MqttLink:
 
     def _flush_acks(self) -> None:
         while self._acks:
-            connection, mids = self._acks.popleft()
+            connection, messages = self._acks.popleft()
             if connection != self._connection:
                 continue  # the broker redelivers these on the new connection; its ids mean other messages
-            for mid, qos in mids:
-                if qos > 0:
-                    self._client.ack(mid, qos)
-                    self._acks_unsent.append((connection, mid))
+            for message in messages:
+                if message.qos > 0:
+                    self._client.ack(message.mid, message.qos)
+                    self._acks_unsent.append((message.digest, (connection, message.mid, message.received_ns)))
 
     def _shared(self, topic_filter: str, shared: bool) -> str:
         group = self._settings.share_group
