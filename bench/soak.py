@@ -476,11 +476,12 @@ def main() -> int:  # one run, read top to bottom
     watcher.join()
     stats.write_json(run_dir / "stats.json")
     by_entity = soak.points_by_entity()
+    published = stats.entities  # built anew on every access: once here, not once per entity (22,401² in run B)
     # The worker also stores what Home Assistant says of itself (its status topic): not the simulator's values.
-    written = sum(count for entity, count in by_entity.items() if entity in stats.entities)
+    written = sum(count for entity, count in by_entity.items() if entity in published)
     mismatched = {entity: {"published": e.values, "written": by_entity.get(entity, 0)}
-                  for entity, e in stats.entities.items() if by_entity.get(entity, 0) != e.values}
-    unknown = sorted(set(by_entity) - set(stats.entities))
+                  for entity, e in published.items() if by_entity.get(entity, 0) != e.values}
+    unknown = sorted(set(by_entity) - set(published))
 
     hours = []
     sim_end = datetime.fromtimestamp(stats.last_timestamp_us / 1e6, UTC)
