@@ -31,12 +31,13 @@ class SessionFilters:
         self._filters: set[str] = set()
         self._dirty = False  # changed since the last `flush` (one write per network-loop turn, not per SUBACK)
         if self._path is not None:
-            with contextlib.suppress(FileNotFoundError):
-                try:
-                    loaded = json.loads(self._path.read_text())
-                    self._filters = {f for f in loaded if isinstance(f, str)} if isinstance(loaded, list) else set()
-                except (OSError, ValueError) as exc:  # unreadable: wait for the SUBACKs, as without a file
-                    log.warning("ignoring %s (%s): readiness waits for the broker's SUBACKs", self._path, exc)
+            try:
+                loaded = json.loads(self._path.read_text())
+                self._filters = {f for f in loaded if isinstance(f, str)} if isinstance(loaded, list) else set()
+            except FileNotFoundError:  # a first start: no session yet, nothing to say
+                pass
+            except (OSError, ValueError) as exc:  # unreadable: wait for the SUBACKs, as without a file
+                log.warning("ignoring %s (%s): readiness waits for the broker's SUBACKs", self._path, exc)
 
     def held(self) -> frozenset[str]:
         return frozenset(self._filters)
