@@ -50,6 +50,7 @@ REPLAY_TOPIC = "(outbox replay)"
 EVENT_AGE_SAMPLE_EVERY = 16
 SeriesKey = tuple[str, str | None, str | None, str | None, str | None, str | None]
 DUPLICATE_STATE = "duplicate_state"
+NO_CONFIG = "no_config"  # a state under discovery's state filters that no config explains (once settled)
 # After (re)connecting, a message no source owns yet waits (parked, unacknowledged) for the retained
 # discovery config that may explain it, until the broker's retained replay is processed (settling.py).
 MAX_PARKED = 200_000  # beyond it an unowned message is a dead letter at once, as it is once settled
@@ -197,12 +198,16 @@ class Pipeline:
     def _handle(self, item: Incoming) -> tuple[str, bytes, int] | None:
         """Handle one message; returns the origin of the held state its acknowledgement waits for."""
         source = self._route(item.topic)
-        name = source.name if source else "none"
+        expecting = None if source else next((s for s in self._sources if s.expects(item.topic)), None)
+        name = source.name if source else expecting.name if expecting else "none"
         self._received_by_source[name] = self._received_by_source.get(name, 0) + 1
         if len(item.topic) > MAX_TOPIC_CHARS:
             raise Rejected(Reason.SCHEMA, f"topic of {len(item.topic)} chars, over {MAX_TOPIC_CHARS}")
         if len(item.payload) > self._max_payload:
             raise Rejected(Reason.PAYLOAD_TOO_LARGE, f"{len(item.payload)} bytes, over {self._max_payload}")
+        if expecting is not None:  # e.g. a zigbee2mqtt device not exposed to Home Assistant: no config explains it
+            self._count_ignored(expecting.name, NO_CONFIG)
+            return None
         if source is None:
             raise Rejected(Reason.SCHEMA, f"no configured source owns topic {item.topic[:200]!r}")
         outcome = source.handle(item.topic, item.payload, item.received_ns)
@@ -214,13 +219,15 @@ class Pipeline:
         for rejected in source.take_rejections():
             self._reject(item.topic, item.payload, item.received_ns, rejected.reason, rejected.detail)
         if outcome.ignored is not None:
-            self.counters["ignored"] += 1
-            why = (source.name, outcome.ignored)
-            self._ignored[why] = self._ignored.get(why, 0) + 1
+            self._count_ignored(source.name, outcome.ignored)
         origin = Origin(item.topic, item.payload, item.received_ns)
         for state in outcome.states:
             self._emit(state, Origin(*state.origin) if state.origin is not None else origin)
         return outcome.held_by
+
+    def _count_ignored(self, source: str, why: str) -> None:
+        self.counters["ignored"] += 1
+        self._ignored[(source, why)] = self._ignored.get((source, why), 0) + 1
 
     def _route(self, topic: str) -> Source | None:
         for source in self._sources:
@@ -249,9 +256,7 @@ class Pipeline:
             # The same state change through a second source (statestream and eventstream both on): one
             # point. A copy that arrives after a newer change still lands on the same series and instant,
             # which InfluxDB stores once.
-            self.counters["ignored"] += 1
-            why = (state.source, DUPLICATE_STATE)
-            self._ignored[why] = self._ignored.get(why, 0) + 1
+            self._count_ignored(state.source, DUPLICATE_STATE)
             return
         if len(self._last_lines) >= self._max_cached_series:
             self._last_lines.clear()

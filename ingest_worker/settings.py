@@ -11,13 +11,16 @@ from pathlib import Path
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from ingest_worker import tls
+from ingest_worker import tls, topic_filters
 from ingest_worker.contract import TENANT_PATTERN
 from ingest_worker.tracing.settings import TraceSettings
 
 ENV_PREFIX = "HATS_"
 SOURCES = ("statestream", "eventstream", "discovery", "status", "websocket")
 DEFAULT_SOURCES = ("statestream", "eventstream", "discovery", "status")
+# zigbee2mqtt's default base_topic: `zigbee2mqtt/<friendly name>` carries each device's state JSON (its
+# `bridge/…` and `<device>/availability` topics are deeper and not matched).
+DEFAULT_DISCOVERY_STATE_FILTERS = "zigbee2mqtt/+"
 MQTT_SOURCES = frozenset({"statestream", "eventstream", "discovery", "status"})
 # Settings only some sources need: (field, the sources that need it, why), checked after the others.
 REQUIRED_BY_SOURCES = (
@@ -73,6 +76,13 @@ class WorkerSettings(BaseSettings):
     eventstream_topic: str = Field("homeassistant/events", description="mqtt_eventstream `publish_topic`")
     discovery_prefix: str = Field("homeassistant", description="MQTT discovery prefix (configs on "
                                   "`<prefix>/<component>/[<node>/]<object>/config`)")
+    discovery_state_filters: str = Field(
+        DEFAULT_DISCOVERY_STATE_FILTERS,
+        description="comma-separated MQTT filters under which discovery devices publish their states, subscribed "
+                    "from the start (under the topic prefix), so that a new device's first states, published right "
+                    "behind its configs, are not gone before the worker could subscribe to the topic its config "
+                    "names; a state there that no config explains is counted as ignored (`no_config`). Default: "
+                    "zigbee2mqtt's device topics; empty: subscribe each state topic once its config is handled")
     status_topic: str = Field("homeassistant/status", description="Home Assistant's birth/last-will "
                               "topic, recorded as measurement `availability` (1/0)")
 
@@ -175,6 +185,15 @@ class WorkerSettings(BaseSettings):
             raise ValueError(f"choose from {', '.join(SOURCES)} (got {value!r})")
         return ",".join(chosen)
 
+    @field_validator("discovery_state_filters")
+    @classmethod
+    def _state_filters(cls, value: str) -> str:
+        chosen = [f.strip() for f in value.split(",") if f.strip()]
+        for topic_filter in chosen:
+            if (why := topic_filters.problem(topic_filter)) is not None:
+                raise ValueError(why)
+        return ",".join(chosen)
+
     @field_validator("topic_prefix")
     @classmethod
     def _prefix(cls, value: str) -> str:
@@ -186,6 +205,22 @@ class WorkerSettings(BaseSettings):
     def _shard_in_range(self) -> WorkerSettings:
         if self.shard >= self.shards:
             raise ValueError(f"HATS_SHARD {self.shard} must be below HATS_SHARDS {self.shards}")
+        return self
+
+    @model_validator(mode="after")
+    def _state_filters_apart(self) -> WorkerSettings:
+        others = {
+            "HATS_STATESTREAM_BASE": self.statestream_base.rstrip("/") + "/+/+/+",
+            "HATS_EVENTSTREAM_TOPIC": self.eventstream_topic,
+            "HATS_STATUS_TOPIC": self.status_topic,
+        }
+        configs = [(f"{self.discovery_prefix.rstrip('/')}/{levels}config", "HATS_DISCOVERY_PREFIX")
+                   for levels in ("+/+/", "+/+/+/")]
+        for topic_filter in filter(None, self.discovery_state_filters.split(",")):
+            for other, name in [*((v, k) for k, v in others.items()), *configs]:
+                if topic_filters.overlap(topic_filter, other):
+                    raise ValueError(f"HATS_DISCOVERY_STATE_FILTERS: {topic_filter!r} overlaps {other!r} ({name}); "
+                                     "name the devices' state topics only (e.g. zigbee2mqtt/+), or set it empty")
         return self
 
     @model_validator(mode="after")
@@ -216,6 +251,10 @@ class WorkerSettings(BaseSettings):
 
     def topic(self, name: str) -> str:
         return self.topic_prefix + name
+
+    def discovery_state_filter_list(self) -> tuple[str, ...]:
+        """The state filters under the topic prefix, as subscribed."""
+        return tuple(self.topic(f) for f in self.discovery_state_filters.split(",") if f)
 
 
 def _missing_for_sources(settings: WorkerSettings | None) -> list[str]:

@@ -37,6 +37,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from ingest_worker import topic_filters
 from ingest_worker.normalise import ENTITY_ID, DeviceInfo, EntityState
 from ingest_worker.rejections import Reason, Rejected
 from ingest_worker.routing import within
@@ -135,10 +136,14 @@ class DiscoverySource:
     name = SOURCE
 
     def __init__(self, prefix: str = DEFAULT_PREFIX, *, max_entities: int = MAX_DISCOVERED_ENTITIES,
-                 tenant_prefix: str = "") -> None:
+                 tenant_prefix: str = "", state_filters: tuple[str, ...] = ()) -> None:
         """`tenant_prefix`: the home's topic prefix; a config may make the worker read only under it
-        (another home's state topic would write that home's states into this one). '' = everything."""
+        (another home's state topic would write that home's states into this one). '' = everything.
+        `state_filters`: where devices publish their states, subscribed from the start (`subscription_filters`
+        shares them between replicas, unlike the configs): a state topic they cover is never subscribed on its
+        own, and a state there that no config explains is the pipeline's to ignore (`expects`)."""
         self._tenant_prefix = tenant_prefix
+        self.state_filters = state_filters
         prefix = prefix.rstrip("/")
         if not prefix or "+" in prefix or "#" in prefix:
             raise ValueError(f"discovery prefix {prefix!r} must be a non-empty topic without wildcards")
@@ -175,8 +180,13 @@ class DiscoverySource:
         return len(self._registry.by_config)
 
     def state_topics(self) -> tuple[str, ...]:
-        """Learned state topics, for resubscribing after a reconnect with a clean session."""
-        return tuple(self._registry.by_state)
+        """Learned state topics subscribed on their own (not under `state_filters`), for resubscribing after a
+        reconnect with a clean session."""
+        return tuple(t for t in self._registry.by_state if not self.expects(t))
+
+    def expects(self, topic: str) -> bool:
+        """Whether a state may come on `topic` before a config names it (it lies under `state_filters`)."""
+        return any(topic_filters.covers(f, topic) for f in self.state_filters)
 
     # -- state messages -------------------------------------------------------------------------
 
@@ -285,7 +295,7 @@ class DiscoverySource:
             siblings[config_topic] = entity
             return Outcome(ignored="config")
         unsubscribe = self._unlink(config_topic) if previous is not None else None
-        subscribe = entity.state_topic not in registry.by_state
+        subscribe = entity.state_topic not in registry.by_state and not self.expects(entity.state_topic)
         registry.by_config[config_topic] = entity
         registry.by_state.setdefault(entity.state_topic, {})[config_topic] = entity
         if not subscribe and unsubscribe is None:
@@ -307,7 +317,7 @@ class DiscoverySource:
         if siblings:
             return None
         del self._registry.by_state[entity.state_topic]
-        return entity.state_topic
+        return None if self.expects(entity.state_topic) else entity.state_topic
 
 
 def _combined(failures: list[Rejected]) -> Rejected:

@@ -34,9 +34,14 @@ def build_sources(settings: WorkerSettings, device_of: DeviceLookup | None = Non
     if "statestream" in chosen:
         sources.append(StatestreamSource(settings.topic(settings.statestream_base)))
     if "discovery" in chosen:
-        sources.append(DiscoverySource(settings.topic(settings.discovery_prefix), tenant_prefix=settings.topic_prefix))
+        sources.append(DiscoverySource(settings.topic(settings.discovery_prefix), tenant_prefix=settings.topic_prefix,
+                                       state_filters=settings.discovery_state_filter_list()))
     return sources
 
 
 def subscription_filters(sources: list[Source]) -> list[tuple[str, bool]]:
-    return [(f, source.name not in UNSHARED_SOURCES) for source in sources for f in source.filters()]
+    """(filter, shared) to subscribe at start; discovery's state filters are shared like the state topics it
+    learns (replicas split device traffic), its configs are not."""
+    found = [(f, source.name not in UNSHARED_SOURCES) for source in sources for f in source.filters()]
+    found += [(f, True) for source in sources if isinstance(source, DiscoverySource) for f in source.state_filters]
+    return found
