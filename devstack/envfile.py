@@ -9,6 +9,9 @@ from devstack import certs, influx_gate, influxdb, mosquitto, postgres
 from devstack.profile import LOOPBACK, Profile
 
 DEFAULT_TENANT = "home"
+# Store outages retried quickly in tests (the code location's defaults: 4 retries from 15 s, up to 450 s of
+# waiting for a store that stays down). hats_assets binds them when it loads: tests/conftest.py sets them too.
+TEST_STEP_RETRIES = {"HATS_DAGSTER_STEP_RETRIES": "2", "HATS_DAGSTER_RETRY_DELAY_S": "0.5"}
 
 
 def settings(profile: Profile, secrets: dict[str, str]) -> dict[str, str]:
@@ -68,8 +71,7 @@ def settings(profile: Profile, secrets: dict[str, str]) -> dict[str, str]:
         "DAGSTER_HOME": str(profile.path("dagster_home")),
         # One folder per home of secret files (tenancy/secrets.py); a Kubernetes Secret volume in a cluster.
         "HATS_TENANT_SECRETS_DIR": str(profile.path("tenants")),
-        # Store outages retried quickly in tests (the code location's defaults: 4 retries from 30 s).
-        **({"HATS_DAGSTER_STEP_RETRIES": "2", "HATS_DAGSTER_RETRY_DELAY_S": "0.5"} if profile.name == "test" else {}),
+        **(TEST_STEP_RETRIES if profile.name == "test" else {}),
     }
 
 

@@ -33,8 +33,9 @@ LOCATION_ENVIRONMENT: dict[str, tuple[str, str, str]] = {
         "\"When a store goes away mid-run\"); the test profile: 2"),
     DELAY_ENV: (
         "`hats_assets/defs/common/faults.py`", f"`{DEFAULT_DELAY_S:g}`",
-        "the first retry's delay in seconds, doubled for each next one, ± half of it at random (30: 30, 60, 120, "
-        "240 s); the test profile: 0.5"),
+        "the base of the retries' exponential backoff in seconds: Dagster waits (2ⁿ − 1) × it before retry n, ± it at "
+        "random (15: 15, 45, 105, 225 s, a store that stays down fails the step after 390 ± 60 s); the test profile: "
+        "0.5"),
     # The tracing variables, read by every rollup, check, warehouse, billing and retention step.
     **{name.upper(): ("`hats_assets/defs/common/tracing.py`",
                       f"`{str(info.default).lower() if isinstance(info.default, bool) else info.default}`"

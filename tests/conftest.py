@@ -23,7 +23,7 @@ import httpx
 import hypothesis
 import pytest
 
-from devstack import stack
+from devstack import envfile, stack
 from devstack.procs import free_port
 from devstack.profile import PROJECT_ROOT, Profile, load_profile
 from ingest_worker.tls import client_context
@@ -47,6 +47,12 @@ hypothesis.settings.load_profile("deterministic")
 # PostgreSQL in unit tests, so they fix the start (tests/integration/test_partitions_start.py tests the lookup).
 TEST_PARTITIONS_START = "2026-01-01"
 os.environ.setdefault("HATS_PARTITIONS_START", TEST_PARTITIONS_START)
+# The steps' retry policy is bound when hats_assets loads, from this process's environment: `make test` (CI)
+# does not source the test profile's env file, so without these the suite ran on the code location's
+# defaults (4 retries from 15 s; from 30 s, a run whose store stays down waited 780 ± 120 s and passed
+# pytest's 600 s timeout). The test profile's values, from where the env file gets them.
+for _name, _value in envfile.TEST_STEP_RETRIES.items():
+    os.environ.setdefault(_name, _value)
 
 
 def wait_for(condition: Callable[[], Any], what: str, timeout: float = DEADLINE_S, interval: float = 0.1) -> Any:

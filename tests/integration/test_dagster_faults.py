@@ -22,7 +22,7 @@ import pytest
 
 from devstack import influxdb, postgres
 from devstack.profile import Profile
-from hats_assets.defs.common.faults import STEP_RETRY_POLICY
+from hats_assets.defs.common.faults import DELAY_ENV, RETRIES_ENV, STEP_RETRY_POLICY, longest_wait
 from hats_assets.defs.common.resources import PostgresResource
 from hats_assets.defs.common.tenants import TenantSelection
 from hats_assets.defs.quality.results import failed_hours
@@ -43,6 +43,8 @@ PARTITION = HOUR.strftime("%Y-%m-%d-%H:%M")
 DAY = HOUR.strftime("%Y-%m-%d")
 WAREHOUSE = [hourly_rollup, daily_rollup, local_daily_rollup, state_hourly, state_local_daily]
 Pair = tuple[Tenant, Tenant]
+# The most a run here may wait between attempts in all (the test profile's policy waits at most 3 s).
+RETRY_WAIT_BUDGET_S = 30.0
 
 
 @pytest.fixture
@@ -126,6 +128,16 @@ def warehouse_state(tenant: Tenant) -> dict[str, list[Any]]:
 def policies(tenant: Tenant) -> dict[str, str]:
     [series] = tenant.influx(f'SHOW RETENTION POLICIES ON "{tenant.database}"')
     return {str(row[0]): str(row[1]) for row in series["values"]}
+
+
+def retry_waits_fit() -> None:
+    """Before a run whose store stays down: its steps wait out every retry, so the policy must be the test
+    profile's, or the test's timeout ends the run instead and the run reports no step failure."""
+    wait = longest_wait(STEP_RETRY_POLICY)
+    assert wait <= RETRY_WAIT_BUDGET_S, (
+        f"the steps' retry policy waits up to {wait:.0f} s for a store that stays down ({RETRIES_ENV}="
+        f"{STEP_RETRY_POLICY.max_retries}, {DELAY_ENV}={STEP_RETRY_POLICY.delay:g}): not the test profile's "
+        f"(devstack/envfile.py TEST_STEP_RETRIES, which tests/conftest.py sets before hats_assets loads)")
 
 
 def messages(error: Any) -> str:
@@ -248,6 +260,7 @@ def test_postgresql_gone_mid_warehouse_load_fails_cleanly_and_the_rerun_leaves_a
     assert counting.blocks > 4
 
     # Down in the middle of the loads and for longer than the retries: the run fails, and says what to do.
+    retry_waits_fit()
     fault = Fault(profile, secrets, POSTGRESQL, stop_at=counting.blocks // 2, comes_back=False)
     instance = dg.DagsterInstance.ephemeral()
     try:

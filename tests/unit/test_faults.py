@@ -11,13 +11,18 @@ import httpx
 import psycopg
 import pytest
 
+from devstack import envfile
 from hats_assets.defs.common.faults import (
     DEFAULT_DELAY_S,
     DEFAULT_RETRIES,
     INFLUXDB,
     POSTGRESQL,
+    STEP_RETRY_POLICY,
     Outage,
     _policy_from,
+    jitter_bound,
+    longest_wait,
+    nominal_delay,
     outage_of,
     pg_address,
     step_faults,
@@ -82,6 +87,37 @@ def test_retry_settings_defaults_and_bad_values() -> None:
         _policy_from({"HATS_DAGSTER_RETRY_DELAY_S": "0"})
 
 
+def test_the_suite_runs_on_the_test_profiles_retry_policy() -> None:
+    """The policy is bound when hats_assets loads; `make test` sources no env file, so tests/conftest.py sets
+    the test profile's values first. On the defaults a fault test whose store stays down waits minutes."""
+    assert _policy_from(envfile.TEST_STEP_RETRIES) == STEP_RETRY_POLICY, (
+        f"{STEP_RETRY_POLICY} is not the test profile's: was hats_assets imported before tests/conftest.py ran?")
+
+
+@pytest.mark.parametrize("policy", [_policy_from({}), _policy_from(envfile.TEST_STEP_RETRIES)])
+def test_every_wait_dagster_draws_is_the_headlines_nominal_delay_give_or_take_its_jitter(
+        policy: dg.RetryPolicy) -> None:
+    """Dagster draws each retry's jitter itself: the headline can promise the nominal wait and the jitter's
+    bound only, and ``longest_wait`` must bound every run of waits Dagster may draw."""
+    draws = {retry: [policy.calculate_delay(retry) for _ in range(2_000)] for retry in range(1, policy.max_retries + 1)}
+    for retry, waits in draws.items():
+        nominal, bound = nominal_delay(policy, retry), jitter_bound(policy)
+        assert all(nominal - bound <= wait <= nominal + bound for wait in waits)
+        assert min(waits) < nominal < max(waits)  # the jitter goes both ways: the nominal wait is its middle
+        assert max(waits) - min(waits) > bound  # ... and by about the bound
+    assert max(map(sum, zip(*draws.values(), strict=True))) <= longest_wait(policy)
+    assert longest_wait(policy) == sum(nominal_delay(policy, r) + jitter_bound(policy) for r in draws)
+
+
+def test_the_default_policy_gives_up_on_a_store_down_for_good_within_eight_minutes() -> None:
+    """4 retries from 15 s: 15, 45, 105, 225 s (± 15 s). From 30 s, Dagster's (2ⁿ − 1) backoff waited
+    30, 90, 210, 450 s: a run whose store was down for good reported it after 13 minutes."""
+    policy = _policy_from({})
+    waits = [max(policy.calculate_delay(retry) for _ in range(2_000)) for retry in range(1, policy.max_retries + 1)]
+    assert sum(waits) <= 8 * 60
+    assert waits[0] >= DEFAULT_DELAY_S  # the first retry may still come after one delay: a restart fits
+
+
 @dataclass
 class Attempt:
     """A step's context as the failure message reads it: which attempt this is, and its log."""
@@ -113,6 +149,14 @@ def test_an_outage_fails_with_a_headline_and_may_be_retried() -> None:
     assert isinstance(failure.__cause__, httpx.ConnectError)  # the error itself: the cause, not the headline
     last = fail_in_step(httpx.ConnectError("refused", request=REQUEST), attempt=3)
     assert "not retried again: 4 attempts failed" in (last.description or "")
+
+
+def test_a_jittered_policys_headline_says_the_wait_and_its_jitter() -> None:
+    policy = _policy_from({})
+    with pytest.raises(dg.Failure) as failed, step_faults(Attempt(1), "the rollup", ADDRESSES, policy):
+        raise httpx.ConnectError("refused", request=REQUEST)
+    assert (f"retried automatically in about {nominal_delay(policy, 2):.0f} ± {policy.delay:.0f} s (attempt 3 of "
+            f"{policy.max_retries + 1}, exponential backoff)") in (failed.value.description or "")
 
 
 def test_anything_else_fails_at_once() -> None:

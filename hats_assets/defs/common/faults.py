@@ -32,8 +32,11 @@ INFLUXDB: Final = "InfluxDB"
 POSTGRESQL: Final = "PostgreSQL"
 RETRIES_ENV: Final = "HATS_DAGSTER_STEP_RETRIES"
 DELAY_ENV: Final = "HATS_DAGSTER_RETRY_DELAY_S"
-DEFAULT_RETRIES: Final = 4  # 30 s, 60 s, 120 s, 240 s (± half, jittered): a restart or a failover fits
-DEFAULT_DELAY_S: Final = 30.0
+# Dagster's exponential backoff waits (2^n - 1) × the delay before retry n, its PLUS_MINUS jitter adds ± one
+# delay at random: 15, 45, 105, 225 s (± 15 s each), a store gone for good fails the step after 390 ± 60 s of
+# waiting; a restart or a failover fits. (30 s waited 30, 90, 210, 450 s: 13 minutes for a certain failure.)
+DEFAULT_RETRIES: Final = 4
+DEFAULT_DELAY_S: Final = 15.0
 WHAT_TO_CHECK: Final = "check `hats status` (or the store's pod) and the store's log"
 
 # What libpq and psycopg say when the server is gone, restarting or too slow (their messages carry no
@@ -128,6 +131,30 @@ def _policy_from(environ: Mapping[str, str]) -> dg.RetryPolicy:
                           jitter=dg.Jitter.PLUS_MINUS)
 
 
+def nominal_delay(policy: dg.RetryPolicy, retry: int) -> float:
+    """The wait before retry ``retry`` (1 = the first) without its jitter: Dagster draws the jitter itself
+    when it schedules the retry, so a message can only promise this and the jitter's bound."""
+    return float(dg.RetryPolicy(max_retries=policy.max_retries, delay=policy.delay,
+                                backoff=policy.backoff).calculate_delay(retry))
+
+
+def jitter_bound(policy: dg.RetryPolicy) -> float:
+    """How far Dagster's jitter moves each wait either way: PLUS_MINUS (the policies here) one delay. FULL
+    only shortens a wait (0 here: the nominal wait is its longest)."""
+    return float(policy.delay or 0) if policy.jitter is dg.Jitter.PLUS_MINUS else 0.0
+
+
+def longest_wait(policy: dg.RetryPolicy) -> float:
+    """The longest a step waits between its attempts in all, when every attempt meets the store down: how
+    long a certain failure takes to show (attempts themselves aside)."""
+    return sum(nominal_delay(policy, retry) + jitter_bound(policy) for retry in range(1, policy.max_retries + 1))
+
+
+def _seconds(value: float) -> str:
+    """A wait as the headline shows it: whole seconds, tenths under ten (the test profile's 0.5 s)."""
+    return f"{value:.0f}" if value >= 10 else f"{value:.1f}".removesuffix(".0")
+
+
 # Bound when the code location loads (a policy is part of an asset's definition).
 STEP_RETRY_POLICY: Final = _policy_from(os.environ)
 # Run-level retries of the scheduled jobs (dagster.yaml's run_retries must be enabled): a run whose worker
@@ -161,9 +188,9 @@ class Progress:
     def failure(self, outage: Outage, context: StepContext, policy: dg.RetryPolicy) -> str:
         attempt, retries = context.retry_number, policy.max_retries
         if attempt < retries:
-            delay = policy.calculate_delay(attempt + 1)
-            then = (f"retried automatically in about {delay:.0f} s (attempt {attempt + 2} of {retries + 1}, "
-                    "exponential backoff)")
+            jitter = f" ± {_seconds(jitter_bound(policy))}" if jitter_bound(policy) else ""
+            then = (f"retried automatically in about {_seconds(nominal_delay(policy, attempt + 1))}{jitter} s "
+                    f"(attempt {attempt + 2} of {retries + 1}, exponential backoff)")
         else:
             then = (f"not retried again: {retries + 1} attempts failed; the schedule or the late-data sensor "
                     "asks for it again, or re-execute the run from failure once the store is back")
