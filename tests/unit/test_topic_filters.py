@@ -53,8 +53,10 @@ def test_a_covered_state_topic_is_not_subscribed_on_its_own_and_its_unknown_neig
     config = {"state_topic": "zigbee2mqtt/weather", "object_id": "weather_t", "value_template": "{{ value_json.t }}"}
     outcome = source.handle("homeassistant/sensor/0x1/t/config", json.dumps(config).encode())
     assert outcome == Outcome(ignored="config")  # the filter is subscribed already
-    assert source.matches("zigbee2mqtt/weather") and source.state_topics() == ()
-    assert source.expects("zigbee2mqtt/other") and not source.matches("zigbee2mqtt/other")
+    assert source.matches("zigbee2mqtt/weather")
+    assert source.state_topics() == ()
+    assert source.expects("zigbee2mqtt/other")
+    assert not source.matches("zigbee2mqtt/other")
     assert not source.expects("zigbee2mqtt/bridge/state")
     # Removing it unsubscribes nothing: the filter stays.
     assert source.handle("homeassistant/sensor/0x1/t/config", b"") == Outcome(ignored="entity_removed")
