@@ -210,7 +210,7 @@ class Pipeline:
             return None
         if source is None:
             raise Rejected(Reason.SCHEMA, f"no configured source owns topic {item.topic[:200]!r}")
-        outcome = source.handle(item.topic, item.payload, item.received_ns)
+        outcome = source.handle(item.topic, item.payload, item.received_ns, item.retain)
         if self._link is not None:
             for topic_filter in outcome.subscribe:
                 self._link.add_subscription(topic_filter)

@@ -74,9 +74,10 @@ class Source(Protocol):
         filters: a device no config exposes)."""
         ...
 
-    def handle(self, topic: str, payload: bytes, received_ns: int | None = None) -> Outcome:
+    def handle(self, topic: str, payload: bytes, received_ns: int | None = None, retained: bool = False) -> Outcome:
         """Parse one message; raise `Rejected` when it is invalid. `received_ns` is when it was received
-        (a replayed one: when it first was), for a state held back that carries no time of its own."""
+        (a replayed one: when it first was), for a state held back that carries no time of its own.
+        `retained`: it came from the broker's retained store (a re-subscription's replay), not live."""
         ...
 
     def flush(self, force: bool = False) -> tuple[EntityState, ...]:

@@ -158,7 +158,7 @@ class DiscoverySource:
     def matches(self, topic: str) -> bool:
         return topic in self._registry.by_state or self._is_config_topic(topic)
 
-    def handle(self, topic: str, payload: bytes, received_ns: int | None = None) -> Outcome:
+    def handle(self, topic: str, payload: bytes, received_ns: int | None = None, retained: bool = False) -> Outcome:
         self._rejections = []
         if self._is_config_topic(topic):
             return self._handle_config(topic, payload)

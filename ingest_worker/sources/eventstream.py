@@ -52,6 +52,6 @@ class EventstreamSource(SingleTopicSource):
 
     name = SOURCE
 
-    def handle(self, topic: str, payload: bytes, received_ns: int | None = None) -> Outcome:
+    def handle(self, topic: str, payload: bytes, received_ns: int | None = None, retained: bool = False) -> Outcome:
         state = parse(payload)
         return Outcome(states=(state,)) if state is not None else Outcome(ignored="not_a_state_change")

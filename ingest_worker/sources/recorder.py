@@ -60,7 +60,7 @@ class RecorderSource:
     def expects(self, topic: str) -> bool:
         return False
 
-    def handle(self, topic: str, payload: bytes, received_ns: int | None = None) -> Outcome:
+    def handle(self, topic: str, payload: bytes, received_ns: int | None = None, retained: bool = False) -> Outcome:
         if not topic.startswith(STATE_TOPIC):
             return Outcome(ignored="topic")
         if payload.startswith(REMOVED):

@@ -38,6 +38,14 @@ topics in its own order. Hence:
   first) waits up to `HOLD_S` for the next state of that entity, never longer: stamping a later state
   with an earlier change's time would make InfluxDB overwrite that earlier point. A state without one
   gets receipt time.
+* A message from the broker's retained store (`retained`: the replay on every re-subscription) is a copy
+  of the topic's latest message, which the persistent session delivered live already. A replayed state is
+  paired only with a replayed `last_updated` (and replayed attributes own replayed states only), and it is
+  emitted only with its own `last_updated` and something describing it: then it is the same point as the
+  live one and InfluxDB overwrites it. Otherwise it is dropped (`replays_dropped`, logged), never stored at
+  receipt time or under `state`: the soak found 531 entities with such a copy after a restart, a second
+  point and a second series each. Replayed messages are acknowledged at once (the broker keeps them).
+  A worker's first start on a new session records the home's current states this way too.
 * `last_changed` is accepted and ignored (the contract stamps points with last_updated).
 * Each emitted state carries its `/state` message as `origin`, so a later rejection dead-letters the
   message that was really received. While a state is held, its `/state` message and the timestamp and
@@ -56,6 +64,7 @@ is emitted early through `handle()`'s Outcome rather than dropped).
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
@@ -64,6 +73,8 @@ from dataclasses import dataclass, field
 from ingest_worker.normalise import ENTITY_ID, MAX_STATE_CHARS, EntityState, parse_time_ns
 from ingest_worker.rejections import Reason, Rejected
 from ingest_worker.sources.base import JSON_ERRORS, Outcome, parse_json
+
+log = logging.getLogger(__name__)
 
 SOURCE = "statestream"
 STATE_LEAF = "state"
@@ -106,6 +117,7 @@ class _Pending:
     touched_at: float  # the last message of its entity (state, timestamp or attribute) was processed then
     last_updated: str | None = None
     own: dict[str, object] = field(default_factory=dict)  # the attributes of its own burst
+    replay: bool = False  # from the broker's retained store: emitted only with its own last_updated, described
 
 
 @dataclass(slots=True)
@@ -141,7 +153,8 @@ class StatestreamSource:
         self._cache_bytes = 0
         self._pending: deque[_Pending] = deque()
         self._open: dict[str, list[_Pending]] = {}  # per entity, its pending states in arrival order
-        self._loose_last_updated: dict[str, tuple[str, float]] = {}
+        self._loose_last_updated: dict[tuple[str, bool], tuple[str, float]] = {}  # by (entity, replay)
+        self.replays_dropped = 0  # replayed states without their own last_updated or meaning (not stored)
         self._attribute_at: float | None = None  # when an attribute (of any entity) was last cached
         self._handled_at = clock()  # when the latest message (of any entity) was handled
 
@@ -155,16 +168,17 @@ class StatestreamSource:
     def expects(self, topic: str) -> bool:
         return False
 
-    def handle(self, topic: str, payload: bytes, received_ns: int | None = None) -> Outcome:
+    def handle(self, topic: str, payload: bytes, received_ns: int | None = None, retained: bool = False) -> Outcome:
         self._handled_at = self._clock()
         entity_id, leaf = self._split(topic)
         if leaf == STATE_LEAF:
-            return self._hold(entity_id, _state_text(_decode(payload)), (topic, payload, received_ns or time.time_ns()))
+            return self._hold(entity_id, _state_text(_decode(payload)), (topic, payload, received_ns or time.time_ns()),
+                              retained)
         if leaf == LAST_UPDATED_LEAF:
-            return self._last_updated(entity_id, _unquote(_decode(payload)))
+            return self._last_updated(entity_id, _unquote(_decode(payload)), retained)
         if leaf == LAST_CHANGED_LEAF:
             return Outcome(ignored="last_changed")
-        return self._attribute(entity_id, leaf, payload)
+        return self._attribute(entity_id, leaf, payload, retained)
 
     def flush(self, force: bool = False) -> tuple[EntityState, ...]:
         """The complete pending states (all of them with `force`, e.g. at shutdown), in arrival order."""
@@ -178,18 +192,30 @@ class StatestreamSource:
         while self._pending and (force or now - self._pending[0].held_at >= self._quiet_s):
             pending = self._pending.popleft()
             if force or self._complete(pending, now):
-                ready.append(pending)
                 self._close(pending)
-                if not force and not self._described(pending):
+                if self._replay_lacks_meaning(pending):
+                    continue
+                ready.append(pending)
+                if not force and not pending.replay and not self._described(pending):
                     self._mark_bare(pending.entity_id)
             else:
                 waiting.append(pending)
         waiting.extend(self._pending)
         self._pending = waiting
-        for entity_id, (_, at) in list(self._loose_last_updated.items()):
+        for key, (_, at) in list(self._loose_last_updated.items()):
             if force or now - at >= self._hold_s:
-                del self._loose_last_updated[entity_id]
+                del self._loose_last_updated[key]
         return tuple(self._emit(pending) for pending in ready)
+
+    def _replay_lacks_meaning(self, pending: _Pending) -> bool:
+        """A replayed state that is not the same point as the live one it copies (its own last_updated, its
+        entity described): dropped, never stored at receipt time or under `state` (a second series)."""
+        if not pending.replay or (pending.last_updated is not None and self._described(pending)):
+            return False
+        self.replays_dropped += 1
+        log.info("retained %s of %s dropped: %s", STATE_LEAF, pending.entity_id,
+                 "no last_updated came with it" if pending.last_updated is None else "nothing describes it")
+        return True
 
     def _complete(self, pending: _Pending, now: float) -> bool:
         described = self._described(pending)
@@ -272,37 +298,42 @@ class StatestreamSource:
             raise Rejected(Reason.BAD_TOPIC, f"{_clip(topic)} has an empty attribute name")
         return entity_id, leaf
 
-    def _hold(self, entity_id: str, state: str, origin: tuple[str, bytes, int]) -> Outcome:
-        loose = self._loose_last_updated.pop(entity_id, None)
+    def _hold(self, entity_id: str, state: str, origin: tuple[str, bytes, int], replay: bool) -> Outcome:
+        loose = self._loose_last_updated.pop((entity_id, replay), None)
         self._touch(entity_id)
         now = self._clock()
-        pending = _Pending(entity_id, state, now, origin, now, loose[0] if loose else None)
+        pending = _Pending(entity_id, state, now, origin, now, loose[0] if loose else None, replay=replay)
         self._pending.append(pending)
         self._open.setdefault(entity_id, []).append(pending)
         if entity_id in self._cache:
             self._cache.move_to_end(entity_id)
+        # A replay is acknowledged at once: the broker keeps it retained and replays it on the next subscription.
+        held_by = None if replay else origin
         if len(self._pending) <= self._max_pending_states:
-            return Outcome(held_by=origin)  # held: flush() emits it
+            return Outcome(held_by=held_by)  # held: flush() emits it
         oldest = self._pending.popleft()
         self._close(oldest)
-        return Outcome(states=(self._emit(oldest),), held_by=None if oldest is pending else origin)
+        early = () if self._replay_lacks_meaning(oldest) else (self._emit(oldest),)
+        return Outcome(states=early, held_by=None if oldest is pending else held_by)
 
-    def _last_updated(self, entity_id: str, text: str) -> Outcome:
+    def _last_updated(self, entity_id: str, text: str, replay: bool) -> Outcome:
         parse_time_ns(text)  # a malformed timestamp is dead-lettered here, not on the state it would stamp
         cached = self._cache.get(entity_id)
         if cached is None:
             cached = self._cache[entity_id] = _Attributes()
             self._evict(keep=entity_id)
         cached.stamps = True
-        pending = next((p for p in self._touch(entity_id) if p.last_updated is None), None)
+        # A replayed timestamp stamps the replayed state only, a live one live states only: one of a
+        # replay given to a state of the backlog (or the reverse) would put two states on one instant.
+        pending = next((p for p in self._touch(entity_id) if p.last_updated is None and p.replay is replay), None)
         if pending is not None:
             pending.last_updated = text
-            return Outcome(ignored="last_updated", held_by=pending.origin)
+            return Outcome(ignored="last_updated", held_by=None if replay else pending.origin)
         # Loose (no state to stamp yet): acknowledged now, as a loss costs a later state its time only.
-        self._loose_last_updated[entity_id] = (text, self._clock())
+        self._loose_last_updated[(entity_id, replay)] = (text, self._clock())
         return Outcome(ignored="last_updated")
 
-    def _attribute(self, entity_id: str, name: str, payload: bytes) -> Outcome:
+    def _attribute(self, entity_id: str, name: str, payload: bytes, replay: bool) -> Outcome:
         states = self._touch(entity_id)
         cached = self._cache.get(entity_id)
         if len(payload) > MAX_ATTRIBUTE_VALUE_BYTES:
@@ -323,14 +354,14 @@ class StatestreamSource:
         size = len(name) + len(payload)
         cached.values[name] = value
         self._attribute_at = self._clock()
-        owner = next((p for p in states if name not in p.own), None)
+        owner = next((p for p in states if name not in p.own and p.replay is replay), None)
         if owner is not None:
             owner.own[name] = value  # bounded like the cache: only what the cache admitted
         cached.sizes[name] = size
         cached.size += size
         self._cache_bytes += size
         self._evict(keep=entity_id)
-        return Outcome(ignored="attribute", held_by=owner.origin if owner is not None else None)
+        return Outcome(ignored="attribute", held_by=owner.origin if owner is not None and not owner.replay else None)
 
     def _forget(self, cached: _Attributes, name: str) -> None:
         del cached.values[name]

@@ -35,5 +35,5 @@ class StatusSource(SingleTopicSource):
     def __init__(self, topic: str = DEFAULT_TOPIC) -> None:
         super().__init__(topic)
 
-    def handle(self, topic: str, payload: bytes, received_ns: int | None = None) -> Outcome:
+    def handle(self, topic: str, payload: bytes, received_ns: int | None = None, retained: bool = False) -> Outcome:
         return Outcome(states=(parse(payload),))

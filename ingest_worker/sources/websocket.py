@@ -177,7 +177,7 @@ class WebsocketSource:
     def expects(self, topic: str) -> bool:
         return False
 
-    def handle(self, topic: str, payload: bytes, received_ns: int | None = None) -> Outcome:
+    def handle(self, topic: str, payload: bytes, received_ns: int | None = None, retained: bool = False) -> Outcome:
         if topic == EVENT_TOPIC:
             parsed = parse_event(payload, self._device_of)
             return Outcome(ignored=parsed) if isinstance(parsed, str) else Outcome(states=(parsed,))
