@@ -34,6 +34,7 @@ two configs yielding the same entity_id both write to it, as the ids are the pub
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -59,6 +60,10 @@ MAX_CONFIG_TEXT_CHARS = 255
 MAX_DEVICE_IDENTIFIERS = 16
 # Entity failures spelled out in the one rejection of a state message where every entity failed.
 MAX_LISTED_FAILURES = 8
+# A payload repeated on its state topic within this long is not a new point (`_repeated`): a publisher's
+# retransmission comes within seconds of the original (the soak's broker restart: 10 s down).
+REPEAT_WINDOW_S = 120
+REPEAT_WINDOW_NS = REPEAT_WINDOW_S * 1_000_000_000
 # Home Assistant's MQTT entities read a rendered "None" as "no value" (its PAYLOAD_NONE).
 PAYLOAD_NONE = "None"
 UNKNOWN_STATE = "unknown"
@@ -83,6 +88,7 @@ ABBREVIATIONS: Mapping[str, str] = {
     "def_ent_id": "default_entity_id",
     "dev": "device",
     "pl_on": "payload_on",
+    "frc_upd": "force_update",
     "pl_off": "payload_off",
     "stat_on": "state_on",
     "stat_off": "state_off",
@@ -111,6 +117,7 @@ class _Entity:
     attributes: Mapping[str, object]
     device: DeviceInfo | None
     on_off: tuple[str, str] | None
+    force_update: bool = False  # HA's `force_update`: every report is a state, a repeated one too
 
     def state_from(self, text: str, data: object) -> EntityState | None:
         if self.template_error is not None:
@@ -150,6 +157,7 @@ class DiscoverySource:
         self._prefix = prefix
         self._max_entities = max_entities
         self._registry = _Registry()
+        self._last_payload: dict[str, tuple[int, int]] = {}  # state topic -> (hash of payload, receipt ns)
         self._rejections: list[Rejected] = []
 
     def filters(self) -> tuple[str, ...]:
@@ -165,7 +173,22 @@ class DiscoverySource:
         entities = self._registry.by_state.get(topic)
         if entities is None:
             raise Rejected(Reason.BAD_TOPIC, f"{_clip(topic)} is neither a discovery config nor a learned state topic")
+        if self._repeated(topic, entities, payload, received_ns):
+            return Outcome(ignored="repeated_payload")
         return self._handle_state(entities, payload)
+
+    def _repeated(self, topic: str, entities: Mapping[str, _Entity], payload: bytes, received_ns: int | None) -> bool:
+        """The same payload again on the same topic within `REPEAT_WINDOW_S`: a QoS 1 retransmission (a
+        publisher resends its unacknowledged messages after a broker restart, and the broker forwards both),
+        or a report that changed nothing, which Home Assistant records no state for either (unless
+        `force_update`). Stamped at receipt, each copy would be a second point."""
+        at = received_ns if received_ns is not None else time.time_ns()
+        key = hash(payload)
+        last = self._last_payload.get(topic)
+        self._last_payload[topic] = (key, at)
+        if last is None or last[0] != key or at - last[1] > REPEAT_WINDOW_NS:
+            return False
+        return not any(entity.force_update for entity in entities.values())
 
     def flush(self, force: bool = False) -> tuple[EntityState, ...]:
         return ()
@@ -277,7 +300,8 @@ class DiscoverySource:
             on_keys, off_keys = ON_OFF_KEYS[component]
             on_off = (_first_text(config, on_keys) or DEFAULT_PAYLOAD_ON,
                       _first_text(config, off_keys) or DEFAULT_PAYLOAD_OFF)
-        return _Entity(entity_id, state_topic, template, template_error, attributes, device, on_off)
+        return _Entity(entity_id, state_topic, template, template_error, attributes, device, on_off,
+                       config.get("force_update") is True)
 
     def _register(self, config_topic: str, entity: _Entity) -> Outcome:
         registry = self._registry
@@ -317,6 +341,7 @@ class DiscoverySource:
         if siblings:
             return None
         del self._registry.by_state[entity.state_topic]
+        self._last_payload.pop(entity.state_topic, None)
         return None if self.expects(entity.state_topic) else entity.state_topic
 
 

@@ -9,7 +9,12 @@ import pytest
 from ingest_worker.normalise import DeviceInfo, normalise
 from ingest_worker.rejections import Reason, Rejected
 from ingest_worker.sources.base import Outcome, Source
-from ingest_worker.sources.discovery import MAX_ENTITIES_PER_STATE_TOPIC, MAX_LISTED_FAILURES, DiscoverySource
+from ingest_worker.sources.discovery import (
+    MAX_ENTITIES_PER_STATE_TOPIC,
+    MAX_LISTED_FAILURES,
+    REPEAT_WINDOW_S,
+    DiscoverySource,
+)
 
 Z2M_TOPIC = "zigbee2mqtt/weather_sensor"
 Z2M_DEVICE = {"identifiers": ["zigbee2mqtt_0x0017880104e45522"], "name": "weather_sensor",
@@ -345,9 +350,9 @@ def test_unsupported_template_registers_and_is_reported_at_config_and_every_stat
     assert at_config.reason is Reason.UNSUPPORTED_TEMPLATE
     assert at_config.detail.startswith(
         "sensor.weather_sensor_pressure: value_template '{{ value_json.pressure * 100 }}'")
-    for _ in range(2):
-        states = source.handle(Z2M_TOPIC, b'{"temperature":27.34,"humidity":44.72,"battery":97,"linkquality":120,'
-                                          b'"pressure":1013.2}').states
+    for lqi in (120, 121):
+        states = source.handle(Z2M_TOPIC, b'{"temperature":27.34,"humidity":44.72,"battery":97,"linkquality":%d,'
+                                          b'"pressure":1013.2}' % lqi).states
         assert len(states) == 4
         (at_state,) = source.take_rejections()
         assert (at_state.reason, at_state.detail) == (at_config.reason, at_config.detail)
@@ -358,9 +363,9 @@ def test_unsupported_template_alone_on_its_topic_raises_on_each_state() -> None:
     config = {"stat_t": "esp/power", "val_tpl": "{{ states('sensor.x') }}"}
     assert source.handle(config_topic("power"), json.dumps(config).encode()) == Outcome(subscribe=("esp/power",))
     assert [r.reason for r in source.take_rejections()] == [Reason.UNSUPPORTED_TEMPLATE]
-    for _ in range(2):
+    for payload in (b"12", b"13"):
         with pytest.raises(Rejected) as caught:
-            source.handle("esp/power", b"12")
+            source.handle("esp/power", payload)
         assert caught.value.reason == "unsupported_value_template"
         assert source.take_rejections() == []
 
@@ -497,3 +502,22 @@ def test_rejections_are_those_of_the_latest_message_only() -> None:
     source.handle(config_topic("bad"), z2m_config("bad", None, None, template="{% if %}"))
     source.handle(config_topic("temperature"), json.dumps(DESIGN_CONFIG).encode())
     assert source.take_rejections() == []
+
+
+def test_a_repeated_payload_is_one_state_unless_force_update_as_in_home_assistant() -> None:
+    source = DiscoverySource()
+    weather_sensor(source)
+    first = source.handle(Z2M_TOPIC, DESIGN_STATE, received_ns=1_000_000_000_000)
+    assert len(first.states) == 4
+    # The publisher's QoS 1 retransmission after a broker restart, seconds later: the same report.
+    assert source.handle(Z2M_TOPIC, DESIGN_STATE, received_ns=1_005_000_000_000) == Outcome(ignored="repeated_payload")
+    # A changed report is a state; the same report again after the window is one too (a device back online).
+    assert len(source.handle(Z2M_TOPIC, DESIGN_STATE.replace(b"97", b"96"), received_ns=1_006_000_000_000).states) == 4
+    later = 1_006_000_000_000 + (REPEAT_WINDOW_S + 1) * 1_000_000_000
+    assert len(source.handle(Z2M_TOPIC, DESIGN_STATE.replace(b"97", b"96"), received_ns=later).states) == 4
+
+    forced = DiscoverySource()
+    config = {"stat_t": "esp/power", "val_tpl": "{{ value }}", "frc_upd": True, "unit_of_meas": "W",
+              "dev_cla": "power"}
+    forced.handle(config_topic("power"), json.dumps(config).encode())
+    assert [len(forced.handle("esp/power", b"12", received_ns=n).states) for n in (1, 2)] == [1, 1]

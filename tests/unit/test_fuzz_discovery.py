@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from ingest_worker.normalise import EntityState
 from ingest_worker.rejections import Reason, Rejected
+from ingest_worker.sources.base import Outcome
 from ingest_worker.sources.discovery import DiscoverySource
 from ingest_worker.sources.templates import compile_template, load_json
 from tests.ha_strategies import (
@@ -112,8 +113,15 @@ def test_a_device_config_and_its_states_become_their_points(kind: Kind, object_i
     source = DiscoverySource(PREFIX, tenant_prefix="")
     assert source.handle(f"{PREFIX}/sensor/{ieee}/{object_id}/config", json.dumps(config).encode()).subscribe == (
         state_topic,)
+    previous = None
     for value in values:
-        (state,) = source.handle(state_topic, json.dumps({"reading": value, "linkquality": 120}).encode()).states
+        payload = json.dumps({"reading": value, "linkquality": 120}).encode()
+        outcome = source.handle(state_topic, payload)
+        repeated, previous = payload == previous, payload
+        if repeated:  # the same payload again: no new state, as in Home Assistant (no force_update)
+            assert outcome == Outcome(ignored="repeated_payload")
+            continue
+        (state,) = outcome.states
         assert isinstance(state, EntityState)
         received_ns = 1_764_496_800_123_456_000  # microseconds: HaState keeps a datetime
         line = through_worker(state, received_ns)
