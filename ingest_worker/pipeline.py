@@ -50,7 +50,6 @@ REPLAY_TOPIC = "(outbox replay)"
 EVENT_AGE_SAMPLE_EVERY = 16
 SeriesKey = tuple[str, str | None, str | None, str | None, str | None, str | None]
 DUPLICATE_STATE = "duplicate_state"
-NO_CONFIG = "no_config"  # a state under discovery's state filters that no config explains (once settled)
 # After (re)connecting, a message no source owns yet waits (parked, unacknowledged) for the retained
 # discovery config that may explain it, until the broker's retained replay is processed (settling.py).
 MAX_PARKED = 200_000  # beyond it an unowned message is a dead letter at once, as it is once settled
@@ -198,16 +197,12 @@ class Pipeline:
     def _handle(self, item: Incoming) -> tuple[str, bytes, int] | None:
         """Handle one message; returns the origin of the held state its acknowledgement waits for."""
         source = self._route(item.topic)
-        expecting = None if source else next((s for s in self._sources if s.expects(item.topic)), None)
-        name = source.name if source else expecting.name if expecting else "none"
+        name = source.name if source else "none"
         self._received_by_source[name] = self._received_by_source.get(name, 0) + 1
         if len(item.topic) > MAX_TOPIC_CHARS:
             raise Rejected(Reason.SCHEMA, f"topic of {len(item.topic)} chars, over {MAX_TOPIC_CHARS}")
         if len(item.payload) > self._max_payload:
             raise Rejected(Reason.PAYLOAD_TOO_LARGE, f"{len(item.payload)} bytes, over {self._max_payload}")
-        if expecting is not None:  # e.g. a zigbee2mqtt device not exposed to Home Assistant: no config explains it
-            self._count_ignored(expecting.name, NO_CONFIG)
-            return None
         if source is None:
             raise Rejected(Reason.SCHEMA, f"no configured source owns topic {item.topic[:200]!r}")
         outcome = source.handle(item.topic, item.payload, item.received_ns, item.retain)

@@ -81,7 +81,7 @@ class WorkerSettings(BaseSettings):
         description="comma-separated MQTT filters under which discovery devices publish their states, subscribed "
                     "from the start (under the topic prefix), so that a new device's first states, published right "
                     "behind its configs, are not gone before the worker could subscribe to the topic its config "
-                    "names; a state there that no config explains is counted as ignored (`no_config`). Default: "
+                    "names; a state there that no config explains is a dead letter (replayable). Default: "
                     "zigbee2mqtt's device topics; empty: subscribe each state topic once its config is handled")
     status_topic: str = Field("homeassistant/status", description="Home Assistant's birth/last-will "
                               "topic, recorded as measurement `availability` (1/0)")

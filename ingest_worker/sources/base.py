@@ -68,12 +68,6 @@ class Source(Protocol):
         """Whether this source owns the topic (checked in order; the first owner handles it)."""
         ...
 
-    def expects(self, topic: str) -> bool:
-        """Whether this source subscribed to `topic` before owning it: a message there that no source owns
-        (once the retained replay is processed) is counted as ignored, not dead-lettered (discovery's state
-        filters: a device no config exposes)."""
-        ...
-
     def handle(self, topic: str, payload: bytes, received_ns: int | None = None, retained: bool = False) -> Outcome:
         """Parse one message; raise `Rejected` when it is invalid. `received_ns` is when it was received
         (a replayed one: when it first was), for a state held back that carries no time of its own.
@@ -103,9 +97,6 @@ class SingleTopicSource:
 
     def matches(self, topic: str) -> bool:
         return topic == self._topic
-
-    def expects(self, topic: str) -> bool:
-        return False
 
     def flush(self, force: bool = False) -> tuple[EntityState, ...]:
         return ()

@@ -148,7 +148,8 @@ class DiscoverySource:
         (another home's state topic would write that home's states into this one). '' = everything.
         `state_filters`: where devices publish their states, subscribed from the start (`subscription_filters`
         shares them between replicas, unlike the configs): a state topic they cover is never subscribed on its
-        own, and a state there that no config explains is the pipeline's to ignore (`expects`)."""
+        own. A state there that no config explains is a dead letter like any unowned message (replayable once
+        its config is known: after a restart the configs come last)."""
         self._tenant_prefix = tenant_prefix
         self.state_filters = state_filters
         prefix = prefix.rstrip("/")
@@ -208,7 +209,7 @@ class DiscoverySource:
         return tuple(t for t in self._registry.by_state if not self.expects(t))
 
     def expects(self, topic: str) -> bool:
-        """Whether a state may come on `topic` before a config names it (it lies under `state_filters`)."""
+        """Whether `topic` lies under `state_filters` (subscribed already, whether or not a config names it)."""
         return any(topic_filters.covers(f, topic) for f in self.state_filters)
 
     # -- state messages -------------------------------------------------------------------------

@@ -57,9 +57,6 @@ class RecorderSource:
     def matches(self, topic: str) -> bool:
         return topic.startswith(PREFIX)
 
-    def expects(self, topic: str) -> bool:
-        return False
-
     def handle(self, topic: str, payload: bytes, received_ns: int | None = None, retained: bool = False) -> Outcome:
         if not topic.startswith(STATE_TOPIC):
             return Outcome(ignored="topic")

@@ -165,9 +165,6 @@ class StatestreamSource:
         start = len(self._base) + 1
         return topic.startswith(self._base + "/") and topic.count("/", start) == 2
 
-    def expects(self, topic: str) -> bool:
-        return False
-
     def handle(self, topic: str, payload: bytes, received_ns: int | None = None, retained: bool = False) -> Outcome:
         self._handled_at = self._clock()
         entity_id, leaf = self._split(topic)

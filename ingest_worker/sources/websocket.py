@@ -174,9 +174,6 @@ class WebsocketSource:
     def matches(self, topic: str) -> bool:
         return topic.startswith(PREFIX)
 
-    def expects(self, topic: str) -> bool:
-        return False
-
     def handle(self, topic: str, payload: bytes, received_ns: int | None = None, retained: bool = False) -> Outcome:
         if topic == EVENT_TOPIC:
             parsed = parse_event(payload, self._device_of)
