@@ -126,7 +126,7 @@ class Pipeline:
                 self._started_ns = time.time_ns()
         # A drain (`force`: shutdown, or a home stopped while its platform connection goes on) handles the
         # parked messages as they are: left unacknowledged on a shared connection they would hold its window.
-        opening = 0 if force else self._window.closes_at(items)
+        opening = 0 if force else self._window.closes_at(items, holding=self._held_count > 0)
         if opening:
             self._process_items(items[:opening], settling=True)
         if self._parked and (force or not self._window.open):

@@ -91,3 +91,17 @@ def test_granted_filters_outlive_the_process_and_a_new_session_forgets_them(tmp_
 def test_an_unreadable_record_means_waiting_for_the_subacks(tmp_path: Path) -> None:
     (tmp_path / FILE_NAME).write_text("{not json")
     assert SessionFilters(tmp_path).held() == frozenset()
+
+
+def test_idle_closes_the_window_only_once_no_source_holds_states_the_broker_may_be_waiting_for() -> None:
+    link = link_with_suback()
+    link.subscribed_at = time.monotonic() - 10 * SETTLE_S
+    window = SettleWindow(link)
+    window._busy_at = time.monotonic() - 10 * SETTLE_S  # idle for long: no message since the SUBACK
+    assert window.closes_at([], holding=True) == 0
+    assert is_open(window)  # held statestream states fill the in-flight window: the replay resumes after them
+    assert window.closes_at([], holding=False) == 0
+    assert is_open(window)  # idle counts from the moment nothing was held any more
+    window._busy_at = time.monotonic() - SETTLE_S
+    assert window.closes_at([], holding=False) == 0
+    assert not is_open(window)
