@@ -13,6 +13,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ingest_worker import tls, topic_filters
 from ingest_worker.contract import TENANT_PATTERN
+from ingest_worker.sources.discovery import DiscoverySource
+from ingest_worker.sources.statestream import StatestreamSource
 from ingest_worker.tracing.settings import TraceSettings
 
 ENV_PREFIX = "HATS_"
@@ -209,15 +211,12 @@ class WorkerSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _state_filters_apart(self) -> WorkerSettings:
-        others = {
-            "HATS_STATESTREAM_BASE": self.statestream_base.rstrip("/") + "/+/+/+",
-            "HATS_EVENTSTREAM_TOPIC": self.eventstream_topic,
-            "HATS_STATUS_TOPIC": self.status_topic,
-        }
-        configs = [(f"{self.discovery_prefix.rstrip('/')}/{levels}config", "HATS_DISCOVERY_PREFIX")
-                   for levels in ("+/+/", "+/+/+/")]
+        # The filters the sources themselves subscribe (one definition of each), by the setting that names them.
+        others = [*((f, "HATS_STATESTREAM_BASE") for f in StatestreamSource(self.statestream_base).filters()),
+                  (self.eventstream_topic, "HATS_EVENTSTREAM_TOPIC"), (self.status_topic, "HATS_STATUS_TOPIC"),
+                  *((f, "HATS_DISCOVERY_PREFIX") for f in DiscoverySource(self.discovery_prefix).filters())]
         for topic_filter in filter(None, self.discovery_state_filters.split(",")):
-            for other, name in [*((v, k) for k, v in others.items()), *configs]:
+            for other, name in others:
                 if topic_filters.overlap(topic_filter, other):
                     raise ValueError(f"HATS_DISCOVERY_STATE_FILTERS: {topic_filter!r} overlaps {other!r} ({name}); "
                                      "name the devices' state topics only (e.g. zigbee2mqtt/+), or set it empty")

@@ -206,9 +206,9 @@ class DiscoverySource:
     def state_topics(self) -> tuple[str, ...]:
         """Learned state topics subscribed on their own (not under `state_filters`), for resubscribing after a
         reconnect with a clean session."""
-        return tuple(t for t in self._registry.by_state if not self.expects(t))
+        return tuple(t for t in self._registry.by_state if not self.covers(t))
 
-    def expects(self, topic: str) -> bool:
+    def covers(self, topic: str) -> bool:
         """Whether `topic` lies under `state_filters` (subscribed already, whether or not a config names it)."""
         return any(topic_filters.covers(f, topic) for f in self.state_filters)
 
@@ -320,7 +320,7 @@ class DiscoverySource:
             siblings[config_topic] = entity
             return Outcome(ignored="config")
         unsubscribe = self._unlink(config_topic) if previous is not None else None
-        subscribe = entity.state_topic not in registry.by_state and not self.expects(entity.state_topic)
+        subscribe = entity.state_topic not in registry.by_state and not self.covers(entity.state_topic)
         registry.by_config[config_topic] = entity
         registry.by_state.setdefault(entity.state_topic, {})[config_topic] = entity
         if not subscribe and unsubscribe is None:
@@ -343,7 +343,7 @@ class DiscoverySource:
             return None
         del self._registry.by_state[entity.state_topic]
         self._last_payload.pop(entity.state_topic, None)
-        return None if self.expects(entity.state_topic) else entity.state_topic
+        return None if self.covers(entity.state_topic) else entity.state_topic
 
 
 def _combined(failures: list[Rejected]) -> Rejected:

@@ -55,9 +55,9 @@ def test_a_covered_state_topic_is_not_subscribed_on_its_own_and_its_unknown_neig
     assert outcome == Outcome(ignored="config")  # the filter is subscribed already
     assert source.matches("zigbee2mqtt/weather")
     assert source.state_topics() == ()
-    assert source.expects("zigbee2mqtt/other")
+    assert source.covers("zigbee2mqtt/other")
     assert not source.matches("zigbee2mqtt/other")
-    assert not source.expects("zigbee2mqtt/bridge/state")
+    assert not source.covers("zigbee2mqtt/bridge/state")
     # Removing it unsubscribes nothing: the filter stays.
     assert source.handle("homeassistant/sensor/0x1/t/config", b"") == Outcome(ignored="entity_removed")
     # A topic outside the filters is still subscribed when learned, and unsubscribed when unused.
