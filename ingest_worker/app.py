@@ -120,6 +120,7 @@ async def run(settings: WorkerSettings) -> dict[str, int]:
             metrics.CONSUMER_LAG.set(pipeline.oldest_age_s())
             if link is not None:
                 metrics.MQTT_CONNECTED.set(1 if link.connected else 0)
+                metrics.RECEIPTS_KEPT.set(len(link.receipts))
             metrics.READY.set(1 if ready()[0] else 0)
             if flushing is not None and flushing.done():
                 flushing.result()  # a failed flush stops the worker (its batch stays unacknowledged)

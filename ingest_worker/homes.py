@@ -404,6 +404,10 @@ class ManyHomes:
         if self.platform is not None:
             metrics.MQTT_CONNECTED.set(1 if self.platform.connected else 0)
             metrics.INBOX_DEPTH.set(self.platform.inbox_depth() + sum(len(h.inbox) for h in self.homes.values()))
+        links = [home.link for home in self.homes.values() if home.link is not None]
+        if self.platform is not None:
+            links.append(self.platform)
+        metrics.RECEIPTS_KEPT.set(sum(len(link.receipts) for link in links))
         metrics.READY.set(1 if self.ready()[0] else 0)
 
     def ready(self) -> tuple[bool, str]:

@@ -37,6 +37,9 @@ PARKED_RELEASED = Counter("hats_parked_released", "Parked messages once the repl
                           "by the source a config made; unowned, dead letters; over_bound, dead letters at once "
                           "because MAX_PARKED were waiting", ["outcome"], registry=REGISTRY)
 MQTT_CONNECTED = Gauge("hats_mqtt_connected", "1 while connected to the broker", registry=REGISTRY)
+RECEIPTS_KEPT = Gauge("hats_receipt_times_kept", "Receipt times kept for messages the broker has not confirmed "
+                      "as acknowledged (receipts.py): bounded by its in-flight window, growing without bound "
+                      "if the broker never answers the acknowledgement barrier", registry=REGISTRY)
 # /readyz as a number, so Prometheus (which scrapes /metrics, not /readyz) can alert on a worker that is up
 # but not taking work (broker lost, subscriptions refused, outbox full).
 READY = Gauge("hats_ready", "1 while /readyz answers 200 (connected and able to take work)", registry=REGISTRY)

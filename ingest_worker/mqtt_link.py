@@ -7,8 +7,16 @@ the socket already holds on each wake-up (bench/: ≈52k msg/s count-only agains
 (`manual_ack=True`): a PUBACK never precedes the write. Acks are sent from this thread (paho is not
 thread-safe), stamped with the connection they belong to, so an ack never reaches a later connection
 whose packet ids mean other messages. Each QoS>0 message's receipt time is kept in the client id's
-receipt journal (`receipts.py`) until its PUBACK is on the wire, so a redelivery after a crash or a lost
-connection is stamped as the original was.
+receipt journal (`receipts.py`) until the broker has handled its PUBACK, so a redelivery after a crash or
+a lost connection is stamped as the original was.
+
+A PUBACK written to the socket is not yet handled: a connection that dies (a SIGKILL resets it while the
+broker's data is unread; a network fault) can take the last PUBACKs with it, and the broker redelivers
+their messages. The soak saw it: messages acknowledged by one process, redelivered (DUP) to the next with
+no receipt time left, stamped anew, second points (+10,874 in 15 min). So after each group of PUBACKs the
+thread sends a barrier, an UNSUBSCRIBE of a filter it never subscribes (`ACK_BARRIER`): the broker handles
+one connection's packets in order, so its UNSUBACK means every PUBACK before it was handled, and only then
+do their receipt times go. One barrier is in flight at a time: a round trip per group, not per message.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
+from ingest_worker.ack_order import AckOrder
 from ingest_worker.receipts import ReceiptJournal, Settled, digest
 from ingest_worker.session_filters import SessionFilters
 
@@ -41,6 +50,9 @@ RECONNECT_MAX_S = 30.0
 SELECT_TIMEOUT_S = 0.5
 KEEPALIVE_S = 30
 MAX_READS_PER_WAKEUP = 2_000
+# Never subscribed by anyone (`$` topics are the broker's, and this one no broker uses): unsubscribing it
+# changes nothing, and the UNSUBACK (sent whatever the ACL says under MQTT 3.1.1) is the barrier's answer.
+ACK_BARRIER = "$hats/ack-barrier"
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +128,10 @@ class MqttLink:
         self._wake_r.setblocking(False)
         self._thread = threading.Thread(target=self._run, name="mqtt-link", daemon=True)
         self.receipts = ReceiptJournal(settings.journal_dir)
-        self._acks_unsent: list[Settled] = []  # handed to paho, not yet written to the socket
+        self._acks_unsent: list[Settled] = []  # handed to paho since the last barrier was sent
+        self._order: AckOrder[Incoming] = AckOrder()  # this connection's unacknowledged messages (ack_order.py)
+        self._barrier: tuple[int, list[Settled]] | None = None  # the barrier in flight, the PUBACKs it confirms
+        self.barriers = 0  # answered barriers (each settled a group of PUBACKs)
         self.reconnects = 0
 
     # -- called from the asyncio side -------------------------------------------------------------
@@ -254,9 +269,6 @@ class MqttLink:
                 return
             if (writable or client.want_write()) and client.loop_write() != mqtt.MQTT_ERR_SUCCESS:
                 return
-            if self._acks_unsent and not client.want_write():
-                acks, self._acks_unsent = self._acks_unsent, []
-                self.receipts.settled(acks)  # written to the socket: the broker gets them even if we die now
             self._session.flush()
             if client.loop_misc() != mqtt.MQTT_ERR_SUCCESS:
                 return
@@ -275,6 +287,11 @@ class MqttLink:
     def _flush_requests(self) -> None:
         self._flush_acks()
         client = self._client
+        if self._acks_unsent and self._barrier is None:
+            _, mid = client.unsubscribe(ACK_BARRIER)  # queued behind the PUBACKs: written after them
+            if mid is not None:
+                self._barrier = (mid, self._acks_unsent)
+                self._acks_unsent = []
         while self._subscribe:
             topic_filter, shared = self._subscribe.popleft()
             self._subscriptions[topic_filter] = shared
@@ -299,8 +316,10 @@ class MqttLink:
             connection, messages = self._acks.popleft()
             if connection != self._connection:
                 continue  # the broker redelivers these on the new connection; its ids mean other messages
-            for message in messages:
-                if message.qos > 0:
+            for asked in messages:
+                if asked.qos == 0:
+                    continue
+                for message in self._order.ack(asked):
                     self._client.ack(message.mid, message.qos)
                     self._acks_unsent.append((message.digest, (connection, message.mid, message.received_ns)))
 
@@ -314,7 +333,11 @@ class MqttLink:
             log.error("MQTT broker refused the connection: %s (check HATS_MQTT_USERNAME/PASSWORD)", rc)
             return
         self._connection += 1
-        self._acks_unsent = []  # never written: the broker resends their messages, which take over the entries
+        # Not known to be handled: the broker resends those it did not handle, which take over the entries,
+        # and the first new message after the resends shows the rest were handled (`receipts.py`).
+        self._acks_unsent = []
+        self._barrier = None
+        self._order = AckOrder()
         # The persistent session keeps subscriptions, but a broker that lost its state would not.
         self._subscribed.clear()
         self.subscribed_at = None
@@ -373,6 +396,12 @@ class MqttLink:
 
     def _on_unsubscribe(self, client: mqtt.Client, userdata: object, mid: int, codes: object,
                         props: object) -> None:
+        if self._barrier is not None and mid == self._barrier[0]:
+            # The broker handled every PUBACK written before the barrier: their messages are never redelivered.
+            self.receipts.settled(self._barrier[1])
+            self._barrier = None
+            self.barriers += 1
+            return
         topic_filter = self._unsubscribing.pop(mid, None)
         if topic_filter is not None:
             self._removed(topic_filter)
@@ -396,5 +425,9 @@ class MqttLink:
             received_ns = self.receipts.received(key, self._connection, message.mid, message.dup, now_ns)
             item = Incoming(topic, payload, message.mid, message.qos, self._connection, received_ns, key,
                             message.retain)
+            if self._order.received(item) and self._order.collisions == 1:
+                log.warning("the broker reuses the packet id %d of a message not yet acknowledged (Mosquitto "
+                            "before 2.0.13 does under a backlog): acknowledging in its order so each PUBACK "
+                            "names the message it is meant for; upgrade the broker to end this", message.mid)
         with self._lock:
             self._inbox.append(item)

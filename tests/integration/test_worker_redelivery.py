@@ -16,6 +16,7 @@ import pytest
 from tests.conftest import Tenant, wait_for
 from tests.integration.test_worker_durability import Start, publisher
 from tests.integration.test_worker_formats import DISCOVERY, statestream_topic, topic, weather_config
+from tests.tcp_relay import TcpRelay
 
 pytestmark = pytest.mark.integration
 
@@ -117,3 +118,35 @@ def test_receipt_stamped_messages_stay_one_point_each_across_sigkills(tenant: Te
     assert worker.stop() == 0
     final = stored(tenant)
     assert final == published, {entity: final[entity] - count for entity, count in published.items()}
+
+
+def test_acknowledgements_lost_with_the_connection_keep_their_receipt_times(tenant: Tenant,
+                                                                           start_worker: Start) -> None:
+    """PUBACKs written to the socket but never handled by the broker (a connection that dies with them: a
+    SIGKILL's reset, a network fault): the broker redelivers their messages, which must keep their receipt
+    time (the acknowledgement barrier of ingest_worker/mqtt_link.py), not become second points."""
+    publish_configs(tenant)
+    with TcpRelay(int(tenant.env["HATS_MQTT_PORT"])) as relay:
+        worker = start_worker(tenant.env | {"HATS_MQTT_PORT": str(relay.port)})
+        stop = threading.Event()
+        published: Counter[str] = Counter()
+        sender = publish_fleet(tenant, stop, published)
+        wait_for(lambda: sum(stored(tenant).values()) > 200, "progress before the fault")
+        relay.swallow_upstream()  # from now on the worker's PUBACKs are written, and vanish
+        before = sum(stored(tenant).values())
+        wait_for(lambda: sum(stored(tenant).values()) > before + 500,
+                 "points written (and acknowledged into the void) while the broker hears nothing")
+        assert relay.swallowed_bytes > 0
+        relay.cut()  # the connection dies with them; the worker reconnects through the relay
+        wait_for(lambda: relay.connections > 0, "the worker to reconnect")
+        stop.set()
+        sender.join(timeout=120)
+        assert not sender.is_alive()
+        total = sum(published.values())
+        wait_for(lambda: stored(tenant) == published or sum(stored(tenant).values()) > total,
+                 f"all {total} points, or more than were published", timeout=120)
+        final = stored(tenant)
+        assert final == published, {entity: final[entity] - count for entity, count in published.items()}
+        # Once the broker has answered the barrier, nothing of it is kept: the journal stays bounded.
+        wait_for(lambda: worker.metric("hats_receipt_times_kept") == 0, "the receipt times to be released")
+        assert worker.stop() == 0
