@@ -11,7 +11,7 @@ A PUBACK then removes the *first* in-flight message with that id, in the order t
 worker acknowledges out of arrival order (a held statestream state waits for its attributes, a parked
 message for the retained replay, a retained replay goes at once), so a PUBACK meant for a newer message
 removed an older one still unwritten, lost if the worker died next, while the newer stayed in flight and
-came back, stamped anew, as a second point (soak: +39,644 points, 171 entities in two series in 15 min).
+came back, stamped anew, as a second point (soak: +39,644 discovery points in 15 min; 0 after).
 
 So, per connection, the messages unacknowledged under each packet id are kept in arrival order, and a
 PUBACK goes only for the oldest of them; one asked for a newer message waits until the older ones were
