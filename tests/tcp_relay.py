@@ -2,8 +2,8 @@
 make deterministic: the client's last packets written to its socket but never reaching the server.
 
 A SIGKILLed worker with unread data in its receive buffer resets the connection, and the broker may never
-handle the PUBACKs the worker had just written (the soak saw it: messages acknowledged, then redelivered).
-Whether it does depends on timing; here `swallow_upstream()` makes it certain: from then on every byte the
+handle the PUBACKs the worker had just written; a network fault does the same to any client. Whether it
+does depends on timing; here `swallow_upstream()` makes it certain: from then on every byte the
 client sends is read and dropped, so its writes complete but the server never sees them. `cut()` closes
 every relayed connection; new ones are relayed normally again. TLS passes through untouched (the client
 verifies the server's own certificate: the relay listens on the same host).

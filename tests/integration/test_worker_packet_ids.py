@@ -8,13 +8,12 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
 from ingest_worker.mqtt_link import Incoming, LinkSettings, MqttLink
 from ingest_worker.tls import mqtt_context
 from tests.conftest import Tenant, wait_for
+from tests.integration.test_worker_durability import publisher
 
 pytestmark = pytest.mark.integration
 
@@ -39,25 +38,13 @@ def link(tenant: Tenant, journal: Path, topic_filter: str) -> tuple[MqttLink, li
 
 
 def publish_backlog(tenant: Tenant, topic: str) -> None:
-    """BACKLOG QoS 1 messages, each payload its sequence number, acknowledged by the broker."""
-    env = tenant.env
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=env["HATS_MQTT_PUBLISHER_USERNAME"])
-    client.username_pw_set(env["HATS_MQTT_PUBLISHER_USERNAME"], env["HATS_MQTT_PUBLISHER_PASSWORD"])
-    context = mqtt_context(env)
-    if context is not None:
-        client.tls_set_context(context)
-    client.max_inflight_messages_set(1_000)
-    client.connect("127.0.0.1", int(env["HATS_MQTT_PORT"]))
-    client.loop_start()
+    """BACKLOG QoS 1 messages, each payload its sequence number; the publisher's close waits for every PUBACK."""
+    pub = publisher(tenant)
     try:
         for seq in range(BACKLOG):
-            info = client.publish(topic, str(seq).encode(), qos=1)
-            if seq % 1_000 == 999 or seq == BACKLOG - 1:
-                info.wait_for_publish(60)
-                assert info.is_published(), f"the broker did not acknowledge message {seq}"
+            pub.publish(str(seq).encode(), topic=topic)
     finally:
-        client.disconnect()
-        client.loop_stop()
+        pub.close()
 
 
 def test_acks_asked_out_of_order_under_reused_packet_ids_lose_nothing_and_restamp_nothing(
@@ -110,8 +97,7 @@ def test_acks_asked_out_of_order_under_reused_packet_ids_lose_nothing_and_restam
     finally:
         again.stop()
     assert released, "no message was released under a reused packet id: the test proved nothing"
-    back = Counter(int(m.payload) for m in redelivered)
-    assert not acked_first & set(back), "a message acknowledged in order came back"
+    assert not acked_first & {int(m.payload) for m in redelivered}, "a message acknowledged in order came back"
     first_receipt = {int(m.payload): m.received_ns for m in snapshot}
     restamped = [seq for seq, ns in ((int(m.payload), m.received_ns) for m in redelivered)
                  if seq in first_receipt and ns != first_receipt[seq]]
