@@ -58,6 +58,9 @@ class EntityState:
     device: DeviceInfo | None = None
     # The message (topic, payload, receipt ns) a state held back by its source came from, for dead letters.
     origin: tuple[str, bytes, int] | None = None
+    # `attributes` were pieced together from messages of their own (statestream), so some the entity has
+    # may be missing (a restarted worker rebuilds them from a replay): what is known fills the gaps.
+    attributes_pieced: bool = False
 
 
 def parse_time_ns(text: str) -> int:

@@ -94,6 +94,8 @@ class Pipeline:
         self._hours: Hours = {}  # points of `_lines` per UTC hour of their timestamps
         self._letters: list[DeadLetter] = []
         self._acks: list[Incoming] = []
+        # Released held groups, each its state's message first: acknowledged in that order (`_release`).
+        self._groups: list[list[Incoming]] = []
         self._parked: list[Incoming] = []  # unowned while the retained replay is awaited (`_window`)
         self._window = SettleWindow(link)
         # Acknowledgements waiting for a state a source holds, by that state's origin (see `_release`).
@@ -120,7 +122,7 @@ class Pipeline:
     def process(self, items: Sequence[Incoming], force: bool = False) -> None:
         """Parse a hand-off batch (possibly empty: held states may have become complete meanwhile)."""
         began = time.perf_counter_ns() if self._tracer is not None else 0
-        if items and not self._acks and not self._lines and not self._letters:
+        if items and not self._acks and not self._groups and not self._lines and not self._letters:
             self._oldest = time.monotonic()
             if self._tracer is not None:
                 self._started_ns = time.time_ns()
@@ -136,7 +138,7 @@ class Pipeline:
             for state in source.flush(force):
                 origin = state.origin or (f"{source.name}:{state.entity_id}", state.state.encode(), time.time_ns())
                 self._emit(state, Origin(*origin))
-        metrics.UNACKED.set(len(self._acks) + self._held_count)
+        metrics.UNACKED.set(len(self._acks) + sum(map(len, self._groups)) + self._held_count)
         # Prometheus is updated once per hand-off batch: a labelled inc per message costs more than a parse.
         for name, count in self._received_by_source.items():
             metrics.RECEIVED.labels(name).inc(count)
@@ -188,10 +190,12 @@ class Pipeline:
 
     def _release(self, origin: Origin) -> None:
         """The state from `origin` is emitted: the messages that waited for it join the current batch, to be
-        acknowledged once it (or its dead letter) is durable."""
+        acknowledged once it (or its dead letter) is durable, as a group: the state's own message (the first,
+        it was handled first) before its timestamp and attributes, so a crash can never leave the timestamp
+        acknowledged and bring the state back without it (`ack_order.py`)."""
         waiting = self._held.pop((origin.topic, origin.payload, origin.received_ns), None)
         if waiting is not None:
-            self._acks.extend(waiting)
+            self._groups.append(waiting)
             self._held_count -= len(waiting)
 
     def _handle(self, item: Incoming) -> tuple[str, bytes, int] | None:
@@ -288,7 +292,7 @@ class Pipeline:
         """Drop the batch instead of flushing it (a dry run): the number of points it held and the dead
         letters it would have stored."""
         dropped, letters = len(self._lines), self._letters
-        self._lines, self._origins, self._hours, self._letters, self._acks = [], [], {}, [], []
+        self._lines, self._origins, self._hours, self._letters, self._acks, self._groups = [], [], {}, [], [], []
         return dropped, letters
 
     # -- durable part -----------------------------------------------------------------------------
@@ -296,15 +300,15 @@ class Pipeline:
         return len(self._lines) >= self._max_points
 
     def due(self) -> bool:
-        waiting = bool(self._acks or self._lines or self._letters)
+        waiting = bool(self._acks or self._groups or self._lines or self._letters)
         return waiting and time.monotonic() - self._oldest >= self._max_age_s
 
     def holding(self) -> bool:
         """Whether anything waits for a flush (or for the subscriptions to settle, or a held state)."""
-        return bool(self._acks or self._lines or self._letters or self._parked or self._held)
+        return bool(self._acks or self._groups or self._lines or self._letters or self._parked or self._held)
 
     def oldest_age_s(self) -> float:
-        return time.monotonic() - self._oldest if self._acks else 0.0
+        return time.monotonic() - self._oldest if self._acks or self._groups else 0.0
 
     async def flush(self) -> list[DeadLetter]:
         """Make the batch durable and acknowledge it; returns the dead letters it stored (InfluxDB's
@@ -312,19 +316,21 @@ class Pipeline:
         lines, origins, self._lines, self._origins = self._lines, self._origins, [], []
         hours, self._hours = self._hours, {}
         acks, self._acks = self._acks, []
+        groups, self._groups = self._groups, []
         marks = [(hook, mark) for hook in self._hooks if (mark := hook.snapshot()) is not None]
         span = tracing.NO_SPAN
         if self._tracer is not None:
-            if acks or lines or self._letters:  # a flush with nothing to make durable is no batch
-                span = self._tracer.batch(self._tenant, self._started_ns or time.time_ns(), len(acks),
-                                          self._parse_ns)
+            if acks or groups or lines or self._letters:  # a flush with nothing to make durable is no batch
+                span = self._tracer.batch(self._tenant, self._started_ns or time.time_ns(),
+                                          len(acks) + sum(map(len, groups)), self._parse_ns)
             self._started_ns = self._parse_ns = 0
         try:
             if self._link is not None:
-                self._link.persist(acks)  # before the write: a redelivery after a crash keeps its receipt time
+                # Before the write: a redelivery after a crash keeps its receipt time.
+                self._link.persist([*acks, *(message for group in groups for message in group)])
             letters = await self._make_durable(lines, origins, hours, marks, span)
             if self._link is not None:
-                self._link.ack(acks)
+                self._link.ack(acks, groups)
         except BaseException as error:
             span.failed(error)
             raise

@@ -79,19 +79,23 @@ class MetadataStore:
 
     def described(self, state: EntityState) -> EntityState:
         """`state` with the entity's known description when it carries none of its own: no attributes at
-        all, or an availability state without unit, device_class and state_class."""
+        all, or an availability state without unit, device_class and state_class. Attributes pieced together
+        (statestream) have their gaps filled: each arrived on its own topic, and one missing is one not
+        received (yet), not one the entity dropped (a retained attribute topic outlives its attribute anyway)."""
         attrs = state.attributes
-        if attrs and (state.state not in AVAILABILITY_STATES or any(key in attrs for key in DESCRIPTION_KEYS)):
+        if not state.attributes_pieced and attrs and (
+                state.state not in AVAILABILITY_STATES or any(key in attrs for key in DESCRIPTION_KEYS)):
             return state
         row = self._known.get(state.entity_id)
         if row is None:
             return state
-        known = {key: value for key, value in (
+        gaps = {key: value for key, value in (
             ("unit_of_measurement", row.unit_original), ("device_class", row.device_class),
-            ("state_class", row.state_class), ("friendly_name", row.friendly_name)) if value is not None}
-        if not known:
+            ("state_class", row.state_class), ("friendly_name", row.friendly_name))
+            if value is not None and key not in attrs}
+        if not gaps:
             return state
-        return replace(state, attributes={**known, **attrs})
+        return replace(state, attributes={**gaps, **attrs})
 
     def admit(self, entity_id: str) -> bool:
         """Within budget: a known entity, or a new one while there is room."""

@@ -49,3 +49,31 @@ def test_an_unknown_entity_is_left_alone() -> None:
     store = MetadataStore("t", budget=10)
     bare = EntityState("sensor.new", "5", {})
     assert store.described(bare) is bare
+
+
+BATTERY = {"state_class": "measurement", "unit_of_measurement": "%", "device_class": "battery",
+           "friendly_name": "Door battery"}
+
+
+@pytest.mark.parametrize("cached", [("state_class",), ("state_class", "unit_of_measurement"), ("friendly_name",)])
+def test_pieced_attributes_with_gaps_take_the_known_description(cached: tuple[str, ...]) -> None:
+    """statestream after a restart: the retained replay stalled part way through an entity's attributes
+    (soak run F: a battery with only its state_class landed in measurement `state`, a second series)."""
+    store = store_knowing(EntityState("sensor.door_battery", "80", BATTERY, source="statestream"))
+    partial = {key: BATTERY[key] for key in cached}
+    described = store.described(EntityState("sensor.door_battery", "79", partial, source="statestream",
+                                            attributes_pieced=True))
+    assert dict(described.attributes) == BATTERY
+    assert normalise(described, received_ns=1).measurement == normalise(
+        EntityState("sensor.door_battery", "79", BATTERY), received_ns=1).measurement == "battery"
+
+
+def test_pieced_attributes_keep_what_they_carry_over_what_is_known() -> None:
+    store = store_knowing(EntityState("sensor.grid", "1200", METER, source="statestream"))
+    changed = EntityState("sensor.grid", "1.5", {"unit_of_measurement": "kWh"}, source="statestream",
+                          attributes_pieced=True)
+    described = store.described(changed)
+    assert described.attributes["unit_of_measurement"] == "kWh"  # a unit change wins
+    assert described.attributes["device_class"] == "energy"
+    whole = EntityState("sensor.grid", "1.5", METER, source="statestream", attributes_pieced=True)
+    assert store.described(whole) is whole  # nothing missing: left alone

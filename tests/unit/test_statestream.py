@@ -10,6 +10,7 @@ from ingest_worker.normalise import EntityState, normalise, parse_time_ns
 from ingest_worker.rejections import Reason, Rejected
 from ingest_worker.sources.base import Outcome, Source
 from ingest_worker.sources.statestream import (
+    LOOSE_LAST_UPDATED,
     MAX_ATTRIBUTE_VALUE_BYTES,
     MAX_ATTRIBUTES_PER_ENTITY,
     QUIET_S,
@@ -97,7 +98,7 @@ def test_a_state_change_is_held_until_flush_then_carries_its_attributes_and_time
     assert state.origin[:2] == (topic("state"), b"21.5")  # dead letters keep the message really received
     assert state == EntityState(entity_id="sensor.living_room_temperature", state="21.5",
                                 attributes=LIVING_ROOM_ATTRIBUTES, last_updated=T1, source="statestream",
-                                origin=state.origin)
+                                origin=state.origin, attributes_pieced=True)
     assert source.flush(force=True) == ()
     point = normalise(state, received_ns=1)
     assert (point.measurement, point.value, point.time_ns) == ("temperature", 21.5, parse_time_ns(T1))
@@ -177,17 +178,33 @@ def test_json_quoted_timestamp_is_unquoted() -> None:
 
 def test_a_timestamp_replayed_before_its_state_is_taken_by_it_within_the_batch() -> None:
     source = StatestreamSource(BASE)
-    source.handle(topic("last_updated"), T1.encode())
-    source.handle(topic("state"), b"21.5")
+    source.handle(topic("unit_of_measurement"), b'"W"', retained=True)
+    source.handle(topic("last_updated"), T1.encode(), retained=True)
+    source.handle(topic("state"), b"21.5", retained=True)
     assert source.flush(force=True)[0].last_updated == T1
 
 
 def test_a_loose_timestamp_is_never_carried_across_a_flush() -> None:
     source = StatestreamSource(BASE)
-    source.handle(topic("last_updated"), T1.encode())
+    source.handle(topic("unit_of_measurement"), b'"W"', retained=True)
+    source.handle(topic("last_updated"), T1.encode(), retained=True)
     assert source.flush(force=True) == ()
-    source.handle(topic("state"), b"21.5")
-    assert source.flush(force=True)[0].last_updated is None
+    source.handle(topic("state"), b"21.5", retained=True)
+    assert source.flush(force=True) == ()  # a replayed state without its own last_updated is no point
+
+
+def test_a_live_timestamp_without_its_state_never_stamps_the_next_state() -> None:
+    """Live, a timestamp follows its state; one with no state pending is a redelivery whose state an earlier
+    process acknowledged (or a state whose hold ran out). Given to the next state it would overwrite the
+    point of the change it belongs to, and every later state of the entity would take its predecessor's."""
+    source = StatestreamSource(BASE)
+    assert source.handle(topic("last_updated"), T1.encode()) == Outcome(ignored=LOOSE_LAST_UPDATED)
+    source.handle(topic("state"), b"22.0")
+    source.handle(topic("last_updated"), T2.encode())
+    source.handle(topic("state"), b"22.5")
+    first, second = source.flush(force=True)
+    assert (first.state, first.last_updated) == ("22.0", T2)
+    assert (second.state, second.last_updated) == ("22.5", None)
 
 
 @pytest.mark.parametrize("stamp", [b"yesterday", b"2026-11-26T10:00:00", b"", b'"2026-13-01T00:00:00+00:00"'])
@@ -317,15 +334,16 @@ def test_cached_bytes_stay_within_the_budget() -> None:
 
 def test_pending_states_are_bounded_by_emitting_the_oldest_early() -> None:
     source = StatestreamSource(BASE, max_pending_states=2)
-    assert source.handle(topic("last_updated", "sensor/a"), T1.encode()) == Outcome(ignored="last_updated")  # loose
     a = source.handle(topic("state", "sensor/a"), b"1", 1)
     assert a == Outcome(held_by=(topic("state", "sensor/a"), b"1", 1))
+    assert source.handle(topic("last_updated", "sensor/a"), T1.encode()) == Outcome(ignored="last_updated",
+                                                                                   held_by=a.held_by)
     assert source.handle(topic("state", "sensor/b"), b"2", 2) == Outcome(held_by=(topic("state", "sensor/b"), b"2", 2))
     c = source.handle(topic("state", "sensor/c"), b"3", 3)
     assert [(s.entity_id, s.last_updated, s.origin) for s in c.states] == [("sensor.a", T1, a.held_by)]
     assert c.held_by == (topic("state", "sensor/c"), b"3", 3)
-    loose = source.handle(topic("last_updated", "sensor/a"), T2.encode())  # its state is gone: held loose, then dropped
-    assert loose.held_by is None  # no held state to wait for
+    loose = source.handle(topic("last_updated", "sensor/a"), T2.encode())  # its state is gone: ignored
+    assert loose == Outcome(ignored=LOOSE_LAST_UPDATED)  # no held state to wait for
     assert [s.entity_id for s in source.flush(force=True)] == ["sensor.b", "sensor.c"]
 
 
