@@ -96,6 +96,7 @@ class Pipeline:
         self._acks: list[Incoming] = []
         # Released held groups, each its state's message first: acknowledged in that order (`_release`).
         self._groups: list[list[Incoming]] = []
+        self._grouped = 0  # messages in `_groups`: the unacknowledged gauge is set per hand-off batch
         self._parked: list[Incoming] = []  # unowned while the retained replay is awaited (`_window`)
         self._window = SettleWindow(link)
         # Acknowledgements waiting for a state a source holds, by that state's origin (see `_release`).
@@ -138,7 +139,7 @@ class Pipeline:
             for state in source.flush(force):
                 origin = state.origin or (f"{source.name}:{state.entity_id}", state.state.encode(), time.time_ns())
                 self._emit(state, Origin(*origin))
-        metrics.UNACKED.set(len(self._acks) + sum(map(len, self._groups)) + self._held_count)
+        metrics.UNACKED.set(len(self._acks) + self._grouped + self._held_count)
         # Prometheus is updated once per hand-off batch: a labelled inc per message costs more than a parse.
         for name, count in self._received_by_source.items():
             metrics.RECEIVED.labels(name).inc(count)
@@ -196,6 +197,7 @@ class Pipeline:
         waiting = self._held.pop((origin.topic, origin.payload, origin.received_ns), None)
         if waiting is not None:
             self._groups.append(waiting)
+            self._grouped += len(waiting)
             self._held_count -= len(waiting)
 
     def _handle(self, item: Incoming) -> tuple[str, bytes, int] | None:
@@ -293,6 +295,7 @@ class Pipeline:
         letters it would have stored."""
         dropped, letters = len(self._lines), self._letters
         self._lines, self._origins, self._hours, self._letters, self._acks, self._groups = [], [], {}, [], [], []
+        self._grouped = 0
         return dropped, letters
 
     # -- durable part -----------------------------------------------------------------------------
@@ -317,12 +320,13 @@ class Pipeline:
         hours, self._hours = self._hours, {}
         acks, self._acks = self._acks, []
         groups, self._groups = self._groups, []
+        grouped, self._grouped = self._grouped, 0
         marks = [(hook, mark) for hook in self._hooks if (mark := hook.snapshot()) is not None]
         span = tracing.NO_SPAN
         if self._tracer is not None:
             if acks or groups or lines or self._letters:  # a flush with nothing to make durable is no batch
                 span = self._tracer.batch(self._tenant, self._started_ns or time.time_ns(),
-                                          len(acks) + sum(map(len, groups)), self._parse_ns)
+                                          len(acks) + grouped, self._parse_ns)
             self._started_ns = self._parse_ns = 0
         try:
             if self._link is not None:

@@ -159,7 +159,7 @@ class StatestreamSource:
         self._cache_bytes = 0
         self._pending: deque[_Pending] = deque()
         self._open: dict[str, list[_Pending]] = {}  # per entity, its pending states in arrival order
-        self._loose_last_updated: dict[tuple[str, bool], tuple[str, float]] = {}  # by (entity, replay)
+        self._loose_last_updated: dict[str, tuple[str, float]] = {}  # replayed timestamps, by entity
         self.replays_dropped = 0  # replayed states without their own last_updated or meaning (not stored)
         self._attribute_at: float | None = None  # when an attribute (of any entity) was last cached
         self._handled_at = clock()  # when the latest message (of any entity) was handled
@@ -302,7 +302,7 @@ class StatestreamSource:
         return entity_id, leaf
 
     def _hold(self, entity_id: str, state: str, origin: tuple[str, bytes, int], replay: bool) -> Outcome:
-        loose = self._loose_last_updated.pop((entity_id, replay), None)
+        loose = self._loose_last_updated.pop(entity_id, None) if replay else None  # only a replay's is kept
         self._touch(entity_id)
         now = self._clock()
         pending = _Pending(entity_id, state, now, origin, now, loose[0] if loose else None, replay=replay)
@@ -339,7 +339,7 @@ class StatestreamSource:
             # that state on this change's instant, overwriting its point, and shift every later one by one.
             return Outcome(ignored=LOOSE_LAST_UPDATED)
         # Loose (a retained replay put it first): acknowledged now, as a loss costs a later state its time only.
-        self._loose_last_updated[(entity_id, replay)] = (text, self._clock())
+        self._loose_last_updated[entity_id] = (text, self._clock())
         return Outcome(ignored="last_updated")
 
     def _attribute(self, entity_id: str, name: str, payload: bytes, replay: bool) -> Outcome:
