@@ -36,6 +36,7 @@ from ingest_worker.outbox import Outbox
 from ingest_worker.pipeline import Pipeline
 from ingest_worker.settings import WorkerSettings
 from ingest_worker.sources.base import Source
+from ingest_worker.sources.statestream import StatestreamSource
 from ingest_worker.store.connection import OpsConnection
 from ingest_worker.store.deadletters import DeadLetter
 from ingest_worker.store.durable import DurableWriter
@@ -78,6 +79,9 @@ async def open_pipeline(settings: WorkerSettings,
             await metadata.load(conn.conn)
     else:
         await metadata.load(conn)
+    for source in sources:
+        if isinstance(source, StatestreamSource):  # a restarted worker's states of known entities need not wait
+            source.known = metadata.knows
     influx = InfluxWriter(settings.influx_write_url, database_for(settings.tenant), settings.influx_username,
                           settings.influx_password.get_secret_value(), settings.influx_timeout_s,
                           client=influx_client, verify=settings.influx_verify())

@@ -29,6 +29,12 @@ topics in its own order. Hence:
   of one described by part of its attributes only: the replay can stall mid-entity (the broker's window
   full of held states), and a battery whose cache held its `state_class` alone landed in measurement
   `state` (soak run F: 455 entities in two series, the same point in both).
+  An entity the home already has in `core.entities` (`known`) is described by that at once: its state
+  does not wait for the replay. Held, it was the restarted worker's longest wait, and the broker's cost:
+  Mosquitto 2.0.11 finds a PUBACK's message by walking its in-flight list from the oldest, so every
+  acknowledgement sent past the held states walked them (soak run I: 7,028 held states with their
+  timestamps among the 19,038 messages ahead of each PUBACK; the broker at 89 % CPU in that walk and
+  the publishers throttled from 3,500 to 250 msg/s).
   Completeness never depends on where the
   network happened to cut a read, which is what a flush per hand-off batch did (8–37 % of states lost
   their timestamp in an integration test).
@@ -135,6 +141,10 @@ class _Attributes:
     bare: bool = False  # a state of it waited UNDESCRIBED_HOLD_S for an attribute in vain: it publishes none
 
 
+def _unknown(entity_id: str) -> bool:
+    return False
+
+
 class StatestreamSource:
     """Home Assistant's mqtt_statestream under `base_topic` (which may itself contain slashes)."""
 
@@ -143,7 +153,8 @@ class StatestreamSource:
     def __init__(self, base_topic: str, *, max_cached_entities: int = MAX_CACHED_ENTITIES,
                  max_cache_bytes: int = MAX_CACHE_BYTES, max_pending_states: int = MAX_PENDING_STATES,
                  hold_s: float = HOLD_S, undescribed_hold_s: float = UNDESCRIBED_HOLD_S,
-                 quiet_s: float = QUIET_S, clock: Callable[[], float] = time.monotonic) -> None:
+                 quiet_s: float = QUIET_S, clock: Callable[[], float] = time.monotonic,
+                 known: Callable[[str], bool] | None = None) -> None:
         base = base_topic.rstrip("/")  # HA appends the slash itself when base_topic lacks one
         if not base or "+" in base or "#" in base:
             raise ValueError(f"statestream base_topic {base_topic!r} must be a non-empty topic without wildcards")
@@ -155,6 +166,8 @@ class StatestreamSource:
         self._undescribed_hold_s = max(hold_s, undescribed_hold_s)
         self._quiet_s = quiet_s
         self._clock = clock
+        # Whether the home's metadata describes an entity (`MetadataStore.knows`; the pipeline's wiring sets it).
+        self.known: Callable[[str], bool] = known or _unknown
         self._cache: OrderedDict[str, _Attributes] = OrderedDict()
         self._cache_bytes = 0
         self._pending: deque[_Pending] = deque()
@@ -233,8 +246,9 @@ class StatestreamSource:
         return pending.last_updated is not None or cached is None or not cached.stamps
 
     def _described(self, pending: _Pending) -> bool:
-        """Some attribute describes it (its own or its entity's cached), or its entity publishes none."""
-        if pending.own:
+        """Some attribute describes it (its own or its entity's cached), its entity publishes none, or the
+        home's metadata describes its entity (the pipeline fills the gaps from it: `MetadataStore.described`)."""
+        if pending.own or self.known(pending.entity_id):
             return True
         cached = self._cache.get(pending.entity_id)
         return cached is not None and (bool(cached.values) or cached.bare)

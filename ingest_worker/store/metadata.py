@@ -97,6 +97,10 @@ class MetadataStore:
             return state
         return replace(state, attributes={**gaps, **attrs})
 
+    def knows(self, entity_id: str) -> bool:
+        """Whether the entity's description is on record (loaded from `core.entities`, or noted since)."""
+        return self._known.get(entity_id) is not None
+
     def admit(self, entity_id: str) -> bool:
         """Within budget: a known entity, or a new one while there is room."""
         if entity_id in self._known:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from ingest_worker.normalise import EntityState, normalise, parse_time_ns
+from ingest_worker.normalise import EntityState, describe, normalise, parse_time_ns
 from ingest_worker.rejections import Reason, Rejected
 from ingest_worker.sources.base import Outcome, Source
 from ingest_worker.sources.statestream import (
@@ -17,6 +17,7 @@ from ingest_worker.sources.statestream import (
     UNDESCRIBED_HOLD_S,
     StatestreamSource,
 )
+from ingest_worker.store.metadata import MetadataStore
 
 BASE = "hats/acme/statestream"
 T1 = "2026-11-26T10:00:00.000001+00:00"
@@ -448,6 +449,8 @@ def test_a_first_state_waits_for_its_whole_attribute_burst() -> None:
                                       "device_class": "energy", "friendly_name": "Grid"}
 
 
+BATTERY_ATTRIBUTES = {"state_class": "measurement", "unit_of_measurement": "%", "device_class": "battery",
+                      "friendly_name": "Door battery"}
 BATTERY_BURST = (("state_class", b'"measurement"'), ("unit_of_measurement", b'"%"'),
                  ("device_class", b'"battery"'), ("friendly_name", b'"Door battery"'))
 
@@ -600,3 +603,37 @@ def test_a_replayed_timestamp_never_stamps_a_live_state_of_the_backlog() -> None
     source.handle(topic("last_updated"), T2.encode())
     clock.now += QUIET_S
     assert sorted((s.state, s.last_updated) for s in source.flush()) == [("21.5", T1), ("22.0", T2)]
+
+
+def test_after_a_restart_a_known_entity_is_described_by_the_home_and_does_not_wait_for_the_replay() -> None:
+    """A restarted worker's cache is empty and the backlog comes before the retained attributes. An entity
+    `core.entities` describes (`MetadataStore.knows`, what `open_pipeline` wires in) is released once its
+    burst is over, with its own timestamp; the pipeline then takes the known description for its gaps. An
+    entity the home has never described still waits for its attributes, as before."""
+    metadata = MetadataStore("t", budget=10)
+    battery = EntityState("sensor.door_00157_battery", "71", {**BATTERY_ATTRIBUTES}, source="statestream")
+    assert metadata.admit(battery.entity_id)
+    metadata.note(battery, describe(battery).measurement)
+    clock = FakeClock()
+    source = StatestreamSource(BASE, clock=clock, hold_s=1.0, known=metadata.knows)
+    for entity in ("sensor/door_00157_battery", "sensor/door_00158_battery"):
+        for field, payload in (("state", b"72"), ("last_updated", T1.encode()), ("last_changed", T1.encode())):
+            source.handle(topic(field, entity), payload)
+    emitted: list[EntityState] = []
+    for i in range(int(UNDESCRIBED_HOLD_S)):  # the rest of the backlog: no attribute yet
+        clock.now += 0.5
+        source.handle(topic("state", f"sensor/other_{i}"), b"1")
+        emitted += [state for state in source.flush() if state.entity_id.startswith("sensor.door")]
+        if i == 0:
+            assert [(s.entity_id, s.last_updated) for s in emitted] == [("sensor.door_00157_battery", T1)]
+    assert [s.entity_id for s in emitted] == ["sensor.door_00157_battery"]  # the unknown one is still held
+    assert normalise(metadata.described(emitted[0]), received_ns=1).measurement == "battery"
+
+
+def test_a_source_without_metadata_knows_no_entity() -> None:
+    clock = FakeClock()
+    source = StatestreamSource(BASE, clock=clock, hold_s=1.0)
+    source.handle(topic("state", "sensor/door_00157_battery"), b"72")
+    clock.now += 2.0
+    source.handle(topic("state", "sensor/other"), b"1")  # traffic: not settled, so undescribed means held
+    assert source.flush() == ()
