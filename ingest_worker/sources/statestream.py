@@ -243,7 +243,12 @@ class StatestreamSource:
         if not described:
             return False  # nothing describes it yet: its measurement is unknown
         cached = self._cache.get(pending.entity_id)
-        return pending.last_updated is not None or cached is None or not cached.stamps
+        if cached is None:
+            # Described by the home's metadata alone (`known`): whether it publishes timestamps is not known
+            # yet, so it waits HOLD_S for one (a real HA 2025.4 sent one 0.48 s after its state; released
+            # at QUIET_S the state took receipt time, a second point beside eventstream's).
+            return not self.known(pending.entity_id)
+        return pending.last_updated is not None or not cached.stamps
 
     def _described(self, pending: _Pending) -> bool:
         """Some attribute describes it (its own or its entity's cached), its entity publishes none, or the

@@ -637,3 +637,24 @@ def test_a_source_without_metadata_knows_no_entity() -> None:
     clock.now += 2.0
     source.handle(topic("state", "sensor/other"), b"1")  # traffic: not settled, so undescribed means held
     assert source.flush() == ()
+
+
+def test_a_known_entity_seen_first_waits_the_hold_for_its_timestamp() -> None:
+    """Known from `core.entities` (or from eventstream in the same worker) but not yet heard on statestream:
+    whether it publishes timestamps is unknown, so its state waits up to HOLD_S for its `last_updated` (a real
+    HA 2025.4 published one 0.48 s after its state) instead of taking receipt time at QUIET_S."""
+    clock = FakeClock()
+    source = StatestreamSource(BASE, clock=clock, hold_s=1.0, known=lambda entity_id: True)
+    source.handle(topic("state", "switch/heater"), b"on")
+    clock.now += 0.48
+    assert source.flush() == ()
+    source.handle(topic("last_updated", "switch/heater"), T1.encode())
+    clock.now += QUIET_S
+    (state,) = source.flush()
+    assert (state.state, state.last_updated) == ("on", T1)
+    source.handle(topic("state", "switch/plain"), b"off")  # one that never sends a timestamp goes at HOLD_S
+    clock.now += 0.99
+    assert source.flush() == ()
+    clock.now += 0.01
+    (plain,) = source.flush()
+    assert (plain.state, plain.last_updated) == ("off", None)
