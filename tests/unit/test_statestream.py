@@ -449,10 +449,9 @@ def test_a_first_state_waits_for_its_whole_attribute_burst() -> None:
                                       "device_class": "energy", "friendly_name": "Grid"}
 
 
-BATTERY_ATTRIBUTES = {"state_class": "measurement", "unit_of_measurement": "%", "device_class": "battery",
-                      "friendly_name": "Door battery"}
 BATTERY_BURST = (("state_class", b'"measurement"'), ("unit_of_measurement", b'"%"'),
                  ("device_class", b'"battery"'), ("friendly_name", b'"Door battery"'))
+BATTERY_ATTRIBUTES = {field: json.loads(payload) for field, payload in BATTERY_BURST}
 
 
 def test_a_state_nothing_describes_waits_past_the_hold_for_its_retained_attributes() -> None:
